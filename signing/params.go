@@ -1,0 +1,353 @@
+package signing
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// paramScheme is the shared core of form-sm2 and unionpay-sm2: a flat set of parameters in a
+// form or JSON body, a sorted k=v&... string, and a signature field.
+type paramScheme struct {
+	name string
+	c    config
+	// digestHex signs the lower-case hex SM3 of the canonical string (UnionPay) instead of the
+	// string itself.
+	digestHex bool
+	// requireSignType makes the sign type field mandatory on Parse.
+	requireSignType bool
+	// keyIDFromCert derives the key ID from Key.Cert (decimal serial) when Key.KeyID is empty.
+	keyIDFromCert bool
+}
+
+// cst is UTC+8, the zone of payment timestamps written without an offset.
+var cst = time.FixedZone("UTC+8", 8*3600)
+
+type bodyFormat int
+
+const (
+	formBody bodyFormat = iota
+	jsonBody
+)
+
+func detectFormat(m *Message) bodyFormat {
+	if ct := m.Header.Get("Content-Type"); ct != "" {
+		if strings.Contains(strings.ToLower(ct), "json") {
+			return jsonBody
+		}
+		if strings.Contains(strings.ToLower(ct), "x-www-form-urlencoded") {
+			return formBody
+		}
+	}
+	if b := bytes.TrimLeft(m.Body, " \t\r\n"); len(b) > 0 && b[0] == '{' {
+		return jsonBody
+	}
+	return formBody
+}
+
+// ParseParams reads a flat parameter set from a form (application/x-www-form-urlencoded) or a
+// JSON object body. JSON values must be strings, numbers, booleans or null (null = empty);
+// numbers keep their literal text. Duplicate names and more than MaxParams parameters are
+// rejected (ErrMalformedBody).
+func ParseParams(body []byte, isJSON bool) (map[string]string, error) {
+	if isJSON {
+		return parseJSONParams(body)
+	}
+	return parseFormParams(body)
+}
+
+func parseFormParams(body []byte) (map[string]string, error) {
+	s := strings.TrimRight(string(body), "\r\n")
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	if strings.Count(s, "&") >= MaxParams {
+		return nil, errf(ErrMalformedBody, "too many parameters")
+	}
+	for _, part := range strings.Split(s, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil || key == "" {
+			return nil, errf(ErrMalformedBody, "bad parameter name")
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, errf(ErrMalformedBody, "bad parameter value")
+		}
+		if _, dup := out[key]; dup {
+			return nil, errf(ErrMalformedBody, "duplicate parameter")
+		}
+		out[key] = val
+	}
+	return out, nil
+}
+
+func parseJSONParams(body []byte) (map[string]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return nil, errf(ErrMalformedBody, "not a JSON object")
+	}
+	out := map[string]string{}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, errf(ErrMalformedBody, "bad JSON")
+		}
+		key, ok := kt.(string)
+		if !ok || key == "" {
+			return nil, errf(ErrMalformedBody, "bad JSON key")
+		}
+		vt, err := dec.Token()
+		if err != nil {
+			return nil, errf(ErrMalformedBody, "bad JSON")
+		}
+		var val string
+		switch v := vt.(type) {
+		case string:
+			val = v
+		case json.Number:
+			val = v.String()
+		case bool:
+			val = strconv.FormatBool(v)
+		case nil:
+			val = ""
+		default:
+			return nil, errf(ErrMalformedBody, "nested JSON value")
+		}
+		if _, dup := out[key]; dup {
+			return nil, errf(ErrMalformedBody, "duplicate parameter")
+		}
+		if len(out) >= MaxParams {
+			return nil, errf(ErrMalformedBody, "too many parameters")
+		}
+		out[key] = val
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, errf(ErrMalformedBody, "bad JSON")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errf(ErrMalformedBody, "trailing data after JSON object")
+	}
+	return out, nil
+}
+
+func (p *paramScheme) exclude() []string {
+	return append([]string{p.c.signField}, p.c.excluded...)
+}
+
+func (p *paramScheme) signedBytes(params map[string]string) []byte {
+	s := CanonicalParams(params, p.exclude()...)
+	if p.digestHex {
+		return []byte(SM3Hex([]byte(s)))
+	}
+	return []byte(s)
+}
+
+func (p *paramScheme) formatTime(t time.Time) string {
+	switch p.c.timestampLayout {
+	case "unix":
+		return strconv.FormatInt(t.Unix(), 10)
+	case "unixms":
+		return strconv.FormatInt(t.UnixMilli(), 10)
+	}
+	return t.In(cst).Format(p.c.timestampLayout)
+}
+
+func (p *paramScheme) parseTime(v string) (time.Time, error) {
+	if len(v) > 64 {
+		return time.Time{}, errors.New("too long")
+	}
+	switch p.c.timestampLayout {
+	case "unix":
+		return parseUnixSeconds(v)
+	case "unixms":
+		t, err := parseUnixSeconds(v)
+		if err != nil {
+			return t, err
+		}
+		return time.UnixMilli(t.Unix()), nil
+	}
+	return time.ParseInLocation(p.c.timestampLayout, v, cst)
+}
+
+func (p *paramScheme) sign(m *Message, k Key, now time.Time, nonce string) error {
+	if m == nil {
+		return errf(ErrMalformedBody, "nil message")
+	}
+	if m.Header == nil {
+		m.Header = make(map[string][]string)
+	}
+	format := detectFormat(m)
+	params, err := ParseParams(m.Body, format == jsonBody)
+	if err != nil {
+		return err
+	}
+	keyID := k.KeyID
+	if keyID == "" && p.keyIDFromCert && k.Cert != nil {
+		keyID = SerialDecimal(k.Cert.SerialNumber)
+	}
+	set := func(field, v string) {
+		if field != "" && v != "" {
+			params[field] = v
+		}
+	}
+	setIfAbsent := func(field, v string) {
+		if field != "" && params[field] == "" {
+			set(field, v)
+		}
+	}
+	setIfAbsent(p.c.merchantField, k.MerchantID)
+	set(p.c.keyIDField, keyID)
+	if p.c.timestampField != "" {
+		setIfAbsent(p.c.timestampField, p.formatTime(now))
+	}
+	if p.c.nonceField != "" && params[p.c.nonceField] == "" {
+		if nonce == "" {
+			if nonce, err = NewNonce(); err != nil {
+				return err
+			}
+		}
+		set(p.c.nonceField, nonce)
+	}
+	set(p.c.signTypeField, p.c.signTypeValue)
+	if p.c.embedCert && k.Cert != nil {
+		set("signPubKeyCert", certPEM(k.Cert.Raw))
+	}
+	delete(params, p.c.signField)
+	if len(params) >= MaxParams {
+		return errf(ErrMalformedBody, "too many parameters")
+	}
+	uid := k.UserID
+	if uid == nil {
+		if p.c.uidMode == UserIDFromKeyID && keyID == "" {
+			return errf(ErrMissingComponent, "user ID from key ID, but no key ID")
+		}
+		uid = p.c.uidFor(keyID)
+	}
+	sig, err := SignSM2(k.Signer, p.signedBytes(params), uid, p.c.sigEnc)
+	if err != nil {
+		return err
+	}
+	params[p.c.signField] = p.c.textEnc.Encode(sig)
+	if format == jsonBody {
+		m.Body, err = rewriteJSON(m.Body, params)
+		return err
+	}
+	vals := make(url.Values, len(params))
+	for k, v := range params {
+		vals.Set(k, v)
+	}
+	m.Body = []byte(vals.Encode())
+	return nil
+}
+
+// rewriteJSON keeps the original JSON values (numbers, booleans) and writes the changed ones as
+// strings; keys come out sorted.
+func rewriteJSON(orig []byte, params map[string]string) ([]byte, error) {
+	raw := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(orig)) > 0 {
+		if err := json.Unmarshal(orig, &raw); err != nil {
+			return nil, errf(ErrMalformedBody, "bad JSON")
+		}
+	}
+	out := make(map[string]json.RawMessage, len(params))
+	for k, v := range params {
+		if r, ok := raw[k]; ok && jsonText(r) == v {
+			out[k] = r
+			continue
+		}
+		b, _ := json.Marshal(v)
+		out[k] = b
+	}
+	for k, r := range raw { // keep nulls and other empty values as they were
+		if _, ok := out[k]; !ok {
+			out[k] = r
+		}
+	}
+	return json.Marshal(out)
+}
+
+func jsonText(r json.RawMessage) string {
+	var v any
+	d := json.NewDecoder(bytes.NewReader(r))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return "\x00"
+	}
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case bool:
+		return strconv.FormatBool(x)
+	}
+	return "\x00"
+}
+
+func (p *paramScheme) parse(m *Message) (*Signed, error) {
+	if m == nil {
+		return nil, ErrMissingSignature
+	}
+	params, err := ParseParams(m.Body, detectFormat(m) == jsonBody)
+	if err != nil {
+		return nil, err
+	}
+	sigText := params[p.c.signField]
+	if sigText == "" {
+		return nil, ErrMissingSignature
+	}
+	if p.c.signTypeField != "" {
+		st := params[p.c.signTypeField]
+		if st == "" && p.requireSignType {
+			return nil, errf(ErrMissingComponent, "%s absent", p.c.signTypeField)
+		}
+		if st != "" && !strings.EqualFold(st, p.c.signTypeValue) {
+			return nil, errf(ErrUnsupportedAlgorithm, "%s is not %s", p.c.signTypeField, p.c.signTypeValue)
+		}
+	}
+	sig, err := p.c.textEnc.Decode(sigText)
+	if err != nil || len(sig) == 0 {
+		return nil, errf(ErrMalformedBody, "signature encoding")
+	}
+	s := &Signed{Scheme: p.name, Signature: sig, Encoding: p.c.sigEnc, Params: params}
+	if p.c.keyIDField != "" {
+		s.KeyID = params[p.c.keyIDField]
+	}
+	if p.c.merchantField != "" {
+		s.MerchantID = params[p.c.merchantField]
+	}
+	if p.c.nonceField != "" {
+		s.Nonce = params[p.c.nonceField]
+	}
+	if p.c.timestampField != "" && params[p.c.timestampField] != "" {
+		if s.Timestamp, err = p.parseTime(params[p.c.timestampField]); err != nil {
+			return nil, errf(ErrMalformedBody, "bad %s", p.c.timestampField)
+		}
+	}
+	if p.c.uidMode == UserIDFromKeyID {
+		if s.KeyID == "" {
+			return nil, errf(ErrMissingComponent, "%s absent", p.c.keyIDField)
+		}
+		if len(s.KeyID) > MaxUserIDLen {
+			return nil, errf(ErrMalformedBody, "key ID too long")
+		}
+	}
+	s.UserID = p.c.uidFor(s.KeyID)
+	s.SignedBytes = p.signedBytes(params)
+	return s, nil
+}
+
+func (p *paramScheme) verify(s *Signed, pub *ecdsa.PublicKey) error { return verifySigned(s, pub) }
