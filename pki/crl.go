@@ -1,0 +1,315 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+)
+
+// MaxCRLSize is the largest CRL file (PEM or DER) accepted.
+const MaxCRLSize = 16 << 20
+
+// maxCRLsPerFile bounds the number of "X509 CRL" blocks in one PEM file.
+const maxCRLsPerFile = 64
+
+// DefaultCRLCheckInterval is how often CRL files are checked for changes.
+const DefaultCRLCheckInterval = 10 * time.Second
+
+// CRLOptions configures a CRLStore.
+type CRLOptions struct {
+	// CheckInterval is the minimum time between two checks of the files'
+	// mtime/size (checked lazily, on use). Zero means
+	// DefaultCRLCheckInterval; negative means check on every use.
+	CheckInterval time.Duration
+	// AllowStale accepts CRLs past their NextUpdate. The default (false) is
+	// fail-closed: IsRevoked returns ErrCRLStale for such a CRL.
+	AllowStale bool
+	// Issuers, when set, are the CA certificates CRLs may come from: every
+	// loaded CRL must verify against one of them (else NewCRLStore fails and a
+	// reload is refused). Whether set or not, IsRevoked only uses a CRL after
+	// verifying its signature against the issuer it is given.
+	Issuers []*smx509.Certificate
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// CRLStore holds CRLs loaded from files, reloads them when a file changes and
+// answers revocation queries. It is safe for concurrent use.
+//
+// A reload that fails (unreadable file, bad CRL, bad signature) keeps the
+// previously loaded CRLs of that file; the failure is reported by LastError.
+type CRLStore struct {
+	opts  CRLOptions
+	paths []string
+
+	mu        sync.Mutex
+	files     []*crlFile
+	lastCheck time.Time
+	lastErr   error
+}
+
+type crlFile struct {
+	path    string
+	modTime time.Time
+	size    int64
+	crls    []*loadedCRL
+}
+
+type loadedCRL struct {
+	rl      *smx509.RevocationList
+	revoked map[string]struct{} // serial number bytes
+	// sigOK caches signature checks by SHA-256 of the issuer certificate.
+	sigOK map[[32]byte]bool
+}
+
+// NewCRLStore loads every file of paths (PEM "X509 CRL" blocks or one DER CRL
+// per file). Any file that fails to load fails the call.
+func NewCRLStore(paths []string, opts CRLOptions) (*CRLStore, error) {
+	if opts.CheckInterval == 0 {
+		opts.CheckInterval = DefaultCRLCheckInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &CRLStore{opts: opts, paths: append([]string(nil), paths...)}
+	for _, p := range s.paths {
+		f, err := s.loadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		s.files = append(s.files, f)
+	}
+	s.lastCheck = opts.Now()
+	return s, nil
+}
+
+// ParseCRL parses one CRL in PEM ("X509 CRL") or DER form.
+func ParseCRL(data []byte) (*smx509.RevocationList, error) {
+	crls, err := parseCRLs(data)
+	if err != nil {
+		return nil, err
+	}
+	return crls[0], nil
+}
+
+// parseCRLs parses every "X509 CRL" block of PEM data, or data as one DER CRL.
+func parseCRLs(data []byte) ([]*smx509.RevocationList, error) {
+	if len(data) > MaxCRLSize {
+		return nil, fmt.Errorf("%w: CRL input is %d bytes, limit %d", ErrInputTooLarge, len(data), MaxCRLSize)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty input", ErrMalformedCRL)
+	}
+	if !bytes.Contains(data, []byte("-----BEGIN")) {
+		rl, err := smx509.ParseRevocationList(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformedCRL, err)
+		}
+		return []*smx509.RevocationList{rl}, nil
+	}
+	var out []*smx509.RevocationList
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "X509 CRL" {
+			continue
+		}
+		if len(out) >= maxCRLsPerFile {
+			return nil, fmt.Errorf("%w: more than %d CRLs in one input", ErrInputTooLarge, maxCRLsPerFile)
+		}
+		rl, err := smx509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: CRL #%d: %v", ErrMalformedCRL, len(out)+1, err)
+		}
+		out = append(out, rl)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no X509 CRL block found", ErrMalformedPEM)
+	}
+	return out, nil
+}
+
+func (s *CRLStore) loadFile(path string) (*crlFile, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %s: %w", path, err)
+	}
+	data, err := readBounded(path, MaxCRLSize)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %w", err)
+	}
+	rls, err := parseCRLs(data)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %s: %w", path, err)
+	}
+	f := &crlFile{path: path, modTime: st.ModTime(), size: st.Size()}
+	for _, rl := range rls {
+		if rl.SignatureAlgorithm != smx509.SM2WithSM3 {
+			return nil, fmt.Errorf("pki: CRL %s: %w: signature algorithm %v", path, ErrNotSM2, rl.SignatureAlgorithm)
+		}
+		lc := &loadedCRL{rl: rl, revoked: make(map[string]struct{}, len(rl.RevokedCertificateEntries)), sigOK: map[[32]byte]bool{}}
+		for _, e := range rl.RevokedCertificateEntries {
+			if e.SerialNumber != nil {
+				lc.revoked[string(e.SerialNumber.Bytes())+signTag(e.SerialNumber.Sign())] = struct{}{}
+			}
+		}
+		if len(s.opts.Issuers) > 0 {
+			if err := s.checkAgainstIssuers(lc); err != nil {
+				return nil, fmt.Errorf("pki: CRL %s: %w", path, err)
+			}
+		}
+		f.crls = append(f.crls, lc)
+	}
+	return f, nil
+}
+
+func signTag(sign int) string {
+	if sign < 0 {
+		return "-"
+	}
+	return ""
+}
+
+func serialKey(c *smx509.Certificate) string {
+	if c.SerialNumber == nil {
+		return ""
+	}
+	return string(c.SerialNumber.Bytes()) + signTag(c.SerialNumber.Sign())
+}
+
+// checkAgainstIssuers verifies lc against the configured issuer of the same name.
+func (s *CRLStore) checkAgainstIssuers(lc *loadedCRL) error {
+	named := false
+	for _, is := range s.opts.Issuers {
+		if is == nil || !bytes.Equal(is.RawSubject, lc.rl.RawIssuer) {
+			continue
+		}
+		named = true
+		if lc.verify(is) {
+			return nil
+		}
+	}
+	if named {
+		return &VerifyError{Err: ErrCRLBadSignature, Subject: lc.rl.Issuer.String(), Detail: "CRL signature does not verify against any configured issuer of that name"}
+	}
+	return &VerifyError{Err: ErrUnknownIssuer, Subject: lc.rl.Issuer.String(), Detail: "CRL issuer is not a configured CA"}
+}
+
+// verify checks lc's signature against issuer, caching the result.
+func (lc *loadedCRL) verify(issuer *smx509.Certificate) bool {
+	h := sha256.Sum256(issuer.Raw)
+	if ok, seen := lc.sigOK[h]; seen {
+		return ok
+	}
+	ok := lc.rl.CheckSignatureFrom(issuer) == nil
+	lc.sigOK[h] = ok
+	return ok
+}
+
+// maybeReload re-reads changed files, at most once per CheckInterval.
+// Caller holds s.mu.
+func (s *CRLStore) maybeReload(now time.Time, force bool) {
+	if !force && s.opts.CheckInterval > 0 && now.Sub(s.lastCheck) < s.opts.CheckInterval && !now.Before(s.lastCheck) {
+		return
+	}
+	s.lastCheck = now
+	var errs []error
+	for i, f := range s.files {
+		st, err := os.Stat(f.path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pki: CRL %s: %w", f.path, err))
+			continue
+		}
+		if st.ModTime().Equal(f.modTime) && st.Size() == f.size {
+			continue
+		}
+		nf, err := s.loadFile(f.path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.files[i] = nf
+	}
+	s.lastErr = errors.Join(errs...)
+}
+
+// Reload checks every file now and reloads the changed ones. It returns the
+// reload failures (the previous CRLs of a failing file are kept).
+func (s *CRLStore) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maybeReload(s.opts.Now(), true)
+	return s.lastErr
+}
+
+// LastError returns the failures of the latest reload check, or nil.
+func (s *CRLStore) LastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// IsRevoked reports whether cert is listed in a CRL issued by issuer. Only
+// CRLs whose issuer name equals issuer's subject (and whose authority key
+// identifier, when both are present, equals issuer's subject key identifier)
+// are considered; each must verify against issuer's key, else the result is
+// an error wrapping ErrCRLBadSignature. When no CRL of issuer is loaded, cert
+// is not revoked. When the newest CRL of issuer is past its NextUpdate and
+// AllowStale is false, a non-revoked cert yields an error wrapping ErrCRLStale.
+func (s *CRLStore) IsRevoked(cert *smx509.Certificate, issuer *smx509.Certificate) (bool, error) {
+	if cert == nil || issuer == nil {
+		return false, errors.New("pki: IsRevoked: nil certificate")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	s.maybeReload(now, false)
+
+	var newest *loadedCRL
+	key := serialKey(cert)
+	revoked := false
+	for _, f := range s.files {
+		for _, lc := range f.crls {
+			rl := lc.rl
+			if !bytes.Equal(rl.RawIssuer, issuer.RawSubject) {
+				continue
+			}
+			if len(rl.AuthorityKeyId) > 0 && len(issuer.SubjectKeyId) > 0 && !bytes.Equal(rl.AuthorityKeyId, issuer.SubjectKeyId) {
+				continue // same name, other CA key
+			}
+			if !lc.verify(issuer) {
+				return false, certError(ErrCRLBadSignature, issuer, "CRL %s (issuer %q)", f.path, rl.Issuer.String())
+			}
+			if _, ok := lc.revoked[key]; ok {
+				revoked = true
+			}
+			if newest == nil || rl.ThisUpdate.After(newest.rl.ThisUpdate) {
+				newest = lc
+			}
+		}
+	}
+	if revoked {
+		return true, nil
+	}
+	if newest != nil && !s.opts.AllowStale && !newest.rl.NextUpdate.IsZero() && now.After(newest.rl.NextUpdate) {
+		return false, certError(ErrCRLStale, issuer, "newest CRL of this issuer expired at %s (now %s)",
+			newest.rl.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return false, nil
+}
+
+// EncodeCRLPEM encodes a DER CRL as an "X509 CRL" PEM block.
+func EncodeCRLPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
