@@ -1,0 +1,126 @@
+package tlcp
+
+import (
+	"errors"
+	"strconv"
+)
+
+// Alert is a TLCP alert description (GB/T 38636-2020 6.4.3.3).
+type Alert uint8
+
+// Alert descriptions. The 200-205 codes are TLCP-specific.
+const (
+	AlertCloseNotify            Alert = 0
+	AlertUnexpectedMessage      Alert = 10
+	AlertBadRecordMAC           Alert = 20
+	AlertDecryptionFailed       Alert = 21
+	AlertRecordOverflow         Alert = 22
+	AlertDecompressionFailure   Alert = 30
+	AlertHandshakeFailure       Alert = 40
+	AlertBadCertificate         Alert = 42
+	AlertUnsupportedCertificate Alert = 43
+	AlertCertificateRevoked     Alert = 44
+	AlertCertificateExpired     Alert = 45
+	AlertCertificateUnknown     Alert = 46
+	AlertIllegalParameter       Alert = 47
+	AlertUnknownCA              Alert = 48
+	AlertAccessDenied           Alert = 49
+	AlertDecodeError            Alert = 50
+	AlertDecryptError           Alert = 51
+	AlertProtocolVersion        Alert = 70
+	AlertInsufficientSecurity   Alert = 71
+	AlertInternalError          Alert = 80
+	AlertUserCanceled           Alert = 90
+	AlertNoRenegotiation        Alert = 100
+	AlertUnsupportedSite2Site   Alert = 200
+	AlertNoArea                 Alert = 201
+	AlertUnsupportedAreaType    Alert = 202
+	AlertBadIBCParam            Alert = 203
+	AlertUnsupportedIBCParam    Alert = 204
+	AlertIdentityNeed           Alert = 205
+)
+
+const (
+	alertLevelWarning = 1
+	alertLevelError   = 2
+)
+
+var alertText = map[Alert]string{
+	AlertCloseNotify:            "close notify",
+	AlertUnexpectedMessage:      "unexpected message",
+	AlertBadRecordMAC:           "bad record MAC",
+	AlertDecryptionFailed:       "decryption failed",
+	AlertRecordOverflow:         "record overflow",
+	AlertDecompressionFailure:   "decompression failure",
+	AlertHandshakeFailure:       "handshake failure",
+	AlertBadCertificate:         "bad certificate",
+	AlertUnsupportedCertificate: "unsupported certificate",
+	AlertCertificateRevoked:     "revoked certificate",
+	AlertCertificateExpired:     "expired certificate",
+	AlertCertificateUnknown:     "unknown certificate",
+	AlertIllegalParameter:       "illegal parameter",
+	AlertUnknownCA:              "unknown certificate authority",
+	AlertAccessDenied:           "access denied",
+	AlertDecodeError:            "error decoding message",
+	AlertDecryptError:           "error decrypting message",
+	AlertProtocolVersion:        "protocol version not supported",
+	AlertInsufficientSecurity:   "insufficient security level",
+	AlertInternalError:          "internal error",
+	AlertUserCanceled:           "user canceled",
+	AlertNoRenegotiation:        "no renegotiation",
+	AlertUnsupportedSite2Site:   "unsupported site2site",
+	AlertNoArea:                 "no area",
+	AlertUnsupportedAreaType:    "unsupported area type",
+	AlertBadIBCParam:            "bad IBC parameter",
+	AlertUnsupportedIBCParam:    "unsupported IBC parameter",
+	AlertIdentityNeed:           "identity needed",
+}
+
+// String returns the alert's name.
+func (a Alert) String() string {
+	if s, ok := alertText[a]; ok {
+		return s
+	}
+	return "alert(" + strconv.Itoa(int(a)) + ")"
+}
+
+// AlertError is the error for a failed connection: Alert was sent to the
+// peer (Remote false) or received from it (Remote true). Err, if set, is
+// the local cause.
+type AlertError struct {
+	Alert  Alert
+	Remote bool
+	Err    error
+}
+
+// Error implements error.
+func (e *AlertError) Error() string {
+	if e.Remote {
+		return "tlcp: remote error: " + e.Alert.String()
+	}
+	if e.Err != nil {
+		return "tlcp: " + e.Err.Error() + " (sent alert: " + e.Alert.String() + ")"
+	}
+	return "tlcp: local error: " + e.Alert.String()
+}
+
+// Unwrap returns the local cause.
+func (e *AlertError) Unwrap() error { return e.Err }
+
+// alertOf extracts the alert of an error, or (0,false).
+func alertOf(err error) (Alert, bool) {
+	var ae *AlertError
+	if errors.As(err, &ae) {
+		return ae.Alert, true
+	}
+	return 0, false
+}
+
+// newAlert makes a local alert error with a cause.
+func newAlert(a Alert, msg string) error {
+	return &AlertError{Alert: a, Err: errors.New(msg)}
+}
+
+func wrapAlert(a Alert, err error) error {
+	return &AlertError{Alert: a, Err: err}
+}

@@ -1,0 +1,172 @@
+package tlcp
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/emmansun/gmsm/smx509"
+)
+
+type certRole int
+
+const (
+	roleSign certRole = iota
+	roleEnc
+)
+
+// ErrWrongKeyUsage is wrapped by errors for certificates whose key usage
+// does not fit their position (sign or enc).
+var ErrWrongKeyUsage = errors.New("tlcp: certificate key usage does not fit its role")
+
+// checkUsage checks the keyUsage extension, if present, against the role.
+func checkUsage(c *smx509.Certificate, role certRole) error {
+	if c.KeyUsage == 0 {
+		return nil
+	}
+	switch role {
+	case roleSign:
+		if c.KeyUsage&smx509.KeyUsageDigitalSignature == 0 {
+			return fmt.Errorf("%w: signing certificate lacks digitalSignature", ErrWrongKeyUsage)
+		}
+	case roleEnc:
+		if c.KeyUsage&(smx509.KeyUsageKeyEncipherment|smx509.KeyUsageDataEncipherment|smx509.KeyUsageKeyAgreement) == 0 {
+			return fmt.Errorf("%w: encryption certificate lacks keyEncipherment/dataEncipherment/keyAgreement", ErrWrongKeyUsage)
+		}
+	}
+	return nil
+}
+
+// verifyPeer parses and verifies a peer's [sign, enc, chain...] list.
+// For servers (isServerCert) both leaves must be present; serverName is
+// checked against the signing certificate only. verify=false skips the chain
+// check (InsecureSkipVerify / RequireAnyClientCert) but not key usage.
+func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
+	certs := make([]*smx509.Certificate, 0, len(raw))
+	for _, der := range raw {
+		cert, err := smx509.ParseCertificate(der)
+		if err != nil {
+			return newAlert(AlertBadCertificate, "cannot parse peer certificate")
+		}
+		certs = append(certs, cert)
+	}
+	if isServerCert {
+		certs, raw = fixServerOrder(certs, raw)
+	}
+	if len(certs) == 0 {
+		return newAlert(AlertBadCertificate, "empty certificate list")
+	}
+	if _, err := sm2PublicKey(certs[0]); err != nil {
+		return wrapAlert(AlertUnsupportedCertificate, err)
+	}
+	if err := checkUsage(certs[0], roleSign); err != nil {
+		return wrapAlert(AlertUnsupportedCertificate, err)
+	}
+	hasEnc := len(certs) > 1 && !certs[1].IsCA
+	if isServerCert && !hasEnc {
+		return newAlert(AlertBadCertificate, "server sent no encryption certificate")
+	}
+	if hasEnc {
+		if _, err := sm2PublicKey(certs[1]); err != nil {
+			return wrapAlert(AlertUnsupportedCertificate, err)
+		}
+		if err := checkUsage(certs[1], roleEnc); err != nil {
+			return wrapAlert(AlertUnsupportedCertificate, err)
+		}
+	}
+	var chains [][]*smx509.Certificate
+	if verify {
+		opts := smx509.VerifyOptions{
+			CurrentTime:   c.config.now(),
+			Intermediates: smx509.NewCertPool(),
+		}
+		first := 1
+		if hasEnc {
+			first = 2
+		}
+		for _, ic := range certs[first:] {
+			opts.Intermediates.AddCert(ic)
+		}
+		if isServerCert {
+			opts.Roots = c.config.RootCAs
+			opts.KeyUsages = []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth}
+		} else {
+			opts.Roots = c.config.ClientCAs
+			opts.KeyUsages = []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}
+		}
+		if opts.Roots == nil {
+			opts.Roots = smx509.NewCertPool()
+		}
+		signOpts := opts
+		if isServerCert {
+			signOpts.DNSName = c.config.ServerName
+		}
+		var err error
+		chains, err = certs[0].Verify(signOpts)
+		if err != nil {
+			return certAlert(err)
+		}
+		if hasEnc {
+			if _, err := certs[1].Verify(opts); err != nil {
+				return certAlert(err)
+			}
+		}
+	}
+	if c.config.VerifyPeerCertificate != nil {
+		if err := c.config.VerifyPeerCertificate(raw, chains); err != nil {
+			if errors.Is(err, ErrCertificateRevoked) {
+				return wrapAlert(AlertCertificateRevoked, err)
+			}
+			return wrapAlert(AlertBadCertificate, err)
+		}
+	}
+	c.peerCertificates = certs
+	c.verifiedChains = chains
+	return nil
+}
+
+// certAlert maps a verification error to its alert.
+func certAlert(err error) error {
+	var inv smx509.CertificateInvalidError
+	var unk smx509.UnknownAuthorityError
+	var host smx509.HostnameError
+	switch {
+	case errors.As(err, &inv):
+		switch inv.Reason {
+		case smx509.Expired:
+			return wrapAlert(AlertCertificateExpired, err)
+		case smx509.IncompatibleUsage:
+			return wrapAlert(AlertUnsupportedCertificate, err)
+		}
+		return wrapAlert(AlertBadCertificate, err)
+	case errors.As(err, &unk):
+		return wrapAlert(AlertUnknownCA, err)
+	case errors.As(err, &host):
+		return wrapAlert(AlertBadCertificate, err)
+	}
+	return wrapAlert(AlertBadCertificate, err)
+}
+
+// fixServerOrder handles tjfoc's [sign, sign-chain..., enc, enc-chain...]
+// order: if [1] is a CA and a later certificate is a non-CA leaf with the
+// same subject as [0], move that leaf to position 1.
+func fixServerOrder(certs []*smx509.Certificate, raw [][]byte) ([]*smx509.Certificate, [][]byte) {
+	if len(certs) < 3 || !certs[1].IsCA {
+		return certs, raw
+	}
+	for i := 2; i < len(certs); i++ {
+		if !certs[i].IsCA && string(certs[i].RawSubject) == string(certs[0].RawSubject) {
+			nc := make([]*smx509.Certificate, 0, len(certs))
+			nr := make([][]byte, 0, len(raw))
+			nc = append(nc, certs[0], certs[i])
+			nr = append(nr, raw[0], raw[i])
+			for j := 1; j < len(certs); j++ {
+				if j != i {
+					nc = append(nc, certs[j])
+					nr = append(nr, raw[j])
+				}
+			}
+			return nc, nr
+		}
+	}
+	return certs, raw
+}
