@@ -270,3 +270,27 @@ func TestLargeTransferAndCloseNotify(t *testing.T) {
 		})
 	}
 }
+
+func TestCompatSwitches(t *testing.T) {
+	p := getPKI(t)
+	cases := []struct {
+		name  string
+		suite uint16
+		mod   func(*Config)
+	}{
+		{"ECC raw C1C3C2 ciphertext", ECC_SM4_GCM_SM3, func(c *Config) { c.ECCCiphertextRaw = true }},
+		{"ECC DER ciphertext", ECC_SM4_GCM_SM3, func(c *Config) {}},
+		{"ECDHE 71-byte vector CKE", ECDHE_SM4_GCM_SM3, func(c *Config) { c.ECDHEParamsAsVector = true }},
+		{"ECDHE 69-byte CKE", ECDHE_SM4_CBC_SM3, func(c *Config) {}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := clientConfig(p, true)
+			cc.CipherSuites = []uint16{tc.suite}
+			tc.mod(cc)
+			if a, b := runPair(t, serverConfig(p), cc, echoCheck(10)); a != nil || b != nil {
+				t.Fatal(a, b)
+			}
+		})
+	}
+}
