@@ -1,0 +1,198 @@
+// Package caddymodule adapts gmgate's core packages to Caddy v2: the gmgate app (key vault and
+// development PKI), the TLCP listener wrapper, the gm_verify handler, the gm_channel transport,
+// their Caddyfile syntax, metrics and the gmgate subcommands. It only translates configuration
+// and wires the core packages together.
+package caddymodule
+
+import (
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/emmansun/gmsm/smx509"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+
+	"github.com/gmgate/gmgate/keyvault"
+	"github.com/gmgate/gmgate/pki"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Names of the keys the embedded development default provides.
+const (
+	DevServerSignKey   = "dev-server-sign"
+	DevServerEncKey    = "dev-server-enc"
+	DevPlatformSignKey = "dev-platform-sign"
+	DevClientSignKey   = "dev-client-sign"
+	DevClientEncKey    = "dev-client-enc"
+)
+
+// App is the `gmgate` Caddy app: the key vault that holds every gmgate key, and the embedded
+// development PKI. Other gmgate modules refer to keys by name through it.
+//
+// Without a vault, gmgate runs on the embedded development default, in the spirit of Caddy's
+// `tls internal`: a development root CA, a TLCP server pair, a platform signing certificate and a
+// demo client pair are created on first use under Caddy's data directory and served by a software
+// key vault (keys as PEM files). It is loud about it and is not for production.
+type App struct {
+	// Vault declares the PKCS#11 tokens and the named keys. Keys of the development default
+	// (dev-server-sign, dev-server-enc, dev-platform-sign, dev-client-sign, dev-client-enc) are
+	// always added when the development PKI is enabled.
+	Vault keyvault.Config `json:"vault,omitempty"`
+
+	// DevPKI configures the embedded development PKI. It is enabled when the vault declares no
+	// keys, or when this is set.
+	DevPKI *DevPKIConfig `json:"dev_pki,omitempty"`
+
+	vault  *keyvault.Vault
+	dev    *pki.DevPKI
+	logger *zap.Logger
+}
+
+// DevPKIConfig configures the embedded development PKI.
+type DevPKIConfig struct {
+	// Dir holds the development root, server pair, platform and client certificates and keys.
+	// Default: "gmgate/devpki" under Caddy's data directory.
+	Dir string `json:"dir,omitempty"`
+	// Names are the DNS names and IP addresses the development server certificates carry.
+	// Default: localhost, 127.0.0.1, ::1.
+	Names []string `json:"names,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "gmgate",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision opens the key vault (and creates the development PKI when it is in use).
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	cfg := a.Vault
+	if len(cfg.Keys) == 0 || a.DevPKI != nil {
+		dc := a.DevPKI
+		if dc == nil {
+			dc = &DevPKIConfig{}
+		}
+		dir := dc.Dir
+		if dir == "" {
+			dir = filepath.Join(caddy.AppDataDir(), "gmgate", "devpki")
+		}
+		names := dc.Names
+		if len(names) == 0 {
+			names = []string{"localhost", "127.0.0.1", "::1"}
+		}
+		dev, err := pki.EnsureDevPKI(dir, names)
+		if err != nil {
+			return fmt.Errorf("development PKI: %w", err)
+		}
+		a.dev = dev
+		cfg.Keys = append(cfg.Keys, devKeys(dev)...)
+		a.logger.Warn("gmgate is using the embedded DEVELOPMENT PKI and a software key vault; do not use in production",
+			zap.String("root_certificate", dev.RootCertPath),
+			zap.String("dir", dev.Dir))
+	}
+	v, err := keyvault.Open(cfg,
+		keyvault.WithLogger(slog.New(zapslog.NewHandler(a.logger.Core()))),
+		keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}))
+	if err != nil {
+		return fmt.Errorf("opening key vault: %w", err)
+	}
+	a.vault = v
+	return nil
+}
+
+// Start implements caddy.App.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App: it closes the vault, which zeroizes key material held in memory.
+func (a *App) Stop() error {
+	if a.vault == nil {
+		return nil
+	}
+	err := a.vault.Close()
+	a.vault = nil
+	return err
+}
+
+// Signer returns the named SM2 signing key.
+func (a *App) Signer(name string) (crypto.Signer, error) {
+	if a.vault == nil {
+		return nil, errVaultClosed
+	}
+	return a.vault.Signer(name)
+}
+
+// Decrypter returns the named SM2 decryption key.
+func (a *App) Decrypter(name string) (crypto.Decrypter, error) {
+	if a.vault == nil {
+		return nil, errVaultClosed
+	}
+	return a.vault.Decrypter(name)
+}
+
+// SM4 returns the named SM4 key handle.
+func (a *App) SM4(name string) (*keyvault.SM4Key, error) {
+	if a.vault == nil {
+		return nil, errVaultClosed
+	}
+	return a.vault.SM4(name)
+}
+
+// Certificates returns the certificate chain (leaf first) configured for the named key.
+func (a *App) Certificates(name string) ([]*smx509.Certificate, error) {
+	if a.vault == nil {
+		return nil, errVaultClosed
+	}
+	return a.vault.Certificate(name)
+}
+
+// Dev returns the development PKI, or nil when it is not in use.
+func (a *App) Dev() *pki.DevPKI { return a.dev }
+
+var errVaultClosed = errors.New("gmgate: key vault is not open")
+
+// gmgateApp returns the gmgate app of ctx's configuration, provisioning it on first use.
+func gmgateApp(ctx caddy.Context) (*App, error) {
+	v, err := ctx.App("gmgate")
+	if err != nil {
+		return nil, fmt.Errorf("loading the gmgate app: %w", err)
+	}
+	return v.(*App), nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)
+
+// devKeys declares the development PKI's keys as file keys of the software vault.
+func devKeys(dev *pki.DevPKI) []keyvault.KeyConfig {
+	key := func(name, base string) keyvault.KeyConfig {
+		return keyvault.KeyConfig{
+			Name:        name,
+			Ref:         "file:" + filepath.Join(dev.Dir, base+".key"),
+			Type:        keyvault.KeyTypeSM2,
+			Certificate: filepath.Join(dev.Dir, base+".pem"),
+		}
+	}
+	return []keyvault.KeyConfig{
+		key(DevServerSignKey, pki.DevServerSignBase),
+		key(DevServerEncKey, pki.DevServerEncBase),
+		key(DevPlatformSignKey, pki.DevPlatformBase),
+		key(DevClientSignKey, pki.DevClientSignBase),
+		key(DevClientEncKey, pki.DevClientEncBase),
+	}
+}

@@ -1,0 +1,308 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/gmgate/gmgate/keyvault"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("gmgate", parseGmgateOption)
+}
+
+// parseGmgateOption sets up the gmgate app from the global option block:
+//
+//	gmgate {
+//		dev_pki [<dir>] {
+//			names <name...>
+//		}
+//		vault {
+//			token <name> {
+//				module         <path to the PKCS#11 library>
+//				label          <token label>
+//				serial         <token serial>
+//				pin_env        <environment variable>
+//				pin_file       <path>
+//				pool_size      <sessions>
+//				borrow_timeout <duration>
+//				mode           wrapped|native
+//				preset         <vendor family>
+//				blob_store     token|<directory>
+//				kek_label      <label>
+//			}
+//			key <name> <pkcs11:... URI | file:path> {
+//				type          sm2|sm4
+//				certificate   <PEM chain path>
+//				user_id       <SM2 user ID>
+//				password_env  <environment variable>
+//				password_file <path>
+//				tokens        <token name...>
+//			}
+//		}
+//	}
+func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if existing != nil {
+		if prev, ok := existing.(httpcaddyfile.App); ok && prev.Name == "gmgate" {
+			return nil, d.Err("the gmgate global option may appear only once")
+		}
+	}
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "dev_pki":
+			dc := &DevPKIConfig{}
+			if d.NextArg() {
+				dc.Dir = d.Val()
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "names":
+					dc.Names = append(dc.Names, d.RemainingArgs()...)
+					if len(dc.Names) == 0 {
+						return nil, d.ArgErr()
+					}
+				default:
+					return nil, d.Errf("unknown dev_pki option %q", d.Val())
+				}
+			}
+			app.DevPKI = dc
+		case "vault":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if err := parseVault(d, &app.Vault); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unknown gmgate option %q", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "gmgate", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config) error {
+	for d.NextBlock(1) {
+		switch d.Val() {
+		case "token":
+			var tc keyvault.TokenConfig
+			if !d.Args(&tc.Name) {
+				return d.ArgErr()
+			}
+			for d.NextBlock(2) {
+				opt := d.Val()
+				var v string
+				if !d.Args(&v) {
+					return d.ArgErr()
+				}
+				switch opt {
+				case "module":
+					tc.Module = v
+				case "label":
+					tc.TokenLabel = v
+				case "serial":
+					tc.TokenSerial = v
+				case "pin_env":
+					tc.PINEnv = v
+				case "pin_file":
+					tc.PINFile = v
+				case "pool_size":
+					n, err := strconv.Atoi(v)
+					if err != nil || n <= 0 {
+						return d.Errf("pool_size: want a positive number, got %q", v)
+					}
+					tc.PoolSize = n
+				case "borrow_timeout":
+					dur, err := caddy.ParseDuration(v)
+					if err != nil {
+						return d.Errf("borrow_timeout: %v", err)
+					}
+					tc.BorrowTimeout = dur
+				case "mode":
+					tc.Mode = v
+				case "preset":
+					tc.Preset = v
+				case "blob_store":
+					tc.BlobStore = v
+				case "kek_label":
+					tc.KEKLabel = v
+				case "pin":
+					return d.Err("inline PINs are not accepted: use pin_env or pin_file")
+				default:
+					return d.Errf("unknown token option %q", opt)
+				}
+			}
+			cfg.Tokens = append(cfg.Tokens, tc)
+		case "key":
+			kc := keyvault.KeyConfig{Type: keyvault.KeyTypeSM2}
+			if !d.Args(&kc.Name, &kc.Ref) {
+				return d.ArgErr()
+			}
+			for d.NextBlock(2) {
+				opt := d.Val()
+				if opt == "tokens" {
+					kc.Tokens = d.RemainingArgs()
+					if len(kc.Tokens) == 0 {
+						return d.ArgErr()
+					}
+					continue
+				}
+				var v string
+				if !d.Args(&v) {
+					return d.ArgErr()
+				}
+				switch opt {
+				case "type":
+					kc.Type = keyvault.KeyType(v)
+				case "certificate":
+					kc.Certificate = v
+				case "user_id":
+					kc.UserID = v
+				case "password_env":
+					kc.PasswordEnv = v
+				case "password_file":
+					kc.PasswordFile = v
+				default:
+					return d.Errf("unknown key option %q", opt)
+				}
+			}
+			cfg.Keys = append(cfg.Keys, kc)
+		default:
+			return d.Errf("unknown vault option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the TLCP listener wrapper:
+//
+//	tlcp {
+//		internal                           # development PKI keys (the default)
+//		sign_key <vault key name>
+//		enc_key  <vault key name>
+//		client_auth none|request|require|verify_if_given|require_and_verify
+//		client_ca <PEM file...>
+//		crl <CRL file...>
+//		cipher_suites <name...>
+//		prefer_client_cipher_suites
+//		session_cache <size>|off [<lifetime>]
+//		handshake_timeout <duration>
+//		max_handshake_message_size <bytes>
+//		dual_stack
+//		peek_timeout <duration>
+//	}
+func (w *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // wrapper name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "internal":
+			w.SignKey, w.EncKey = DevServerSignKey, DevServerEncKey
+		case "sign_key":
+			if !d.Args(&w.SignKey) {
+				return d.ArgErr()
+			}
+		case "enc_key":
+			if !d.Args(&w.EncKey) {
+				return d.ArgErr()
+			}
+		case "client_auth":
+			if !d.Args(&w.ClientAuth) {
+				return d.ArgErr()
+			}
+			if _, err := parseClientAuth(w.ClientAuth); err != nil {
+				return d.Err(err.Error())
+			}
+		case "client_ca":
+			w.ClientCAs = append(w.ClientCAs, d.RemainingArgs()...)
+		case "crl":
+			w.CRLs = append(w.CRLs, d.RemainingArgs()...)
+		case "cipher_suites":
+			w.CipherSuites = d.RemainingArgs()
+			if _, err := parseSuites(w.CipherSuites); err != nil {
+				return d.Err(err.Error())
+			}
+		case "prefer_client_cipher_suites":
+			w.PreferClientCipherSuites = true
+		case "session_cache":
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			if args[0] == "off" {
+				w.SessionCacheSize = -1
+			} else {
+				n, err := strconv.Atoi(args[0])
+				if err != nil || n <= 0 {
+					return d.Errf("session_cache: want a positive size or off, got %q", args[0])
+				}
+				w.SessionCacheSize = n
+			}
+			if len(args) == 2 {
+				dur, err := caddy.ParseDuration(args[1])
+				if err != nil {
+					return d.Errf("session_cache lifetime: %v", err)
+				}
+				w.SessionLifetime = caddy.Duration(dur)
+			}
+		case "handshake_timeout", "peek_timeout":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("%s: %v", opt, err)
+			}
+			if opt == "handshake_timeout" {
+				w.HandshakeTimeout = caddy.Duration(dur)
+			} else {
+				w.PeekTimeout = caddy.Duration(dur)
+			}
+		case "max_handshake_message_size":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1024 {
+				return d.Errf("max_handshake_message_size: want a number of bytes >= 1024, got %q", v)
+			}
+			w.MaxHandshakeMessageSize = n
+		case "dual_stack":
+			w.DualStack = true
+		default:
+			return d.Errf("unknown tlcp option %q", opt)
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up tlcp_join, which takes no options.
+func (JoinListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*ListenerWrapper)(nil)
+	_ caddyfile.Unmarshaler = (*JoinListenerWrapper)(nil)
+)

@@ -1,0 +1,505 @@
+package caddymodule
+
+import (
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/emmansun/gmsm/smx509"
+	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/tlcp"
+)
+
+func init() {
+	caddy.RegisterModule(ListenerWrapper{})
+	caddy.RegisterModule(JoinListenerWrapper{})
+}
+
+// ListenerWrapper terminates TLCP (GB/T 38636-2020) on a Caddy server's listener.
+//
+// On a TLCP-only port (site address http://host:port) put it anywhere in listener_wrappers.
+// To serve TLCP and ordinary TLS on one port (DualStack), put it before the `tls` placeholder
+// and `tlcp_join` right after it: connections whose first record is a TLCP ClientHello are
+// terminated here and re-enter the server through tlcp_join; every other connection goes on
+// to Caddy's TLS handshake untouched.
+type ListenerWrapper struct {
+	// SignKey and EncKey name the server's signing and encryption keys in the gmgate key vault;
+	// their certificate chains come from the vault's key configuration. Default: the development
+	// PKI's keys (dev-server-sign, dev-server-enc), the equivalent of `tls internal`.
+	SignKey string `json:"sign_key,omitempty"`
+	EncKey  string `json:"enc_key,omitempty"`
+
+	// ClientAuth is the client-certificate policy: "none" (default), "request", "require",
+	// "verify_if_given" or "require_and_verify". The ECDHE suites always ask for the client's
+	// certificates, since the key exchange needs the client's encryption key.
+	ClientAuth string `json:"client_auth,omitempty"`
+	// ClientCAs are PEM files of the GM roots (and intermediates) client certificates must chain
+	// to. Default with the development PKI: its root.
+	ClientCAs []string `json:"client_cas,omitempty"`
+	// CRLs are CRL files (PEM or DER) checked for every client certificate; reloaded when they
+	// change.
+	CRLs []string `json:"crls,omitempty"`
+
+	// CipherSuites in preference order, by name: ECC_SM4_GCM_SM3, ECC_SM4_CBC_SM3,
+	// ECDHE_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3. Default: that order.
+	CipherSuites []string `json:"cipher_suites,omitempty"`
+	// PreferClientCipherSuites follows the client's order instead of the server's.
+	PreferClientCipherSuites bool `json:"prefer_client_cipher_suites,omitempty"`
+
+	// SessionCacheSize is the number of sessions kept for session-ID resumption. Default 10000;
+	// -1 disables resumption.
+	SessionCacheSize int `json:"session_cache_size,omitempty"`
+	// SessionLifetime is how long a session may be resumed. Default 1h.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+	// HandshakeTimeout bounds each TLCP handshake. Default 10s.
+	HandshakeTimeout caddy.Duration `json:"handshake_timeout,omitempty"`
+	// MaxHandshakeMessageSize bounds one handshake message, in bytes. Default 65536.
+	MaxHandshakeMessageSize int `json:"max_handshake_message_size,omitempty"`
+
+	// DualStack routes connections by their first record: TLCP ClientHellos are served here,
+	// everything else (TLS 1.2/1.3) passes on to Caddy's TLS. Requires tlcp_join after `tls`.
+	DualStack bool `json:"dual_stack,omitempty"`
+	// PeekTimeout bounds, in dual-stack mode, how long a client may take to send the first
+	// bytes that decide its protocol. Default 10s.
+	PeekTimeout caddy.Duration `json:"peek_timeout,omitempty"`
+
+	config *tlcp.Config
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (ListenerWrapper) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "caddy.listeners.tlcp",
+		New: func() caddy.Module { return new(ListenerWrapper) },
+	}
+}
+
+// Provision loads the certificate pair from the key vault and builds the TLCP configuration
+// once; nothing of it is repeated per handshake.
+func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
+	w.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	app, err := gmgateApp(ctx)
+	if err != nil {
+		return err
+	}
+	if w.SignKey == "" {
+		w.SignKey = DevServerSignKey
+	}
+	if w.EncKey == "" {
+		w.EncKey = DevServerEncKey
+	}
+	signCert, err := vaultCertificate(app, w.SignKey, true)
+	if err != nil {
+		return err
+	}
+	encCert, err := vaultCertificate(app, w.EncKey, false)
+	if err != nil {
+		return err
+	}
+	cfg := &tlcp.Config{
+		SignCertificate:          signCert,
+		EncCertificate:           encCert,
+		PreferClientCipherSuites: w.PreferClientCipherSuites,
+		HandshakeTimeout:         10 * time.Second,
+		MaxHandshakeMessageSize:  w.MaxHandshakeMessageSize,
+	}
+	if w.HandshakeTimeout > 0 {
+		cfg.HandshakeTimeout = time.Duration(w.HandshakeTimeout)
+	}
+	if cfg.ClientAuth, err = parseClientAuth(w.ClientAuth); err != nil {
+		return err
+	}
+	if cfg.CipherSuites, err = parseSuites(w.CipherSuites); err != nil {
+		return err
+	}
+	if w.SessionCacheSize >= 0 {
+		size, life := w.SessionCacheSize, time.Duration(w.SessionLifetime)
+		if size == 0 {
+			size = 10000
+		}
+		if life <= 0 {
+			life = time.Hour
+		}
+		cfg.SessionCache = tlcp.NewLRUSessionCache(size, life)
+	}
+	roots, err := loadPool(w.ClientCAs)
+	if err != nil {
+		return err
+	}
+	if len(roots) == 0 && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	if len(roots) > 0 {
+		cfg.ClientCAs = smx509.NewCertPool()
+		for _, c := range roots {
+			cfg.ClientCAs.AddCert(c)
+		}
+	}
+	if len(w.CRLs) > 0 {
+		crls, err := pki.NewCRLStore(w.CRLs, pki.CRLOptions{})
+		if err != nil {
+			return fmt.Errorf("tlcp: loading CRLs: %w", err)
+		}
+		cfg.VerifyPeerCertificate = revocationCheck(crls)
+	}
+	w.config = cfg
+	return nil
+}
+
+// vaultCertificate builds a tlcp.Certificate from a vault key and its configured chain.
+func vaultCertificate(app *App, name string, sign bool) (tlcp.Certificate, error) {
+	chain, err := app.Certificates(name)
+	if err != nil {
+		return tlcp.Certificate{}, fmt.Errorf("tlcp: certificate of key %q: %w", name, err)
+	}
+	if len(chain) == 0 {
+		return tlcp.Certificate{}, fmt.Errorf("tlcp: key %q has no certificate configured", name)
+	}
+	var key crypto.PrivateKey
+	if sign {
+		key, err = app.Signer(name)
+	} else {
+		key, err = app.Decrypter(name)
+	}
+	if err != nil {
+		return tlcp.Certificate{}, fmt.Errorf("tlcp: key %q: %w", name, err)
+	}
+	c := tlcp.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, cert := range chain {
+		c.Certificate = append(c.Certificate, cert.Raw)
+	}
+	return c, nil
+}
+
+func loadPool(files []string) ([]*smx509.Certificate, error) {
+	var out []*smx509.Certificate
+	for _, f := range files {
+		certs, err := pki.LoadCertificatesFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", f, err)
+		}
+		out = append(out, certs...)
+	}
+	return out, nil
+}
+
+// revocationCheck checks every certificate of the verified chain against the CRLs.
+func revocationCheck(crls *pki.CRLStore) func([][]byte, [][]*smx509.Certificate) error {
+	return func(_ [][]byte, chains [][]*smx509.Certificate) error {
+		for _, chain := range chains {
+			for i := 0; i+1 < len(chain); i++ {
+				revoked, err := crls.IsRevoked(chain[i], chain[i+1])
+				if err != nil {
+					return err
+				}
+				if revoked {
+					return fmt.Errorf("%w: serial %s", tlcp.ErrCertificateRevoked, chain[i].SerialNumber.Text(16))
+				}
+			}
+		}
+		return nil
+	}
+}
+
+var clientAuthModes = map[string]tlcp.ClientAuthType{
+	"":                   tlcp.NoClientCert,
+	"none":               tlcp.NoClientCert,
+	"request":            tlcp.RequestClientCert,
+	"require":            tlcp.RequireAnyClientCert,
+	"verify_if_given":    tlcp.VerifyClientCertIfGiven,
+	"require_and_verify": tlcp.RequireAndVerifyClientCert,
+}
+
+func parseClientAuth(s string) (tlcp.ClientAuthType, error) {
+	m, ok := clientAuthModes[s]
+	if !ok {
+		return 0, fmt.Errorf("tlcp: unknown client_auth mode %q (none, request, require, verify_if_given, require_and_verify)", s)
+	}
+	return m, nil
+}
+
+func parseSuites(names []string) ([]uint16, error) {
+	var out []uint16
+	for _, n := range names {
+		found := false
+		for _, id := range tlcp.CipherSuites() {
+			if strings.EqualFold(tlcp.CipherSuiteName(id), n) {
+				out = append(out, id)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("tlcp: unknown cipher suite %q", n)
+		}
+	}
+	return out, nil
+}
+
+// WrapListener wraps ln so that it serves TLCP (and, in dual-stack mode, passes other
+// connections on).
+func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
+	if !w.DualStack {
+		return &tlcpListener{Listener: ln, w: w, stateful: false}
+	}
+	mux := tlcp.NewMux(ln, time.Duration(w.PeekTimeout))
+	joins.park(ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true})
+	return mux.Other()
+}
+
+// tlcpListener turns accepted connections into TLCP server connections.
+type tlcpListener struct {
+	net.Listener
+	w        *ListenerWrapper
+	stateful bool // expose a crypto/tls ConnectionState (dual-stack: Caddy expects one)
+}
+
+// Accept returns the next connection as a TLCP server connection; its handshake runs on first
+// use, in the connection's own goroutine.
+func (l *tlcpListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger}
+	if l.stateful {
+		return &tlcpStateConn{tc}, nil
+	}
+	return tc, nil
+}
+
+// tlcpConn is a TLCP server connection that records its handshake in metrics and in the
+// registry the HTTP handlers read TLCP details from.
+type tlcpConn struct {
+	*tlcp.Conn
+	logger *zap.Logger
+	once   sync.Once
+	hsErr  error
+	key    string
+}
+
+func (c *tlcpConn) handshake() error {
+	c.once.Do(func() {
+		start := time.Now()
+		err := c.Conn.Handshake()
+		st := c.Conn.ConnectionState()
+		suite := "none"
+		if st.CipherSuite != 0 {
+			suite = tlcp.CipherSuiteName(st.CipherSuite)
+		}
+		tlcpHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
+		if err != nil {
+			c.hsErr = err
+			c.logger.Debug("TLCP handshake failed", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
+			return
+		}
+		tlcpHandshakeSeconds.WithLabelValues(suite, fmt.Sprint(st.DidResume)).Observe(time.Since(start).Seconds())
+		c.key = connKey(c.LocalAddr(), c.RemoteAddr())
+		liveConns.Store(c.key, c)
+	})
+	return c.hsErr
+}
+
+// Read runs the handshake first.
+func (c *tlcpConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+// Write runs the handshake first.
+func (c *tlcpConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+// Close sends close_notify and forgets the connection.
+func (c *tlcpConn) Close() error {
+	if c.key != "" {
+		liveConns.CompareAndDelete(c.key, c)
+	}
+	return c.Conn.Close()
+}
+
+// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so Caddy treats the request
+// as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID).
+type tlcpStateConn struct{ *tlcpConn }
+
+// ConnectionState reports the TLCP session in crypto/tls terms (no peer certificates: SM2
+// certificates are not crypto/x509 certificates; the gm_verify handler reads them directly).
+func (c *tlcpStateConn) ConnectionState() tls.ConnectionState {
+	st := c.Conn.ConnectionState()
+	return tls.ConnectionState{
+		Version:           st.Version,
+		HandshakeComplete: st.HandshakeComplete,
+		DidResume:         st.DidResume,
+		CipherSuite:       st.CipherSuite,
+		ServerName:        st.ServerName,
+	}
+}
+
+func handshakeResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var ae *tlcp.AlertError
+	if errors.As(err, &ae) {
+		if ae.Remote {
+			return "remote_" + ae.Alert.String()
+		}
+		return ae.Alert.String()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "eof"
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "timeout"
+	}
+	return "error"
+}
+
+// liveConns maps "local|remote" to the established TLCP connection, for the HTTP handlers.
+var liveConns sync.Map
+
+func connKey(local, remote net.Addr) string { return local.String() + "|" + remote.String() }
+
+// TLCPConnectionState returns the TLCP state of the connection a request arrived on.
+func TLCPConnectionState(local, remote string) (tlcp.ConnectionState, bool) {
+	v, ok := liveConns.Load(local + "|" + remote)
+	if !ok {
+		return tlcp.ConnectionState{}, false
+	}
+	return v.(*tlcpConn).Conn.ConnectionState(), true
+}
+
+// JoinListenerWrapper merges the TLCP connections that a dual-stack `tlcp` wrapper terminated
+// back into the server after Caddy's TLS listener. Put it right after the `tls` placeholder.
+type JoinListenerWrapper struct{}
+
+// CaddyModule returns the Caddy module information.
+func (JoinListenerWrapper) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "caddy.listeners.tlcp_join",
+		New: func() caddy.Module { return new(JoinListenerWrapper) },
+	}
+}
+
+// WrapListener merges the parked TLCP listener of the same address into ln.
+func (JoinListenerWrapper) WrapListener(ln net.Listener) net.Listener {
+	parked := joins.take(ln.Addr().String())
+	if parked == nil {
+		return ln
+	}
+	return newJoinedListener(ln, parked)
+}
+
+// joinRegistry hands a dual-stack TLCP listener from `tlcp` to `tlcp_join` by address.
+type joinRegistry struct {
+	mu sync.Mutex
+	m  map[string]net.Listener
+}
+
+var joins = &joinRegistry{m: make(map[string]net.Listener)}
+
+func (r *joinRegistry) park(addr string, ln net.Listener) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m[addr] = ln
+}
+
+func (r *joinRegistry) take(addr string) net.Listener {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ln := r.m[addr]
+	delete(r.m, addr)
+	return ln
+}
+
+// joinedListener accepts from two listeners.
+type joinedListener struct {
+	net.Listener // the primary (TLS) listener: Addr
+	second       net.Listener
+	conns        chan net.Conn
+	done         chan struct{}
+	closeOnce    sync.Once
+	errc         chan error
+}
+
+func newJoinedListener(primary, second net.Listener) *joinedListener {
+	j := &joinedListener{Listener: primary, second: second, conns: make(chan net.Conn),
+		done: make(chan struct{}), errc: make(chan error, 2)}
+	go j.pump(primary)
+	go j.pump(second)
+	return j
+}
+
+func (j *joinedListener) pump(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case j.errc <- err:
+			default:
+			}
+			return
+		}
+		select {
+		case j.conns <- c:
+		case <-j.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// Accept returns the next connection of either listener.
+func (j *joinedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-j.conns:
+		return c, nil
+	case err := <-j.errc:
+		j.Close()
+		return nil, err
+	case <-j.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes both listeners.
+func (j *joinedListener) Close() error {
+	var err error
+	j.closeOnce.Do(func() {
+		close(j.done)
+		err = j.Listener.Close()
+		j.second.Close()
+	})
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner     = (*ListenerWrapper)(nil)
+	_ caddy.ListenerWrapper = (*ListenerWrapper)(nil)
+	_ caddy.ListenerWrapper = (*JoinListenerWrapper)(nil)
+	_ net.Conn              = (*tlcpConn)(nil)
+)
