@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -305,5 +307,42 @@ func TestTongsuoPKI(t *testing.T) {
 	c, _ := LoadCertificatesFile(tongsuoPath(t, "server_sign_cert.pem"))
 	if k.PublicKey.Equal(c[0].PublicKey) {
 		t.Fatal("mismatched key reported as matching")
+	}
+}
+
+// TestOpenSSLKeyInterop checks our plain PKCS#8 SM2 key against the system
+// OpenSSL 3 and parses OpenSSL's PBES2 encrypted forms of it. Skipped when
+// openssl is not installed.
+func TestOpenSSLKeyInterop(t *testing.T) {
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed: skipping OpenSSL key interop")
+	}
+	key, _ := sm2.GenerateKey(rand.Reader)
+	plain, _ := MarshalPrivateKeyPEM(key, nil)
+	dir := t.TempDir()
+	in := writeFile(t, dir, "plain.pem", plain)
+	// OpenSSL reads our key and agrees on the public point.
+	out, err := exec.Command(bin, "pkey", "-in", in, "-pubout", "-outform", "DER").Output()
+	if err != nil {
+		t.Skipf("this openssl cannot read SM2 keys: %v", err)
+	}
+	pub, err := smx509.ParsePKIXPublicKey(out)
+	if err != nil || !key.PublicKey.Equal(pub) {
+		t.Fatalf("OpenSSL public key differs: %v", err)
+	}
+	for _, cipher := range []string{"sm4-cbc", "aes-256-cbc"} {
+		encPath := filepath.Join(dir, cipher+".pem")
+		cmd := exec.Command(bin, "pkcs8", "-topk8", "-in", in, "-v2", cipher, "-passout", "pass:open sesame", "-out", encPath)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl pkcs8 %s: %v %s", cipher, err, msg)
+		}
+		got, err := LoadPrivateKeyFile(encPath, []byte("open sesame"))
+		if err != nil || got.D.Cmp(key.D) != 0 {
+			t.Fatalf("%s: %v", cipher, err)
+		}
+		if _, err := LoadPrivateKeyFile(encPath, []byte("open sesame!")); !errors.Is(err, ErrBadPassword) {
+			t.Fatalf("%s wrong password: %v", cipher, err)
+		}
 	}
 }
