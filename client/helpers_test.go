@@ -358,3 +358,14 @@ var allSchemes = []string{signing.WechatPayName, signing.HTTPSigName, signing.Fo
 
 // sm2Key is the concrete key type pki issues.
 type sm2Key = sm2.PrivateKey
+
+// newRoot makes an unrelated root CA pool.
+func newRoot() (*smx509.CertPool, *pki.CA, error) {
+	ca, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "unrelated root"})
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := smx509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	return pool, ca, nil
+}
