@@ -1,0 +1,264 @@
+// Package channel is gmgate's bank-channel side (渠道前置): it takes the plain requests of the
+// legacy payment back end, encrypts their sensitive data with SM4 (or an SM2 digital envelope),
+// signs them with the platform key under the bank's signature scheme, sends them to the bank
+// (over TLCP with mutual authentication, see NewTLCPHTTPTransport), and accepts only replies whose
+// signature verifies with the bank's platform certificate, decrypting them only after that.
+//
+// A BankChannel is one bank's profile; a Transport is the http.RoundTripper that applies it
+// around an inner transport. Every failure becomes a synthesized reply with a JSON
+// {"code","message"} body (see Code), an audit entry and a metric; an unverified reply body is
+// never forwarded. The wire formats are described in docs/channel.md.
+package channel
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
+)
+
+// Config describes one bank channel.
+type Config struct {
+	// Name identifies the bank in metrics, audit entries and logs.
+	Name string
+	// Scheme is the signature scheme with its per-bank settings.
+	Scheme SchemeSettings
+
+	// PlatformSigner is the platform signing key (vault- or HSM-backed crypto.Signer).
+	PlatformSigner crypto.Signer
+	// PlatformCert is the platform signing certificate; its public key must match the signer.
+	PlatformCert *smx509.Certificate
+	// PlatformKeyID overrides the key ID sent to the bank (default: the certificate serial,
+	// decimal for unionpay-sm2 and form-sm2, upper-case hex for the others).
+	PlatformKeyID string
+	// MerchantID is the merchant or institution ID (mchid, merId, app_id) where the scheme
+	// needs one.
+	MerchantID string
+
+	// BankCerts are the bank's platform signing certificates used to verify replies (several
+	// during a rotation). Each is verified against BankRoots (with BankIntermediates) for the
+	// sign role at load.
+	BankCerts         []*smx509.Certificate
+	BankRoots         []*smx509.Certificate
+	BankIntermediates []*smx509.Certificate
+	// Verifier, if set, replaces BankRoots/BankIntermediates (e.g. one with CRLs).
+	Verifier *pki.Verifier
+
+	// Encryption is the confidentiality rule (zero: none).
+	Encryption Encryption
+
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+// BankChannel is a loaded, checked bank profile. It is safe for concurrent use.
+type BankChannel struct {
+	name       string
+	scheme     signing.Scheme
+	schemeName string
+	key        signing.Key
+	certs      map[string]*smx509.Certificate
+	enc        Encryption
+	now        func() time.Time
+}
+
+// MaxBankCerts bounds the configured bank certificates.
+const MaxBankCerts = 16
+
+// New checks cfg and returns the bank channel: the scheme is built, the platform certificate must
+// be a sign certificate matching the signer, every bank certificate must chain to the bank's
+// roots as a sign certificate, the envelope certificate as an enc certificate.
+func New(cfg Config) (*BankChannel, error) {
+	if cfg.Name == "" || !isSafeText(cfg.Name) {
+		return nil, errors.New("channel: bank name must be short printable ASCII")
+	}
+	sch, err := cfg.Scheme.Build()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PlatformSigner == nil || cfg.PlatformCert == nil {
+		return nil, errors.New("channel: platform signer and certificate are required")
+	}
+	if err := pki.CheckUsage(cfg.PlatformCert, pki.RoleSign); err != nil {
+		return nil, fmt.Errorf("channel: platform certificate: %w", err)
+	}
+	if !samePublicKey(cfg.PlatformSigner.Public(), cfg.PlatformCert.PublicKey) {
+		return nil, errors.New("channel: platform signer does not match the platform certificate")
+	}
+	if len(cfg.BankCerts) == 0 || len(cfg.BankCerts) > MaxBankCerts {
+		return nil, fmt.Errorf("channel: 1..%d bank certificates are required", MaxBankCerts)
+	}
+	v := cfg.Verifier
+	if v == nil {
+		if len(cfg.BankRoots) == 0 {
+			return nil, errors.New("channel: the bank's root certificates (or a verifier) are required")
+		}
+		if v, err = pki.NewVerifier(pki.VerifierOptions{Roots: cfg.BankRoots, Intermediates: cfg.BankIntermediates, Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("channel: bank roots: %w", err)
+		}
+	}
+	bc := &BankChannel{name: cfg.Name, scheme: sch, schemeName: cfg.Scheme.Name,
+		certs: map[string]*smx509.Certificate{}, enc: cfg.Encryption, now: cfg.Now}
+	if bc.now == nil {
+		bc.now = time.Now
+	}
+	for _, c := range cfg.BankCerts {
+		if c == nil {
+			return nil, errors.New("channel: nil bank certificate")
+		}
+		if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
+			return nil, fmt.Errorf("channel: bank certificate: %w", err)
+		}
+		for _, id := range keyIDsOf(c) {
+			bc.certs[id] = c
+		}
+	}
+	if err := bc.enc.check(); err != nil {
+		return nil, err
+	}
+	if bc.enc.enabled() && bc.enc.Cipher == CipherEnvelope {
+		if _, err := v.Verify(bc.enc.BankEncCert, nil, pki.RoleEnc); err != nil {
+			return nil, fmt.Errorf("channel: bank encryption certificate: %w", err)
+		}
+		if bc.enc.PlatformEncCert != nil {
+			if err := pki.CheckUsage(bc.enc.PlatformEncCert, pki.RoleEnc); err != nil {
+				return nil, fmt.Errorf("channel: platform encryption certificate: %w", err)
+			}
+			if !samePublicKey(bc.enc.PlatformDecrypter.Public(), bc.enc.PlatformEncCert.PublicKey) {
+				return nil, errors.New("channel: platform decrypter does not match its certificate")
+			}
+		}
+	}
+	if bc.enc.enabled() && bc.enc.Target == TargetBody && isParamScheme(cfg.Scheme.Name) {
+		// The wrapper members must not collide with the scheme's fields: nothing to check beyond
+		// the fixed names, which no scheme uses.
+		_ = 0
+	}
+	keyID := cfg.PlatformKeyID
+	if keyID == "" {
+		if isParamScheme(cfg.Scheme.Name) {
+			keyID = signing.SerialDecimal(cfg.PlatformCert.SerialNumber)
+		} else {
+			keyID = signing.SerialHex(cfg.PlatformCert.SerialNumber)
+		}
+	}
+	bc.key = signing.Key{Signer: cfg.PlatformSigner, KeyID: keyID, Cert: cfg.PlatformCert, MerchantID: cfg.MerchantID}
+	return bc, nil
+}
+
+// Name returns the bank's name.
+func (b *BankChannel) Name() string { return b.name }
+
+// SchemeName returns the signature scheme's name.
+func (b *BankChannel) SchemeName() string { return b.schemeName }
+
+// PlatformKeyID returns the key ID the platform signs with.
+func (b *BankChannel) PlatformKeyID() string { return b.key.KeyID }
+
+// keyIDsOf lists the names under which a bank certificate may be referred to: its serial in
+// decimal, upper- and lower-case hex.
+func keyIDsOf(c *smx509.Certificate) []string {
+	h := signing.SerialHex(c.SerialNumber)
+	return []string{signing.SerialDecimal(c.SerialNumber), h, strings.ToLower(h)}
+}
+
+type publicKeyEqualer interface{ Equal(crypto.PublicKey) bool }
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	e, ok := a.(publicKeyEqualer)
+	return ok && e.Equal(b)
+}
+
+// SealRequest encrypts (per the channel's rule) and signs m in place: body, Content-Type and
+// the scheme's headers or fields. m.Kind must be signing.Request.
+func (b *BankChannel) SealRequest(m *signing.Message) error {
+	if m == nil || m.Kind != signing.Request {
+		return fail(CodeInternal, errors.New("not a request"))
+	}
+	if m.Header == nil {
+		m.Header = map[string][]string{}
+	}
+	if b.enc.enabled() {
+		body, ct, err := b.enc.encryptRequest(m.Body, m.Header.Get("Content-Type"))
+		if err != nil {
+			return fail(CodeRequestEncryptFailed, err)
+		}
+		m.Body = body
+		if ct != "" {
+			m.Header.Set("Content-Type", ct)
+		}
+	}
+	if err := b.scheme.Sign(m, b.key, b.now(), ""); err != nil {
+		return fail(CodeRequestSignFailed, err)
+	}
+	return nil
+}
+
+// Reply is a verified, decrypted bank reply.
+type Reply struct {
+	// Body is the plain body; ContentType its type.
+	Body        []byte
+	ContentType string
+	// Signed is the verified signature (evidence: signed bytes and signature).
+	Signed *signing.Signed
+	// Cert is the bank certificate that verified it.
+	Cert *smx509.Certificate
+}
+
+// OpenReply verifies m (a bank reply: Status, Header, Body) with the bank's certificate and,
+// only when the signature is good, decrypts it. On failure it returns an *Error (see Code) and,
+// when the signature could be parsed, the parsed Signed for the audit entry.
+func (b *BankChannel) OpenReply(m *signing.Message, maxLen int) (*Reply, *signing.Signed, error) {
+	if m == nil {
+		return nil, nil, fail(CodeInternal, errors.New("nil reply"))
+	}
+	m.Kind = signing.Response
+	s, err := b.scheme.Parse(m)
+	if err != nil {
+		if errors.Is(err, signing.ErrMissingSignature) {
+			return nil, nil, fail(CodeBankSignatureMissing, err)
+		}
+		return nil, nil, fail(CodeBankReplyMalformed, err)
+	}
+	cert := b.certs[s.KeyID]
+	if cert == nil {
+		return nil, s, failf(CodeBankCertificateUnknown, "key ID not configured for this bank")
+	}
+	now := b.now()
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return nil, s, failf(CodeBankCertificateInvalid, "bank certificate outside its validity period")
+	}
+	pub, err := ecdsaPublic(cert)
+	if err != nil {
+		return nil, s, fail(CodeBankCertificateInvalid, err)
+	}
+	if err := b.scheme.Verify(s, pub); err != nil {
+		return nil, s, fail(CodeBankSignatureInvalid, err)
+	}
+	r := &Reply{Body: m.Body, ContentType: m.Header.Get("Content-Type"), Signed: s, Cert: cert}
+	if b.enc.enabled() {
+		body, ct, err := b.enc.decryptReply(m.Body, r.ContentType, maxLen)
+		if err != nil {
+			if CodeOf(err) == CodeInternal {
+				err = fail(CodeBankDecryptFailed, err)
+			}
+			return nil, s, err
+		}
+		r.Body, r.ContentType = body, ct
+	}
+	return r, s, nil
+}
+
+func ecdsaPublic(c *smx509.Certificate) (*ecdsa.PublicKey, error) {
+	pub, ok := c.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("bank certificate key is not SM2")
+	}
+	return pub, nil
+}
