@@ -31,21 +31,28 @@ type DevPKI struct {
 
 // Development PKI constants.
 const (
-	// DevRenewBefore: leafs (and the root) closer than this to expiry are re-issued.
+	// DevRenewBefore is the remaining lifetime under which EnsureDevPKI
+	// re-issues a leaf (or replaces the root).
 	DevRenewBefore = 30 * 24 * time.Hour
 	devLockName    = ".lock"
 	devLockStale   = 2 * time.Minute
 	devLockWait    = 30 * time.Second
 )
 
-// Files under DevPKI.Dir; keys are "<base>.key", certificates "<base>.pem".
+// File base names under DevPKI.Dir; keys are "<base>.key", certificates "<base>.pem".
 const (
-	DevRootBase       = "root"
+	// DevRootBase is the root CA ("root.pem" is DevPKI.RootCertPath).
+	DevRootBase = "root"
+	// DevServerSignBase is the server signature certificate.
 	DevServerSignBase = "server_sign"
-	DevServerEncBase  = "server_enc"
-	DevPlatformBase   = "platform"
+	// DevServerEncBase is the server encryption certificate.
+	DevServerEncBase = "server_enc"
+	// DevPlatformBase is the platform signing certificate.
+	DevPlatformBase = "platform"
+	// DevClientSignBase is the demo client signature certificate.
 	DevClientSignBase = "client_sign"
-	DevClientEncBase  = "client_enc"
+	// DevClientEncBase is the demo client encryption certificate.
+	DevClientEncBase = "client_enc"
 )
 
 // EnsureDevPKI creates under dir (mode 0700) on first use: a root CA, a

@@ -17,7 +17,9 @@ import (
 
 // Default validity periods.
 const (
-	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	// DefaultCAValidity is the validity of a CA certificate when IssueOptions.Validity is zero.
+	DefaultCAValidity = 10 * 365 * 24 * time.Hour
+	// DefaultLeafValidity is the validity of a leaf certificate when IssueOptions.Validity is zero.
 	DefaultLeafValidity = 365 * 24 * time.Hour
 	// DefaultCRLValidity is the NextUpdate distance used when CreateCRL is given zero.
 	DefaultCRLValidity = 7 * 24 * time.Hour
@@ -69,12 +71,9 @@ type IssueOptions struct {
 	MaxPathLen int
 }
 
-// Key usages by role.
-const (
-	keyUsageSign = smx509.KeyUsageDigitalSignature | smx509.KeyUsageContentCommitment
-	keyUsageEnc  = smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement
-	keyUsageCA   = smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign
-)
+// keyUsageCA is the key usage of issued CA certificates (sign and enc
+// leaves get signUsages / encUsages from usage.go).
+const keyUsageCA = smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign
 
 // NewRootCA creates a self-signed SM2 root CA (keyCertSign, cRLSign).
 func NewRootCA(opts IssueOptions) (*CA, *sm2.PrivateKey, error) {
@@ -314,9 +313,9 @@ func template(opts IssueOptions, role Role, issuer *smx509.Certificate) (*smx509
 	}
 	switch role {
 	case RoleSign:
-		t.KeyUsage = keyUsageSign
+		t.KeyUsage = signUsages
 	case RoleEnc:
-		t.KeyUsage = keyUsageEnc
+		t.KeyUsage = encUsages
 	case RoleCA:
 		t.KeyUsage = keyUsageCA
 		t.IsCA = true
