@@ -67,13 +67,16 @@ func (e *OpError) Error() string {
 	if e.Token != "" {
 		s += " token=" + e.Token
 	}
-	kind := "error"
-	if e.Kind != nil {
-		kind = e.Kind.Error()
-	}
-	s += ": " + kind
-	if e.Err != nil && e.Err != e.Kind {
+	switch {
+	case e.Err != nil && (e.Kind == nil || errors.Is(e.Err, e.Kind)):
+		// The cause already names the kind.
 		s += ": " + e.Err.Error()
+	case e.Err != nil:
+		s += ": " + e.Kind.Error() + ": " + e.Err.Error()
+	case e.Kind != nil:
+		s += ": " + e.Kind.Error()
+	default:
+		s += ": error"
 	}
 	return s
 }

@@ -97,18 +97,27 @@ func setupSoftHSM() error {
 
 func parseShowSlots(out []byte) map[string][]string {
 	res := map[string][]string{}
-	var label string
+	var label, serial string
+	flush := func() {
+		if label != "" && serial != "" {
+			res[label] = append(res[label], serial)
+		}
+		label, serial = "", ""
+	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "Slot ") && !strings.HasPrefix(line, "Slot info") {
+			flush()
+		}
 		if v, ok := strings.CutPrefix(line, "Label:"); ok {
 			label = strings.TrimSpace(v)
 		}
-		if v, ok := strings.CutPrefix(line, "Serial number:"); ok && label != "" {
-			res[label] = append(res[label], strings.TrimSpace(v))
-			label = ""
+		if v, ok := strings.CutPrefix(line, "Serial number:"); ok {
+			serial = strings.TrimSpace(v)
 		}
 	}
+	flush()
 	return res
 }
 

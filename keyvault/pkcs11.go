@@ -115,6 +115,8 @@ type token struct {
 	kekLabel string
 	blobDir  string
 	native   *NativeProfile
+	// requireKEK makes a missing key-encryption key a health failure (not in admin mode).
+	requireKEK bool
 
 	pinMu sync.Mutex
 	pin   []byte
@@ -141,7 +143,7 @@ func openToken(cfg TokenConfig, o *options) (*token, error) {
 	if cfg.TokenLabel == "" && cfg.TokenSerial == "" {
 		return nil, opErr("open", "", cfg.Name, ErrConfig, errorf(ErrConfig, "set token_label or token_serial"))
 	}
-	t := &token{name: cfg.Name, cfg: cfg, log: o.logger, obs: o.observer, handles: map[string]pkcs11.ObjectHandle{}}
+	t := &token{name: cfg.Name, cfg: cfg, log: o.logger, obs: o.observer, handles: map[string]pkcs11.ObjectHandle{}, requireKEK: !o.admin}
 	if t.cfg.PoolSize <= 0 {
 		t.cfg.PoolSize = 4
 	}
@@ -522,7 +524,7 @@ func (t *token) ping() error {
 		}
 		if t.native == nil && t.blobDir == "" {
 			// Wrapped mode needs the KEK: make sure it is still there.
-			if _, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel); err != nil && !isAdminMissing(err) {
+			if _, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel); err != nil && (t.requireKEK || !errors.Is(err, ErrKeyNotFound)) {
 				return err
 			}
 		}
@@ -531,8 +533,6 @@ func (t *token) ping() error {
 	t.setHealth(err)
 	return err
 }
-
-func isAdminMissing(err error) bool { return errors.Is(err, ErrKeyNotFound) }
 
 func (t *token) status() TokenStatus {
 	t.mu.Lock()

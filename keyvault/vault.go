@@ -23,6 +23,9 @@ type Vault struct {
 	keys   map[string]*keyEntry
 	order  []string
 
+	// absent lists tokens that could not be opened at start-up (reported by Health).
+	absent []TokenStatus
+
 	closed atomic.Bool
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -91,6 +94,8 @@ func Open(cfg Config, opts ...Option) (*Vault, error) {
 			if errors.Is(err, ErrTokenUnavailable) && len(cfg.Tokens) > 1 {
 				v.log.Error("keyvault: token unavailable at start-up; continuing with replicas", "token", tc.Name, "error", err)
 				v.opts.observer.ObserveTokenHealth(tc.Name, false)
+				v.absent = append(v.absent, TokenStatus{Name: tc.Name, Module: tc.Module, Label: tc.TokenLabel,
+					Serial: tc.TokenSerial, Mode: tc.Mode, Error: err.Error(), CheckedAt: time.Now().UTC()})
 				continue
 			}
 			v.closeTokens()
@@ -260,7 +265,7 @@ func (v *Vault) load(e *keyEntry) error {
 func (v *Vault) loadFromTokens(e *keyEntry) (string, error) {
 	var errs []error
 	var prev string
-	for _, t := range v.replicaOrder(e) {
+	for _, t := range v.freshestFirst(e, v.replicaOrder(e)) {
 		if prev != "" {
 			v.opts.observer.ObserveFailover(e.cfg.Name, prev, t.name)
 			v.log.Warn("keyvault: failing over", "key", e.cfg.Name, "from", prev, "to", t.name)
@@ -292,6 +297,33 @@ func (v *Vault) loadFromTokens(e *keyEntry) (string, error) {
 		kind = ErrKeyNotFound
 	}
 	return prev, opErr("load", e.cfg.Name, "", kind, errors.Join(errs...))
+}
+
+// freshestFirst reorders wrapped-mode replicas so that the one holding the highest version is
+// tried first (replicas can diverge if a rotation reached only some of them). Unreachable
+// replicas keep their place at the end; the listing is cheap and happens only at load time.
+func (v *Vault) freshestFirst(e *keyEntry, order []*token) []*token {
+	if len(order) < 2 {
+		return order
+	}
+	best, bestVer := -1, 0
+	for i, t := range order {
+		if t.native != nil {
+			return order
+		}
+		vs, err := t.blobVersions(e.ref.Object)
+		if err != nil || len(vs) == 0 {
+			continue
+		}
+		if vs[len(vs)-1] > bestVer {
+			best, bestVer = i, vs[len(vs)-1]
+		}
+	}
+	if best <= 0 {
+		return order
+	}
+	out := append([]*token{order[best]}, order[:best]...)
+	return append(out, order[best+1:]...)
 }
 
 func (v *Vault) loadFromToken(e *keyEntry, t *token) error {
@@ -527,7 +559,7 @@ func (v *Vault) Health() []TokenStatus {
 		}
 		out = append(out, t.status())
 	}
-	return out
+	return append(out, v.absent...)
 }
 
 func (v *Vault) healthLoop(d time.Duration) {
