@@ -23,6 +23,20 @@ func profiles() []profile {
 			ctype: "application/x-www-form-urlencoded", body: payForm},
 		{name: "unionpay-json", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay},
 			ctype: "application/json", body: payJSON},
+		{name: "unionpay-variant-der-hex-uid", scheme: SchemeSettings{Name: "unionpay-sm2", SignatureEncoding: "der", TextEncoding: "hex", UserID: "acquirer-uid"},
+			sim:   banksim.Profile{Scheme: banksim.UnionPay, Raw: boolp(false), Hex: true, UserID: []byte("acquirer-uid")},
+			ctype: "application/json", body: payJSON},
+		{name: "form-sm2", scheme: SchemeSettings{Name: "form-sm2"}, sim: banksim.Profile{Scheme: banksim.Form},
+			ctype: "application/json", body: payJSON},
+		{name: "http-sig-sm2", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig},
+			ctype: "application/json", body: payJSON},
+		{name: "http-sig-sm2-der-keyid-uid", scheme: SchemeSettings{Name: "http-sig-sm2", SignatureEncoding: "der", UserIDFromKeyID: true},
+			sim:   banksim.Profile{Scheme: banksim.HTTPSig, Raw: boolp(false), UserIDFromKeyID: true},
+			ctype: "application/json", body: payJSON},
+		{name: "wechatpay-v3-sm2", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
+			ctype: "application/json", body: payJSON},
+		{name: "wechatpay-v3-sm2-get", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
+			method: http.MethodGet, body: ""},
 	}
 }
 
@@ -91,4 +105,38 @@ func fieldOf(body, f string) string {
 		}
 	}
 	return ""
+}
+
+// TestProfileMismatchIsCaught: when the two sides disagree on a setting, the simulator's own
+// verification refuses the request and the gateway refuses the reply: the checks are real.
+func TestProfileMismatchIsCaught(t *testing.T) {
+	p := getPKI(t)
+	cases := []struct {
+		name string
+		gw   SchemeSettings
+		sim  banksim.Profile
+		want Code
+	}{
+		{"user-id", SchemeSettings{Name: "unionpay-sm2", UserID: "1234567812345678"}, banksim.Profile{Scheme: banksim.UnionPay}, CodeBankSignatureInvalid},
+		{"encoding", SchemeSettings{Name: "http-sig-sm2", SignatureEncoding: "der"}, banksim.Profile{Scheme: banksim.HTTPSig}, CodeBankSignatureInvalid},
+		{"text", SchemeSettings{Name: "wechatpay-v3-sm2", TextEncoding: "hex"}, banksim.Profile{Scheme: banksim.WechatPay}, CodeBankReplyMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pr := profile{name: c.name, scheme: c.gw, sim: c.sim}
+			sim := startSim(t, p, pr, nil)
+			tr, audit, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
+			resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
+			recv := sim.Received()
+			if len(recv) != 1 || recv[0].Verified {
+				t.Fatalf("bank accepted a request signed under another profile: %+v", recv)
+			}
+			if resp.StatusCode != http.StatusBadGateway || jsonMap(t, body)["code"] != string(c.want) {
+				t.Fatalf("status %d body %s", resp.StatusCode, body)
+			}
+			if recs := audit.all(); len(recs) != 1 || recs[0].Verdict != gateway.VerdictReject {
+				t.Fatalf("audit %+v", recs)
+			}
+		})
+	}
 }
