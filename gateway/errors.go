@@ -178,10 +178,10 @@ func CodeOf(err error) Code {
 		return CodeMalformedHeader
 	case errors.Is(err, ErrReplayStoreUnavailable), errors.Is(err, ErrReplayStoreFull):
 		return CodeReplayStoreUnavailable
-	case errors.Is(err, ErrEnvelope):
-		return CodeEnvelopeInvalid
 	case errors.Is(err, ErrBodyTooLarge):
 		return CodeBodyTooLarge
+	case errors.Is(err, ErrEnvelope):
+		return CodeEnvelopeInvalid
 	}
 	return CodeInternal
 }

@@ -1,0 +1,364 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha1" // RFC 5280 key identifier, not a security use
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	"github.com/emmansun/gmsm/pkcs"
+	"github.com/emmansun/gmsm/pkcs7"
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/smx509"
+)
+
+// Envelope errors. Every one wraps ErrEnvelope (reason code envelope_invalid),
+// except ErrEnvelopeTooLarge which also wraps ErrBodyTooLarge (code
+// body_too_large). Decryption failures of the content key and of the content
+// are deliberately the same error (no padding or key oracle).
+var (
+	// ErrEnvelopeTooLarge: the body exceeds the configured bound.
+	ErrEnvelopeTooLarge = fmt.Errorf("%w: %w", ErrEnvelope, ErrBodyTooLarge)
+	// ErrEnvelopeFormat: not DER/PEM/Base64 of a PKCS#7 EnvelopedData, or not
+	// valid JSON / field encoding.
+	ErrEnvelopeFormat = fmt.Errorf("%w: malformed", ErrEnvelope)
+	// ErrEnvelopeAlgorithm: content encryption other than SM4-CBC or SM4-GCM.
+	ErrEnvelopeAlgorithm = fmt.Errorf("%w: unsupported algorithm", ErrEnvelope)
+	// ErrEnvelopeRecipient: the envelope is not addressed to the platform certificate.
+	ErrEnvelopeRecipient = fmt.Errorf("%w: not addressed to this gateway", ErrEnvelope)
+	// ErrEnvelopeDecrypt: the content key or the content could not be decrypted.
+	ErrEnvelopeDecrypt = fmt.Errorf("%w: decryption failed", ErrEnvelope)
+	// ErrEnvelopeField: a listed JSON field is missing (when required), not a
+	// string, or decrypts to something that is not UTF-8 text.
+	ErrEnvelopeField = fmt.Errorf("%w: bad encrypted field", ErrEnvelope)
+)
+
+// Bounds of envelopes.
+const (
+	// DefaultMaxEnvelopeSize bounds a decoded envelope or JSON body (1 MiB).
+	DefaultMaxEnvelopeSize = 1 << 20
+	// MaxEnvelopeRecipients bounds the RecipientInfos of an envelope.
+	MaxEnvelopeRecipients = 16
+	// maxEncryptedKeyLen bounds an SM2-encrypted content key
+	// (ASN.1 C1C3C2 of a 16..32-byte key is about 140 bytes).
+	maxEncryptedKeyLen = 512
+	sm4KeySize         = 16
+)
+
+var (
+	oidSM4    = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 104}
+	oidSM4CBC = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 104, 2}
+	oidSM4GCM = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 104, 8}
+)
+
+// envContentInfo, envEnvelopedData and envEncryptedContentInfo mirror the
+// outer PKCS#7 structures just enough to check type, recipient count and
+// algorithm before gmsm's pkcs7 does the real work.
+type envContentInfo struct {
+	ContentType asn1.ObjectIdentifier
+	Content     asn1.RawValue `asn1:"explicit,optional,tag:0"`
+}
+
+type envEnvelopedData struct {
+	Version              int
+	RecipientInfos       []asn1.RawValue `asn1:"set"`
+	EncryptedContentInfo envEncryptedContentInfo
+}
+
+type envEncryptedContentInfo struct {
+	ContentType                asn1.ObjectIdentifier
+	ContentEncryptionAlgorithm pkix.AlgorithmIdentifier
+	EncryptedContent           asn1.RawValue `asn1:"tag:0,optional"`
+}
+
+// EnvelopeOpener opens SM2 digital envelopes (PKCS#7 / GM/T 0010
+// EnvelopedData, SM2-encrypted SM4 content key) addressed to the platform
+// encryption certificate.
+type EnvelopeOpener struct {
+	// Cert is the platform encryption certificate; the envelope must name it
+	// (issuer and serial, or subject key identifier). Required.
+	Cert *smx509.Certificate
+	// Key is the matching private key. Decrypt is called with the ASN.1
+	// (GM/T 0009, C1C3C2) SM2 ciphertext of the content key and nil options,
+	// which is the convention of gmsm's *sm2.PrivateKey. Required.
+	Key crypto.Decrypter
+	// MaxSize bounds the decoded envelope (default DefaultMaxEnvelopeSize).
+	MaxSize int
+	// AllowCFCA also accepts content keys encrypted in the legacy CFCA form
+	// (raw C1C2C3 without the 0x04 prefix), tried only after the ASN.1 form
+	// failed; Key must then also accept gmsm's *sm2.DecrypterOpts.
+	AllowCFCA bool
+}
+
+func (o *EnvelopeOpener) maxSize() int {
+	if o.MaxSize > 0 {
+		return o.MaxSize
+	}
+	return DefaultMaxEnvelopeSize
+}
+
+// DecodeEnvelopeBody returns the DER bytes of a body that is DER, PEM or
+// Base64 (standard or URL alphabet, padded or not, whitespace ignored).
+func DecodeEnvelopeBody(body []byte, max int) ([]byte, error) {
+	if max <= 0 {
+		max = DefaultMaxEnvelopeSize
+	}
+	if len(body) > max/3*4+4096 {
+		return nil, ErrEnvelopeTooLarge
+	}
+	if len(body) > 0 && body[0] == 0x30 { // DER: binary, never trimmed
+		if len(body) > max {
+			return nil, ErrEnvelopeTooLarge
+		}
+		return body, nil
+	}
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 {
+		return nil, ErrEnvelopeFormat
+	}
+	var der []byte
+	switch {
+	case bytes.HasPrefix(b, []byte("-----BEGIN ")):
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, ErrEnvelopeFormat
+		}
+		switch blk.Type {
+		case "PKCS7", "CMS", "ENVELOPED DATA":
+		default:
+			return nil, ErrEnvelopeFormat
+		}
+		der = blk.Bytes
+	default:
+		compact := make([]byte, 0, len(b))
+		for _, c := range b {
+			switch c {
+			case ' ', '\t', '\r', '\n':
+			default:
+				compact = append(compact, c)
+			}
+		}
+		var err error
+		der, err = decodeBase64Any(compact)
+		if err != nil {
+			return nil, ErrEnvelopeFormat
+		}
+	}
+	if len(der) > max {
+		return nil, ErrEnvelopeTooLarge
+	}
+	return der, nil
+}
+
+// decodeBase64Any accepts the standard and URL alphabets, padded or not.
+func decodeBase64Any(s []byte) ([]byte, error) {
+	enc := base64.StdEncoding
+	if bytes.ContainsAny(s, "-_") {
+		enc = base64.URLEncoding
+	}
+	if len(s)%4 != 0 {
+		enc = enc.WithPadding(base64.NoPadding)
+	}
+	out := make([]byte, enc.DecodedLen(len(s)))
+	n, err := enc.Strict().Decode(out, s)
+	if err != nil {
+		return nil, err
+	}
+	return out[:n], nil
+}
+
+// checkEnvelopeStructure validates the outer structure of a DER envelope.
+func checkEnvelopeStructure(der []byte) error {
+	var ci envContentInfo
+	rest, err := asn1.Unmarshal(der, &ci)
+	if err != nil || len(rest) != 0 {
+		return ErrEnvelopeFormat
+	}
+	if !ci.ContentType.Equal(pkcs7.OIDEnvelopedData) && !ci.ContentType.Equal(pkcs7.SM2OIDEnvelopedData) {
+		return ErrEnvelopeFormat
+	}
+	var ed envEnvelopedData
+	rest, err = asn1.Unmarshal(ci.Content.Bytes, &ed)
+	if err != nil || len(rest) != 0 {
+		return ErrEnvelopeFormat
+	}
+	if len(ed.RecipientInfos) == 0 || len(ed.RecipientInfos) > MaxEnvelopeRecipients {
+		return ErrEnvelopeFormat
+	}
+	alg := ed.EncryptedContentInfo.ContentEncryptionAlgorithm
+	switch {
+	case alg.Algorithm.Equal(oidSM4CBC), alg.Algorithm.Equal(oidSM4GCM):
+	case alg.Algorithm.Equal(oidSM4) && len(alg.Parameters.FullBytes) > 0:
+		// bare SM4 OID with an IV parameter: gmsm treats it as SM4-CBC
+	default:
+		return ErrEnvelopeAlgorithm
+	}
+	if len(ed.EncryptedContentInfo.EncryptedContent.Bytes) == 0 {
+		return ErrEnvelopeFormat
+	}
+	return nil
+}
+
+// decrypterSession adapts a crypto.Decrypter to gmsm's pkcs7.Session and
+// remembers the content key so it can be wiped after use.
+type decrypterSession struct {
+	pkcs7.DefaultSession
+	d         crypto.Decrypter
+	allowCFCA bool
+	key       []byte
+}
+
+// DecryptDataKey implements pkcs7.Session.
+func (s *decrypterSession) DecryptDataKey(enc []byte, _ crypto.PrivateKey, _ *smx509.Certificate, _ any) ([]byte, error) {
+	if len(enc) == 0 || len(enc) > maxEncryptedKeyLen {
+		return nil, ErrEnvelopeDecrypt
+	}
+	k, err := s.d.Decrypt(rand.Reader, enc, nil)
+	if err != nil && s.allowCFCA && enc[0] != 0x04 {
+		raw := make([]byte, len(enc)+1)
+		raw[0] = 0x04
+		copy(raw[1:], enc)
+		k, err = s.d.Decrypt(rand.Reader, raw, sm2.NewPlainDecrypterOpts(sm2.C1C2C3))
+	}
+	if err != nil {
+		return nil, ErrEnvelopeDecrypt
+	}
+	if len(k) != sm4KeySize {
+		wipe(k)
+		return nil, ErrEnvelopeDecrypt
+	}
+	s.key = k
+	return k, nil
+}
+
+func wipe(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}
+
+// Open decrypts body (DER, PEM or Base64 of an EnvelopedData) and returns the
+// plaintext. Errors wrap ErrEnvelope and carry no key material.
+//
+// Verify the request signature over the envelope bytes before calling Open:
+// an unauthenticated caller must not be able to use the gateway as a
+// decryption oracle for captured envelopes.
+func (o *EnvelopeOpener) Open(body []byte) (plain []byte, err error) {
+	if o.Cert == nil || o.Key == nil {
+		return nil, fmt.Errorf("%w: opener has no certificate or key", ErrEnvelope)
+	}
+	der, err := DecodeEnvelopeBody(body, o.maxSize())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvelopeStructure(der); err != nil {
+		return nil, err
+	}
+	sess := &decrypterSession{d: o.Key, allowCFCA: o.AllowCFCA}
+	defer func() {
+		wipe(sess.key)
+		if r := recover(); r != nil { // defence in depth around the ASN.1 library
+			plain, err = nil, ErrEnvelopeFormat
+		}
+	}()
+	p7, err := pkcs7.ParseWithSession(sess, der)
+	if err != nil {
+		return nil, ErrEnvelopeFormat
+	}
+	recips, err := p7.GetRecipients()
+	if err != nil || !addressedTo(recips, o.Cert) {
+		return nil, ErrEnvelopeRecipient
+	}
+	plain, err = p7.Decrypt(o.Cert, o.Key)
+	if err != nil {
+		return nil, ErrEnvelopeDecrypt
+	}
+	return plain, nil
+}
+
+// addressedTo reports whether a recipient names cert: issuer and serial, or
+// subject key identifier (the certificate's extension, or SHA-1 of its
+// public key bits as RFC 5280 method 1, as gmsm computes it).
+func addressedTo(recips []pkcs7.RecipientInfo, cert *smx509.Certificate) bool {
+	var skis [][]byte
+	if len(cert.SubjectKeyId) > 0 {
+		skis = append(skis, cert.SubjectKeyId)
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if rest, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err == nil && len(rest) == 0 {
+		h := sha1.Sum(spki.PublicKey.RightAlign())
+		skis = append(skis, h[:])
+	}
+	for _, r := range recips {
+		if r.SerialNumber != nil && cert.SerialNumber != nil && r.SerialNumber.Cmp(cert.SerialNumber) == 0 &&
+			bytes.Equal(r.RawIssuer, cert.RawIssuer) {
+			return true
+		}
+		for _, k := range skis {
+			if len(r.SubjectKeyIdentifier) > 0 && bytes.Equal(r.SubjectKeyIdentifier, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SealOptions selects the form of a sealed envelope.
+type SealOptions struct {
+	// GCM uses SM4-GCM for the content instead of SM4-CBC.
+	GCM bool
+	// StandardOIDs uses the PKCS#7 (1.2.840.113549) content-type OIDs instead
+	// of the GM/T 0010 (1.2.156.10197.6.1.4.2) ones.
+	StandardOIDs bool
+	// Base64 returns standard Base64 instead of DER.
+	Base64 bool
+}
+
+// SealEnvelope encrypts plain for the client's encryption certificate
+// (SM2-encrypted SM4 content key, ASN.1 key encoding, issuer-and-serial
+// recipient), as gmsm's pkcs7.EncryptSM / pkcs7.Encrypt produce it.
+func SealEnvelope(plain []byte, recipient *smx509.Certificate, opts SealOptions) ([]byte, error) {
+	if recipient == nil {
+		return nil, errors.New("gateway: seal: no recipient certificate")
+	}
+	pub, ok := recipient.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !sm2.IsSM2PublicKey(pub) {
+		return nil, errors.New("gateway: seal: recipient certificate has no SM2 key")
+	}
+	if recipient.KeyUsage != 0 && recipient.KeyUsage&(smx509.KeyUsageKeyEncipherment|smx509.KeyUsageDataEncipherment|smx509.KeyUsageKeyAgreement) == 0 {
+		return nil, errors.New("gateway: seal: recipient certificate is not an encryption certificate")
+	}
+	if len(plain) > DefaultMaxEnvelopeSize*16 {
+		return nil, errors.New("gateway: seal: content too large")
+	}
+	var c pkcs.Cipher = pkcs.SM4CBC
+	if opts.GCM {
+		c = pkcs.SM4GCM
+	}
+	var der []byte
+	var err error
+	if opts.StandardOIDs {
+		der, err = pkcs7.Encrypt(c, plain, []*smx509.Certificate{recipient})
+	} else {
+		der, err = pkcs7.EncryptSM(c, plain, []*smx509.Certificate{recipient})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gateway: seal: %w", err)
+	}
+	if opts.Base64 {
+		out := make([]byte, base64.StdEncoding.EncodedLen(len(der)))
+		base64.StdEncoding.Encode(out, der)
+		return out, nil
+	}
+	return der, nil
+}
