@@ -369,3 +369,5 @@ func newRoot() (*smx509.CertPool, *pki.CA, error) {
 	pool.AddCert(ca.Cert)
 	return pool, ca, nil
 }
+
+type ecdsaPub = ecdsa.PublicKey
