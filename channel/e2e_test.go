@@ -37,6 +37,50 @@ func profiles() []profile {
 			ctype: "application/json", body: payJSON},
 		{name: "wechatpay-v3-sm2-get", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
 			method: http.MethodGet, body: ""},
+
+		// Confidentiality: fields and body, SM4-GCM, SM4-CBC and the SM2 envelope.
+		{name: "unionpay-fields-gcm", scheme: SchemeSettings{Name: "unionpay-sm2"},
+			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()}
+			}, ctype: "application/json", body: payJSON},
+		{name: "unionpay-form-fields-cbc", scheme: SchemeSettings{Name: "unionpay-sm2"},
+			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-cbc", Fields: sensitive(), SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetFields, Cipher: CipherSM4CBC, Fields: sensitive(), Key: mustKey()}
+			}, ctype: "application/x-www-form-urlencoded", body: payForm},
+		{name: "unionpay-body-envelope", scheme: SchemeSettings{Name: "unionpay-sm2"},
+			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "body", Cipher: "sm2-envelope"},
+			enc: envelope(TargetBody), ctype: "application/json", body: payJSON},
+		{name: "http-sig-body-gcm", scheme: SchemeSettings{Name: "http-sig-sm2"},
+			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
+			}, ctype: "application/json", body: payJSON},
+		{name: "http-sig-fields-envelope", scheme: SchemeSettings{Name: "http-sig-sm2"},
+			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "fields", Cipher: "sm2-envelope", Fields: sensitive()},
+			enc: envelope(TargetFields), ctype: "application/json", body: payJSON},
+		{name: "wechatpay-body-cbc", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"},
+			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()}
+			}, ctype: "application/json", body: payJSON},
+		{name: "form-body-gcm-from-form", scheme: SchemeSettings{Name: "form-sm2"},
+			sim: banksim.Profile{Scheme: banksim.Form, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
+			}, ctype: "application/x-www-form-urlencoded", body: payForm},
+	}
+}
+
+func envelope(target string) func(p *banksim.TestPKI) Encryption {
+	return func(p *banksim.TestPKI) Encryption {
+		e := Encryption{Target: target, Cipher: CipherEnvelope, BankEncCert: p.BankEnc.Cert,
+			PlatformEncCert: p.PlatformEnc.Cert, PlatformDecrypter: p.PlatformEnc.Key}
+		if target == TargetFields {
+			e.Fields = sensitive()
+		}
+		return e
 	}
 }
 
@@ -57,6 +101,14 @@ func TestEndToEndProfiles(t *testing.T) {
 			recv := sim.Received()
 			if len(recv) != 1 || !recv[0].Verified || recv[0].Err != "" {
 				t.Fatalf("bank side: %+v", recv)
+			}
+			// Sensitive values never travel in clear when a rule is set.
+			if pr.enc != nil {
+				for _, f := range sensitive() {
+					if v := fieldOf(pr.body, f); v != "" && strings.Contains(string(recv[0].Wire), v) {
+						t.Fatalf("%s travelled in clear: %s", f, recv[0].Wire)
+					}
+				}
 			}
 			// The bank decrypted exactly the business content.
 			for _, f := range []string{"orderId", "accNo", "phone"} {

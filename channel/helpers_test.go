@@ -97,10 +97,10 @@ func channelConfig(t testing.TB, p *banksim.TestPKI, pr profile) Config {
 	return cfg
 }
 
-func mustKey(t testing.TB) DataKey {
+func mustKey() DataKey {
 	k, err := NewSM4DataKey(testSM4Key)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return k
 }
