@@ -252,6 +252,11 @@ func parseSuites(names []string) ([]uint16, error) {
 // WrapListener wraps ln so that it serves TLCP (and, in dual-stack mode, passes other
 // connections on).
 func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
+	w.logger.Info("serving TLCP",
+		zap.String("address", ln.Addr().String()),
+		zap.Bool("dual_stack", w.DualStack),
+		zap.String("sign_key", w.SignKey),
+		zap.String("enc_key", w.EncKey))
 	if !w.DualStack {
 		return &tlcpListener{Listener: ln, w: w, stateful: false}
 	}
