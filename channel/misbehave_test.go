@@ -1,0 +1,208 @@
+package channel
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/integration/banksim"
+)
+
+// TestMisbehavingBank: every misbehaviour gives its 502 code, a reject audit entry, a metric, and
+// never the bank's body.
+func TestMisbehavingBank(t *testing.T) {
+	p := getPKI(t)
+	schemes := []profile{
+		{name: "unionpay-fields-gcm", scheme: SchemeSettings{Name: "unionpay-sm2"},
+			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()}
+			}},
+		{name: "http-sig-body-gcm", scheme: SchemeSettings{Name: "http-sig-sm2"},
+			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
+			}},
+		{name: "wechatpay-body-envelope", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"},
+			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
+			enc: envelope(TargetBody)},
+	}
+	cases := []struct {
+		mb   banksim.Misbehaviour
+		want Code
+	}{
+		{banksim.BadSignature, CodeBankSignatureInvalid},
+		{banksim.WrongCert, CodeBankCertificateUnknown},
+		{banksim.WrongKey, CodeBankSignatureInvalid},
+		{banksim.TamperCiphertext, CodeBankDecryptFailed},
+		{banksim.TamperAfterSign, CodeBankSignatureInvalid},
+		{banksim.Unsigned, CodeBankSignatureMissing},
+		{banksim.Slow, CodeBankTimeout},
+		{banksim.Drop, CodeBankUnreachable},
+	}
+	for _, pr := range schemes {
+		sim := startSim(t, p, pr, nil)
+		for _, c := range cases {
+			t.Run(pr.name+"/"+string(c.mb), func(t *testing.T) {
+				tr, audit, metrics := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) {
+					o.ResponseTimeout = 300 * time.Millisecond
+				})
+				before := len(sim.Received())
+				resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON,
+					map[string]string{banksim.HeaderMisbehave: string(c.mb), banksim.HeaderDelay: "2s"})
+				if resp.StatusCode != http.StatusBadGateway {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				m := jsonMap(t, body)
+				if m["code"] != string(c.want) || len(m) != 2 || m["message"] == "" {
+					t.Fatalf("body %s, want code %s", body, c.want)
+				}
+				if resp.Header.Get(HeaderChannelError) != string(c.want) || resp.Header.Get(banksim.HeaderVerified) != "" {
+					t.Fatalf("headers %v", resp.Header)
+				}
+				for _, leak := range []string{"respCode", fieldOf(payJSON, "accNo"), "encData"} {
+					if strings.Contains(string(body), leak) {
+						t.Fatalf("bank data forwarded: %s", body)
+					}
+				}
+				if got := len(sim.Received()) - before; got != 1 {
+					t.Fatalf("bank saw %d requests (non-idempotent POST must not be retried)", got)
+				}
+				recs := audit.all()
+				if len(recs) != 1 || recs[0].Verdict != gateway.VerdictReject || recs[0].Reason != gateway.Code(c.want) ||
+					recs[0].Direction != gateway.DirectionOutbound || recs[0].RequestID == "" {
+					t.Fatalf("audit %+v", recs)
+				}
+				// When the bank did sign something, the evidence is kept.
+				signed := c.mb != banksim.Unsigned && c.mb != banksim.Slow && c.mb != banksim.Drop
+				if signed != (len(recs[0].Signature) > 0) {
+					t.Fatalf("audit evidence %+v", recs[0])
+				}
+				if got := metrics.all(); len(got) != 1 || got[0] != "bank-"+pr.name+":"+string(c.want) {
+					t.Fatalf("metrics %v", got)
+				}
+			})
+		}
+	}
+}
+
+// flaky fails the first n round trips with a connection error.
+type flaky struct {
+	inner http.RoundTripper
+	n     atomic.Int32
+	calls atomic.Int32
+}
+
+func (f *flaky) RoundTrip(r *http.Request) (*http.Response, error) {
+	f.calls.Add(1)
+	if f.n.Add(-1) >= 0 {
+		return nil, errors.New("connection reset by peer")
+	}
+	return f.inner.RoundTrip(r)
+}
+
+// TestRetries: only idempotent requests (by method or Idempotency-Key) are retried, bounded.
+func TestRetries(t *testing.T) {
+	p := getPKI(t)
+	pr := profile{name: "retry", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}}
+	sim := startSim(t, p, pr, nil)
+	cases := []struct {
+		name     string
+		method   string
+		key      string
+		failures int32
+		retries  int
+		status   int
+		calls    int32
+	}{
+		{"post-no-key", http.MethodPost, "", 1, 2, 502, 1},
+		{"post-with-key", http.MethodPost, "order-1", 1, 2, 200, 2},
+		{"put", http.MethodPut, "", 2, 2, 200, 3},
+		{"get-exhausted", http.MethodGet, "", 5, 2, 502, 3},
+		{"get-no-retries", http.MethodGet, "", 1, 0, 502, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := &flaky{inner: http.DefaultTransport}
+			f.n.Store(c.failures)
+			tr, _, _ := newTransport(t, channelConfig(t, p, pr), f, func(o *TransportOptions) {
+				o.Retries, o.RetryBackoff = c.retries, time.Millisecond
+			})
+			hdr := map[string]string{}
+			if c.key != "" {
+				hdr[HeaderIdempotencyKey] = c.key
+			}
+			resp, body := do(t, tr, c.method, sim.URL+"/pay", "application/json", payJSON, hdr)
+			if resp.StatusCode != c.status || f.calls.Load() != c.calls {
+				t.Fatalf("status %d calls %d: %s", resp.StatusCode, f.calls.Load(), body)
+			}
+			if c.status == 502 && jsonMap(t, body)["code"] != string(CodeBankUnreachable) {
+				t.Fatalf("body %s", body)
+			}
+		})
+	}
+}
+
+// TestNewRejectsBadConfig: certificates are checked at load.
+func TestNewRejectsBadConfig(t *testing.T) {
+	p := getPKI(t)
+	base := func() Config { return channelConfig(t, p, profile{scheme: SchemeSettings{Name: "unionpay-sm2"}, name: "cfg"}) }
+	cases := map[string]func(c *Config){
+		"untrusted-bank-cert": func(c *Config) { c.BankCerts = []*smx509.Certificate{p.RogueSign.Cert} },
+		"bank-cert-enc-usage": func(c *Config) { c.BankCerts = []*smx509.Certificate{p.BankEnc.Cert} },
+		"no-roots":            func(c *Config) { c.BankRoots = nil },
+		"signer-mismatch":     func(c *Config) { c.PlatformSigner = p.RogueSign.Key },
+		"platform-enc-cert":   func(c *Config) { c.PlatformCert = p.PlatformEnc.Cert; c.PlatformSigner = p.PlatformEnc.Key },
+		"unknown-scheme":      func(c *Config) { c.Scheme.Name = "rsa-sha256" },
+		"bad-encoding":        func(c *Config) { c.Scheme.SignatureEncoding = "pem" },
+		"envelope-to-sign-cert": func(c *Config) {
+			c.Encryption = Encryption{Target: TargetBody, Cipher: CipherEnvelope, BankEncCert: p.BankSign.Cert}
+		},
+		"envelope-untrusted": func(c *Config) {
+			c.Encryption = Encryption{Target: TargetBody, Cipher: CipherEnvelope, BankEncCert: p.PlatformEnc.Cert}
+		},
+		"sm4-no-key":     func(c *Config) { c.Encryption = Encryption{Target: TargetBody} },
+		"fields-no-list": func(c *Config) { c.Encryption = Encryption{Target: TargetFields, Key: mustKey()} },
+		"bad-target":     func(c *Config) { c.Encryption = Encryption{Target: "headers", Key: mustKey()} },
+		"bad-name":       func(c *Config) { c.Name = "bank name\n" },
+	}
+	if _, err := New(base()); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+	for name, mut := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := base()
+			mut(&c)
+			if _, err := New(c); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestExpiredBankCertAtReply: a bank certificate valid at load but expired when the reply comes
+// is refused.
+func TestExpiredBankCertAtReply(t *testing.T) {
+	p := getPKI(t)
+	pr := profile{name: "clock", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay}}
+	sim := startSim(t, p, pr, nil)
+	cfg := channelConfig(t, p, pr)
+	var later atomic.Bool
+	cfg.Now = func() time.Time {
+		if later.Load() {
+			return p.BankSign.Cert.NotAfter.Add(time.Hour)
+		}
+		return time.Now()
+	}
+	tr, _, _ := newTransport(t, cfg, http.DefaultTransport, nil)
+	later.Store(true)
+	resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
+	if resp.StatusCode != 502 || jsonMap(t, body)["code"] != string(CodeBankCertificateInvalid) {
+		t.Fatalf("status %d %s", resp.StatusCode, body)
+	}
+}
