@@ -216,6 +216,8 @@ type Config struct {
 	pair       *CertificatePair
 	clientCAsN [][]byte
 	caNamesSet bool
+
+	verifyCache verifyCache
 }
 
 // ErrCertificateRevoked may be wrapped by VerifyPeerCertificate errors to

@@ -350,3 +350,22 @@ func TestHandshakeTimeoutNoLeak(t *testing.T) {
 	}
 	sside.Close()
 }
+
+func TestVerifyCacheHonoursExpiry(t *testing.T) {
+	p := getPKI(t)
+	now := time.Now()
+	sc := serverConfig(p)
+	sc.ClientAuth = RequireAndVerifyClientCert
+	sc.Time = func() time.Time { return now }
+	for i := 0; i < 2; i++ {
+		if a, b := runPair(t, sc, clientConfig(p, true), nil); a != nil || b != nil {
+			t.Fatal(a, b)
+		}
+	}
+	if len(sc.verifyCache.m) != 1 {
+		t.Fatalf("verify cache has %d entries, want 1", len(sc.verifyCache.m))
+	}
+	now = now.Add(30 * time.Hour) // past the client certificates' NotAfter
+	_, srvErr := runPair(t, sc, clientConfig(p, true), nil)
+	wantAlert(t, "server", srvErr, AlertCertificateExpired, false)
+}

@@ -3,7 +3,10 @@ package tlcp
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
+	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 )
 
@@ -100,15 +103,21 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 		if isServerCert {
 			signOpts.DNSName = c.config.ServerName
 		}
-		var err error
-		chains, err = certs[0].Verify(signOpts)
-		if err != nil {
-			return certAlert(err)
-		}
-		if hasEnc {
-			if _, err := certs[1].Verify(opts); err != nil {
+		key := verifyCacheKey(raw, isServerCert, signOpts.DNSName)
+		if cached, ok := c.config.verifyCache.get(key, opts.CurrentTime); ok {
+			chains = cached
+		} else {
+			var err error
+			chains, err = certs[0].Verify(signOpts)
+			if err != nil {
 				return certAlert(err)
 			}
+			if hasEnc {
+				if _, err := certs[1].Verify(opts); err != nil {
+					return certAlert(err)
+				}
+			}
+			c.config.verifyCache.put(key, chains, certs, opts.CurrentTime)
 		}
 	}
 	if c.config.VerifyPeerCertificate != nil {
@@ -169,4 +178,88 @@ func fixServerOrder(certs []*smx509.Certificate, raw [][]byte) ([]*smx509.Certif
 		}
 	}
 	return certs, raw
+}
+
+// verifyCache remembers successful chain verifications of peer certificate
+// lists for a short time, so that clients reconnecting with the same
+// certificates do not cost two SM2 verifications per handshake. Key usage,
+// validity period and VerifyPeerCertificate are still checked every time.
+type verifyCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]verifyEntry
+}
+
+type verifyEntry struct {
+	chains           [][]*smx509.Certificate
+	notBefore, until time.Time
+}
+
+const (
+	verifyCacheMax = 1024
+	verifyCacheTTL = 5 * time.Minute
+)
+
+func verifyCacheKey(raw [][]byte, isServer bool, name string) [32]byte {
+	h := sm3.New()
+	if isServer {
+		h.Write([]byte{1})
+	} else {
+		h.Write([]byte{0})
+	}
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	for _, r := range raw {
+		h.Write([]byte{byte(len(r) >> 16), byte(len(r) >> 8), byte(len(r))})
+		h.Write(r)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (v *verifyCache) get(k [32]byte, now time.Time) ([][]*smx509.Certificate, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.m[k]
+	if !ok {
+		return nil, false
+	}
+	if now.Before(e.notBefore) || now.After(e.until) {
+		delete(v.m, k)
+		return nil, false
+	}
+	return e.chains, true
+}
+
+func (v *verifyCache) put(k [32]byte, chains [][]*smx509.Certificate, certs []*smx509.Certificate, now time.Time) {
+	e := verifyEntry{chains: chains, until: now.Add(verifyCacheTTL)}
+	// The entry is only valid while every certificate involved is valid.
+	consider := func(c *smx509.Certificate) {
+		if c.NotAfter.Before(e.until) {
+			e.until = c.NotAfter
+		}
+		if c.NotBefore.After(e.notBefore) {
+			e.notBefore = c.NotBefore
+		}
+	}
+	for _, c := range certs {
+		consider(c)
+	}
+	for _, ch := range chains {
+		for _, c := range ch {
+			consider(c)
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = make(map[[32]byte]verifyEntry)
+	}
+	if len(v.m) >= verifyCacheMax {
+		for key := range v.m { // drop an arbitrary entry
+			delete(v.m, key)
+			break
+		}
+	}
+	v.m[k] = e
 }
