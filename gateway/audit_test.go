@@ -285,6 +285,18 @@ func TestAuditRotation(t *testing.T) {
 	if err == nil {
 		t.Fatalf("reversed segments accepted: %+v", rep)
 	}
+	// An edit in a later segment is located in that segment.
+	l2 := readLines(t, segs[1])
+	orig2 := bytes.Join(l2, nil)
+	l2[3] = bytes.Replace(l2[3], []byte(`"scheme":"wechatpay-v3-sm2"`), []byte(`"scheme":"form-sm2"`), 1)
+	writeLines(t, segs[1], l2)
+	rep, err = VerifyFile(segs, &key.PublicKey)
+	if !errors.Is(err, ErrAuditVerify) || rep.Failure.Kind != FailEdited || rep.Failure.Path != segs[1] || rep.Failure.Line != 4 {
+		t.Fatalf("edit in segment 2: %v %+v", err, rep.Failure)
+	}
+	if err := os.WriteFile(segs[1], orig2, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	l := readLines(t, segs[0])
 	writeLines(t, segs[0], l[:len(l)-2])
 	rep, err = VerifyFile(segs, &key.PublicKey)

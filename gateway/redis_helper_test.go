@@ -86,3 +86,38 @@ func waitRedis(t *testing.T, addr string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// benchRedisAddr returns GMGATE_REDIS_ADDR or starts a private redis-server
+// for a benchmark (skipping when none is installed).
+func benchRedisAddr(b *testing.B) string {
+	b.Helper()
+	if a := os.Getenv("GMGATE_REDIS_ADDR"); a != "" {
+		return a
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		b.Skip("no redis-server and GMGATE_REDIS_ADDR unset")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	for i := 0; i < 200; i++ {
+		if c.Ping(context.Background()).Err() == nil {
+			return addr
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	b.Fatal("redis did not start")
+	return ""
+}

@@ -233,13 +233,20 @@ func TestReplayGuardStoreFailure(t *testing.T) {
 
 func newRedisGuard(t *testing.T, addr string, failOpen bool) (*ReplayGuard, *RedisReplayStore) {
 	t.Helper()
+	g, st := newRedisGuardTB(t, addr)
+	g.FailOpen = failOpen
+	return g, st
+}
+
+func newRedisGuardTB(t testing.TB, addr string) (*ReplayGuard, *RedisReplayStore) {
+	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 32, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	st, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: "gmgate-test:" + t.Name() + ":", CloseClient: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &ReplayGuard{Store: st, FailOpen: failOpen}, st
+	return &ReplayGuard{Store: st}, st
 }
 
 // TestRedisTwoGuardsExactlyOnce is the proof of issue 4: two verifier
