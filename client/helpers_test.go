@@ -324,6 +324,10 @@ func tlcpServer(t testing.TB, st *stub) string {
 			return ctx
 		},
 	}
+	// One request per TLCP connection: a kept-alive tlcp.Conn on the server side loses
+	// stream sync when http.Server aborts its background read with a past deadline while the
+	// next request is arriving (a tlcp bug, reported; see docs/client.md).
+	hs.SetKeepAlivesEnabled(false)
 	go hs.Serve(tlcp.NewListener(ln, cfg))
 	t.Cleanup(func() { hs.Close() })
 	return "https://" + ln.Addr().String()

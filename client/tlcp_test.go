@@ -38,7 +38,7 @@ func TestEverySchemeOverTLCP(t *testing.T) {
 					cfg = withEnvelope(cfg, p)
 				}
 				c := newTestClient(t, cfg)
-				for i := 0; i < 2; i++ { // the second request reuses the kept-alive TLCP connection
+				for i := 0; i < 2; i++ { // the second request dials again (resumption off)
 					ct, body := requestBody(scheme)
 					resp, err := c.Post(context.Background(), "/v3/pay", ct, body)
 					if err != nil {
