@@ -485,3 +485,24 @@ func FuzzVerifyAudit(f *testing.F) {
 }
 
 func ellipticP256() elliptic.Curve { return elliptic.P256() }
+
+// TestAuditTailTruncationReported: cutting whole lines off the end of the
+// newest segment leaves a valid prefix; the report must show that the tail is
+// no longer sealed by a checkpoint (the CLI warns on UnsealedTail > 0).
+func TestAuditTailTruncationReported(t *testing.T) {
+	key := newSM2Key(t)
+	segs := writeLog(t, key, 20, AuditOptions{CheckpointEvery: 6})
+	rep, err := VerifyFile(segs, &key.PublicKey)
+	if err != nil || rep.UnsealedTail != 0 {
+		t.Fatalf("intact: %v %+v", err, rep)
+	}
+	l := readLines(t, segs[0])
+	writeLines(t, segs[0], l[:len(l)-2]) // drop the closing checkpoint and the last decision
+	rep, err = VerifyFile(segs, &key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.UnsealedTail == 0 || rep.LastSeq != uint64(len(l)-2) || rep.LastCheckpointSeq >= rep.LastSeq {
+		t.Fatalf("truncated tail not reported: %+v", rep)
+	}
+}
