@@ -47,7 +47,9 @@ func fuzzProfiles() []profile {
 				return Encryption{Target: TargetFields, Fields: sensitive(), Key: mustKey()}
 			}},
 		{name: "http-sig", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
-			enc: func(*banksim.TestPKI) Encryption { return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()} }},
+			enc: func(*banksim.TestPKI) Encryption {
+				return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()}
+			}},
 		{name: "wechatpay", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
 			enc: envelope(TargetBody)},
 	}

@@ -151,7 +151,9 @@ func TestRetries(t *testing.T) {
 // TestNewRejectsBadConfig: certificates are checked at load.
 func TestNewRejectsBadConfig(t *testing.T) {
 	p := getPKI(t)
-	base := func() Config { return channelConfig(t, p, profile{scheme: SchemeSettings{Name: "unionpay-sm2"}, name: "cfg"}) }
+	base := func() Config {
+		return channelConfig(t, p, profile{scheme: SchemeSettings{Name: "unionpay-sm2"}, name: "cfg"})
+	}
 	cases := map[string]func(c *Config){
 		"untrusted-bank-cert": func(c *Config) { c.BankCerts = []*smx509.Certificate{p.RogueSign.Cert} },
 		"bank-cert-enc-usage": func(c *Config) { c.BankCerts = []*smx509.Certificate{p.BankEnc.Cert} },
