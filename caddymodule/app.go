@@ -9,13 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emmansun/gmsm/smx509"
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
+	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -50,7 +53,13 @@ type App struct {
 	// keys, or when this is set.
 	DevPKI *DevPKIConfig `json:"dev_pki,omitempty"`
 
+	// Audit configures the tamper-evident audit log that gm_verify and gm_channel share: one
+	// hash-chained entry per decision, checkpoints signed with the platform key. Without it no
+	// audit log is written.
+	Audit *AuditConfig `json:"audit,omitempty"`
+
 	vault  *keyvault.Vault
+	audit  *gateway.AuditLog
 	dev    *pki.DevPKI
 	logger *zap.Logger
 }
@@ -110,14 +119,94 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening key vault: %w", err)
 	}
 	a.vault = v
+	if a.Audit != nil {
+		if err := a.openAudit(); err != nil {
+			v.Close()
+			return fmt.Errorf("audit log: %w", err)
+		}
+	}
 	return nil
 }
+
+// AuditConfig configures the shared audit log (see docs/audit.md).
+type AuditConfig struct {
+	// Path is the base name of the log; segments are written as Path.000001, Path.000002, ...
+	// Default: "gmgate/audit/audit.log" under Caddy's data directory.
+	Path string `json:"path,omitempty"`
+	// SigningKey names the vault key that signs checkpoints (the platform key).
+	// Default: dev-platform-sign (the development PKI's platform key).
+	SigningKey string `json:"signing_key,omitempty"`
+	// CheckpointEvery writes a signed checkpoint after this many entries. Default 1000.
+	CheckpointEvery int `json:"checkpoint_every,omitempty"`
+	// CheckpointInterval writes a signed checkpoint this often when entries were added. Default 1m.
+	CheckpointInterval caddy.Duration `json:"checkpoint_interval,omitempty"`
+	// MaxSegmentSize rotates to a new segment at this size, in bytes. Default 64 MiB.
+	MaxSegmentSize int64 `json:"max_segment_size,omitempty"`
+	// Fsync is "always" (default: an entry is on stable storage before the decision is
+	// acted on), "interval" (every second) or "never" (left to the operating system).
+	Fsync string `json:"fsync,omitempty"`
+}
+
+func (a *App) openAudit() error {
+	c := a.Audit
+	path := c.Path
+	if path == "" {
+		path = filepath.Join(caddy.AppDataDir(), "gmgate", "audit", "audit.log")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	keyName := c.SigningKey
+	if keyName == "" {
+		keyName = DevPlatformSignKey
+	}
+	signer, err := a.vault.Signer(keyName)
+	if err != nil {
+		return fmt.Errorf("audit signing key %q: %w", keyName, err)
+	}
+	opts := gateway.AuditOptions{
+		Path:               path,
+		Signer:             signer,
+		CheckpointEvery:    c.CheckpointEvery,
+		CheckpointInterval: time.Duration(c.CheckpointInterval),
+		MaxSegmentSize:     c.MaxSegmentSize,
+		OnError: func(err error) {
+			a.logger.Error("audit log", zap.Error(err))
+		},
+	}
+	switch c.Fsync {
+	case "", "always":
+		opts.Fsync = gateway.FsyncAlways
+	case "interval":
+		opts.Fsync = gateway.FsyncInterval
+	case "never":
+		opts.Fsync = gateway.FsyncNever
+	default:
+		return fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", c.Fsync)
+	}
+	l, err := gateway.OpenAuditLog(opts)
+	if err != nil {
+		return err
+	}
+	a.audit = l
+	a.logger.Info("audit log open", zap.String("path", path), zap.String("signing_key", keyName))
+	return nil
+}
+
+// AuditLog returns the shared audit log, or nil when none is configured.
+func (a *App) AuditLog() *gateway.AuditLog { return a.audit }
 
 // Start implements caddy.App.
 func (a *App) Start() error { return nil }
 
 // Stop implements caddy.App: it closes the vault, which zeroizes key material held in memory.
 func (a *App) Stop() error {
+	if a.audit != nil {
+		if err := a.audit.Close(); err != nil {
+			a.logger.Error("closing audit log", zap.Error(err))
+		}
+		a.audit = nil
+	}
 	if a.vault == nil {
 		return nil
 	}

@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/gmgate/gmgate/keyvault"
 )
@@ -20,6 +22,13 @@ func init() {
 //	gmgate {
 //		dev_pki [<dir>] {
 //			names <name...>
+//		}
+//		audit [<path>] {
+//			signing_key         <vault key name>
+//			checkpoint_every    <entries>
+//			checkpoint_interval <duration>
+//			max_segment_size    <bytes>
+//			fsync               always|interval|never
 //		}
 //		vault {
 //			token <name> {
@@ -78,6 +87,48 @@ func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				}
 			}
 			app.DevPKI = dc
+		case "audit":
+			ac := &AuditConfig{}
+			if d.NextArg() {
+				ac.Path = d.Val()
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				opt := d.Val()
+				var v string
+				if !d.Args(&v) {
+					return nil, d.ArgErr()
+				}
+				switch opt {
+				case "signing_key":
+					ac.SigningKey = v
+				case "checkpoint_every":
+					n, err := strconv.Atoi(v)
+					if err != nil || n <= 0 {
+						return nil, d.Errf("checkpoint_every: want a positive number, got %q", v)
+					}
+					ac.CheckpointEvery = n
+				case "checkpoint_interval":
+					dur, err := caddy.ParseDuration(v)
+					if err != nil {
+						return nil, d.Errf("checkpoint_interval: %v", err)
+					}
+					ac.CheckpointInterval = caddy.Duration(dur)
+				case "max_segment_size":
+					n, err := strconv.ParseInt(v, 10, 64)
+					if err != nil || n <= 0 {
+						return nil, d.Errf("max_segment_size: want a size in bytes, got %q", v)
+					}
+					ac.MaxSegmentSize = n
+				case "fsync":
+					ac.Fsync = v
+				default:
+					return nil, d.Errf("unknown audit option %q", opt)
+				}
+			}
+			app.Audit = ac
 		case "vault":
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -306,3 +357,247 @@ var (
 	_ caddyfile.Unmarshaler = (*ListenerWrapper)(nil)
 	_ caddyfile.Unmarshaler = (*JoinListenerWrapper)(nil)
 )
+
+// UnmarshalCaddyfile sets up the gm_channel transport:
+//
+//	transport gm_channel {
+//		bank <name>
+//		scheme unionpay-sm2|http-sig-sm2|wechatpay-v3-sm2|form-sm2 {
+//			user_id <id>
+//			user_id_from_key_id
+//			signature_encoding der|raw
+//			text_encoding base64|hex
+//			sign_field <field>
+//			excluded_fields <field...>
+//			key_id_field <field>
+//			merchant_id_field <field>
+//			timestamp_field <field> [unix|unixms|<Go layout>]
+//			nonce_field <field>
+//			components <component...>
+//			reply_components <component...>
+//		}
+//		platform_key <vault key name>
+//		platform_key_id <key ID>
+//		merchant_id <ID>
+//		bank_cert <PEM file...>
+//		bank_root <PEM file...>
+//		encrypt body|fields {
+//			cipher sm4-gcm|sm4-cbc|sm2-envelope
+//			fields <field...>
+//			data_key <vault SM4 key name>
+//			bank_enc_cert <PEM file>
+//			platform_enc_key <vault key name>
+//			allow_plain_reply
+//		}
+//		tlcp {
+//			sign_key <vault key name>
+//			enc_key <vault key name>
+//			server_name <name>
+//			cipher_suites <name...>
+//			ecdhe_params_as_vector
+//			ecc_ciphertext_raw
+//			handshake_timeout <duration>
+//		}
+//		max_body_size <bytes>
+//		response_timeout <duration>
+//		retries <n>
+//		dial_timeout <duration>
+//	}
+func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // transport name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	one := func() (string, error) {
+		var v string
+		if !d.Args(&v) {
+			return "", d.ArgErr()
+		}
+		return v, nil
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "bank":
+			t.Bank, err = one()
+		case "scheme":
+			if t.Scheme.Name, err = one(); err != nil {
+				return err
+			}
+			err = t.Scheme.unmarshal(d)
+		case "platform_key":
+			t.PlatformKey, err = one()
+		case "platform_key_id":
+			t.PlatformKeyID, err = one()
+		case "merchant_id":
+			t.MerchantID, err = one()
+		case "bank_cert":
+			t.BankCerts = append(t.BankCerts, d.RemainingArgs()...)
+		case "bank_root":
+			t.BankRoots = append(t.BankRoots, d.RemainingArgs()...)
+		case "encrypt":
+			e := &ChannelEncryption{}
+			if e.Target, err = one(); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "cipher":
+					e.Cipher, err = one()
+				case "fields":
+					e.Fields = d.RemainingArgs()
+				case "data_key":
+					e.DataKey, err = one()
+				case "bank_enc_cert":
+					e.BankEncCert, err = one()
+				case "platform_enc_key":
+					e.PlatformEncKey, err = one()
+				case "allow_plain_reply":
+					e.AllowPlainReply = true
+				default:
+					return d.Errf("unknown encrypt option %q", d.Val())
+				}
+				if err != nil {
+					return err
+				}
+			}
+			t.Encryption = e
+		case "tlcp":
+			c := &ChannelTLCP{}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "sign_key":
+					c.SignKey, err = one()
+				case "enc_key":
+					c.EncKey, err = one()
+				case "server_name":
+					c.ServerName, err = one()
+				case "cipher_suites":
+					c.CipherSuites = d.RemainingArgs()
+					_, err = parseSuites(c.CipherSuites)
+				case "ecdhe_params_as_vector":
+					c.ECDHEParamsAsVector = true
+				case "ecc_ciphertext_raw":
+					c.ECCCiphertextRaw = true
+				case "handshake_timeout":
+					var v string
+					if v, err = one(); err == nil {
+						var dur time.Duration
+						dur, err = caddy.ParseDuration(v)
+						c.HandshakeTimeout = caddy.Duration(dur)
+					}
+				default:
+					return d.Errf("unknown tlcp option %q", d.Val())
+				}
+				if err != nil {
+					return err
+				}
+			}
+			t.TLCP = c
+		case "max_body_size", "retries":
+			var v string
+			if v, err = one(); err == nil {
+				var n int
+				n, err = strconv.Atoi(v)
+				if err == nil && n < 0 {
+					err = d.Errf("%s must not be negative", opt)
+				}
+				if opt == "retries" {
+					t.Retries = n
+				} else {
+					t.MaxBodySize = n
+				}
+			}
+		case "response_timeout", "dial_timeout":
+			var v string
+			if v, err = one(); err == nil {
+				var dur time.Duration
+				if dur, err = caddy.ParseDuration(v); err == nil {
+					if opt == "response_timeout" {
+						t.ResponseTimeout = caddy.Duration(dur)
+					} else {
+						if t.HTTP == nil {
+							t.HTTP = new(reverseproxy.HTTPTransport)
+						}
+						t.HTTP.DialTimeout = caddy.Duration(dur)
+					}
+				}
+			}
+		default:
+			return d.Errf("unknown gm_channel option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *ChannelScheme) unmarshal(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		need := func(n int) error {
+			if len(args) != n {
+				return d.ArgErr()
+			}
+			return nil
+		}
+		var err error
+		switch opt {
+		case "user_id":
+			if err = need(1); err == nil {
+				s.UserID = args[0]
+			}
+		case "user_id_from_key_id":
+			s.UserIDFromKeyID = true
+		case "signature_encoding":
+			if err = need(1); err == nil {
+				s.SignatureEncoding = args[0]
+			}
+		case "text_encoding":
+			if err = need(1); err == nil {
+				s.TextEncoding = args[0]
+			}
+		case "sign_field":
+			if err = need(1); err == nil {
+				s.SignField = args[0]
+			}
+		case "excluded_fields":
+			s.ExcludedFields = args
+		case "key_id_field":
+			if err = need(1); err == nil {
+				s.KeyIDField = args[0]
+			}
+		case "merchant_id_field":
+			if err = need(1); err == nil {
+				s.MerchantIDField = args[0]
+			}
+		case "timestamp_field":
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			s.TimestampField = args[0]
+			if len(args) == 2 {
+				s.TimestampLayout = args[1]
+			}
+		case "nonce_field":
+			if err = need(1); err == nil {
+				s.NonceField = args[0]
+			}
+		case "components":
+			s.Components = args
+		case "reply_components":
+			s.ReplyComponents = args
+		default:
+			return d.Errf("unknown scheme option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*ChannelTransport)(nil)

@@ -1,0 +1,363 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/emmansun/gmsm/smx509"
+	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/channel"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/tlcp"
+)
+
+func init() {
+	caddy.RegisterModule(ChannelTransport{})
+}
+
+// ChannelTransport is the bank-channel side (渠道前置) as a reverse_proxy transport: the legacy
+// back end's plain request is encrypted and signed with the platform key under the bank's
+// scheme, sent over TLCP with mutual authentication (or HTTPS/HTTP), and the bank's reply is
+// passed on only after its signature verifies with the bank's platform certificate; then it is
+// decrypted. Any failure becomes a 502 with a JSON {"code","message"} body, an audit entry and a
+// metric. Connection reuse, timeouts, load balancing and health checks are Caddy's.
+type ChannelTransport struct {
+	// Bank names the channel in metrics, audit entries and logs. Required.
+	Bank string `json:"bank"`
+
+	// Scheme is the bank's signature scheme and its per-bank settings.
+	Scheme ChannelScheme `json:"scheme"`
+
+	// PlatformKey names the vault key the platform signs with; its certificate comes from the
+	// vault. Default: dev-platform-sign (development PKI).
+	PlatformKey string `json:"platform_key,omitempty"`
+	// PlatformKeyID overrides the key ID sent to the bank (default: per scheme, from the
+	// platform certificate's serial).
+	PlatformKeyID string `json:"platform_key_id,omitempty"`
+	// MerchantID is the platform's merchant/institution ID at the bank, when the scheme has one.
+	MerchantID string `json:"merchant_id,omitempty"`
+
+	// BankCerts are PEM files of the bank's platform signing certificates that replies must be
+	// signed with. Required.
+	BankCerts []string `json:"bank_certs"`
+	// BankRoots are PEM files of the GM roots the bank's certificates (platform and TLCP server)
+	// chain to. Required.
+	BankRoots []string `json:"bank_roots"`
+
+	// Encryption protects sensitive data toward the bank (none by default).
+	Encryption *ChannelEncryption `json:"encryption,omitempty"`
+
+	// TLCP, when set, makes the link to the bank TLCP (GB/T 38636-2020). Otherwise the
+	// transport speaks what the inner HTTP transport is configured for.
+	TLCP *ChannelTLCP `json:"tlcp,omitempty"`
+
+	// MaxBodySize bounds the back end's request body and the bank's reply body, in bytes.
+	// Default 1 MiB.
+	MaxBodySize int `json:"max_body_size,omitempty"`
+	// ResponseTimeout bounds one attempt, from sending to the end of the reply. Default 30s.
+	ResponseTimeout caddy.Duration `json:"response_timeout,omitempty"`
+	// Retries is the number of extra attempts after a transport failure, only for idempotent
+	// requests or those with an Idempotency-Key header. Default 0, at most 5.
+	Retries int `json:"retries,omitempty"`
+
+	// HTTP is Caddy's HTTP transport underneath (dial timeout, keep-alive, buffers...).
+	// Its TLS settings are not used when TLCP is set.
+	HTTP *reverseproxy.HTTPTransport `json:"http,omitempty"`
+
+	rt     *channel.Transport
+	useTLS bool
+	logger *zap.Logger
+}
+
+// ChannelScheme selects the bank's signature scheme.
+type ChannelScheme struct {
+	// Name is "unionpay-sm2", "http-sig-sm2", "wechatpay-v3-sm2" or "form-sm2". Required.
+	Name string `json:"name"`
+	// UserID is a fixed SM2 user ID (default: the scheme's rule: 1234567812345678, or the
+	// certId for unionpay-sm2).
+	UserID string `json:"user_id,omitempty"`
+	// UserIDFromKeyID makes the user ID the bytes of the key ID.
+	UserIDFromKeyID bool `json:"user_id_from_key_id,omitempty"`
+	// SignatureEncoding is "der" or "raw" (r||s). Default: the scheme's.
+	SignatureEncoding string `json:"signature_encoding,omitempty"`
+	// TextEncoding is "base64" or "hex". Default: the scheme's.
+	TextEncoding string `json:"text_encoding,omitempty"`
+	// SignField, ExcludedFields, KeyIDField, MerchantIDField, TimestampField, TimestampLayout and
+	// NonceField set the signed-string rule of the parameter schemes (form-sm2, unionpay-sm2).
+	SignField       string   `json:"sign_field,omitempty"`
+	ExcludedFields  []string `json:"excluded_fields,omitempty"`
+	KeyIDField      string   `json:"key_id_field,omitempty"`
+	MerchantIDField string   `json:"merchant_id_field,omitempty"`
+	TimestampField  string   `json:"timestamp_field,omitempty"`
+	TimestampLayout string   `json:"timestamp_layout,omitempty"`
+	NonceField      string   `json:"nonce_field,omitempty"`
+	// Components and ReplyComponents are the covered components of http-sig-sm2.
+	Components      []string `json:"components,omitempty"`
+	ReplyComponents []string `json:"reply_components,omitempty"`
+}
+
+// ChannelEncryption is the channel's confidentiality rule (see docs/channel.md).
+type ChannelEncryption struct {
+	// Target is "body" or "fields".
+	Target string `json:"target"`
+	// Cipher is "sm4-gcm" (default), "sm4-cbc" or "sm2-envelope".
+	Cipher string `json:"cipher,omitempty"`
+	// Fields lists the top-level JSON fields to encrypt (target "fields").
+	Fields []string `json:"fields,omitempty"`
+	// DataKey names the vault's SM4 key of this channel (sm4-gcm, sm4-cbc).
+	DataKey string `json:"data_key,omitempty"`
+	// BankEncCert is the PEM file of the bank's encryption certificate (sm2-envelope).
+	BankEncCert string `json:"bank_enc_cert,omitempty"`
+	// PlatformEncKey names the vault key that opens sm2-envelope replies (its certificate from
+	// the vault).
+	PlatformEncKey string `json:"platform_enc_key,omitempty"`
+	// AllowPlainReply accepts verified replies without the encryption wrapper.
+	AllowPlainReply bool `json:"allow_plain_reply,omitempty"`
+}
+
+// ChannelTLCP configures the TLCP link to the bank.
+type ChannelTLCP struct {
+	// SignKey and EncKey name the vault keys (with certificates) presented to the bank for
+	// mutual authentication. Default: none (no client certificate).
+	SignKey string `json:"sign_key,omitempty"`
+	EncKey  string `json:"enc_key,omitempty"`
+	// ServerName is checked against the bank's signing certificate and sent as SNI. Default:
+	// the upstream's host.
+	ServerName string `json:"server_name,omitempty"`
+	// CipherSuites in preference order. Default: ECC_SM4_GCM_SM3, ECC_SM4_CBC_SM3,
+	// ECDHE_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3.
+	CipherSuites []string `json:"cipher_suites,omitempty"`
+	// ECDHEParamsAsVector sends the ECDHE ClientKeyExchange with the GB/T 2-byte length prefix
+	// (some banks need it; Tongsuo and gotlcp do not).
+	ECDHEParamsAsVector bool `json:"ecdhe_params_as_vector,omitempty"`
+	// ECCCiphertextRaw sends the ECC pre-master secret as raw C1||C3||C2 (tjfoc-based banks).
+	ECCCiphertextRaw bool `json:"ecc_ciphertext_raw,omitempty"`
+	// HandshakeTimeout bounds the TLCP handshake. Default 10s.
+	HandshakeTimeout caddy.Duration `json:"handshake_timeout,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (ChannelTransport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.transport.gm_channel",
+		New: func() caddy.Module { return new(ChannelTransport) },
+	}
+}
+
+// Provision loads the bank's certificates and the platform keys and builds the channel.
+func (t *ChannelTransport) Provision(ctx caddy.Context) error {
+	t.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if t.Bank == "" {
+		return fmt.Errorf("gm_channel: bank name required")
+	}
+	app, err := gmgateApp(ctx)
+	if err != nil {
+		return err
+	}
+	keyName := t.PlatformKey
+	if keyName == "" {
+		keyName = DevPlatformSignKey
+	}
+	signer, err := app.Signer(keyName)
+	if err != nil {
+		return fmt.Errorf("gm_channel %s: platform key: %w", t.Bank, err)
+	}
+	platformChain, err := app.Certificates(keyName)
+	if err != nil || len(platformChain) == 0 {
+		return fmt.Errorf("gm_channel %s: platform key %q has no certificate", t.Bank, keyName)
+	}
+	bankCerts, err := loadPool(t.BankCerts)
+	if err != nil {
+		return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+	}
+	bankRoots, err := loadPool(t.BankRoots)
+	if err != nil {
+		return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+	}
+	cfg := channel.Config{
+		Name:           t.Bank,
+		Scheme:         t.Scheme.settings(),
+		PlatformSigner: signer,
+		PlatformCert:   platformChain[0],
+		PlatformKeyID:  t.PlatformKeyID,
+		MerchantID:     t.MerchantID,
+		BankCerts:      bankCerts,
+		BankRoots:      bankRoots,
+	}
+	if e := t.Encryption; e != nil {
+		enc := channel.Encryption{Target: e.Target, Cipher: e.Cipher, Fields: e.Fields, AllowPlainReply: e.AllowPlainReply}
+		if e.DataKey != "" {
+			k, err := app.SM4(e.DataKey)
+			if err != nil {
+				return fmt.Errorf("gm_channel %s: data key: %w", t.Bank, err)
+			}
+			enc.Key = k
+		}
+		if e.BankEncCert != "" {
+			certs, err := pki.LoadCertificatesFile(e.BankEncCert)
+			if err != nil {
+				return fmt.Errorf("gm_channel %s: bank encryption certificate: %w", t.Bank, err)
+			}
+			enc.BankEncCert = certs[0]
+		}
+		if e.PlatformEncKey != "" {
+			dec, err := app.Decrypter(e.PlatformEncKey)
+			if err != nil {
+				return fmt.Errorf("gm_channel %s: platform encryption key: %w", t.Bank, err)
+			}
+			chain, err := app.Certificates(e.PlatformEncKey)
+			if err != nil || len(chain) == 0 {
+				return fmt.Errorf("gm_channel %s: platform encryption key %q has no certificate", t.Bank, e.PlatformEncKey)
+			}
+			enc.PlatformDecrypter, enc.PlatformEncCert = dec, chain[0]
+		}
+		cfg.Encryption = enc
+	}
+	ch, err := channel.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	// Caddy's HTTP transport underneath; TLCP replaces its TLS dialing.
+	inner := t.HTTP
+	if inner == nil {
+		inner = new(reverseproxy.HTTPTransport)
+	}
+	inner.Versions = []string{"1.1"} // HTTP/2 needs crypto/tls; banks speak HTTP/1.1 over TLCP
+	if err := inner.Provision(ctx); err != nil {
+		return fmt.Errorf("gm_channel %s: HTTP transport: %w", t.Bank, err)
+	}
+	t.useTLS = inner.TLSEnabled()
+	if t.TLCP != nil {
+		tc, err := t.TLCP.config(app, bankRoots)
+		if err != nil {
+			return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+		}
+		dial, err := channel.TLCPDialFunc(channel.TLCPTransportConfig{
+			TLCP:             tc,
+			HandshakeTimeout: time.Duration(t.TLCP.HandshakeTimeout),
+		})
+		if err != nil {
+			return err
+		}
+		inner.Transport.DialTLSContext = dial
+		inner.Transport.TLSClientConfig = nil
+		inner.Transport.DisableCompression = true
+		inner.Transport.DialContext = refusePlainDial
+		t.useTLS = true
+	}
+	t.rt, err = channel.NewTransport(ch, channel.TransportOptions{
+		Inner:           inner.Transport,
+		Audit:           auditSink(app),
+		Metrics:         channelMetrics{},
+		MaxBody:         t.MaxBodySize,
+		ResponseTimeout: time.Duration(t.ResponseTimeout),
+		Retries:         t.Retries,
+		OnError: func(bank string, code channel.Code, err error) {
+			t.logger.Warn("bank channel failure", zap.String("bank", bank), zap.String("code", string(code)), zap.Error(err))
+		},
+	})
+	return err
+}
+
+func (s ChannelScheme) settings() channel.SchemeSettings {
+	return channel.SchemeSettings{
+		Name: s.Name, UserID: s.UserID, UserIDFromKeyID: s.UserIDFromKeyID,
+		SignatureEncoding: s.SignatureEncoding, TextEncoding: s.TextEncoding,
+		SignField: s.SignField, ExcludedFields: s.ExcludedFields, KeyIDField: s.KeyIDField,
+		MerchantIDField: s.MerchantIDField, TimestampField: s.TimestampField,
+		TimestampLayout: s.TimestampLayout, NonceField: s.NonceField,
+		Components: s.Components, ReplyComponents: s.ReplyComponents,
+	}
+}
+
+func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Config, error) {
+	cfg := &tlcp.Config{
+		ServerName:          c.ServerName,
+		ECDHEParamsAsVector: c.ECDHEParamsAsVector,
+		ECCCiphertextRaw:    c.ECCCiphertextRaw,
+		RootCAs:             smx509.NewCertPool(),
+	}
+	for _, r := range roots {
+		cfg.RootCAs.AddCert(r)
+	}
+	var err error
+	if cfg.CipherSuites, err = parseSuites(c.CipherSuites); err != nil {
+		return nil, err
+	}
+	if (c.SignKey == "") != (c.EncKey == "") {
+		return nil, fmt.Errorf("tlcp: mutual authentication needs both sign_key and enc_key")
+	}
+	if c.SignKey != "" {
+		if cfg.SignCertificate, err = vaultCertificate(app, c.SignKey, true); err != nil {
+			return nil, err
+		}
+		if cfg.EncCertificate, err = vaultCertificate(app, c.EncKey, false); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func refusePlainDial(context.Context, string, string) (net.Conn, error) {
+	return nil, fmt.Errorf("gm_channel: refusing a plain connection to a TLCP bank channel")
+}
+
+// auditSink returns the app's audit log as a channel.AuditSink, or nil when none is configured.
+func auditSink(app *App) channel.AuditSink {
+	if l := app.AuditLog(); l != nil {
+		return l
+	}
+	return nil
+}
+
+// channelMetrics feeds channel exchanges into the collectors.
+type channelMetrics struct{}
+
+func (channelMetrics) ObserveChannel(bank, result string, d time.Duration) {
+	channelRequests.WithLabelValues(bank, result).Inc()
+	channelSeconds.WithLabelValues(bank).Observe(d.Seconds())
+}
+
+// RoundTrip sends the request through the bank channel.
+func (t *ChannelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.SetScheme(req)
+	return t.rt.RoundTrip(req)
+}
+
+// SetScheme sets https for TLCP (or TLS) banks and http otherwise.
+func (t *ChannelTransport) SetScheme(req *http.Request) {
+	if req.URL.Scheme != "" {
+		return
+	}
+	if t.useTLS {
+		req.URL.Scheme = "https"
+	} else {
+		req.URL.Scheme = "http"
+	}
+}
+
+// Cleanup closes idle bank connections.
+func (t *ChannelTransport) Cleanup() error {
+	if t.rt != nil {
+		t.rt.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner  = (*ChannelTransport)(nil)
+	_ caddy.CleanerUpper = (*ChannelTransport)(nil)
+	_ http.RoundTripper  = (*ChannelTransport)(nil)
+	_ channel.Metrics    = channelMetrics{}
+)
