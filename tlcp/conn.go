@@ -48,8 +48,10 @@ type Conn struct {
 	in, out halfConn
 
 	hdr     [recordHeaderLen]byte
-	rawIn   []byte       // record fragment buffer, reused
-	input   []byte       // unread application data (aliases rawIn)
+	rbuf    []byte // read buffer: c.rbuf[c.rstart:c.rend] is unconsumed
+	rstart  int
+	rend    int
+	input   []byte       // unread application data (aliases rbuf)
 	hand    bytes.Buffer // pending handshake bytes
 	retries int          // records in a row that did not advance
 
@@ -153,16 +155,12 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 	if c.in.err != nil {
 		return c.in.err
 	}
-	if _, err := io.ReadFull(c.conn, c.hdr[:]); err != nil {
-		if err == io.EOF && !c.handshakeComplete.Load() {
-			err = io.ErrUnexpectedEOF
-		}
-		var ne net.Error
-		if !(errors.As(err, &ne) && ne.Timeout()) {
-			c.in.err = err
-		}
-		return err
+	// Bytes of a partly read record stay in c.rbuf across errors such as
+	// timeouts, so a later Read resumes where this one stopped.
+	if err := c.fill(recordHeaderLen); err != nil {
+		return c.readErr(err)
 	}
+	copy(c.hdr[:], c.rbuf[c.rstart:])
 	typ := c.hdr[0]
 	vers := uint16(c.hdr[1])<<8 | uint16(c.hdr[2])
 	n := int(c.hdr[3])<<8 | int(c.hdr[4])
@@ -180,24 +178,11 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 	if n > maxCiphertext || (c.in.cipher == nil && n > maxPlaintext) {
 		return c.inErr(c.fatal(AlertRecordOverflow, fmt.Errorf("record length %d", n)))
 	}
-	if cap(c.rawIn) < n {
-		size := n
-		if size < 4096 {
-			size = 4096
-		}
-		if c.handshakeComplete.Load() {
-			size = maxCiphertext
-		}
-		c.rawIn = make([]byte, size)
+	if err := c.fill(recordHeaderLen + n); err != nil {
+		return c.readErr(err)
 	}
-	frag := c.rawIn[:n]
-	if _, err := io.ReadFull(c.conn, frag); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		c.in.err = err
-		return err
-	}
+	frag := c.rbuf[c.rstart+recordHeaderLen : c.rstart+recordHeaderLen+n]
+	c.rstart += recordHeaderLen + n
 	data := frag
 	if c.in.cipher != nil {
 		var err error
@@ -270,6 +255,64 @@ func (c *Conn) readCCS() error {
 		}
 	}
 	return nil
+}
+
+// fill makes at least n unconsumed bytes available in c.rbuf[c.rstart:c.rend],
+// reading ahead when the buffer has room.
+func (c *Conn) fill(n int) error {
+	if c.rend-c.rstart >= n {
+		return nil
+	}
+	if c.rstart > 0 && c.rstart == c.rend {
+		c.rstart, c.rend = 0, 0
+	}
+	if len(c.rbuf)-c.rstart < n {
+		size := len(c.rbuf)
+		if size < 4096 {
+			size = 4096
+		}
+		if size < n {
+			size = recordHeaderLen + maxCiphertext
+			if size < n {
+				size = n
+			}
+		}
+		if size != len(c.rbuf) {
+			nb := make([]byte, size)
+			c.rend = copy(nb, c.rbuf[c.rstart:c.rend])
+			c.rbuf = nb
+		} else {
+			c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
+		}
+		c.rstart = 0
+	}
+	for c.rend-c.rstart < n {
+		m, err := c.conn.Read(c.rbuf[c.rend:])
+		c.rend += m
+		if err != nil {
+			if c.rend-c.rstart >= n {
+				return nil
+			}
+			if err == io.EOF && c.rend > c.rstart {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// readErr records a read error as permanent unless it is a timeout.
+func (c *Conn) readErr(err error) error {
+	if err == io.EOF && !c.handshakeComplete.Load() {
+		err = io.ErrUnexpectedEOF
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	c.in.err = err
+	return err
 }
 
 func (c *Conn) inErr(err error) error {

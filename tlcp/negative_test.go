@@ -369,3 +369,75 @@ func TestVerifyCacheHonoursExpiry(t *testing.T) {
 	_, srvErr := runPair(t, sc, clientConfig(p, true), nil)
 	wantAlert(t, "server", srvErr, AlertCertificateExpired, false)
 }
+
+// splitConn delivers each write in two halves with a pause in between.
+type splitConn struct {
+	net.Conn
+	split bool
+}
+
+func (s *splitConn) Write(b []byte) (int, error) {
+	if !s.split || len(b) < 2 {
+		return s.Conn.Write(b)
+	}
+	h := len(b) / 2
+	if _, err := s.Conn.Write(b[:h]); err != nil {
+		return 0, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := s.Conn.Write(b[h:]); err != nil {
+		return h, err
+	}
+	return len(b), nil
+}
+
+// TestReadTimeoutKeepsPartialRecord: a read deadline that fires while a
+// record is half received must not lose the bytes already read.
+func TestReadTimeoutKeepsPartialRecord(t *testing.T) {
+	defer checkGoroutines(t)()
+	p := getPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvDone := make(chan error, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			srvDone <- err
+			return
+		}
+		sc := &splitConn{Conn: raw}
+		s := Server(sc, serverConfig(p))
+		defer s.Close()
+		if err := s.Handshake(); err != nil {
+			srvDone <- err
+			return
+		}
+		sc.split = true
+		_, err = s.Write([]byte("a record that arrives in two halves"))
+		sc.split = false
+		srvDone <- err
+	}()
+	c, err := Dial("tcp", ln.Addr().String(), clientConfig(p, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(40 * time.Millisecond))
+	buf := make([]byte, 100)
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("expected a timeout while the record is incomplete")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("expected a timeout, got %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "a record that arrives in two halves" {
+		t.Fatalf("after the timeout: %q %v", buf[:n], err)
+	}
+	if err := <-srvDone; err != nil {
+		t.Fatal(err)
+	}
+}
