@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/miekg/pkcs11"
@@ -323,7 +322,6 @@ func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11
 			r.v.opts.observer.ObserveFailover(r.e.cfg.Name, prev, t.name)
 		}
 		r.last.Store(t.name)
-		start := time.Now()
 		err := t.do(op, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 			h, err := t.findObject(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.label)
 			if err != nil {
@@ -331,7 +329,6 @@ func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11
 			}
 			return f(t, ctx, s, h)
 		})
-		_ = start
 		if err == nil {
 			return nil
 		}
@@ -347,26 +344,46 @@ func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11
 	return opErr(op, r.e.cfg.Name, "", ErrTokenUnavailable, errors.Join(errs...))
 }
 
+// nativeSign runs the full native signing pipeline: build the request for the profile, execute
+// it (a C_SignInit/C_Sign pair on a real token) and normalise the output to DER.
+func nativeSign(p *NativeProfile, pub *ecdsa.PublicKey, msg, uid []byte, prehashed bool, exec func(signRequest) ([]byte, error)) ([]byte, error) {
+	req, err := p.buildSign(pub, msg, uid, prehashed)
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec(req)
+	if err != nil {
+		return nil, err
+	}
+	return p.signatureToDER(out)
+}
+
+// nativeDecrypt converts the ciphertext for the profile and executes the decryption.
+func nativeDecrypt(p *NativeProfile, c1c3c2 []byte, exec func(mech uint, data []byte) ([]byte, error)) ([]byte, error) {
+	data, err := p.buildDecrypt(c1c3c2)
+	if err != nil {
+		return nil, err
+	}
+	return exec(p.SM2Decrypt, data)
+}
+
 func (r *nativeRemote) sign(msg, uid []byte, prehashed bool) ([]byte, error) {
 	var out []byte
 	err := r.run("sign", func(t *token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		req, err := t.native.buildSign(r.pub, msg, uid, prehashed)
+		der, err := nativeSign(t.native, r.pub, msg, uid, prehashed, func(req signRequest) ([]byte, error) {
+			var param any
+			if req.Param != nil {
+				param = req.Param
+			}
+			if err := ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(req.Mechanism, param)}, h); err != nil {
+				return nil, err
+			}
+			return ctx.Sign(s, req.Data)
+		})
 		if err != nil {
-			return opErr("sign", r.e.cfg.Name, t.name, err, nil)
-		}
-		var param any
-		if req.Param != nil {
-			param = req.Param
-		}
-		if err := ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(req.Mechanism, param)}, h); err != nil {
-			return err
-		}
-		sig, err := ctx.Sign(s, req.Data)
-		if err != nil {
-			return err
-		}
-		der, err := t.native.signatureToDER(sig)
-		if err != nil {
+			if _, isP11 := rvOf(err); isP11 {
+				return err
+			}
 			return opErr("sign", r.e.cfg.Name, t.name, err, nil)
 		}
 		out = der
@@ -378,19 +395,17 @@ func (r *nativeRemote) sign(msg, uid []byte, prehashed bool) ([]byte, error) {
 func (r *nativeRemote) decrypt(c1c3c2 []byte) ([]byte, error) {
 	var out []byte
 	err := r.run("decrypt", func(t *token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
-		data, err := t.native.buildDecrypt(c1c3c2)
-		if err != nil {
-			return opErr("decrypt", r.e.cfg.Name, t.name, err, nil)
-		}
-		if err := ctx.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(t.native.SM2Decrypt, nil)}, h); err != nil {
-			return err
-		}
-		pt, err := ctx.Decrypt(s, data)
-		if err != nil {
-			if classify(err) == classOther {
-				return opErr("decrypt", r.e.cfg.Name, t.name, ErrAuthFailed, nil)
+		pt, err := nativeDecrypt(t.native, c1c3c2, func(mech uint, data []byte) ([]byte, error) {
+			if err := ctx.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
+				return nil, err
 			}
-			return err
+			return ctx.Decrypt(s, data)
+		})
+		if err != nil {
+			if classify(err) != classOther {
+				return err
+			}
+			return opErr("decrypt", r.e.cfg.Name, t.name, ErrAuthFailed, nil)
 		}
 		out = pt
 		return nil
