@@ -179,8 +179,10 @@ type simRemote struct {
 func (r *simRemote) sign(msg, uid []byte, prehashed bool) ([]byte, error) {
 	return nativeSign(r.tok.p, r.pub, msg, uid, prehashed, r.tok.execSign)
 }
-func (r *simRemote) decrypt(c []byte) ([]byte, error) { return nativeDecrypt(r.tok.p, c, r.tok.execDecrypt) }
-func (r *simRemote) tokenName() string                { return "sim" }
+func (r *simRemote) decrypt(c []byte) ([]byte, error) {
+	return nativeDecrypt(r.tok.p, c, r.tok.execDecrypt)
+}
+func (r *simRemote) tokenName() string { return "sim" }
 
 // TestNativePipeline drives SM2Key's native branch (option handling, user IDs, ciphertext
 // normalisation, signature re-encoding) against a simulated token for every preset.

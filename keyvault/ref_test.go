@@ -163,7 +163,7 @@ func FuzzKeyMaterial(f *testing.F) {
 // FuzzUnseal feeds arbitrary blobs to the wrapped-key header checks (the token is never reached
 // for malformed input) and the blob label parser.
 func FuzzUnseal(f *testing.F) {
-	f.Add([]byte("GMKV\x01" + string(make([]byte, 60))), "obj@1")
+	f.Add([]byte("GMKV\x01"+string(make([]byte, 60))), "obj@1")
 	f.Add([]byte("XXXX"), "obj@")
 	f.Fuzz(func(t *testing.T, blob []byte, label string) {
 		tok := &token{name: "fuzz"}
