@@ -135,11 +135,6 @@ func New(cfg Config) (*BankChannel, error) {
 			}
 		}
 	}
-	if bc.enc.enabled() && bc.enc.Target == TargetBody && isParamScheme(cfg.Scheme.Name) {
-		// The wrapper members must not collide with the scheme's fields: nothing to check beyond
-		// the fixed names, which no scheme uses.
-		_ = 0
-	}
 	keyID := cfg.PlatformKeyID
 	if keyID == "" {
 		if isParamScheme(cfg.Scheme.Name) {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
 
 	"github.com/emmansun/gmsm/padding"
@@ -442,14 +441,4 @@ func (k *sm4Key) DecryptCBC(d []byte) ([]byte, error) {
 		return nil, errors.New("bad padding")
 	}
 	return out, nil
-}
-
-// sortedKeys returns the keys of m, sorted.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
