@@ -1,0 +1,945 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+	"github.com/emmansun/gmsm/smx509"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
+	"github.com/gmgate/gmgate/tlcp"
+)
+
+func init() {
+	caddy.RegisterModule(Verify{})
+	httpcaddyfile.RegisterHandlerDirective("gm_verify", parseVerifyCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("gm_verify", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// Default limits of gm_verify.
+const (
+	// DefaultMaxReplySize bounds a buffered back-end reply (1 MiB).
+	DefaultMaxReplySize = 1 << 20
+)
+
+// Verify is the `http.handlers.gm_verify` handler: it verifies the SM2 signature of a payment
+// instruction (identity, integrity, freshness), opens its envelope, forwards the plain request
+// with headers naming the verified identity, and signs the back end's reply with the platform
+// key in the scheme the client used. Every decision is written to the audit log and counted.
+//
+// Placeholders set on success: {gm.client.subject}, {gm.client.serial}, {gm.verify.result},
+// {gm.verify.scheme}, and for requests that came over TLCP {tlcp.version}, {tlcp.cipher_suite},
+// {tlcp.server_name}, {tlcp.resumed}, {tlcp.client.subject}, {tlcp.client.serial},
+// {tlcp.client.fingerprint}.
+type Verify struct {
+	// Scheme is the signature scheme: wechatpay-v3-sm2 (default), http-sig-sm2, form-sm2 or
+	// unionpay-sm2.
+	Scheme string `json:"scheme,omitempty"`
+	// SchemeOptions adjusts the scheme (user ID, encodings, field names).
+	SchemeOptions *SchemeOptions `json:"scheme_options,omitempty"`
+	// TrustedRoots are PEM files of the root CAs client certificates must chain to. Default: the
+	// development root when the development PKI is in use.
+	TrustedRoots []string `json:"trusted_roots,omitempty"`
+	// Intermediates are PEM files of intermediate CAs used to build chains.
+	Intermediates []string `json:"intermediates,omitempty"`
+	// Identities are the client signing certificates.
+	Identities *IdentitiesConfig `json:"identities,omitempty"`
+	// CRLs are CRL files (PEM or DER) checked for every certificate of a chain; reloaded on change.
+	CRLs []string `json:"crls,omitempty"`
+	// BindTLCPClient ties the signing certificate to the TLCP client certificate: "cert" (same
+	// certificate), "subject" (same subject) or "none" (default).
+	BindTLCPClient string `json:"bind_tlcp_client,omitempty"`
+	// Replay configures the timestamp window and nonce store.
+	Replay *ReplayConfig `json:"replay,omitempty"`
+	// MaxBodySize bounds the request body in bytes (default 1 MiB).
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// MaxReplySize bounds the buffered back-end reply in bytes (default 1 MiB); larger replies
+	// are answered with 502.
+	MaxReplySize int64 `json:"max_reply_size,omitempty"`
+	// HeaderPrefix prefixes the identity headers sent to the back end (default "X-Gm-"): every
+	// client header with this prefix is removed first.
+	HeaderPrefix string `json:"header_prefix,omitempty"`
+	// Envelope configures the opening of SM2 digital envelopes.
+	Envelope *EnvelopeConfig `json:"envelope,omitempty"`
+	// ReplySigning configures the signature of replies.
+	ReplySigning *ReplySigningConfig `json:"reply_signing,omitempty"`
+	// Audit gives this handler its own audit log; without it the gmgate app's shared log is used
+	// when configured.
+	Audit *VerifyAuditConfig `json:"audit,omitempty"`
+
+	verifier  *gateway.Verifier
+	scheme    signing.Scheme
+	reply     *gateway.ReplySigner
+	sealReply bool
+	store     gateway.ReplayStore
+	audit     *gateway.AuditLog
+	ownAudit  bool
+	logger    *zap.Logger
+}
+
+// SchemeOptions are the settings of a signature scheme (each scheme ignores those it does not use).
+type SchemeOptions struct {
+	// UserID is a fixed SM2 user ID (default 1234567812345678).
+	UserID string `json:"user_id,omitempty"`
+	// UserIDMode is "default" or "key_id" (the user ID is the key ID, e.g. the certificate serial).
+	UserIDMode string `json:"user_id_mode,omitempty"`
+	// SignatureEncoding is "der" or "raw" (r||s).
+	SignatureEncoding string `json:"signature_encoding,omitempty"`
+	// TextEncoding is "base64" or "hex".
+	TextEncoding string `json:"text_encoding,omitempty"`
+	// Label is the RFC 9421 signature label (http-sig-sm2).
+	Label string `json:"label,omitempty"`
+	// Components are the covered request components required (http-sig-sm2).
+	Components []string `json:"components,omitempty"`
+	// SignField, KeyIDField, MerchantField, NonceField name the form-sm2/unionpay-sm2 fields.
+	SignField     string `json:"sign_field,omitempty"`
+	KeyIDField    string `json:"key_id_field,omitempty"`
+	MerchantField string `json:"merchant_field,omitempty"`
+	NonceField    string `json:"nonce_field,omitempty"`
+	// TimestampField and TimestampLayout name the timestamp field and its layout ("unix" or a Go layout).
+	TimestampField  string `json:"timestamp_field,omitempty"`
+	TimestampLayout string `json:"timestamp_layout,omitempty"`
+}
+
+// IdentitiesConfig lists client signing certificates.
+type IdentitiesConfig struct {
+	// Files are PEM/DER certificate files.
+	Files []string `json:"files,omitempty"`
+	// Dir is a directory of certificate files, reloaded when it changes.
+	Dir string `json:"dir,omitempty"`
+	// Vault names keys of the gmgate vault whose certificates are identities.
+	Vault []string `json:"vault,omitempty"`
+	// ReloadInterval is the minimum time between two checks of Dir (default 5s).
+	ReloadInterval caddy.Duration `json:"reload_interval,omitempty"`
+}
+
+// ReplayConfig configures replay protection.
+type ReplayConfig struct {
+	// Window is the accepted clock difference (default 5m).
+	Window caddy.Duration `json:"window,omitempty"`
+	// Store is "memory" (default, one instance) or "redis" (shared by every instance).
+	Store string `json:"store,omitempty"`
+	// RedisAddress is host:port of Redis.
+	RedisAddress string `json:"redis_address,omitempty"`
+	// RedisPasswordEnv names the environment variable holding the Redis password.
+	RedisPasswordEnv string `json:"redis_password_env,omitempty"`
+	// RedisPrefix prefixes nonce keys.
+	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// RedisDB is the Redis database number.
+	RedisDB int `json:"redis_db,omitempty"`
+	// FailOpen accepts requests when the store is unreachable (default: fail closed, 503).
+	FailOpen bool `json:"fail_open,omitempty"`
+	// MaxEntries bounds the memory store (default 1e6).
+	MaxEntries int `json:"max_entries,omitempty"`
+}
+
+// EnvelopeConfig configures envelopes.
+type EnvelopeConfig struct {
+	// DecryptKey is the vault name of the platform encryption key (with its certificate) that
+	// opens request envelopes.
+	DecryptKey string `json:"decrypt_key,omitempty"`
+	// SealReply envelopes replies for the TLCP client's encryption certificate.
+	SealReply bool `json:"seal_reply,omitempty"`
+}
+
+// ReplySigningConfig configures reply signatures.
+type ReplySigningConfig struct {
+	// Key is the vault name of the platform signing key (default dev-platform-sign).
+	Key string `json:"key,omitempty"`
+	// Disabled forwards replies unsigned.
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// VerifyAuditConfig gives gm_verify its own audit log.
+type VerifyAuditConfig struct {
+	// Path is the log base name (segments Path.000001, ...).
+	Path string `json:"path,omitempty"`
+	// CheckpointEvery writes a signed checkpoint after this many entries (default 1000).
+	CheckpointEvery int `json:"checkpoint_every,omitempty"`
+	// MaxSize rotates segments at this size in bytes (default 64 MiB).
+	MaxSize int64 `json:"max_size,omitempty"`
+	// Key is the vault name of the checkpoint signing key (default: the reply signing key).
+	Key string `json:"key,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Verify) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gm_verify",
+		New: func() caddy.Module { return new(Verify) },
+	}
+}
+
+// buildScheme returns the configured scheme.
+func (h *Verify) buildScheme() (signing.Scheme, error) {
+	name := h.Scheme
+	if name == "" {
+		name = signing.WechatPayName
+	}
+	var opts []signing.Option
+	if o := h.SchemeOptions; o != nil {
+		if o.UserID != "" {
+			opts = append(opts, signing.WithUserID([]byte(o.UserID)))
+		}
+		switch strings.ToLower(o.UserIDMode) {
+		case "", "default":
+		case "key_id", "keyid", "serial":
+			opts = append(opts, signing.WithUserIDMode(signing.UserIDFromKeyID))
+		default:
+			return nil, fmt.Errorf("unknown user_id_mode %q (default, key_id)", o.UserIDMode)
+		}
+		switch strings.ToLower(o.SignatureEncoding) {
+		case "":
+		case "der":
+			opts = append(opts, signing.WithSignatureEncoding(signing.DER))
+		case "raw":
+			opts = append(opts, signing.WithSignatureEncoding(signing.Raw))
+		default:
+			return nil, fmt.Errorf("unknown signature_encoding %q (der, raw)", o.SignatureEncoding)
+		}
+		switch strings.ToLower(o.TextEncoding) {
+		case "":
+		case "base64":
+			opts = append(opts, signing.WithTextEncoding(signing.Base64))
+		case "hex":
+			opts = append(opts, signing.WithTextEncoding(signing.Hex))
+		default:
+			return nil, fmt.Errorf("unknown text_encoding %q (base64, hex)", o.TextEncoding)
+		}
+		if o.Label != "" {
+			opts = append(opts, signing.WithLabel(o.Label))
+		}
+		if len(o.Components) > 0 {
+			opts = append(opts, signing.WithRequiredComponents(signing.Request, o.Components...))
+		}
+		if o.SignField != "" {
+			opts = append(opts, signing.WithSignField(o.SignField))
+		}
+		if o.KeyIDField != "" {
+			opts = append(opts, signing.WithKeyIDField(o.KeyIDField))
+		}
+		if o.MerchantField != "" {
+			opts = append(opts, signing.WithMerchantIDField(o.MerchantField))
+		}
+		if o.NonceField != "" {
+			opts = append(opts, signing.WithNonceField(o.NonceField))
+		}
+		if o.TimestampField != "" {
+			opts = append(opts, signing.WithTimestampField(o.TimestampField, o.TimestampLayout))
+		}
+	}
+	switch name {
+	case signing.WechatPayName:
+		return signing.NewWechatPay(opts...), nil
+	case signing.HTTPSigName:
+		return signing.NewHTTPSig(opts...), nil
+	case signing.FormName:
+		return signing.NewForm(opts...), nil
+	case signing.UnionPayName:
+		return signing.NewUnionPay(opts...), nil
+	}
+	return nil, fmt.Errorf("unknown scheme %q (one of %s)", name, strings.Join(signing.Names(), ", "))
+}
+
+func loadCertFiles(files []string) ([]*smx509.Certificate, error) {
+	var out []*smx509.Certificate
+	for _, f := range files {
+		cs, err := pki.LoadCertificatesFile(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
+	return out, nil
+}
+
+// Provision wires the core packages: scheme, pki verifier (roots, CRLs), identities, replay
+// store, envelope opener, reply signer and audit log, with keys from the gmgate vault.
+func (h *Verify) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	app, err := gmgateApp(ctx)
+	if err != nil {
+		return err
+	}
+	if h.scheme, err = h.buildScheme(); err != nil {
+		return fmt.Errorf("gm_verify: %w", err)
+	}
+	roots, err := loadCertFiles(h.TrustedRoots)
+	if err != nil {
+		return fmt.Errorf("gm_verify: trusted_roots: %w", err)
+	}
+	if len(roots) == 0 && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	if len(roots) == 0 {
+		return errors.New("gm_verify: trusted_roots required (no development PKI in use)")
+	}
+	inters, err := loadCertFiles(h.Intermediates)
+	if err != nil {
+		return fmt.Errorf("gm_verify: intermediates: %w", err)
+	}
+	var crls *pki.CRLStore
+	if len(h.CRLs) > 0 {
+		if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
+			return fmt.Errorf("gm_verify: crls: %w", err)
+		}
+	}
+	pv, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls})
+	if err != nil {
+		return fmt.Errorf("gm_verify: %w", err)
+	}
+	idOpts := gateway.IdentityOptions{Verifier: pv}
+	if ic := h.Identities; ic != nil {
+		idOpts.Files, idOpts.Dir, idOpts.ReloadInterval = ic.Files, ic.Dir, time.Duration(ic.ReloadInterval)
+		for _, name := range ic.Vault {
+			cs, err := app.Certificates(name)
+			if err != nil || len(cs) == 0 {
+				return fmt.Errorf("gm_verify: identity %q from the vault: no certificate (%v)", name, err)
+			}
+			idOpts.Certificates = append(idOpts.Certificates, cs[0])
+		}
+	}
+	if len(idOpts.Files) == 0 && idOpts.Dir == "" && len(idOpts.Certificates) == 0 && app.Dev() != nil {
+		idOpts.Certificates = []*smx509.Certificate{app.Dev().Client.Sign.Cert}
+		h.logger.Warn("gm_verify: no identities configured; accepting the development client certificate only")
+	}
+	ids, err := gateway.NewIdentityStore(idOpts)
+	if err != nil {
+		return fmt.Errorf("gm_verify: identities: %w", err)
+	}
+	bind, err := gateway.ParseBinding(h.BindTLCPClient)
+	if err != nil {
+		return fmt.Errorf("gm_verify: %w", err)
+	}
+	guard, err := h.replayGuard()
+	if err != nil {
+		return fmt.Errorf("gm_verify: replay: %w", err)
+	}
+	vo := gateway.VerifierOptions{Scheme: h.scheme, Identities: ids, Replay: guard, MaxBodySize: h.MaxBodySize,
+		Binding: bind, HeaderPrefix: h.HeaderPrefix, RequestIDHeader: "X-Request-Id",
+		OnAuditError: func(err error) { h.logger.Error("gm_verify: audit write failed", zap.Error(err)) }}
+	if e := h.Envelope; e != nil {
+		if e.DecryptKey != "" {
+			dec, err := app.Decrypter(e.DecryptKey)
+			if err != nil {
+				return fmt.Errorf("gm_verify: envelope key %q: %w", e.DecryptKey, err)
+			}
+			cs, err := app.Certificates(e.DecryptKey)
+			if err != nil || len(cs) == 0 {
+				return fmt.Errorf("gm_verify: envelope key %q has no certificate", e.DecryptKey)
+			}
+			max := int(h.MaxBodySize)
+			vo.Opener = &gateway.EnvelopeOpener{Cert: cs[0], Key: dec, MaxSize: max}
+		}
+		h.sealReply = e.SealReply
+	}
+	rs := h.ReplySigning
+	if rs == nil {
+		rs = &ReplySigningConfig{}
+	}
+	replyKey := rs.Key
+	if replyKey == "" {
+		replyKey = DevPlatformSignKey
+	}
+	if !rs.Disabled {
+		signer, err := app.Signer(replyKey)
+		if err != nil {
+			return fmt.Errorf("gm_verify: reply signing key %q: %w", replyKey, err)
+		}
+		var cert *smx509.Certificate
+		if cs, err := app.Certificates(replyKey); err == nil && len(cs) > 0 {
+			cert = cs[0]
+		}
+		h.reply = &gateway.ReplySigner{Signer: signer, Cert: cert}
+		if h.sealReply {
+			h.reply.Seal = func(plain []byte, enc *smx509.Certificate) ([]byte, error) {
+				return gateway.SealEnvelope(plain, enc, gateway.SealOptions{})
+			}
+		}
+	}
+	if a := h.Audit; a != nil {
+		key := a.Key
+		if key == "" {
+			key = replyKey
+		}
+		signer, err := app.Signer(key)
+		if err != nil {
+			return fmt.Errorf("gm_verify: audit key %q: %w", key, err)
+		}
+		if a.Path == "" {
+			return errors.New("gm_verify: audit path required")
+		}
+		if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
+			return fmt.Errorf("gm_verify: audit directory: %w", err)
+		}
+		l, err := gateway.OpenAuditLog(gateway.AuditOptions{Path: a.Path, Signer: signer,
+			CheckpointEvery: a.CheckpointEvery, MaxSegmentSize: a.MaxSize,
+			OnError: func(err error) { h.logger.Error("gm_verify: audit", zap.Error(err)) }})
+		if err != nil {
+			return fmt.Errorf("gm_verify: audit: %w", err)
+		}
+		h.audit, h.ownAudit = l, true
+	} else if shared, ok := any(app).(interface{ AuditLog() *gateway.AuditLog }); ok {
+		h.audit = shared.AuditLog()
+	}
+	vo.Audit = h.audit
+	if h.verifier, err = gateway.NewVerifier(vo); err != nil {
+		return fmt.Errorf("gm_verify: %w", err)
+	}
+	return nil
+}
+
+func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
+	rc := h.Replay
+	if rc == nil {
+		rc = &ReplayConfig{}
+	}
+	g := &gateway.ReplayGuard{Window: time.Duration(rc.Window), FailOpen: rc.FailOpen,
+		OnStoreError: func(err error) { h.logger.Warn("gm_verify: replay store", zap.Error(err)) }}
+	switch strings.ToLower(rc.Store) {
+	case "", "memory":
+		h.store = gateway.NewMemoryReplayStore(gateway.MemoryReplayOptions{MaxEntries: rc.MaxEntries})
+	case "redis":
+		if rc.RedisAddress == "" {
+			return nil, errors.New("redis_address required for the redis store")
+		}
+		opts := &redis.Options{Addr: rc.RedisAddress, DB: rc.RedisDB}
+		if rc.RedisPasswordEnv != "" {
+			opts.Password = os.Getenv(rc.RedisPasswordEnv)
+		}
+		st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: redis.NewClient(opts),
+			Prefix: rc.RedisPrefix, CloseClient: true})
+		if err != nil {
+			return nil, err
+		}
+		h.store = st
+	default:
+		return nil, fmt.Errorf("unknown store %q (memory, redis)", rc.Store)
+	}
+	g.Store = h.store
+	return g, nil
+}
+
+// Cleanup closes the replay store and the handler's own audit log.
+func (h *Verify) Cleanup() error {
+	var errs []error
+	if h.store != nil {
+		errs = append(errs, h.store.Close())
+	}
+	if h.ownAudit && h.audit != nil {
+		errs = append(errs, h.audit.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// tlcpState returns the TLCP state of the connection r came on.
+func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || la == nil {
+		return tlcp.ConnectionState{}, false
+	}
+	return TLCPConnectionState(la.String(), r.RemoteAddr)
+}
+
+// ServeHTTP verifies the request, forwards it to next and signs the reply.
+func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	st, overTLCP := tlcpState(r)
+	var peerSign, peerEnc *smx509.Certificate
+	if overTLCP {
+		peerSign, peerEnc = st.PeerSignCertificate, st.PeerEncCertificate
+		if repl != nil {
+			repl.Set("tlcp.version", fmt.Sprintf("0x%04x", st.Version))
+			repl.Set("tlcp.cipher_suite", tlcp.CipherSuiteName(st.CipherSuite))
+			repl.Set("tlcp.server_name", st.ServerName)
+			repl.Set("tlcp.resumed", strconv.FormatBool(st.DidResume))
+			if peerSign != nil {
+				repl.Set("tlcp.client.subject", peerSign.Subject.String())
+				repl.Set("tlcp.client.serial", signing.SerialHex(peerSign.SerialNumber))
+				repl.Set("tlcp.client.fingerprint", pki.FingerprintSM3(peerSign))
+			}
+		}
+	}
+	name := h.scheme.Name()
+	res, err := h.verifier.Verify(r.Context(), r, peerSign)
+	if err != nil {
+		code := gateway.CodeOf(err)
+		verifyResults.WithLabelValues(name, string(code)).Inc()
+		if code == gateway.CodeReplay || code == gateway.CodeTimestampOutOfWindow {
+			replayRejections.WithLabelValues(name).Inc()
+		}
+		if repl != nil {
+			repl.Set("gm.verify.result", string(code))
+			repl.Set("gm.verify.scheme", name)
+		}
+		h.logger.Debug("gm_verify: request rejected", zap.String("code", string(code)), zap.Error(err))
+		gateway.WriteError(w, code)
+		return nil
+	}
+	verifyResults.WithLabelValues(name, string(gateway.CodeOK)).Inc()
+	if repl != nil {
+		repl.Set("gm.client.subject", res.Subject)
+		repl.Set("gm.client.serial", res.Serial)
+		repl.Set("gm.verify.result", string(gateway.CodeOK))
+		repl.Set("gm.verify.scheme", res.Scheme)
+	}
+	if h.reply == nil {
+		return next.ServeHTTP(w, r)
+	}
+	max := h.MaxReplySize
+	if max <= 0 {
+		max = DefaultMaxReplySize
+	}
+	rec := &replyRecorder{header: http.Header{}, max: max}
+	if err := next.ServeHTTP(rec, r); err != nil {
+		return err
+	}
+	if rec.overflow {
+		h.logger.Error("gm_verify: back-end reply larger than max_reply_size", zap.Int64("max_reply_size", max))
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("reply too large"))
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	var enc *smx509.Certificate
+	if h.sealReply {
+		enc = peerEnc
+	}
+	body, err := h.reply.Sign(h.scheme, status, rec.header, rec.buf, enc)
+	if err != nil {
+		h.logger.Error("gm_verify: signing the reply", zap.Error(err))
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("reply cannot be signed"))
+	}
+	dst := w.Header()
+	for k, vs := range rec.header {
+		dst[k] = vs
+	}
+	dst.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	return nil
+}
+
+// replyRecorder buffers a reply up to max bytes.
+type replyRecorder struct {
+	header   http.Header
+	status   int
+	buf      []byte
+	max      int64
+	overflow bool
+}
+
+func (r *replyRecorder) Header() http.Header { return r.header }
+
+func (r *replyRecorder) WriteHeader(code int) {
+	if r.status != 0 || (code >= 100 && code < 200) {
+		return // informational replies are not forwarded; later calls are ignored
+	}
+	r.status = code
+}
+
+func (r *replyRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	if int64(len(r.buf))+int64(len(p)) > r.max {
+		r.overflow = true
+		return 0, errors.New("gm_verify: reply too large")
+	}
+	r.buf = append(r.buf, p...)
+	return len(p), nil
+}
+
+// parseVerifyCaddyfile sets up the handler from Caddyfile tokens.
+func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	v := new(Verify)
+	err := v.UnmarshalCaddyfile(h.Dispenser)
+	return v, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	gm_verify [<matcher>] {
+//		scheme wechatpay-v3-sm2|http-sig-sm2|form-sm2|unionpay-sm2 {
+//			user_id            <SM2 user ID>
+//			user_id_mode       default|key_id
+//			signature_encoding der|raw
+//			text_encoding      base64|hex
+//			label              <RFC 9421 label>
+//			components         <component...>
+//			sign_field         <field>
+//			key_id_field       <field>
+//			merchant_field     <field>
+//			nonce_field        <field>
+//			timestamp_field    <field> [<layout>|unix]
+//		}
+//		trusted_roots    <pem file...>
+//		intermediates    <pem file...>
+//		identities {
+//			file            <cert file...>
+//			dir             <directory>
+//			vault           <vault key name...>
+//			reload_interval <duration>
+//		}
+//		crls             <crl file...>
+//		bind_tlcp_client none|cert|subject
+//		replay {
+//			window             <duration>
+//			store              memory|redis
+//			redis_address      <host:port>
+//			redis_password_env <environment variable>
+//			redis_prefix       <prefix>
+//			redis_db           <n>
+//			fail_open
+//			max_entries        <n>
+//		}
+//		max_body_size    <size>
+//		max_reply_size   <size>
+//		header_prefix    <prefix>
+//		envelope {
+//			decrypt_key <vault key name>
+//			seal_reply
+//		}
+//		reply_signing {
+//			key <vault key name>
+//			off
+//		}
+//		audit <path> {
+//			checkpoint_every <entries>
+//			max_size         <size>
+//			key              <vault key name>
+//		}
+//	}
+func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "scheme":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Scheme = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				if h.SchemeOptions == nil {
+					h.SchemeOptions = &SchemeOptions{}
+				}
+				if err := h.SchemeOptions.unmarshal(d); err != nil {
+					return err
+				}
+			}
+		case "trusted_roots":
+			if err := appendArgs(d, &h.TrustedRoots); err != nil {
+				return err
+			}
+		case "intermediates":
+			if err := appendArgs(d, &h.Intermediates); err != nil {
+				return err
+			}
+		case "crls":
+			if err := appendArgs(d, &h.CRLs); err != nil {
+				return err
+			}
+		case "identities":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Identities == nil {
+				h.Identities = &IdentitiesConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "file", "files":
+					if err := appendArgs(d, &h.Identities.Files); err != nil {
+						return err
+					}
+				case "dir":
+					if err := oneArg(d, &h.Identities.Dir); err != nil {
+						return err
+					}
+				case "vault":
+					if err := appendArgs(d, &h.Identities.Vault); err != nil {
+						return err
+					}
+				case "reload_interval":
+					if err := durationArg(d, &h.Identities.ReloadInterval); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown identities option %q", d.Val())
+				}
+			}
+		case "bind_tlcp_client":
+			if err := oneArg(d, &h.BindTLCPClient); err != nil {
+				return err
+			}
+			if _, err := gateway.ParseBinding(h.BindTLCPClient); err != nil {
+				return d.Err(err.Error())
+			}
+		case "replay":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Replay == nil {
+				h.Replay = &ReplayConfig{}
+			}
+			if err := h.Replay.unmarshal(d); err != nil {
+				return err
+			}
+		case "max_body_size":
+			if err := sizeArg(d, &h.MaxBodySize); err != nil {
+				return err
+			}
+		case "max_reply_size":
+			if err := sizeArg(d, &h.MaxReplySize); err != nil {
+				return err
+			}
+		case "header_prefix":
+			if err := oneArg(d, &h.HeaderPrefix); err != nil {
+				return err
+			}
+		case "envelope":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Envelope == nil {
+				h.Envelope = &EnvelopeConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "decrypt_key":
+					if err := oneArg(d, &h.Envelope.DecryptKey); err != nil {
+						return err
+					}
+				case "seal_reply":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Envelope.SealReply = true
+				default:
+					return d.Errf("unknown envelope option %q", d.Val())
+				}
+			}
+		case "reply_signing":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.ReplySigning == nil {
+				h.ReplySigning = &ReplySigningConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "key":
+					if err := oneArg(d, &h.ReplySigning.Key); err != nil {
+						return err
+					}
+				case "off":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.ReplySigning.Disabled = true
+				default:
+					return d.Errf("unknown reply_signing option %q", d.Val())
+				}
+			}
+		case "audit":
+			if h.Audit == nil {
+				h.Audit = &VerifyAuditConfig{}
+			}
+			if d.NextArg() {
+				h.Audit.Path = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "path":
+					if err := oneArg(d, &h.Audit.Path); err != nil {
+						return err
+					}
+				case "checkpoint_every":
+					if err := intArg(d, &h.Audit.CheckpointEvery); err != nil {
+						return err
+					}
+				case "max_size":
+					if err := sizeArg(d, &h.Audit.MaxSize); err != nil {
+						return err
+					}
+				case "key":
+					if err := oneArg(d, &h.Audit.Key); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown audit option %q", d.Val())
+				}
+			}
+		default:
+			return d.Errf("unknown gm_verify option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (o *SchemeOptions) unmarshal(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "user_id":
+		return oneArg(d, &o.UserID)
+	case "user_id_mode":
+		return oneArg(d, &o.UserIDMode)
+	case "signature_encoding":
+		return oneArg(d, &o.SignatureEncoding)
+	case "text_encoding":
+		return oneArg(d, &o.TextEncoding)
+	case "label":
+		return oneArg(d, &o.Label)
+	case "components":
+		return appendArgs(d, &o.Components)
+	case "sign_field":
+		return oneArg(d, &o.SignField)
+	case "key_id_field":
+		return oneArg(d, &o.KeyIDField)
+	case "merchant_field":
+		return oneArg(d, &o.MerchantField)
+	case "nonce_field":
+		return oneArg(d, &o.NonceField)
+	case "timestamp_field":
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		o.TimestampField = d.Val()
+		if d.NextArg() {
+			o.TimestampLayout = d.Val()
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	}
+	return d.Errf("unknown scheme option %q", d.Val())
+}
+
+func (rc *ReplayConfig) unmarshal(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		var err error
+		switch d.Val() {
+		case "window":
+			err = durationArg(d, &rc.Window)
+		case "store":
+			err = oneArg(d, &rc.Store)
+		case "redis_address":
+			err = oneArg(d, &rc.RedisAddress)
+		case "redis_password_env":
+			err = oneArg(d, &rc.RedisPasswordEnv)
+		case "redis_prefix":
+			err = oneArg(d, &rc.RedisPrefix)
+		case "redis_db":
+			err = intArg(d, &rc.RedisDB)
+		case "fail_open":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			rc.FailOpen = true
+		case "max_entries":
+			err = intArg(d, &rc.MaxEntries)
+		default:
+			return d.Errf("unknown replay option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func appendArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("bad number %q", s)
+	}
+	*dst = n
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur < 0 {
+		return d.Errf("bad duration %q", s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<40 {
+		return d.Errf("bad size %q", s)
+	}
+	*dst = int64(n)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Verify)(nil)
+	_ caddy.CleanerUpper          = (*Verify)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Verify)(nil)
+	_ caddyfile.Unmarshaler       = (*Verify)(nil)
+)

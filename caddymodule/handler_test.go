@@ -1,0 +1,192 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+const verifyCaddyfile = `{
+	admin off
+}
+:8443 {
+	reverse_proxy 127.0.0.1:9000
+	gm_verify /v3/* {
+		scheme form-sm2 {
+			user_id_mode key_id
+			signature_encoding raw
+			text_encoding hex
+			timestamp_field ts unix
+			nonce_field nonce
+		}
+		trusted_roots /etc/gm/root.pem /etc/gm/ca2.pem
+		identities {
+			file /etc/gm/merchant1.pem
+			dir /etc/gm/clients
+			vault merchant-2
+			reload_interval 10s
+		}
+		crls /etc/gm/root.crl
+		bind_tlcp_client subject
+		replay {
+			window 2m
+			store redis
+			redis_address 127.0.0.1:6379
+			redis_password_env REDIS_PW
+			redis_prefix gm:
+			fail_open
+		}
+		max_body_size 64KiB
+		envelope {
+			decrypt_key platform-enc
+			seal_reply
+		}
+		reply_signing {
+			key platform-sign
+		}
+		audit /var/log/gm/audit.log {
+			checkpoint_every 100
+			max_size 10MB
+		}
+	}
+}
+`
+
+// goldenVerifyJSON is the handler the Caddyfile above adapts to.
+const goldenVerifyJSON = `{"audit":{"checkpoint_every":100,"max_size":10000000,"path":"/var/log/gm/audit.log"},` +
+	`"bind_tlcp_client":"subject","crls":["/etc/gm/root.crl"],` +
+	`"envelope":{"decrypt_key":"platform-enc","seal_reply":true},"handler":"gm_verify",` +
+	`"identities":{"dir":"/etc/gm/clients","files":["/etc/gm/merchant1.pem"],"reload_interval":10000000000,"vault":["merchant-2"]},` +
+	`"max_body_size":65536,` +
+	`"replay":{"fail_open":true,"redis_address":"127.0.0.1:6379","redis_password_env":"REDIS_PW","redis_prefix":"gm:","store":"redis","window":120000000000},` +
+	`"reply_signing":{"key":"platform-sign"},"scheme":"form-sm2",` +
+	`"scheme_options":{"nonce_field":"nonce","signature_encoding":"raw","text_encoding":"hex","timestamp_field":"ts","timestamp_layout":"unix","user_id_mode":"key_id"},` +
+	`"trusted_roots":["/etc/gm/root.pem","/etc/gm/ca2.pem"]}`
+
+// TestVerifyCaddyfileGolden adapts a Caddyfile and checks the gm_verify JSON exactly, and that
+// gm_verify is ordered before reverse_proxy although written after it.
+func TestVerifyCaddyfileGolden(t *testing.T) {
+	out, warns, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(verifyCaddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapt: %v", err)
+	}
+	if len(warns) > 0 {
+		t.Fatalf("warnings: %v", warns)
+	}
+	var handlers []json.RawMessage
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if h, ok := x["handler"].(string); ok && (h == "gm_verify" || h == "reverse_proxy") {
+				b, _ := json.Marshal(x)
+				handlers = append(handlers, b)
+			}
+			for _, k := range sortedKeys(x) {
+				walk(x[k])
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	var cfg any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	walk(cfg)
+	if len(handlers) != 2 {
+		t.Fatalf("found %d handlers in %s", len(handlers), out)
+	}
+	if !bytes.Contains(handlers[0], []byte(`"handler":"gm_verify"`)) {
+		t.Fatalf("gm_verify is not before reverse_proxy: %s", out)
+	}
+	if string(handlers[0]) != goldenVerifyJSON {
+		t.Fatalf("adapted gm_verify:\n%s\nwant:\n%s", handlers[0], goldenVerifyJSON)
+	}
+	// The JSON round-trips into the module type.
+	var v Verify
+	if err := json.Unmarshal(handlers[0], &v); err != nil || v.Replay.RedisAddress != "127.0.0.1:6379" || !v.Envelope.SealReply {
+		t.Fatalf("unmarshal: %v %+v", err, v)
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := 1; i < len(ks); i++ {
+		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
+			ks[j], ks[j-1] = ks[j-1], ks[j]
+		}
+	}
+	return ks
+}
+
+func TestVerifyCaddyfileErrors(t *testing.T) {
+	for _, in := range []string{
+		"gm_verify extra",
+		"gm_verify {\n bogus\n}",
+		"gm_verify {\n scheme\n}",
+		"gm_verify {\n bind_tlcp_client sometimes\n}",
+		"gm_verify {\n replay {\n window soon\n }\n}",
+		"gm_verify {\n max_body_size lots\n}",
+		"gm_verify {\n identities {\n dir\n }\n}",
+		"gm_verify {\n scheme form-sm2 {\n colour blue\n }\n}",
+		"gm_verify {\n audit a b\n}",
+	} {
+		var v Verify
+		if err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {
+			t.Errorf("accepted %q", in)
+		}
+	}
+}
+
+func TestVerifyBuildScheme(t *testing.T) {
+	for _, tc := range []struct {
+		v    Verify
+		want string
+		ok   bool
+	}{
+		{Verify{}, "wechatpay-v3-sm2", true},
+		{Verify{Scheme: "http-sig-sm2", SchemeOptions: &SchemeOptions{Label: "gm", Components: []string{"@method"}}}, "http-sig-sm2", true},
+		{Verify{Scheme: "unionpay-sm2"}, "unionpay-sm2", true},
+		{Verify{Scheme: "rsa"}, "", false},
+		{Verify{Scheme: "form-sm2", SchemeOptions: &SchemeOptions{SignatureEncoding: "pem"}}, "", false},
+		{Verify{Scheme: "form-sm2", SchemeOptions: &SchemeOptions{UserIDMode: "random"}}, "", false},
+	} {
+		s, err := tc.v.buildScheme()
+		if (err == nil) != tc.ok || (err == nil && s.Name() != tc.want) {
+			t.Errorf("%+v: %v %v", tc.v, s, err)
+		}
+	}
+}
+
+func TestReplyRecorderBounds(t *testing.T) {
+	r := &replyRecorder{header: http.Header{}, max: 8}
+	r.WriteHeader(http.StatusContinue)
+	r.WriteHeader(http.StatusCreated)
+	r.WriteHeader(http.StatusTeapot)
+	if _, err := r.Write([]byte("12345")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Write([]byte("6789")); err == nil || !r.overflow {
+		t.Fatal("overflow not detected")
+	}
+	if r.status != http.StatusCreated || string(r.buf) != "12345" {
+		t.Fatalf("status %d body %q", r.status, r.buf)
+	}
+	// tlcpState on a plain request finds nothing.
+	if _, ok := tlcpState(httptest.NewRequest("GET", "/", strings.NewReader(""))); ok {
+		t.Fatal("TLCP state for a plain request")
+	}
+}
