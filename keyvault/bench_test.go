@@ -1,6 +1,7 @@
 package keyvault
 
 import (
+	"crypto/ecdsa"
 	"crypto/rand"
 	"testing"
 	"time"
@@ -121,3 +122,28 @@ func BenchmarkOverhead(b *testing.B) {
 }
 
 func nanotime() int64 { return time.Now().UnixNano() }
+
+// BenchmarkTokenDecrypt measures SM2 decryption inside SoftHSM2 (CKM_ECDH1_DERIVE, one derive +
+// one attribute read + one destroy per call) for comparison with the in-memory path.
+func BenchmarkTokenDecrypt(b *testing.B) {
+	needHSM(b)
+	obj := uniqueObject("tdb")
+	cfg := Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: []KeyConfig{
+		{Name: "enc", Type: KeyTypeSM2, TokenDecrypt: true, Ref: "pkcs11:token=" + tokMain + ";object=" + obj}}}
+	admin, err := Open(cfg, WithAdmin())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Generate("enc"); err != nil {
+		b.Fatal(err)
+	}
+	d, _ := admin.Decrypter("enc")
+	ct, _ := sm2.Encrypt(rand.Reader, d.Public().(*ecdsa.PublicKey), make([]byte, 48), nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := d.Decrypt(nil, ct, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

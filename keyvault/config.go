@@ -83,6 +83,9 @@ type KeyConfig struct {
 	// PasswordEnv / PasswordFile supply the password of an encrypted PKCS#8 file key.
 	PasswordEnv  string `json:"password_env,omitempty"`
 	PasswordFile string `json:"password_file,omitempty"`
+	// TokenDecrypt keeps an SM2 key inside the token as an SM2-curve EC key and decrypts with
+	// CKM_ECDH1_DERIVE (works without GM mechanisms, e.g. SoftHSM2); such a key cannot sign.
+	TokenDecrypt bool `json:"token_decrypt,omitempty"`
 	// Tokens optionally restricts (and orders) the tokens holding the key, by TokenConfig.Name.
 	// When empty, every token whose label (or serial) matches the reference is a replica.
 	Tokens []string `json:"tokens,omitempty"`

@@ -405,3 +405,11 @@ func TestFailover(t *testing.T) {
 	_, err = Open(cfg3)
 	mustKind(t, err, ErrTokenUnavailable)
 }
+
+func privTemplate(label string) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}
+}
+
+func valueTemplate() []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}
+}

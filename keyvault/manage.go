@@ -286,6 +286,14 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 	var reached int
 	for _, t := range e.replicas {
 		vs, err := t.blobVersions(e.ref.Object)
+		if e.cfg.TokenDecrypt {
+			var evs []ecVersion
+			evs, err = t.ecVersions(e.ref.Object)
+			vs = vs[:0]
+			for _, ev := range evs {
+				vs = append(vs, ev.ver)
+			}
+		}
 		if err != nil {
 			v.log.Warn("keyvault: replica unreachable while choosing version", "key", e.cfg.Name, "token", t.name, "error", err)
 			continue
@@ -306,9 +314,15 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 	var errs []error
 	var stored []string
 	for _, t := range e.replicas {
-		blob, err := t.seal(aad, raw)
-		if err == nil {
-			err = t.putBlob(label, blob)
+		var err error
+		if e.cfg.TokenDecrypt {
+			err = v.putDerive(t, label, raw)
+		} else {
+			var blob []byte
+			blob, err = t.seal(aad, raw)
+			if err == nil {
+				err = t.putBlob(label, blob)
+			}
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -320,11 +334,23 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 		return nil, opErr(op, e.cfg.Name, "", ErrTokenUnavailable,
 			fmt.Errorf("version %d stored on [%s] only: %w", next, strings.Join(stored, ","), errors.Join(errs...)))
 	}
-	lv, err := v.materialize(e, stored[0], next, raw)
-	if err != nil {
-		return nil, err
+	if e.cfg.TokenDecrypt {
+		var src *token
+		for _, t := range e.replicas {
+			if t.name == stored[0] {
+				src = t
+			}
+		}
+		if err := v.loadDerive(e, src); err != nil {
+			return nil, err
+		}
+	} else {
+		lv, err := v.materialize(e, stored[0], next, raw)
+		if err != nil {
+			return nil, err
+		}
+		e.setVersion(next, lv)
 	}
-	e.setVersion(next, lv)
 	v.log.Info("keyvault: stored key version", "key", e.cfg.Name, "version", next, "op", op, "tokens", stored)
 	ki := v.info(e)
 	return &ki, nil

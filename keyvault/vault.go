@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,9 @@ func (v *Vault) validate(cfg Config) error {
 		seen["k:"+k.Name] = true
 		if k.Type != KeyTypeSM2 && k.Type != KeyTypeSM4 {
 			return errorf(ErrConfig, "key %s: type must be sm2 or sm4", k.Name)
+		}
+		if k.TokenDecrypt && (k.Type != KeyTypeSM2 || !strings.HasPrefix(k.Ref, "pkcs11:")) {
+			return errorf(ErrConfig, "key %s: token_decrypt needs an sm2 key with a pkcs11: reference", k.Name)
 		}
 	}
 	return nil
@@ -308,7 +312,7 @@ func (v *Vault) freshestFirst(e *keyEntry, order []*token) []*token {
 	}
 	best, bestVer := -1, 0
 	for i, t := range order {
-		if t.native != nil {
+		if t.native != nil || e.cfg.TokenDecrypt {
 			return order
 		}
 		vs, err := t.blobVersions(e.ref.Object)
@@ -327,6 +331,9 @@ func (v *Vault) freshestFirst(e *keyEntry, order []*token) []*token {
 }
 
 func (v *Vault) loadFromToken(e *keyEntry, t *token) error {
+	if e.cfg.TokenDecrypt {
+		return v.loadDerive(e, t)
+	}
 	if t.native != nil {
 		return v.loadNative(e, t)
 	}
@@ -485,6 +492,9 @@ func (v *Vault) SM2Key(name string) (*SM2Key, error) {
 	}
 	if retired {
 		return nil, opErr("signer", name, "", ErrVersionRetired, nil)
+	}
+	if _, ok := lv.sm2.remote.(*deriveRemote); ok {
+		return nil, opErr("signer", name, "", ErrUnsupported, errorf(ErrUnsupported, "token_decrypt keys decrypt only"))
 	}
 	return lv.sm2, nil
 }
