@@ -271,7 +271,10 @@ func loadIdentityDir(dir string) (string, []*Identity, error) {
 // normHex normalises a hex serial: optional colons or spaces removed,
 // upper case, leading zeros dropped. ok is false when s is not hex.
 func normHex(s string) (string, bool) {
-	s = strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s))
+	s = strings.TrimSpace(s)
+	if strings.ContainsAny(s, ": ") {
+		s = strings.NewReplacer(":", "", " ", "").Replace(s)
+	}
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
 	if s == "" || len(s) > 128 {
 		return "", false
@@ -282,7 +285,13 @@ func normHex(s string) (string, bool) {
 			return "", false
 		}
 	}
-	s = strings.TrimLeft(strings.ToUpper(s), "0")
+	s = strings.TrimLeft(s, "0")
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 'a' {
+			s = strings.ToUpper(s)
+			break
+		}
+	}
 	if s == "" {
 		s = "0"
 	}
@@ -383,28 +392,20 @@ func (s *IdentityStore) LastError() error {
 // Len returns the number of known identities.
 func (s *IdentityStore) Len() int { return len(s.idx.Load().all) }
 
-// candidates returns the identities whose serial matches keyID, read as hex
-// first, then as decimal.
+// candidates returns the identities whose serial matches keyID read as hex
+// or, when none does, read as decimal. Either way the signature must still
+// verify with the certificate found.
 func (s *IdentityStore) candidates(keyID string) []*Identity {
 	ix := s.idx.Load()
-	var out []*Identity
 	if h, ok := normHex(keyID); ok {
-		out = append(out, ix.byHex[h]...)
-	}
-	if d, ok := normDec(keyID); ok {
-		for _, id := range ix.byDec[d] {
-			dup := false
-			for _, o := range out {
-				if o == id {
-					dup = true
-				}
-			}
-			if !dup {
-				out = append(out, id)
-			}
+		if out := ix.byHex[h]; len(out) > 0 {
+			return out
 		}
 	}
-	return out
+	if d, ok := normDec(keyID); ok {
+		return ix.byDec[d]
+	}
+	return nil
 }
 
 // Lookup finds the identity for keyID (certificate serial in hex or decimal)

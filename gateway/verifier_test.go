@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"io"
 	"math/big"
@@ -17,8 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/redis/go-redis/v9"
+	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -432,5 +438,161 @@ func TestHeaderSafe(t *testing.T) {
 	}
 	if !errors.Is(WithCode(CodeCertUntrusted, ErrBindingMismatch), ErrBindingMismatch) {
 		t.Fatal("binding error not wrapped")
+	}
+}
+
+// sdkSigner and sdkVerifier plug gmsm into the independent WeChat Pay Go SDK
+// (github.com/wechatpay-apiv3/wechatpay-go v0.2.21), which builds the signed string, the
+// Authorization header and validates replies itself.
+type sdkSigner struct {
+	mchID, serial string
+	key           *sm2.PrivateKey
+}
+
+func (s *sdkSigner) Sign(_ context.Context, message string) (*auth.SignatureResult, error) {
+	sig, err := s.key.Sign(rand.Reader, []byte(message), sm2.DefaultSM2SignerOpts)
+	if err != nil {
+		return nil, err
+	}
+	return &auth.SignatureResult{MchID: s.mchID, CertificateSerialNo: s.serial, Signature: base64.StdEncoding.EncodeToString(sig)}, nil
+}
+
+func (s *sdkSigner) Algorithm() string { return "SM2-WITH-SM3" }
+
+type sdkVerifier struct {
+	serial string
+	pub    *ecdsa.PublicKey
+}
+
+func (v *sdkVerifier) Verify(_ context.Context, serial, message, signature string) error {
+	if serial != v.serial {
+		return errors.New("unknown reply serial " + serial)
+	}
+	sig, err := base64.StdEncoding.DecodeString(signature)
+	if err != nil {
+		return err
+	}
+	if !sm2.VerifyASN1WithSM2(v.pub, nil, []byte(message), sig) {
+		return errors.New("reply signature does not verify")
+	}
+	return nil
+}
+
+func (v *sdkVerifier) GetSerial(context.Context) (string, error) { return v.serial, nil }
+
+// TestVerifierWechatPaySDK: the SDK's signed requests pass the Verifier, and the replies signed by
+// ReplySigner pass the SDK's own validation; a reply signed by another key is refused by the SDK.
+func TestVerifierWechatPaySDK(t *testing.T) {
+	p := newTestPKI(t)
+	v := newTestVerifier(t, p, nil)
+	rs := &ReplySigner{Signer: p.platform.Key, Cert: p.platform.Cert}
+	var backendBody atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, err := v.Verify(r.Context(), r, nil)
+		if err != nil {
+			WriteError(w, CodeOf(err))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		backendBody.Store(string(b))
+		reply := []byte(`{"code_url":"weixin://wxpay/bizpayurl?pr=gm","serial":"` + r.Header.Get("X-Gm-Client-Serial") + `"}`)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		body, err := rs.Sign(v.Scheme(), 200, h, reply, nil)
+		if err != nil || res.Scheme != signing.WechatPayName {
+			http.Error(w, "sign", 500)
+			return
+		}
+		w.WriteHeader(200)
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	serial := signing.SerialHex(p.good.Sign.Cert.SerialNumber)
+	platSerial := signing.SerialHex(p.platform.Cert.SerialNumber)
+	client, err := core.NewClient(ctx,
+		option.WithSigner(&sdkSigner{mchID: testMchID, serial: serial, key: p.good.Sign.Key}),
+		option.WithVerifier(&sdkVerifier{serial: platSerial, pub: &p.platform.Key.PublicKey}),
+		option.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Post(ctx, srv.URL+"/v3/pay/transactions/native", map[string]any{"out_trade_no": "GM-SDK-1", "amount": map[string]any{"total": 1}})
+	if err != nil {
+		t.Fatalf("SDK: %v", err)
+	}
+	b, _ := io.ReadAll(res.Response.Body)
+	if !strings.Contains(string(b), serial) || !strings.Contains(backendBody.Load().(string), "GM-SDK-1") {
+		t.Fatalf("reply %s, back end saw %v", b, backendBody.Load())
+	}
+	if _, err := client.Get(ctx, srv.URL+"/v3/certificates?offset=0"); err != nil {
+		t.Fatalf("SDK GET: %v", err)
+	}
+	// A reply signed with another key is rejected by the SDK.
+	rs.Signer = p.other.Sign.Key
+	if _, err := client.Get(ctx, srv.URL+"/v3/certificates"); err == nil {
+		t.Fatal("SDK accepted a reply signed by the wrong key")
+	}
+	// A request from an SDK with an unregistered key is refused with unknown_key.
+	rogue, err := core.NewClient(ctx,
+		option.WithSigner(&sdkSigner{mchID: testMchID, serial: "ABCDEF", key: p.good.Sign.Key}),
+		option.WithVerifier(&sdkVerifier{serial: platSerial, pub: &p.platform.Key.PublicKey}),
+		option.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rogue.Get(ctx, srv.URL+"/v3/certificates")
+	var apiErr *core.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.Code != string(CodeUnknownKey) {
+		t.Fatalf("rogue SDK: %v", err)
+	}
+}
+
+// TestVerifierRealEnvelope: a signed SM2 envelope (gmsm pkcs7) is opened with the platform
+// encryption key; a signed envelope for someone else is envelope_invalid; a sealed reply opens
+// with the client's key.
+func TestVerifierRealEnvelope(t *testing.T) {
+	p := newTestPKI(t)
+	platEnc, err := p.root.IssueServerPair(pki.IssueOptions{CommonName: "platform enc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opener := &EnvelopeOpener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
+	v := newTestVerifier(t, p, func(o *VerifierOptions) { o.Opener = opener })
+	plain := []byte(`{"card_no":"6222020200000000000"}`)
+	sealed, err := SealEnvelope(plain, platEnc.Enc.Cert, SealOptions{Base64: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := signWechat(t, p.good.Sign, "POST", "/v3/pay", sealed, time.Now(), "")
+	if _, err := v.Verify(context.Background(), r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(r.Body); !bytes.Equal(got, plain) {
+		t.Fatalf("opened %q", got)
+	}
+	wrong, err := SealEnvelope(plain, p.good.Enc.Cert, SealOptions{Base64: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = signWechat(t, p.good.Sign, "POST", "/v3/pay", wrong, time.Now(), "")
+	if _, err := v.Verify(context.Background(), r, nil); CodeOf(err) != CodeEnvelopeInvalid {
+		t.Fatalf("envelope for another recipient: %v", err)
+	}
+	// Sealed, signed reply.
+	rs := &ReplySigner{Signer: p.platform.Key, Cert: p.platform.Cert,
+		Seal: func(b []byte, c *smx509.Certificate) ([]byte, error) { return SealEnvelope(b, c, SealOptions{}) }}
+	h := http.Header{}
+	body, err := rs.Sign(signing.NewWechatPay(), 200, h, []byte(`{"ok":true}`), p.good.Enc.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := signing.NewWechatPay().Parse(&signing.Message{Kind: signing.Response, Status: 200, Header: h, Body: body})
+	if err != nil || signing.NewWechatPay().Verify(sd, &p.platform.Key.PublicKey) != nil {
+		t.Fatalf("reply signature: %v", err)
+	}
+	back, err := (&EnvelopeOpener{Cert: p.good.Enc.Cert, Key: p.good.Enc.Key}).Open(body)
+	if err != nil || string(back) != `{"ok":true}` {
+		t.Fatalf("client opening the reply: %q %v", back, err)
 	}
 }
