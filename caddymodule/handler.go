@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
-	"github.com/gmgate/gmgate/tlcp"
 )
 
 func init() {
@@ -451,33 +449,13 @@ func (h *Verify) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// tlcpState returns the TLCP state of the connection r came on.
-func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok || la == nil {
-		return tlcp.ConnectionState{}, false
-	}
-	return TLCPConnectionState(la.String(), r.RemoteAddr)
-}
-
 // ServeHTTP verifies the request, forwards it to next and signs the reply.
 func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	st, overTLCP := tlcpState(r)
+	st, overTLCP := setTLCPPlaceholders(r)
 	var peerSign, peerEnc *smx509.Certificate
 	if overTLCP {
 		peerSign, peerEnc = st.PeerSignCertificate, st.PeerEncCertificate
-		if repl != nil {
-			repl.Set("tlcp.version", fmt.Sprintf("0x%04x", st.Version))
-			repl.Set("tlcp.cipher_suite", tlcp.CipherSuiteName(st.CipherSuite))
-			repl.Set("tlcp.server_name", st.ServerName)
-			repl.Set("tlcp.resumed", strconv.FormatBool(st.DidResume))
-			if peerSign != nil {
-				repl.Set("tlcp.client.subject", peerSign.Subject.String())
-				repl.Set("tlcp.client.serial", signing.SerialHex(peerSign.SerialNumber))
-				repl.Set("tlcp.client.fingerprint", pki.FingerprintSM3(peerSign))
-			}
-		}
 	}
 	name := h.scheme.Name()
 	res, err := h.verifier.Verify(r.Context(), r, peerSign)

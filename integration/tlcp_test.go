@@ -43,7 +43,8 @@ const tlcpCaddyfile = `{
 }
 
 http://:{TLCP} {
-	respond "over tlcp"
+	tlcp_vars
+	respond "over tlcp {tlcp.cipher_suite} {tlcp.version} client={tlcp.client.subject}"
 }
 
 https://localhost:{DUAL} {
@@ -119,7 +120,7 @@ func TestTLCPListener(t *testing.T) {
 				if st.CipherSuite != suite {
 					t.Fatalf("negotiated %s, want %s", tlcp.CipherSuiteName(st.CipherSuite), tlcp.CipherSuiteName(suite))
 				}
-				want := "over tlcp"
+				want := "over tlcp " + tlcp.CipherSuiteName(suite) + " 0x0101 client=CN="
 				if port == dualPort {
 					want = "dual"
 				}

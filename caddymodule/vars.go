@@ -1,0 +1,94 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
+	"github.com/gmgate/gmgate/tlcp"
+)
+
+func init() {
+	caddy.RegisterModule(TLCPVars{})
+	httpcaddyfile.RegisterHandlerDirective("tlcp_vars", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		v := new(TLCPVars)
+		return v, v.UnmarshalCaddyfile(h.Dispenser)
+	})
+	httpcaddyfile.RegisterDirectiveOrder("tlcp_vars", httpcaddyfile.After, "vars")
+}
+
+// TLCPVars is the `http.handlers.tlcp_vars` handler: for requests that arrived over TLCP it sets
+// {tlcp.version}, {tlcp.cipher_suite}, {tlcp.server_name}, {tlcp.resumed},
+// {tlcp.client.subject}, {tlcp.client.serial} and {tlcp.client.fingerprint} (SM3 of the client's
+// signing certificate), for access logs (log_append), headers to the back end and matchers.
+// gm_verify sets the same placeholders itself.
+type TLCPVars struct{}
+
+// CaddyModule returns the Caddy module information.
+func (TLCPVars) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.tlcp_vars",
+		New: func() caddy.Module { return new(TLCPVars) },
+	}
+}
+
+// ServeHTTP sets the TLCP placeholders and calls next.
+func (TLCPVars) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	setTLCPPlaceholders(r)
+	return next.ServeHTTP(w, r)
+}
+
+// UnmarshalCaddyfile: `tlcp_vars` takes no options.
+func (*TLCPVars) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// tlcpState returns the TLCP state of the connection r came on.
+func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || la == nil {
+		return tlcp.ConnectionState{}, false
+	}
+	return TLCPConnectionState(la.String(), r.RemoteAddr)
+}
+
+// setTLCPPlaceholders sets the {tlcp.*} placeholders of r (when it came over TLCP) and returns
+// the connection's TLCP state.
+func setTLCPPlaceholders(r *http.Request) (tlcp.ConnectionState, bool) {
+	st, ok := tlcpState(r)
+	if !ok {
+		return st, false
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return st, true
+	}
+	repl.Set("tlcp.version", fmt.Sprintf("0x%04x", st.Version))
+	repl.Set("tlcp.cipher_suite", tlcp.CipherSuiteName(st.CipherSuite))
+	repl.Set("tlcp.server_name", st.ServerName)
+	repl.Set("tlcp.resumed", strconv.FormatBool(st.DidResume))
+	if c := st.PeerSignCertificate; c != nil {
+		repl.Set("tlcp.client.subject", c.Subject.String())
+		repl.Set("tlcp.client.serial", signing.SerialHex(c.SerialNumber))
+		repl.Set("tlcp.client.fingerprint", pki.FingerprintSM3(c))
+	}
+	return st, true
+}
+
+// Interface guards
+var (
+	_ caddyhttp.MiddlewareHandler = (*TLCPVars)(nil)
+	_ caddyfile.Unmarshaler       = (*TLCPVars)(nil)
+)
