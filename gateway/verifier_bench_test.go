@@ -1,13 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"testing"
 	"time"
 
@@ -66,50 +64,3 @@ func BenchmarkVerifier(b *testing.B) {
 	})
 }
 
-// TestVerifierOverhead measures interleaved rounds of the whole pipeline and of a bare SM2
-// verify and logs the median ratio. It only fails on a gross regression (ratio above 1.5), since
-// the 2-core machine is shared; the target of 1.15 is checked with the benchmark.
-func TestVerifierOverhead(t *testing.T) {
-	if testing.Short() {
-		t.Skip("timing test skipped in -short mode")
-	}
-	p := newTestPKI(t)
-	v := newTestVerifier(t, p, nil)
-	ctx := context.Background()
-	const rounds, per = 7, 150
-	pub := p.good.Sign.Cert.PublicKey.(*ecdsa.PublicKey)
-	ref := signWechat(t, p.good.Sign, "POST", "/v3/pay", benchBody, time.Now(), "ref")
-	refBody, _ := io.ReadAll(ref.Body)
-	sd, err := signing.NewWechatPay().Parse(&signing.Message{Kind: signing.Request, Method: "POST", Target: "/v3/pay", Header: ref.Header, Body: refBody})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ratios []float64
-	for r := 0; r < rounds; r++ {
-		reqs := make([]*http.Request, per)
-		for i := range reqs {
-			reqs[i] = signWechat(t, p.good.Sign, "POST", "/v3/pay", benchBody, time.Now(), fmt.Sprintf("ov-%d-%d", r, i))
-			reqs[i].Body = io.NopCloser(bytes.NewReader(benchBody))
-		}
-		t0 := time.Now()
-		for i := 0; i < per; i++ {
-			if !sm2.VerifyASN1WithSM2(pub, nil, sd.SignedBytes, sd.Signature) {
-				t.Fatal("bare verify failed")
-			}
-		}
-		bare := time.Since(t0)
-		t0 = time.Now()
-		for i := 0; i < per; i++ {
-			if _, err := v.Verify(ctx, reqs[i], nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ratios = append(ratios, float64(time.Since(t0))/float64(bare))
-	}
-	sort.Float64s(ratios)
-	med := ratios[len(ratios)/2]
-	t.Logf("whole verification / bare SM2 verify: median %.3f over %d rounds of %d (all %.3f)", med, rounds, per, ratios)
-	if med > 1.5 {
-		t.Fatalf("pipeline overhead ratio %.3f", med)
-	}
-}
