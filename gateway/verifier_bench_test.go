@@ -63,4 +63,3 @@ func BenchmarkVerifier(b *testing.B) {
 		}
 	})
 }
-
