@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/gmgate/gmgate/keyvault"
+	"github.com/gmgate/gmgate/signing"
 )
 
 func init() {
@@ -375,6 +376,8 @@ var (
 //			nonce_field <field>
 //			components <component...>
 //			reply_components <component...>
+//			label <RFC 9421 label>
+//			auth_schema <Authorization token>
 //		}
 //		platform_key <vault key name>
 //		platform_key_id <key ID>
@@ -425,7 +428,7 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if t.Scheme.Name, err = one(); err != nil {
 				return err
 			}
-			err = t.Scheme.unmarshal(d)
+			err = unmarshalSchemeSettings(d, &t.Scheme)
 		case "platform_key":
 			t.PlatformKey, err = one()
 		case "platform_key_id":
@@ -534,7 +537,8 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func (s *ChannelScheme) unmarshal(d *caddyfile.Dispenser) error {
+// unmarshalSchemeSettings reads a scheme block (the options of signing.Settings).
+func unmarshalSchemeSettings(d *caddyfile.Dispenser, s *signing.Settings) error {
 	for d.NextBlock(1) {
 		opt := d.Val()
 		args := d.RemainingArgs()
@@ -590,6 +594,14 @@ func (s *ChannelScheme) unmarshal(d *caddyfile.Dispenser) error {
 			s.Components = args
 		case "reply_components":
 			s.ReplyComponents = args
+		case "label":
+			if err = need(1); err == nil {
+				s.Label = args[0]
+			}
+		case "auth_schema":
+			if err = need(1); err == nil {
+				s.AuthSchema = args[0]
+			}
 		default:
 			return d.Errf("unknown scheme option %q", opt)
 		}

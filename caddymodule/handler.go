@@ -184,75 +184,26 @@ func (Verify) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// buildScheme returns the configured scheme.
+// buildScheme returns the configured scheme (signing.Settings is the one builder).
 func (h *Verify) buildScheme() (signing.Scheme, error) {
-	name := h.Scheme
-	if name == "" {
-		name = signing.WechatPayName
+	st := signing.Settings{Name: h.Scheme}
+	if st.Name == "" {
+		st.Name = signing.WechatPayName
 	}
-	var opts []signing.Option
 	if o := h.SchemeOptions; o != nil {
-		if o.UserID != "" {
-			opts = append(opts, signing.WithUserID([]byte(o.UserID)))
-		}
 		switch strings.ToLower(o.UserIDMode) {
 		case "", "default":
 		case "key_id", "keyid", "serial":
-			opts = append(opts, signing.WithUserIDMode(signing.UserIDFromKeyID))
+			st.UserIDFromKeyID = true
 		default:
 			return nil, fmt.Errorf("unknown user_id_mode %q (default, key_id)", o.UserIDMode)
 		}
-		switch strings.ToLower(o.SignatureEncoding) {
-		case "":
-		case "der":
-			opts = append(opts, signing.WithSignatureEncoding(signing.DER))
-		case "raw":
-			opts = append(opts, signing.WithSignatureEncoding(signing.Raw))
-		default:
-			return nil, fmt.Errorf("unknown signature_encoding %q (der, raw)", o.SignatureEncoding)
-		}
-		switch strings.ToLower(o.TextEncoding) {
-		case "":
-		case "base64":
-			opts = append(opts, signing.WithTextEncoding(signing.Base64))
-		case "hex":
-			opts = append(opts, signing.WithTextEncoding(signing.Hex))
-		default:
-			return nil, fmt.Errorf("unknown text_encoding %q (base64, hex)", o.TextEncoding)
-		}
-		if o.Label != "" {
-			opts = append(opts, signing.WithLabel(o.Label))
-		}
-		if len(o.Components) > 0 {
-			opts = append(opts, signing.WithRequiredComponents(signing.Request, o.Components...))
-		}
-		if o.SignField != "" {
-			opts = append(opts, signing.WithSignField(o.SignField))
-		}
-		if o.KeyIDField != "" {
-			opts = append(opts, signing.WithKeyIDField(o.KeyIDField))
-		}
-		if o.MerchantField != "" {
-			opts = append(opts, signing.WithMerchantIDField(o.MerchantField))
-		}
-		if o.NonceField != "" {
-			opts = append(opts, signing.WithNonceField(o.NonceField))
-		}
-		if o.TimestampField != "" {
-			opts = append(opts, signing.WithTimestampField(o.TimestampField, o.TimestampLayout))
-		}
+		st.UserID, st.SignatureEncoding, st.TextEncoding = o.UserID, o.SignatureEncoding, o.TextEncoding
+		st.Label, st.Components = o.Label, o.Components
+		st.SignField, st.KeyIDField, st.MerchantIDField, st.NonceField = o.SignField, o.KeyIDField, o.MerchantField, o.NonceField
+		st.TimestampField, st.TimestampLayout = o.TimestampField, o.TimestampLayout
 	}
-	switch name {
-	case signing.WechatPayName:
-		return signing.NewWechatPay(opts...), nil
-	case signing.HTTPSigName:
-		return signing.NewHTTPSig(opts...), nil
-	case signing.FormName:
-		return signing.NewForm(opts...), nil
-	case signing.UnionPayName:
-		return signing.NewUnionPay(opts...), nil
-	}
-	return nil, fmt.Errorf("unknown scheme %q (one of %s)", name, strings.Join(signing.Names(), ", "))
+	return st.Build()
 }
 
 func loadCertFiles(files []string) ([]*smx509.Certificate, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
 
@@ -31,8 +32,9 @@ type ChannelTransport struct {
 	// Bank names the channel in metrics, audit entries and logs. Required.
 	Bank string `json:"bank"`
 
-	// Scheme is the bank's signature scheme and its per-bank settings.
-	Scheme ChannelScheme `json:"scheme"`
+	// Scheme is the bank's signature scheme and its per-bank settings (see signing.Settings:
+	// name, user ID, signature and text encodings, signed-string fields, covered components).
+	Scheme signing.Settings `json:"scheme"`
 
 	// PlatformKey names the vault key the platform signs with; its certificate comes from the
 	// vault. Default: dev-platform-sign (development PKI).
@@ -73,33 +75,6 @@ type ChannelTransport struct {
 	rt     *channel.Transport
 	useTLS bool
 	logger *zap.Logger
-}
-
-// ChannelScheme selects the bank's signature scheme.
-type ChannelScheme struct {
-	// Name is "unionpay-sm2", "http-sig-sm2", "wechatpay-v3-sm2" or "form-sm2". Required.
-	Name string `json:"name"`
-	// UserID is a fixed SM2 user ID (default: the scheme's rule: 1234567812345678, or the
-	// certId for unionpay-sm2).
-	UserID string `json:"user_id,omitempty"`
-	// UserIDFromKeyID makes the user ID the bytes of the key ID.
-	UserIDFromKeyID bool `json:"user_id_from_key_id,omitempty"`
-	// SignatureEncoding is "der" or "raw" (r||s). Default: the scheme's.
-	SignatureEncoding string `json:"signature_encoding,omitempty"`
-	// TextEncoding is "base64" or "hex". Default: the scheme's.
-	TextEncoding string `json:"text_encoding,omitempty"`
-	// SignField, ExcludedFields, KeyIDField, MerchantIDField, TimestampField, TimestampLayout and
-	// NonceField set the signed-string rule of the parameter schemes (form-sm2, unionpay-sm2).
-	SignField       string   `json:"sign_field,omitempty"`
-	ExcludedFields  []string `json:"excluded_fields,omitempty"`
-	KeyIDField      string   `json:"key_id_field,omitempty"`
-	MerchantIDField string   `json:"merchant_id_field,omitempty"`
-	TimestampField  string   `json:"timestamp_field,omitempty"`
-	TimestampLayout string   `json:"timestamp_layout,omitempty"`
-	NonceField      string   `json:"nonce_field,omitempty"`
-	// Components and ReplyComponents are the covered components of http-sig-sm2.
-	Components      []string `json:"components,omitempty"`
-	ReplyComponents []string `json:"reply_components,omitempty"`
 }
 
 // ChannelEncryption is the channel's confidentiality rule (see docs/channel.md).
@@ -185,7 +160,7 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	}
 	cfg := channel.Config{
 		Name:           t.Bank,
-		Scheme:         t.Scheme.settings(),
+		Scheme:         t.Scheme,
 		PlatformSigner: signer,
 		PlatformCert:   platformChain[0],
 		PlatformKeyID:  t.PlatformKeyID,
@@ -267,17 +242,6 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		},
 	})
 	return err
-}
-
-func (s ChannelScheme) settings() channel.SchemeSettings {
-	return channel.SchemeSettings{
-		Name: s.Name, UserID: s.UserID, UserIDFromKeyID: s.UserIDFromKeyID,
-		SignatureEncoding: s.SignatureEncoding, TextEncoding: s.TextEncoding,
-		SignField: s.SignField, ExcludedFields: s.ExcludedFields, KeyIDField: s.KeyIDField,
-		MerchantIDField: s.MerchantIDField, TimestampField: s.TimestampField,
-		TimestampLayout: s.TimestampLayout, NonceField: s.NonceField,
-		Components: s.Components, ReplyComponents: s.ReplyComponents,
-	}
 }
 
 func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Config, error) {

@@ -28,7 +28,7 @@ type Config struct {
 	// Name identifies the bank in metrics, audit entries and logs.
 	Name string
 	// Scheme is the signature scheme with its per-bank settings.
-	Scheme SchemeSettings
+	Scheme signing.Settings
 
 	// PlatformSigner is the platform signing key (vault- or HSM-backed crypto.Signer).
 	PlatformSigner crypto.Signer

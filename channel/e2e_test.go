@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,53 +20,53 @@ func sensitive() []string { return []string{"accNo", "idNo", "phone"} }
 // profiles lists every end-to-end case: each scheme, and each encryption rule.
 func profiles() []profile {
 	return []profile{
-		{name: "unionpay-form", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay},
+		{name: "unionpay-form", scheme: signing.Settings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay},
 			ctype: "application/x-www-form-urlencoded", body: payForm},
-		{name: "unionpay-json", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay},
+		{name: "unionpay-json", scheme: signing.Settings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay},
 			ctype: "application/json", body: payJSON},
-		{name: "unionpay-variant-der-hex-uid", scheme: SchemeSettings{Name: "unionpay-sm2", SignatureEncoding: "der", TextEncoding: "hex", UserID: "acquirer-uid"},
+		{name: "unionpay-variant-der-hex-uid", scheme: signing.Settings{Name: "unionpay-sm2", SignatureEncoding: "der", TextEncoding: "hex", UserID: "acquirer-uid"},
 			sim:   banksim.Profile{Scheme: banksim.UnionPay, Raw: boolp(false), Hex: true, UserID: []byte("acquirer-uid")},
 			ctype: "application/json", body: payJSON},
-		{name: "form-sm2", scheme: SchemeSettings{Name: "form-sm2"}, sim: banksim.Profile{Scheme: banksim.Form},
+		{name: "form-sm2", scheme: signing.Settings{Name: "form-sm2"}, sim: banksim.Profile{Scheme: banksim.Form},
 			ctype: "application/json", body: payJSON},
-		{name: "http-sig-sm2", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig},
+		{name: "http-sig-sm2", scheme: signing.Settings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig},
 			ctype: "application/json", body: payJSON},
-		{name: "http-sig-sm2-der-keyid-uid", scheme: SchemeSettings{Name: "http-sig-sm2", SignatureEncoding: "der", UserIDFromKeyID: true},
+		{name: "http-sig-sm2-der-keyid-uid", scheme: signing.Settings{Name: "http-sig-sm2", SignatureEncoding: "der", UserIDFromKeyID: true},
 			sim:   banksim.Profile{Scheme: banksim.HTTPSig, Raw: boolp(false), UserIDFromKeyID: true},
 			ctype: "application/json", body: payJSON},
-		{name: "wechatpay-v3-sm2", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
+		{name: "wechatpay-v3-sm2", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
 			ctype: "application/json", body: payJSON},
-		{name: "wechatpay-v3-sm2-get", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
+		{name: "wechatpay-v3-sm2-get", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay},
 			method: http.MethodGet, body: ""},
 
 		// Confidentiality: fields and body, SM4-GCM, SM4-CBC and the SM2 envelope.
-		{name: "unionpay-fields-gcm", scheme: SchemeSettings{Name: "unionpay-sm2"},
+		{name: "unionpay-fields-gcm", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()}
 			}, ctype: "application/json", body: payJSON},
-		{name: "unionpay-form-fields-cbc", scheme: SchemeSettings{Name: "unionpay-sm2"},
+		{name: "unionpay-form-fields-cbc", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-cbc", Fields: sensitive(), SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetFields, Cipher: CipherSM4CBC, Fields: sensitive(), Key: mustKey()}
 			}, ctype: "application/x-www-form-urlencoded", body: payForm},
-		{name: "unionpay-body-envelope", scheme: SchemeSettings{Name: "unionpay-sm2"},
+		{name: "unionpay-body-envelope", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "body", Cipher: "sm2-envelope"},
 			enc: envelope(TargetBody), ctype: "application/json", body: payJSON},
-		{name: "http-sig-body-gcm", scheme: SchemeSettings{Name: "http-sig-sm2"},
+		{name: "http-sig-body-gcm", scheme: signing.Settings{Name: "http-sig-sm2"},
 			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
 			}, ctype: "application/json", body: payJSON},
-		{name: "http-sig-fields-envelope", scheme: SchemeSettings{Name: "http-sig-sm2"},
+		{name: "http-sig-fields-envelope", scheme: signing.Settings{Name: "http-sig-sm2"},
 			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "fields", Cipher: "sm2-envelope", Fields: sensitive()},
 			enc: envelope(TargetFields), ctype: "application/json", body: payJSON},
-		{name: "wechatpay-body-cbc", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"},
+		{name: "wechatpay-body-cbc", scheme: signing.Settings{Name: "wechatpay-v3-sm2"},
 			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()}
 			}, ctype: "application/json", body: payJSON},
-		{name: "form-body-gcm-from-form", scheme: SchemeSettings{Name: "form-sm2"},
+		{name: "form-body-gcm-from-form", scheme: signing.Settings{Name: "form-sm2"},
 			sim: banksim.Profile{Scheme: banksim.Form, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
@@ -165,13 +166,13 @@ func TestProfileMismatchIsCaught(t *testing.T) {
 	p := getPKI(t)
 	cases := []struct {
 		name string
-		gw   SchemeSettings
+		gw   signing.Settings
 		sim  banksim.Profile
 		want Code
 	}{
-		{"user-id", SchemeSettings{Name: "unionpay-sm2", UserID: "1234567812345678"}, banksim.Profile{Scheme: banksim.UnionPay}, CodeBankSignatureInvalid},
-		{"encoding", SchemeSettings{Name: "http-sig-sm2", SignatureEncoding: "der"}, banksim.Profile{Scheme: banksim.HTTPSig}, CodeBankSignatureInvalid},
-		{"text", SchemeSettings{Name: "wechatpay-v3-sm2", TextEncoding: "hex"}, banksim.Profile{Scheme: banksim.WechatPay}, CodeBankReplyMalformed},
+		{"user-id", signing.Settings{Name: "unionpay-sm2", UserID: "1234567812345678"}, banksim.Profile{Scheme: banksim.UnionPay}, CodeBankSignatureInvalid},
+		{"encoding", signing.Settings{Name: "http-sig-sm2", SignatureEncoding: "der"}, banksim.Profile{Scheme: banksim.HTTPSig}, CodeBankSignatureInvalid},
+		{"text", signing.Settings{Name: "wechatpay-v3-sm2", TextEncoding: "hex"}, banksim.Profile{Scheme: banksim.WechatPay}, CodeBankReplyMalformed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -42,15 +42,15 @@ func cannedReply(tb testing.TB, p *banksim.TestPKI, pr profile) (http.Header, []
 
 func fuzzProfiles() []profile {
 	return []profile{
-		{name: "unionpay", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
+		{name: "unionpay", scheme: signing.Settings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetFields, Fields: sensitive(), Key: mustKey()}
 			}},
-		{name: "http-sig", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
+		{name: "http-sig", scheme: signing.Settings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()}
 			}},
-		{name: "wechatpay", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
+		{name: "wechatpay", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
 			enc: envelope(TargetBody)},
 	}
 }
@@ -164,8 +164,8 @@ func (c *canned) RoundTrip(r *http.Request) (*http.Response, error) {
 func BenchmarkChannelRoundTrip(b *testing.B) {
 	p := getPKI(b)
 	all := append([]profile{
-		{name: "unionpay-plain", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay}},
-		{name: "http-sig-plain", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}},
+		{name: "unionpay-plain", scheme: signing.Settings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay}},
+		{name: "http-sig-plain", scheme: signing.Settings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}},
 	}, fuzzProfiles()...)
 	for _, pr := range all {
 		b.Run(pr.name, func(b *testing.B) {

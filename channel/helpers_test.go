@@ -3,6 +3,7 @@ package channel
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/gmgate/gmgate/signing"
 	"io"
 	"net/http"
 	"strings"
@@ -71,7 +72,7 @@ var testSM4Key = []byte("0123456789abcdef")
 // profile is one end-to-end case: the gateway's settings and the simulator's.
 type profile struct {
 	name   string
-	scheme SchemeSettings
+	scheme signing.Settings
 	sim    banksim.Profile
 	enc    func(p *banksim.TestPKI) Encryption
 	ctype  string

@@ -3,6 +3,7 @@ package channel
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,7 +25,7 @@ var (
 // (the client side's log), whose chain and checkpoint verify.
 func TestRealAuditLogAndHTTPS(t *testing.T) {
 	p := getPKI(t)
-	pr := profile{name: "https", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay}}
+	pr := profile{name: "https", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay}}
 	sim, err := banksim.New(banksim.FromTestPKI(p, pr.sim))
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,7 @@ func TestRealAuditLogAndHTTPS(t *testing.T) {
 // is refused and not forwarded.
 func TestBodyLimits(t *testing.T) {
 	p := getPKI(t)
-	pr := profile{name: "limits", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}}
+	pr := profile{name: "limits", scheme: signing.Settings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}}
 	sim := startSim(t, p, pr, func(o *banksim.Options) {
 		o.Handler = func(r *banksim.Received) (int, string, []byte) {
 			return 200, "text/plain", []byte(strings.Repeat("x", 4096))

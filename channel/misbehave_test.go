@@ -2,6 +2,7 @@ package channel
 
 import (
 	"errors"
+	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -18,17 +19,17 @@ import (
 func TestMisbehavingBank(t *testing.T) {
 	p := getPKI(t)
 	schemes := []profile{
-		{name: "unionpay-fields-gcm", scheme: SchemeSettings{Name: "unionpay-sm2"},
+		{name: "unionpay-fields-gcm", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()}
 			}},
-		{name: "http-sig-body-gcm", scheme: SchemeSettings{Name: "http-sig-sm2"},
+		{name: "http-sig-body-gcm", scheme: signing.Settings{Name: "http-sig-sm2"},
 			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()}
 			}},
-		{name: "wechatpay-body-envelope", scheme: SchemeSettings{Name: "wechatpay-v3-sm2"},
+		{name: "wechatpay-body-envelope", scheme: signing.Settings{Name: "wechatpay-v3-sm2"},
 			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
 			enc: envelope(TargetBody)},
 	}
@@ -109,7 +110,7 @@ func (f *flaky) RoundTrip(r *http.Request) (*http.Response, error) {
 // TestRetries: only idempotent requests (by method or Idempotency-Key) are retried, bounded.
 func TestRetries(t *testing.T) {
 	p := getPKI(t)
-	pr := profile{name: "retry", scheme: SchemeSettings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}}
+	pr := profile{name: "retry", scheme: signing.Settings{Name: "http-sig-sm2"}, sim: banksim.Profile{Scheme: banksim.HTTPSig}}
 	sim := startSim(t, p, pr, nil)
 	cases := []struct {
 		name     string
@@ -152,7 +153,7 @@ func TestRetries(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	p := getPKI(t)
 	base := func() Config {
-		return channelConfig(t, p, profile{scheme: SchemeSettings{Name: "unionpay-sm2"}, name: "cfg"})
+		return channelConfig(t, p, profile{scheme: signing.Settings{Name: "unionpay-sm2"}, name: "cfg"})
 	}
 	cases := map[string]func(c *Config){
 		"untrusted-bank-cert": func(c *Config) { c.BankCerts = []*smx509.Certificate{p.RogueSign.Cert} },
@@ -191,7 +192,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // is refused.
 func TestExpiredBankCertAtReply(t *testing.T) {
 	p := getPKI(t)
-	pr := profile{name: "clock", scheme: SchemeSettings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay}}
+	pr := profile{name: "clock", scheme: signing.Settings{Name: "unionpay-sm2"}, sim: banksim.Profile{Scheme: banksim.UnionPay}}
 	sim := startSim(t, p, pr, nil)
 	cfg := channelConfig(t, p, pr)
 	var later atomic.Bool

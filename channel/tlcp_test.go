@@ -3,6 +3,7 @@ package channel
 import (
 	"bytes"
 	"encoding/pem"
+	"github.com/gmgate/gmgate/signing"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -49,7 +50,7 @@ func startTLCPSim(t *testing.T, p *banksim.TestPKI, pr profile, cfg *tlcp.Config
 	return s, cl
 }
 
-var tlcpProfile = profile{name: "unionpay-tlcp", scheme: SchemeSettings{Name: "unionpay-sm2"},
+var tlcpProfile = profile{name: "unionpay-tlcp", scheme: signing.Settings{Name: "unionpay-sm2"},
 	sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: []string{"accNo", "idNo", "phone"}, SM4Key: testSM4Key},
 	enc: func(*banksim.TestPKI) Encryption {
 		return Encryption{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()}

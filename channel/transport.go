@@ -241,7 +241,7 @@ func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Respons
 	}
 	rec.CertSerial = hex.EncodeToString(reply.Cert.SerialNumber.Bytes())
 	h := bankResp.Header.Clone()
-	for _, name := range signatureHeaders(t.ch.schemeName) {
+	for _, name := range signing.SignatureHeaders(t.ch.schemeName) {
 		h.Del(name)
 	}
 	h.Del("Content-Encoding")

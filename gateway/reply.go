@@ -65,10 +65,11 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 	if h == nil {
 		h = http.Header{}
 	}
-	// Remove signature headers the back end may have set itself.
-	for _, n := range []string{"Signature", "Signature-Input", signing.HeaderWechatpaySignature,
-		signing.HeaderWechatpayTimestamp, signing.HeaderWechatpayNonce, signing.HeaderWechatpaySerial} {
-		h.Del(n)
+	// Remove signature headers the back end may have set itself, of every scheme.
+	for _, name := range signing.Names() {
+		for _, n := range signing.SignatureHeaders(name) {
+			h.Del(n)
+		}
 	}
 	m := &signing.Message{Kind: signing.Response, Status: status, Header: h, Body: body}
 	if err := scheme.Sign(m, signing.Key{Signer: s.Signer, KeyID: keyID, Cert: s.Cert}, now(), ""); err != nil {

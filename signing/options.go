@@ -109,9 +109,14 @@ func WithMerchantIDField(f string) Option { return func(c *config) { c.merchantF
 
 // WithTimestampField sets the timestamp parameter and its layout: "unix" for Unix seconds or a Go
 // time layout read in UTC+8 (form-sm2 default "timestamp", "2006-01-02 15:04:05"; unionpay-sm2
-// "txnTime", "20060102150405"). Empty field: none.
+// "txnTime", "20060102150405"). Empty field: none. Empty layout: the scheme's default layout.
 func WithTimestampField(field, layout string) Option {
-	return func(c *config) { c.timestampField, c.timestampLayout = field, layout }
+	return func(c *config) {
+		c.timestampField = field
+		if layout != "" {
+			c.timestampLayout = layout
+		}
+	}
 }
 
 // WithNonceField sets the parameter used as the replay nonce (form-sm2 default "nonce_str",
