@@ -3,7 +3,6 @@ package tlcp
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -13,21 +12,14 @@ import (
 )
 
 type clientHandshake struct {
-	c            *Conn
-	hello        *clientHelloMsg
-	server       *serverHelloMsg
-	suite        *cipherSuite
-	fh           finishedHash
-	ms           []byte
-	session      *SessionState
-	cacheKey     string
-	certReq      *certificateRequestMsg
-	pair         *preparedPair
-	serverRandom []byte
+	handshakeState
+	server   *serverHelloMsg
+	cacheKey string
+	certReq  *certificateRequestMsg
 }
 
 func (c *Conn) clientHandshake(ctx context.Context) error {
-	hs := &clientHandshake{c: c, fh: newFinishedHash()}
+	hs := &clientHandshake{handshakeState: newHandshakeState(c, true)}
 	err := hs.run()
 	if err != nil {
 		return c.fail(err)
@@ -101,18 +93,10 @@ func (hs *clientHandshake) run() error {
 		return err
 	}
 
-	raw, err = c.readHandshake()
-	if err != nil {
+	sh := new(serverHelloMsg)
+	if err := hs.readMsg(typeServerHello, sh, "ServerHello"); err != nil {
 		return err
 	}
-	if raw[0] != typeServerHello {
-		return newAlert(AlertUnexpectedMessage, "expected ServerHello")
-	}
-	sh := new(serverHelloMsg)
-	if !sh.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed ServerHello")
-	}
-	hs.fh.Write(raw)
 	hs.server = sh
 	hs.serverRandom = sh.random
 	if sh.vers != VersionTLCP {
@@ -150,42 +134,17 @@ func (hs *clientHandshake) run() error {
 func (hs *clientHandshake) doResume() error {
 	c := hs.c
 	c.didResume = true
-	hs.ms = hs.session.MasterSecret
-	if err := hs.establishKeys(); err != nil {
-		return err
-	}
-	if err := hs.readFinished(); err != nil {
-		return err
-	}
-	c.buffering = true
-	if err := hs.sendFinished(); err != nil {
-		return err
-	}
-	if err := c.flush(); err != nil {
-		return err
-	}
-	c.sessionID = hs.session.SessionID
-	c.peerCertificates = hs.session.PeerCertificates
-	c.verifiedChains = hs.session.VerifiedChains
-	return nil
+	return hs.resume(false, hs.session.SessionID)
 }
 
 func (hs *clientHandshake) doFull() error {
 	c := hs.c
 	cfg := c.config
 	// Certificate
-	raw, err := c.readHandshake()
-	if err != nil {
+	var cm certificateMsg
+	if err := hs.readMsg(typeCertificate, &cm, "server Certificate"); err != nil {
 		return err
 	}
-	if raw[0] != typeCertificate {
-		return newAlert(AlertUnexpectedMessage, "expected server Certificate")
-	}
-	var cm certificateMsg
-	if !cm.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed server Certificate")
-	}
-	hs.fh.Write(raw)
 	if err := c.verifyPeer(cm.certificates, true, !cfg.InsecureSkipVerify); err != nil {
 		return err
 	}
@@ -193,17 +152,11 @@ func (hs *clientHandshake) doFull() error {
 	encCert := c.peerCertificates[1]
 
 	// ServerKeyExchange
-	if raw, err = c.readHandshake(); err != nil {
+	var ske serverKeyExchangeMsg
+	parseSKE := parseFunc(func(raw []byte) bool { return ske.unmarshalSuite(raw, hs.suite.ecdhe) })
+	if err := hs.readMsg(typeServerKeyExchange, parseSKE, "ServerKeyExchange"); err != nil {
 		return err
 	}
-	if raw[0] != typeServerKeyExchange {
-		return newAlert(AlertUnexpectedMessage, "expected ServerKeyExchange")
-	}
-	var ske serverKeyExchangeMsg
-	if !ske.unmarshalSuite(raw, hs.suite.ecdhe) {
-		return newAlert(AlertDecodeError, "malformed ServerKeyExchange")
-	}
-	hs.fh.Write(raw)
 	var signed []byte
 	if hs.suite.ecdhe {
 		signed = ecdheSKEMessage(hs.hello.random, hs.serverRandom, ske.params)
@@ -215,7 +168,8 @@ func (hs *clientHandshake) doFull() error {
 	}
 
 	// CertificateRequest?, ServerHelloDone
-	if raw, err = c.readHandshake(); err != nil {
+	raw, err := c.readHandshake()
+	if err != nil {
 		return err
 	}
 	if raw[0] == typeCertificateRequest {
@@ -229,12 +183,9 @@ func (hs *clientHandshake) doFull() error {
 			return err
 		}
 	}
-	if raw[0] != typeServerHelloDone {
-		return newAlert(AlertUnexpectedMessage, "expected ServerHelloDone")
-	}
 	var done serverHelloDoneMsg
-	if !done.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed ServerHelloDone")
+	if err := expectMsg(raw, typeServerHelloDone, &done, "ServerHelloDone"); err != nil {
+		return err
 	}
 	hs.fh.Write(raw)
 	if hs.suite.ecdhe && hs.certReq == nil {
@@ -309,80 +260,14 @@ func (hs *clientHandshake) doFull() error {
 			return err
 		}
 	}
-	if err := hs.establishKeys(); err != nil {
-		return err
-	}
-	if err := hs.sendFinished(); err != nil {
-		return err
-	}
-	if err := c.flush(); err != nil {
-		return err
-	}
-	if err := hs.readFinished(); err != nil {
+	if err := hs.finish(true); err != nil {
 		return err
 	}
 	c.sessionID = hs.server.sessionID
 	if cfg.SessionCache != nil && len(hs.server.sessionID) > 0 {
-		cfg.SessionCache.Put(hs.cacheKey, &SessionState{SessionID: hs.server.sessionID, CipherSuite: hs.suite.id,
-			MasterSecret: hs.ms, PeerCertificates: c.peerCertificates, VerifiedChains: c.verifiedChains,
-			ServerName: cfg.ServerName, Created: cfg.now()})
+		cfg.SessionCache.Put(hs.cacheKey, hs.newSession(hs.server.sessionID, cfg.ServerName))
 	} else {
 		zeroize(hs.ms)
 	}
 	return nil
-}
-
-func (hs *clientHandshake) establishKeys() error {
-	c := hs.c
-	cm, sm, ck, sk, civ, siv := keyBlock(hs.ms, hs.hello.random, hs.serverRandom, hs.suite)
-	wc, err := newRecordCipher(hs.suite, cm, ck, civ)
-	if err != nil {
-		return wrapAlert(AlertInternalError, err)
-	}
-	rc, err := newRecordCipher(hs.suite, sm, sk, siv)
-	if err != nil {
-		return wrapAlert(AlertInternalError, err)
-	}
-	zeroize(cm)
-	zeroize(sm)
-	zeroize(ck)
-	zeroize(sk)
-	c.in.next = rc
-	c.out.Lock()
-	c.out.next = wc
-	c.out.Unlock()
-	return nil
-}
-
-func (hs *clientHandshake) readFinished() error {
-	c := hs.c
-	if err := c.readCCS(); err != nil {
-		return err
-	}
-	want := verifyData(hs.ms, labelServerFin, hs.fh.Sum())
-	raw, err := c.readHandshake()
-	if err != nil {
-		return err
-	}
-	if raw[0] != typeFinished {
-		return newAlert(AlertUnexpectedMessage, "expected Finished")
-	}
-	var fin finishedMsg
-	if !fin.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed Finished")
-	}
-	if subtle.ConstantTimeCompare(fin.verifyData, want) != 1 {
-		return newAlert(AlertDecryptError, "server Finished is wrong")
-	}
-	hs.fh.Write(raw)
-	return nil
-}
-
-func (hs *clientHandshake) sendFinished() error {
-	c := hs.c
-	if err := c.writeCCS(); err != nil {
-		return err
-	}
-	fin := &finishedMsg{verifyData: verifyData(hs.ms, labelClientFin, hs.fh.Sum())}
-	return c.writeHandshake(fin.marshal(), &hs.fh)
 }

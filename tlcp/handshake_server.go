@@ -2,7 +2,6 @@ package tlcp
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -11,20 +10,13 @@ import (
 )
 
 type serverHandshake struct {
-	c            *Conn
-	hello        *clientHelloMsg
-	suite        *cipherSuite
-	pair         *preparedPair
-	fh           finishedHash
-	serverRandom []byte
-	ms           []byte
-	session      *SessionState
-	ecdheKey     *ecdh.PrivateKey
-	clientCerts  [][]byte
+	handshakeState
+	ecdheKey    *ecdh.PrivateKey
+	clientCerts [][]byte
 }
 
 func (c *Conn) serverHandshake(ctx context.Context) error {
-	hs := &serverHandshake{c: c, fh: newFinishedHash()}
+	hs := &serverHandshake{handshakeState: newHandshakeState(c, false)}
 	err := hs.run()
 	if hs.ms != nil && hs.session == nil {
 		zeroize(hs.ms)
@@ -37,19 +29,11 @@ func (c *Conn) serverHandshake(ctx context.Context) error {
 
 func (hs *serverHandshake) run() error {
 	c := hs.c
-	raw, err := c.readHandshake()
-	if err != nil {
+	hello := new(clientHelloMsg)
+	if err := hs.readMsg(typeClientHello, hello, "ClientHello"); err != nil {
 		return err
 	}
-	if raw[0] != typeClientHello {
-		return newAlert(AlertUnexpectedMessage, "expected ClientHello")
-	}
-	hello := new(clientHelloMsg)
-	if !hello.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed ClientHello")
-	}
 	hs.hello = hello
-	hs.fh.Write(raw)
 	c.vers = VersionTLCP
 	if hello.vers != VersionTLCP {
 		return newAlert(AlertProtocolVersion, fmt.Sprintf("client version %#04x is not TLCP", hello.vers))
@@ -192,27 +176,11 @@ func (hs *serverHandshake) doResume() error {
 	if err != nil {
 		return err
 	}
-	hs.ms = hs.session.MasterSecret
-	if err := hs.establishKeys(); err != nil {
-		return err
-	}
 	c.buffering = true
 	if err := c.writeHandshake(sh, &hs.fh); err != nil {
 		return err
 	}
-	if err := hs.sendFinished(); err != nil {
-		return err
-	}
-	if err := c.flush(); err != nil {
-		return err
-	}
-	if err := hs.readFinished(); err != nil {
-		return err
-	}
-	c.sessionID = hs.hello.sessionID
-	c.peerCertificates = hs.session.PeerCertificates
-	c.verifiedChains = hs.session.VerifiedChains
-	return nil
+	return hs.resume(true, hs.hello.sessionID)
 }
 
 func (hs *serverHandshake) doFull() error {
@@ -258,34 +226,19 @@ func (hs *serverHandshake) doFull() error {
 		return err
 	}
 
-	raw, err := c.readHandshake()
-	if err != nil {
-		return err
-	}
 	if wantCert {
-		if raw[0] != typeCertificate {
-			return newAlert(AlertUnexpectedMessage, "expected client Certificate")
-		}
 		var cm certificateMsg
-		if !cm.unmarshal(raw) {
-			return newAlert(AlertDecodeError, "malformed client Certificate")
+		if err := hs.readMsg(typeCertificate, &cm, "client Certificate"); err != nil {
+			return err
 		}
-		hs.fh.Write(raw)
 		if err := hs.processClientCerts(cm.certificates); err != nil {
 			return err
 		}
-		if raw, err = c.readHandshake(); err != nil {
-			return err
-		}
-	}
-	if raw[0] != typeClientKeyExchange {
-		return newAlert(AlertUnexpectedMessage, "expected ClientKeyExchange")
 	}
 	var cke clientKeyExchangeMsg
-	if !cke.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed ClientKeyExchange")
+	if err := hs.readMsg(typeClientKeyExchange, &cke, "ClientKeyExchange"); err != nil {
+		return err
 	}
-	hs.fh.Write(raw)
 	pms, err := hs.preMaster(&cke)
 	if err != nil {
 		return err
@@ -295,16 +248,10 @@ func (hs *serverHandshake) doFull() error {
 
 	if len(hs.clientCerts) > 0 {
 		sum := hs.fh.Sum()
-		raw, err := c.readHandshake()
+		var cv certificateVerifyMsg
+		raw, err := hs.readMsgUnrecorded(typeCertificateVerify, &cv, "CertificateVerify")
 		if err != nil {
 			return err
-		}
-		if raw[0] != typeCertificateVerify {
-			return newAlert(AlertUnexpectedMessage, "expected CertificateVerify")
-		}
-		var cv certificateVerifyMsg
-		if !cv.unmarshal(raw) {
-			return newAlert(AlertDecodeError, "malformed CertificateVerify")
 		}
 		pub, err := sm2PublicKey(c.peerCertificates[0])
 		if err != nil {
@@ -315,24 +262,12 @@ func (hs *serverHandshake) doFull() error {
 		}
 		hs.fh.Write(raw)
 	}
-	if err := hs.establishKeys(); err != nil {
-		return err
-	}
-	if err := hs.readFinished(); err != nil {
-		return err
-	}
-	c.buffering = true
-	if err := hs.sendFinished(); err != nil {
-		return err
-	}
-	if err := c.flush(); err != nil {
+	if err := hs.finish(false); err != nil {
 		return err
 	}
 	c.sessionID = sid
 	if sid != nil {
-		c.config.SessionCache.Put(string(sid), &SessionState{SessionID: sid, CipherSuite: hs.suite.id,
-			MasterSecret: hs.ms, PeerCertificates: c.peerCertificates, VerifiedChains: c.verifiedChains,
-			ServerName: c.serverName, Created: c.config.now()})
+		c.config.SessionCache.Put(string(sid), hs.newSession(sid, c.serverName))
 		hs.session = &SessionState{}
 	}
 	return nil
@@ -415,59 +350,4 @@ func (hs *serverHandshake) preMaster(cke *clientKeyExchangeMsg) ([]byte, error) 
 		return nil, wrapAlert(AlertHandshakeFailure, err)
 	}
 	return pms, nil
-}
-
-func (hs *serverHandshake) establishKeys() error {
-	c := hs.c
-	cm, sm, ck, sk, civ, siv := keyBlock(hs.ms, hs.hello.random, hs.serverRandom, hs.suite)
-	rc, err := newRecordCipher(hs.suite, cm, ck, civ)
-	if err != nil {
-		return wrapAlert(AlertInternalError, err)
-	}
-	wc, err := newRecordCipher(hs.suite, sm, sk, siv)
-	if err != nil {
-		return wrapAlert(AlertInternalError, err)
-	}
-	zeroize(cm)
-	zeroize(sm)
-	zeroize(ck)
-	zeroize(sk)
-	c.in.next = rc
-	c.out.Lock()
-	c.out.next = wc
-	c.out.Unlock()
-	return nil
-}
-
-func (hs *serverHandshake) readFinished() error {
-	c := hs.c
-	if err := c.readCCS(); err != nil {
-		return err
-	}
-	want := verifyData(hs.ms, labelClientFin, hs.fh.Sum())
-	raw, err := c.readHandshake()
-	if err != nil {
-		return err
-	}
-	if raw[0] != typeFinished {
-		return newAlert(AlertUnexpectedMessage, "expected Finished")
-	}
-	var fin finishedMsg
-	if !fin.unmarshal(raw) {
-		return newAlert(AlertDecodeError, "malformed Finished")
-	}
-	if subtle.ConstantTimeCompare(fin.verifyData, want) != 1 {
-		return newAlert(AlertDecryptError, "client Finished is wrong")
-	}
-	hs.fh.Write(raw)
-	return nil
-}
-
-func (hs *serverHandshake) sendFinished() error {
-	c := hs.c
-	if err := c.writeCCS(); err != nil {
-		return err
-	}
-	fin := &finishedMsg{verifyData: verifyData(hs.ms, labelServerFin, hs.fh.Sum())}
-	return c.writeHandshake(fin.marshal(), &hs.fh)
 }
