@@ -1,9 +1,7 @@
 package caddymodule
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -212,22 +210,20 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gm_channel %s: HTTP transport: %w", t.Bank, err)
 	}
 	t.useTLS = inner.TLSEnabled()
+	// The bank signs the body it sends: never let the transport decompress it.
+	inner.Transport.DisableCompression = true
 	if t.TLCP != nil {
 		tc, err := t.TLCP.config(app, bankRoots)
 		if err != nil {
 			return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
 		}
-		dial, err := channel.TLCPDialFunc(channel.TLCPTransportConfig{
+		err = channel.UseTLCP(inner.Transport, channel.TLCPTransportConfig{
 			TLCP:             tc,
 			HandshakeTimeout: time.Duration(t.TLCP.HandshakeTimeout),
 		})
 		if err != nil {
 			return err
 		}
-		inner.Transport.DialTLSContext = dial
-		inner.Transport.TLSClientConfig = nil
-		inner.Transport.DisableCompression = true
-		inner.Transport.DialContext = refusePlainDial
 		t.useTLS = true
 	}
 	t.rt, err = channel.NewTransport(ch, channel.TransportOptions{
@@ -270,10 +266,6 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 		}
 	}
 	return cfg, nil
-}
-
-func refusePlainDial(context.Context, string, string) (net.Conn, error) {
-	return nil, fmt.Errorf("gm_channel: refusing a plain connection to a TLCP bank channel")
 }
 
 // auditSink returns the app's audit log as a channel.AuditSink, or nil when none is configured.

@@ -96,22 +96,34 @@ func TLCPDialFunc(cfg TLCPTransportConfig) (func(ctx context.Context, network, a
 // with keep-alive, dial, handshake and response-header timeouts, no transparent compression so
 // that the signed reply body is exactly what is verified). Requests must use the https scheme.
 func NewTLCPHTTPTransport(cfg TLCPTransportConfig) (*http.Transport, error) {
-	dial, err := TLCPDialFunc(cfg)
-	if err != nil {
-		return nil, err
-	}
 	cfg.defaults()
-	return &http.Transport{
-		DialTLSContext:         dial,
-		DialContext:            refusePlain,
-		ForceAttemptHTTP2:      false,
-		DisableCompression:     true,
+	t := &http.Transport{
 		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:        cfg.IdleConnTimeout,
 		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 		TLSHandshakeTimeout:    cfg.HandshakeTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
-	}, nil
+	}
+	if err := UseTLCP(t, cfg); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UseTLCP makes an existing *http.Transport (Caddy's, for instance) speak TLCP for https
+// requests: TLCP dialing, plain http refused, HTTP/1.1 only, and no transparent compression so
+// that the signed reply body is exactly what is verified.
+func UseTLCP(t *http.Transport, cfg TLCPTransportConfig) error {
+	dial, err := TLCPDialFunc(cfg)
+	if err != nil {
+		return err
+	}
+	t.DialTLSContext = dial
+	t.DialContext = refusePlain
+	t.TLSClientConfig = nil
+	t.ForceAttemptHTTP2 = false
+	t.DisableCompression = true
+	return nil
 }
 
 // refusePlain refuses plain-text connections: a TLCP transport must not fall back to http.
