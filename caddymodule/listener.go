@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -261,7 +260,23 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 		return &tlcpListener{Listener: ln, w: w, stateful: false}
 	}
 	mux := tlcp.NewMux(ln, time.Duration(w.PeekTimeout))
-	joins.park(ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true})
+	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true}
+	joins.park(addr, parked)
+	// tlcp_join takes the parked listener while the server starts. If none does, TLCP
+	// connections would queue in the mux until it stalls TLS too: refuse them instead.
+	time.AfterFunc(joinGrace, func() {
+		if !joins.takeIf(addr, parked) {
+			return
+		}
+		w.logger.Error("dual_stack tlcp without tlcp_join after tls: TLCP connections are refused", zap.String("address", addr))
+		for {
+			c, err := parked.Listener.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
 	return mux.Other()
 }
 
@@ -279,7 +294,7 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger}
+	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger, key: connKey(c.LocalAddr(), c.RemoteAddr())}
 	if l.stateful {
 		return &tlcpStateConn{tc}, nil
 	}
@@ -291,9 +306,11 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 type tlcpConn struct {
 	*tlcp.Conn
 	logger *zap.Logger
+	key    string // liveConns key: local|remote address
 	once   sync.Once
 	hsErr  error
-	key    string
+	mu     sync.Mutex // guards closed and the liveConns entry
+	closed bool
 }
 
 func (c *tlcpConn) handshake() error {
@@ -312,8 +329,11 @@ func (c *tlcpConn) handshake() error {
 			return
 		}
 		tlcpHandshakeSeconds.WithLabelValues(suite, fmt.Sprint(st.DidResume)).Observe(time.Since(start).Seconds())
-		c.key = connKey(c.LocalAddr(), c.RemoteAddr())
-		liveConns.Store(c.key, c)
+		c.mu.Lock()
+		if !c.closed {
+			liveConns.Store(c.key, c)
+		}
+		c.mu.Unlock()
 	})
 	return c.hsErr
 }
@@ -336,9 +356,10 @@ func (c *tlcpConn) Write(b []byte) (int, error) {
 
 // Close sends close_notify and forgets the connection.
 func (c *tlcpConn) Close() error {
-	if c.key != "" {
-		liveConns.CompareAndDelete(c.key, c)
-	}
+	c.mu.Lock()
+	c.closed = true
+	liveConns.CompareAndDelete(c.key, c)
+	c.mu.Unlock()
 	return c.Conn.Close()
 }
 
@@ -376,9 +397,6 @@ func handshakeResult(err error) string {
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return "eof"
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return "timeout"
 	}
 	return "error"
 }
@@ -430,6 +448,20 @@ func (r *joinRegistry) park(addr string, ln net.Listener) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[addr] = ln
+}
+
+// joinGrace is how long a parked dual-stack TLCP listener waits for tlcp_join.
+var joinGrace = 5 * time.Second
+
+// takeIf removes ln from the registry if it is still parked under addr.
+func (r *joinRegistry) takeIf(addr string, ln net.Listener) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[addr] != ln {
+		return false
+	}
+	delete(r.m, addr)
+	return true
 }
 
 func (r *joinRegistry) take(addr string) net.Listener {

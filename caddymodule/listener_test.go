@@ -1,0 +1,62 @@
+package caddymodule
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// A dual-stack tlcp wrapper whose tlcp_join is missing must refuse TLCP connections (not park
+// them until the mux stalls) and keep routing everything else.
+func TestDualStackWithoutJoinRefusesTLCP(t *testing.T) {
+	old := joinGrace
+	joinGrace = 50 * time.Millisecond
+	defer func() { joinGrace = old }()
+
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &ListenerWrapper{DualStack: true, logger: zap.NewNop()}
+	other := w.WrapListener(inner)
+	defer other.Close()
+	time.Sleep(200 * time.Millisecond) // past the grace: nobody joined
+
+	// More TLCP clients than a stalled mux could hold would block; each must be closed.
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{0x16, 0x01, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x01, 0x01})
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("TLCP connection %d was not closed: %v", i, err)
+		}
+		c.Close()
+	}
+
+	// A TLS ClientHello still reaches the other listener.
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := other.Accept()
+		if err == nil {
+			got <- c
+		}
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03})
+	select {
+	case oc := <-got:
+		oc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("TLS connection not routed to the other listener")
+	}
+}
