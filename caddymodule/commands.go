@@ -51,10 +51,7 @@ func pkiCommand(cmd *cobra.Command) {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			dir, _ := c.Flags().GetString("dir")
-			opts, err := issueOptions(c)
-			if err != nil {
-				return err
-			}
+			opts := issueOptions(c)
 			if opts.CommonName == "" {
 				opts.CommonName = "gmgate Root CA"
 			}
@@ -84,10 +81,7 @@ func pkiCommand(cmd *cobra.Command) {
 			if err != nil {
 				return err
 			}
-			opts, err := issueOptions(c)
-			if err != nil {
-				return err
-			}
+			opts := issueOptions(c)
 			if opts.CommonName == "" {
 				return errors.New("--cn is required")
 			}
@@ -213,7 +207,7 @@ func addIssueFlags(c *cobra.Command) {
 	c.Flags().Duration("validity", 0, "validity period (default: 10 years for a CA, 1 year for a leaf)")
 }
 
-func issueOptions(c *cobra.Command) (pki.IssueOptions, error) {
+func issueOptions(c *cobra.Command) pki.IssueOptions {
 	var o pki.IssueOptions
 	o.CommonName, _ = c.Flags().GetString("cn")
 	o.Organization, _ = c.Flags().GetStringSlice("org")
@@ -226,7 +220,7 @@ func issueOptions(c *cobra.Command) (pki.IssueOptions, error) {
 			o.DNSNames = append(o.DNSNames, s)
 		}
 	}
-	return o, nil
+	return o
 }
 
 func loadCA(c *cobra.Command) (*pki.CA, error) {
@@ -311,7 +305,7 @@ func vaultCommand(cmd *cobra.Command) {
 		func(_ *cobra.Command, v *keyvault.Vault, a []string) (any, error) { return v.ExportPublic(a[0]) })
 	csr := run("csr <key name> --cn <name> [--san ...]", "Makes an SM2 certificate signing request signed in the vault", 1,
 		func(c *cobra.Command, v *keyvault.Vault, a []string) (any, error) {
-			o, _ := issueOptions(c)
+			o := issueOptions(c)
 			req := keyvault.CSRRequest{DNSNames: o.DNSNames, IPAddresses: o.IPAddresses}
 			req.Subject.CommonName = o.CommonName
 			req.Subject.Organization = o.Organization

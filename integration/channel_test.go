@@ -144,8 +144,8 @@ func TestChannelEgressOverTLCP(t *testing.T) {
 		{banksim.BadSignature, "bank_signature_invalid"},
 		{banksim.WrongCert, "bank_certificate_unknown"},
 		{banksim.TamperAfterSign, "bank_signature_invalid"},
-		{banksim.Unsigned, ""},
-		{banksim.Drop, ""},
+		{banksim.Unsigned, "bank_signature_missing"},
+		{banksim.Drop, "bank_unreachable"},
 	} {
 		t.Run(string(tc.m), func(t *testing.T) {
 			resp, body := post(tc.m)
@@ -156,7 +156,7 @@ func TestChannelEgressOverTLCP(t *testing.T) {
 			if err := json.Unmarshal(body, &e); err != nil || e.Code == "" {
 				t.Fatalf("body is not a JSON error: %s", body)
 			}
-			if tc.code != "" && e.Code != tc.code {
+			if e.Code != tc.code {
 				t.Fatalf("code %q, want %q", e.Code, tc.code)
 			}
 			if strings.Contains(string(body), "GM202611250001") {
