@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
+	"github.com/gmgate/gmgate/internal/wechatsdk"
 	"io"
 	"math/big"
 	"net/http"
@@ -19,11 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/redis/go-redis/v9"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
-	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 
 	"github.com/gmgate/gmgate/pki"
@@ -444,41 +441,6 @@ func TestHeaderSafe(t *testing.T) {
 // sdkSigner and sdkVerifier plug gmsm into the independent WeChat Pay Go SDK
 // (github.com/wechatpay-apiv3/wechatpay-go v0.2.21), which builds the signed string, the
 // Authorization header and validates replies itself.
-type sdkSigner struct {
-	mchID, serial string
-	key           *sm2.PrivateKey
-}
-
-func (s *sdkSigner) Sign(_ context.Context, message string) (*auth.SignatureResult, error) {
-	sig, err := s.key.Sign(rand.Reader, []byte(message), sm2.DefaultSM2SignerOpts)
-	if err != nil {
-		return nil, err
-	}
-	return &auth.SignatureResult{MchID: s.mchID, CertificateSerialNo: s.serial, Signature: base64.StdEncoding.EncodeToString(sig)}, nil
-}
-
-func (s *sdkSigner) Algorithm() string { return "SM2-WITH-SM3" }
-
-type sdkVerifier struct {
-	serial string
-	pub    *ecdsa.PublicKey
-}
-
-func (v *sdkVerifier) Verify(_ context.Context, serial, message, signature string) error {
-	if serial != v.serial {
-		return errors.New("unknown reply serial " + serial)
-	}
-	sig, err := base64.StdEncoding.DecodeString(signature)
-	if err != nil {
-		return err
-	}
-	if !sm2.VerifyASN1WithSM2(v.pub, nil, []byte(message), sig) {
-		return errors.New("reply signature does not verify")
-	}
-	return nil
-}
-
-func (v *sdkVerifier) GetSerial(context.Context) (string, error) { return v.serial, nil }
 
 // TestVerifierWechatPaySDK: the SDK's signed requests pass the Verifier, and the replies signed by
 // ReplySigner pass the SDK's own validation; a reply signed by another key is refused by the SDK.
@@ -511,8 +473,8 @@ func TestVerifierWechatPaySDK(t *testing.T) {
 	serial := signing.SerialHex(p.good.Sign.Cert.SerialNumber)
 	platSerial := signing.SerialHex(p.platform.Cert.SerialNumber)
 	client, err := core.NewClient(ctx,
-		option.WithSigner(&sdkSigner{mchID: testMchID, serial: serial, key: p.good.Sign.Key}),
-		option.WithVerifier(&sdkVerifier{serial: platSerial, pub: &p.platform.Key.PublicKey}),
+		option.WithSigner(&wechatsdk.Signer{MchID: testMchID, Serial: serial, Key: p.good.Sign.Key}),
+		option.WithVerifier(&wechatsdk.Verifier{Serial: platSerial, Pub: &p.platform.Key.PublicKey}),
 		option.WithHTTPClient(srv.Client()))
 	if err != nil {
 		t.Fatal(err)
@@ -535,8 +497,8 @@ func TestVerifierWechatPaySDK(t *testing.T) {
 	}
 	// A request from an SDK with an unregistered key is refused with unknown_key.
 	rogue, err := core.NewClient(ctx,
-		option.WithSigner(&sdkSigner{mchID: testMchID, serial: "ABCDEF", key: p.good.Sign.Key}),
-		option.WithVerifier(&sdkVerifier{serial: platSerial, pub: &p.platform.Key.PublicKey}),
+		option.WithSigner(&wechatsdk.Signer{MchID: testMchID, Serial: "ABCDEF", Key: p.good.Sign.Key}),
+		option.WithVerifier(&wechatsdk.Verifier{Serial: platSerial, Pub: &p.platform.Key.PublicKey}),
 		option.WithHTTPClient(srv.Client()))
 	if err != nil {
 		t.Fatal(err)

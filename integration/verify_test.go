@@ -3,11 +3,9 @@ package integration
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/gmgate/gmgate/internal/wechatsdk"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
-	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 
 	"github.com/gmgate/gmgate/pki"
@@ -31,42 +28,6 @@ import (
 // v0.2.21. It has no SM2 of its own: these adapters plug gmsm into its auth.Signer and
 // auth.Verifier; the SDK builds the signed string and the Authorization header and validates the
 // signed reply itself.
-
-type sdkSigner struct {
-	mchID, serial string
-	key           *sm2.PrivateKey
-}
-
-func (s *sdkSigner) Sign(_ context.Context, message string) (*auth.SignatureResult, error) {
-	sig, err := s.key.Sign(rand.Reader, []byte(message), sm2.DefaultSM2SignerOpts)
-	if err != nil {
-		return nil, err
-	}
-	return &auth.SignatureResult{MchID: s.mchID, CertificateSerialNo: s.serial, Signature: base64.StdEncoding.EncodeToString(sig)}, nil
-}
-
-func (s *sdkSigner) Algorithm() string { return "SM2-WITH-SM3" }
-
-type sdkVerifier struct {
-	serial string
-	pub    *ecdsa.PublicKey
-}
-
-func (v *sdkVerifier) Verify(_ context.Context, serial, message, signature string) error {
-	if serial != v.serial {
-		return fmt.Errorf("reply signed by unknown serial %s", serial)
-	}
-	sig, err := base64.StdEncoding.DecodeString(signature)
-	if err != nil {
-		return err
-	}
-	if !sm2.VerifyASN1WithSM2(v.pub, nil, []byte(message), sig) {
-		return errors.New("reply SM2 signature does not verify")
-	}
-	return nil
-}
-
-func (v *sdkVerifier) GetSerial(context.Context) (string, error) { return v.serial, nil }
 
 const verifyCaddyfile = `{
 	admin {ADMIN}
@@ -146,8 +107,8 @@ func TestVerifyRealBinaryWechatPaySDK(t *testing.T) {
 	ctx := context.Background()
 	const mchID = "1900000001"
 	client, err := core.NewClient(ctx,
-		option.WithSigner(&sdkSigner{mchID: mchID, serial: clientSerial, key: clientKey}),
-		option.WithVerifier(&sdkVerifier{serial: platSerial, pub: platPub}),
+		option.WithSigner(&wechatsdk.Signer{MchID: mchID, Serial: clientSerial, Key: clientKey}),
+		option.WithVerifier(&wechatsdk.Verifier{Serial: platSerial, Pub: platPub}),
 		// A transport adding identity headers a client must not be able to set.
 		option.WithHTTPClient(&http.Client{Timeout: 10 * time.Second, Transport: forgeHeaders{http.DefaultTransport}}),
 	)

@@ -2,11 +2,8 @@ package signing
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
-	"fmt"
+	"github.com/gmgate/gmgate/internal/wechatsdk"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
-	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 )
 
@@ -25,43 +20,6 @@ import (
 // v0.2.21. It has no SM2 of its own; these two adapters plug gmsm into its auth.Signer and
 // auth.Verifier interfaces, and the SDK does everything else (signed string, Authorization
 // header, reply validation).
-
-type gmsmSDKSigner struct {
-	mchID, serial string
-	key           *sm2.PrivateKey
-}
-
-func (s *gmsmSDKSigner) Sign(_ context.Context, message string) (*auth.SignatureResult, error) {
-	sig, err := s.key.Sign(rand.Reader, []byte(message), sm2.DefaultSM2SignerOpts)
-	if err != nil {
-		return nil, err
-	}
-	return &auth.SignatureResult{MchID: s.mchID, CertificateSerialNo: s.serial,
-		Signature: base64.StdEncoding.EncodeToString(sig)}, nil
-}
-
-func (s *gmsmSDKSigner) Algorithm() string { return "SM2-WITH-SM3" }
-
-type gmsmSDKVerifier struct {
-	serial string
-	pub    *ecdsa.PublicKey
-}
-
-func (v *gmsmSDKVerifier) Verify(_ context.Context, serial, message, signature string) error {
-	if serial != v.serial {
-		return fmt.Errorf("unknown serial %s", serial)
-	}
-	sig, err := base64.StdEncoding.DecodeString(signature)
-	if err != nil {
-		return err
-	}
-	if !sm2.VerifyASN1WithSM2(v.pub, nil, []byte(message), sig) {
-		return errors.New("SM2 verification failed")
-	}
-	return nil
-}
-
-func (v *gmsmSDKVerifier) GetSerial(context.Context) (string, error) { return v.serial, nil }
 
 func TestWechatPaySDKInterop(t *testing.T) {
 	merchant, platform, rogue := newKey(t), newKey(t), newKey(t)
@@ -112,8 +70,8 @@ func TestWechatPaySDKInterop(t *testing.T) {
 
 	ctx := context.Background()
 	client, err := core.NewClient(ctx,
-		option.WithSigner(&gmsmSDKSigner{mchID: mchID, serial: mchSerial, key: merchant}),
-		option.WithVerifier(&gmsmSDKVerifier{serial: platSerial, pub: &platform.PublicKey}),
+		option.WithSigner(&wechatsdk.Signer{MchID: mchID, Serial: mchSerial, Key: merchant}),
+		option.WithVerifier(&wechatsdk.Verifier{Serial: platSerial, Pub: &platform.PublicKey}),
 		option.WithHTTPClient(srv.Client()),
 	)
 	if err != nil {
@@ -162,8 +120,8 @@ func TestWechatPaySDKInterop(t *testing.T) {
 	replyKey = platform
 	mu.Unlock()
 	bad, err := core.NewClient(ctx,
-		option.WithSigner(&gmsmSDKSigner{mchID: mchID, serial: mchSerial, key: rogue}),
-		option.WithVerifier(&gmsmSDKVerifier{serial: platSerial, pub: &platform.PublicKey}),
+		option.WithSigner(&wechatsdk.Signer{MchID: mchID, Serial: mchSerial, Key: rogue}),
+		option.WithVerifier(&wechatsdk.Verifier{Serial: platSerial, Pub: &platform.PublicKey}),
 		option.WithHTTPClient(srv.Client()),
 	)
 	if err != nil {
