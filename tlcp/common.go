@@ -15,6 +15,7 @@ package tlcp
 import (
 	"crypto"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/emmansun/gmsm/ecdh"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/pki"
 )
 
 // VersionTLCP is the TLCP protocol version (GB/T 38636-2020), used in
@@ -322,11 +324,11 @@ func preparePair(sign, enc *Certificate) (*preparedPair, error) {
 	if err != nil {
 		return nil, errors.New("tlcp: cannot parse encryption certificate: " + err.Error())
 	}
-	if err := checkUsage(sl, roleSign); err != nil {
-		return nil, err
+	if err := pki.CheckUsage(sl, pki.RoleSign); err != nil {
+		return nil, fmt.Errorf("tlcp: signing certificate: %w", err)
 	}
-	if err := checkUsage(el, roleEnc); err != nil {
-		return nil, err
+	if err := pki.CheckUsage(el, pki.RoleEnc); err != nil {
+		return nil, fmt.Errorf("tlcp: encryption certificate: %w", err)
 	}
 	signer, ok := sign.PrivateKey.(crypto.Signer)
 	if !ok {

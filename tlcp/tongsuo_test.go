@@ -316,6 +316,11 @@ func replayConnection(t *testing.T, rec *recording, suite *cipherSuite, tp *tong
 					}
 					certs = append(certs, cc)
 				}
+				// Tongsuo's certificates pass our peer checks (SM2 keys,
+				// pki.CheckUsage key usage for the sign and enc positions).
+				if err := (&Conn{config: &Config{}}).verifyPeer(m.certificates, r.Dir == "s2c", false); err != nil {
+					t.Fatalf("%s certificates rejected: %v", r.Dir, err)
+				}
 				if r.Dir == "s2c" {
 					if !certs[0].Equal(tp.serverSign) || !certs[1].Equal(tp.serverEnc) {
 						t.Fatal("server certificates are not [sign, enc]")

@@ -2,42 +2,19 @@ package tlcp
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
-)
-
-type certRole int
-
-const (
-	roleSign certRole = iota
-	roleEnc
+	"github.com/gmgate/gmgate/pki"
 )
 
 // ErrWrongKeyUsage is wrapped by errors for certificates whose key usage
-// does not fit their position (sign or enc).
-var ErrWrongKeyUsage = errors.New("tlcp: certificate key usage does not fit its role")
-
-// checkUsage checks the keyUsage extension, if present, against the role.
-func checkUsage(c *smx509.Certificate, role certRole) error {
-	if c.KeyUsage == 0 {
-		return nil
-	}
-	switch role {
-	case roleSign:
-		if c.KeyUsage&smx509.KeyUsageDigitalSignature == 0 {
-			return fmt.Errorf("%w: signing certificate lacks digitalSignature", ErrWrongKeyUsage)
-		}
-	case roleEnc:
-		if c.KeyUsage&(smx509.KeyUsageKeyEncipherment|smx509.KeyUsageDataEncipherment|smx509.KeyUsageKeyAgreement) == 0 {
-			return fmt.Errorf("%w: encryption certificate lacks keyEncipherment/dataEncipherment/keyAgreement", ErrWrongKeyUsage)
-		}
-	}
-	return nil
-}
+// does not fit their position (sign or enc). It is pki.ErrWrongUsage: the
+// key-usage policy is pki.CheckUsage (strict: the keyUsage extension must be
+// present and must not mix signature and encipherment bits).
+var ErrWrongKeyUsage = pki.ErrWrongUsage
 
 // verifyPeer parses and verifies a peer's [sign, enc, chain...] list.
 // For servers (isServerCert) both leaves must be present; serverName is
@@ -61,7 +38,7 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 	if _, err := sm2PublicKey(certs[0]); err != nil {
 		return wrapAlert(AlertUnsupportedCertificate, err)
 	}
-	if err := checkUsage(certs[0], roleSign); err != nil {
+	if err := pki.CheckUsage(certs[0], pki.RoleSign); err != nil {
 		return wrapAlert(AlertUnsupportedCertificate, err)
 	}
 	hasEnc := len(certs) > 1 && !certs[1].IsCA
@@ -72,7 +49,7 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 		if _, err := sm2PublicKey(certs[1]); err != nil {
 			return wrapAlert(AlertUnsupportedCertificate, err)
 		}
-		if err := checkUsage(certs[1], roleEnc); err != nil {
+		if err := pki.CheckUsage(certs[1], pki.RoleEnc); err != nil {
 			return wrapAlert(AlertUnsupportedCertificate, err)
 		}
 	}
