@@ -27,7 +27,10 @@ import (
 func init() {
 	caddy.RegisterModule(Verify{})
 	httpcaddyfile.RegisterHandlerDirective("gm_verify", parseVerifyCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("gm_verify", httpcaddyfile.Before, "reverse_proxy")
+	// Authentication comes before anything that can answer or route the request (respond, handle,
+	// route, reverse_proxy...), so no directive can bypass verification; encode stays outside so
+	// the signed reply bytes are the uncompressed ones.
+	httpcaddyfile.RegisterDirectiveOrder("gm_verify", httpcaddyfile.After, "encode")
 }
 
 // Default limits of gm_verify.
