@@ -271,16 +271,31 @@ func (v *Verifier) install(r *http.Request, res *Result) {
 
 // StripIdentityHeaders removes every header whose canonical name starts
 // with prefix (and the default identity headers whatever the prefix).
+// Names are compared with '_' and '.' read as '-', because CGI-style back
+// ends (FastCGI, WSGI, Rack) map all three to the same variable: a client
+// sending X_Gm_Client_Subject must not reach them as HTTP_X_GM_CLIENT_SUBJECT.
 func StripIdentityHeaders(h http.Header, prefix string) {
-	prefix = http.CanonicalHeaderKey(prefix)
+	prefix = normalizeHeaderName(prefix)
 	for name := range h {
-		if prefix != "" && strings.HasPrefix(http.CanonicalHeaderKey(name), prefix) {
+		n := normalizeHeaderName(name)
+		if prefix != "" && strings.HasPrefix(n, prefix) {
 			delete(h, name)
+			continue
+		}
+		for _, s := range []string{HeaderSuffixClientSubject, HeaderSuffixClientSerial, HeaderSuffixVerifyScheme} {
+			if n == DefaultIdentityHeaderPrefix+s {
+				delete(h, name)
+			}
 		}
 	}
-	for _, s := range []string{HeaderSuffixClientSubject, HeaderSuffixClientSerial, HeaderSuffixVerifyScheme} {
-		h.Del(DefaultIdentityHeaderPrefix + s)
+}
+
+// normalizeHeaderName canonicalizes name with '_' and '.' replaced by '-'.
+func normalizeHeaderName(name string) string {
+	if strings.ContainsAny(name, "_.") {
+		name = strings.NewReplacer("_", "-", ".", "-").Replace(name)
 	}
+	return http.CanonicalHeaderKey(name)
 }
 
 // HeaderSafe percent-encodes control characters and '%' so that a value
