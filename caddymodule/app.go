@@ -34,19 +34,25 @@ const (
 	DevPlatformSignKey = "dev-platform-sign"
 	DevClientSignKey   = "dev-client-sign"
 	DevClientEncKey    = "dev-client-enc"
+	// The demo bank of the development default: its TLCP server pair and the key that signs
+	// its replies (for trying the bank-channel side, gm_channel, without a real bank).
+	DevBankSignKey         = "dev-bank-sign"
+	DevBankEncKey          = "dev-bank-enc"
+	DevBankPlatformSignKey = "dev-bank-platform-sign"
 )
 
 // App is the `gmgate` Caddy app: the key vault that holds every gmgate key, and the embedded
 // development PKI. Other gmgate modules refer to keys by name through it.
 //
 // Without a vault, gmgate runs on the embedded development default, in the spirit of Caddy's
-// `tls internal`: a development root CA, a TLCP server pair, a platform signing certificate and a
-// demo client pair are created on first use under Caddy's data directory and served by a software
+// `tls internal`: a development root CA, a TLCP server pair, a platform signing certificate, a
+// demo client pair and a demo bank (TLCP server pair and reply-signing certificate) are created on first use under Caddy's data directory and served by a software
 // key vault (keys as PEM files). It is loud about it and is not for production.
 type App struct {
 	// Vault declares the PKCS#11 tokens and the named keys. Keys of the development default
-	// (dev-server-sign, dev-server-enc, dev-platform-sign, dev-client-sign, dev-client-enc) are
-	// always added when the development PKI is enabled.
+	// (dev-server-sign, dev-server-enc, dev-platform-sign, dev-client-sign, dev-client-enc, and
+	// the demo bank's dev-bank-sign, dev-bank-enc, dev-bank-platform-sign) are always added when
+	// the development PKI is enabled.
 	Vault keyvault.Config `json:"vault,omitempty"`
 
 	// DevPKI configures the embedded development PKI. It is enabled when the vault declares no
@@ -283,5 +289,8 @@ func devKeys(dev *pki.DevPKI) []keyvault.KeyConfig {
 		key(DevPlatformSignKey, pki.DevPlatformBase),
 		key(DevClientSignKey, pki.DevClientSignBase),
 		key(DevClientEncKey, pki.DevClientEncBase),
+		key(DevBankSignKey, pki.DevBankSignBase),
+		key(DevBankEncKey, pki.DevBankEncBase),
+		key(DevBankPlatformSignKey, pki.DevBankPlatformBase),
 	}
 }

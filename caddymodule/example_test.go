@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -38,28 +39,50 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 	if err := json.Unmarshal(out, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, srv := range cfg.Apps.HTTP.Servers {
-		for i, raw := range srv.ListenerWrappers {
-			var w struct {
-				Wrapper   string `json:"wrapper"`
-				DualStack bool   `json:"dual_stack"`
+	wrappers := func(listen string) []string {
+		for _, srv := range cfg.Apps.HTTP.Servers {
+			if !slices.Contains(srv.Listen, listen) {
+				continue
 			}
-			if err := json.Unmarshal(raw, &w); err != nil {
-				t.Fatal(err)
-			}
-			if w.Wrapper == "tlcp" {
-				found = true
-				if !w.DualStack {
-					t.Errorf("tlcp wrapper is not dual-stack")
+			var names []string
+			for _, raw := range srv.ListenerWrappers {
+				var w struct {
+					Wrapper   string `json:"wrapper"`
+					DualStack bool   `json:"dual_stack"`
+					SignKey   string `json:"sign_key"`
 				}
-				if i+2 >= len(srv.ListenerWrappers) {
-					t.Fatalf("tlcp must be followed by tls and tlcp_join: %s", srv.ListenerWrappers)
+				if err := json.Unmarshal(raw, &w); err != nil {
+					t.Fatal(err)
 				}
+				name := w.Wrapper
+				if w.DualStack {
+					name += "+dual_stack"
+				}
+				if w.SignKey != "" {
+					name += "(" + w.SignKey + ")"
+				}
+				names = append(names, name)
 			}
+			return names
 		}
+		t.Fatalf("no server listens on %s:\n%s", listen, out)
+		return nil
 	}
-	if !found {
-		t.Fatalf("no tlcp listener wrapper in adapted config:\n%s", out)
+	for _, tc := range []struct {
+		listen   string
+		wrappers []string
+	}{
+		// The ingress: TLCP and TLS on one port.
+		{":8443", []string{"tlcp+dual_stack", "tls", "tlcp_join"}},
+		// The demo bank: TLCP only, with the demo bank's keys.
+		{"127.0.0.1:9443", []string{"tlcp(" + DevBankSignKey + ")"}},
+		// The demo back end and the egress: plain HTTP on loopback only (the egress signs
+		// whatever reaches it with the platform key).
+		{"127.0.0.1:9001", nil},
+		{"127.0.0.1:9002", nil},
+	} {
+		if got := wrappers(tc.listen); !slices.Equal(got, tc.wrappers) {
+			t.Errorf("%s: listener wrappers %v, want %v", tc.listen, got, tc.wrappers)
+		}
 	}
 }

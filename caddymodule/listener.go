@@ -257,10 +257,10 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 		zap.String("sign_key", w.SignKey),
 		zap.String("enc_key", w.EncKey))
 	if !w.DualStack {
-		return &tlcpListener{Listener: ln, w: w, stateful: false}
+		return &tlcpListener{Listener: ln, w: w}
 	}
 	mux := tlcp.NewMux(ln, time.Duration(w.PeekTimeout))
-	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true}
+	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w}
 	joins.park(addr, parked)
 	// tlcp_join takes the parked listener while the server starts. If none does, TLCP
 	// connections would queue in the mux until it stalls TLS too: refuse them instead.
@@ -283,8 +283,7 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 // tlcpListener turns accepted connections into TLCP server connections.
 type tlcpListener struct {
 	net.Listener
-	w        *ListenerWrapper
-	stateful bool // expose a crypto/tls ConnectionState (dual-stack: Caddy expects one)
+	w *ListenerWrapper
 }
 
 // Accept returns the next connection as a TLCP server connection; its handshake runs on first
@@ -295,10 +294,7 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger, key: connKey(c.LocalAddr(), c.RemoteAddr())}
-	if l.stateful {
-		return &tlcpStateConn{tc}, nil
-	}
-	return tc, nil
+	return &tlcpStateConn{tc}, nil
 }
 
 // tlcpConn is a TLCP server connection that records its handshake in metrics and in the
@@ -363,13 +359,19 @@ func (c *tlcpConn) Close() error {
 	return c.Conn.Close()
 }
 
-// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so Caddy treats the request
-// as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID).
+// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so net/http and Caddy treat
+// the request as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID;
+// scheme https for placeholders, X-Forwarded-Proto and signatures that cover @target-uri).
 type tlcpStateConn struct{ *tlcpConn }
 
-// ConnectionState reports the TLCP session in crypto/tls terms (no peer certificates: SM2
-// certificates are not crypto/x509 certificates; the gm_verify handler reads them directly).
+// ConnectionState runs the handshake (net/http asks before reading the first request; the
+// handshake is bounded by handshake_timeout) and reports the TLCP session in crypto/tls terms
+// (no peer certificates: SM2 certificates are not crypto/x509 certificates; the gm_verify
+// handler reads them directly).
 func (c *tlcpStateConn) ConnectionState() tls.ConnectionState {
+	if c.handshake() != nil {
+		return tls.ConnectionState{}
+	}
 	st := c.Conn.ConnectionState()
 	return tls.ConnectionState{
 		Version:           st.Version,

@@ -78,4 +78,3 @@ func TestDirectiveOrder(t *testing.T) {
 		}
 	}
 }
-

@@ -44,10 +44,11 @@ type ChannelTransport struct {
 	MerchantID string `json:"merchant_id,omitempty"`
 
 	// BankCerts are PEM files of the bank's platform signing certificates that replies must be
-	// signed with. Required.
+	// signed with (several during a bank's certificate change-over). Required, except with the
+	// development PKI, where the default is its demo bank's certificate (dev-bank-platform-sign).
 	BankCerts []string `json:"bank_certs"`
 	// BankRoots are PEM files of the GM roots the bank's certificates (platform and TLCP server)
-	// chain to. Required.
+	// chain to. Required, except with the development PKI, where the default is its root.
 	BankRoots []string `json:"bank_roots"`
 
 	// Encryption protects sensitive data toward the bank (none by default).
@@ -155,6 +156,16 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	bankRoots, err := loadPool(t.BankRoots)
 	if err != nil {
 		return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+	}
+	if dev := app.Dev(); dev != nil {
+		// The development default's demo bank, like tls internal: never a production default.
+		if len(t.BankCerts) == 0 {
+			bankCerts = []*smx509.Certificate{dev.BankPlatform.Cert}
+			t.logger.Warn("gm_channel: no bank_cert; trusting the development PKI's demo bank", zap.String("bank", t.Bank))
+		}
+		if len(t.BankRoots) == 0 {
+			bankRoots = []*smx509.Certificate{dev.Root.Cert}
+		}
 	}
 	cfg := channel.Config{
 		Name:           t.Bank,

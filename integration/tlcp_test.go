@@ -44,12 +44,12 @@ const tlcpCaddyfile = `{
 
 http://:{TLCP} {
 	tlcp_vars
-	respond "over tlcp {tlcp.cipher_suite} {tlcp.version} client={tlcp.client.subject}"
+	respond "over tlcp {tlcp.cipher_suite} {tlcp.version} {http.request.scheme} client={tlcp.client.subject}"
 }
 
 https://localhost:{DUAL} {
 	tls internal
-	respond "dual {http.request.tls.version}"
+	respond "dual {http.request.tls.version} {http.request.scheme}"
 }
 `
 
@@ -120,9 +120,10 @@ func TestTLCPListener(t *testing.T) {
 				if st.CipherSuite != suite {
 					t.Fatalf("negotiated %s, want %s", tlcp.CipherSuiteName(st.CipherSuite), tlcp.CipherSuiteName(suite))
 				}
-				want := "over tlcp " + tlcp.CipherSuiteName(suite) + " 0x0101 client=CN="
+				// r.TLS is set for TLCP requests on both kinds of port: scheme https.
+				want := "over tlcp " + tlcp.CipherSuiteName(suite) + " 0x0101 https client=CN="
 				if port == dualPort {
-					want = "dual"
+					want = "dual 0x0101 https"
 				}
 				if !strings.HasPrefix(body, want) {
 					t.Fatalf("body %q, want prefix %q", body, want)

@@ -27,6 +27,11 @@ type DevPKI struct {
 	Server       *Pair
 	Platform     *Issued
 	Client       *Pair
+	// Bank is the demo bank's TLCP server pair (same names as Server).
+	Bank *Pair
+	// BankPlatform is the demo bank's platform signing certificate (it
+	// signs the bank's replies).
+	BankPlatform *Issued
 }
 
 // Development PKI constants.
@@ -53,6 +58,12 @@ const (
 	DevClientSignBase = "client_sign"
 	// DevClientEncBase is the demo client encryption certificate.
 	DevClientEncBase = "client_enc"
+	// DevBankSignBase is the demo bank's TLCP signature certificate.
+	DevBankSignBase = "bank_sign"
+	// DevBankEncBase is the demo bank's TLCP encryption certificate.
+	DevBankEncBase = "bank_enc"
+	// DevBankPlatformBase is the demo bank's platform signing certificate.
+	DevBankPlatformBase = "bank_platform"
 )
 
 // EnsureDevPKI creates under dir (mode 0700) on first use: a root CA, a
@@ -150,6 +161,35 @@ func ensureDevPKI(dir string, names []string, now func() time.Time) (*DevPKI, er
 		cSign, cEnc = p.Sign, p.Enc
 	}
 	d.Client = &Pair{Sign: cSign, Enc: cEnc}
+
+	// The demo bank: its own TLCP server pair (re-issued with the names) and platform certificate.
+	bSign, ok1 := loadDevIssued(dir, DevBankSignBase, root.Cert, RoleSign, t)
+	bEnc, ok2 := loadDevIssued(dir, DevBankEncBase, root.Cert, RoleEnc, t)
+	if fresh || !ok1 || !ok2 || !sameNames(bSign.Cert, dnsNames, ips) || !sameNames(bEnc.Cert, dnsNames, ips) {
+		bankOpts := serverOpts
+		bankOpts.Organization = []string{"gmgate demo bank"}
+		p, err := d.Root.IssueServerPair(bankOpts)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeDevPair(dir, DevBankSignBase, DevBankEncBase, p); err != nil {
+			return nil, err
+		}
+		bSign, bEnc = p.Sign, p.Enc
+	}
+	d.Bank = &Pair{Sign: bSign, Enc: bEnc}
+
+	bPlat, ok := loadDevIssued(dir, DevBankPlatformBase, root.Cert, RoleSign, t)
+	if fresh || !ok {
+		bPlat, err = d.Root.IssuePlatform(IssueOptions{CommonName: "gmgate demo bank platform", Organization: []string{"gmgate demo bank"}, NotBefore: nb})
+		if err != nil {
+			return nil, err
+		}
+		if err := writeDevIssued(dir, DevBankPlatformBase, bPlat); err != nil {
+			return nil, err
+		}
+	}
+	d.BankPlatform = bPlat
 	return d, nil
 }
 

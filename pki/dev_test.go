@@ -25,7 +25,8 @@ func checkDevPKI(t *testing.T, d *DevPKI, at time.Time, names []string) {
 	for _, tc := range []struct {
 		iss  *Issued
 		role Role
-	}{{d.Server.Sign, RoleSign}, {d.Server.Enc, RoleEnc}, {d.Platform, RoleSign}, {d.Client.Sign, RoleSign}, {d.Client.Enc, RoleEnc}} {
+	}{{d.Server.Sign, RoleSign}, {d.Server.Enc, RoleEnc}, {d.Platform, RoleSign}, {d.Client.Sign, RoleSign}, {d.Client.Enc, RoleEnc},
+		{d.Bank.Sign, RoleSign}, {d.Bank.Enc, RoleEnc}, {d.BankPlatform, RoleSign}} {
 		if _, err := v.Verify(tc.iss.Cert, nil, tc.role); err != nil {
 			t.Fatalf("%s: %v", tc.iss.Cert.Subject, err)
 		}
@@ -33,7 +34,7 @@ func checkDevPKI(t *testing.T, d *DevPKI, at time.Time, names []string) {
 			t.Fatal("key mismatch")
 		}
 	}
-	for _, c := range []*smx509.Certificate{d.Server.Sign.Cert, d.Server.Enc.Cert} {
+	for _, c := range []*smx509.Certificate{d.Server.Sign.Cert, d.Server.Enc.Cert, d.Bank.Sign.Cert, d.Bank.Enc.Cert} {
 		for _, n := range names {
 			if ip := net.ParseIP(n); ip != nil {
 				if c.VerifyHostname(n) != nil {
@@ -68,7 +69,7 @@ func TestEnsureDevPKI(t *testing.T) {
 	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
 		t.Fatalf("dir mode %v", st.Mode().Perm())
 	}
-	for _, base := range []string{DevRootBase, DevServerSignBase, DevServerEncBase, DevPlatformBase, DevClientSignBase, DevClientEncBase} {
+	for _, base := range []string{DevRootBase, DevServerSignBase, DevServerEncBase, DevPlatformBase, DevClientSignBase, DevClientEncBase, DevBankSignBase, DevBankEncBase, DevBankPlatformBase} {
 		st, err := os.Stat(filepath.Join(dir, base+".key"))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s.key: %v %v", base, err, st)
@@ -86,7 +87,8 @@ func TestEnsureDevPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range [][2]*smx509.Certificate{{d1.Root.Cert, d2.Root.Cert}, {d1.Server.Sign.Cert, d2.Server.Sign.Cert},
-		{d1.Server.Enc.Cert, d2.Server.Enc.Cert}, {d1.Platform.Cert, d2.Platform.Cert}, {d1.Client.Enc.Cert, d2.Client.Enc.Cert}} {
+		{d1.Server.Enc.Cert, d2.Server.Enc.Cert}, {d1.Platform.Cert, d2.Platform.Cert}, {d1.Client.Enc.Cert, d2.Client.Enc.Cert},
+		{d1.Bank.Sign.Cert, d2.Bank.Sign.Cert}, {d1.BankPlatform.Cert, d2.BankPlatform.Cert}} {
 		if !p[0].Equal(p[1]) {
 			t.Fatalf("%s re-issued without reason", p[0].Subject)
 		}
