@@ -157,6 +157,12 @@ type EnvelopeConfig struct {
 	DecryptKey string `json:"decrypt_key,omitempty"`
 	// SealReply envelopes replies for the TLCP client's encryption certificate.
 	SealReply bool `json:"seal_reply,omitempty"`
+	// Order is "auto" (default: seal_then_sign for wechatpay-v3-sm2 and http-sig-sm2,
+	// sign_then_seal for form-sm2 and unionpay-sm2, as the client SDK), "seal_then_sign" (the
+	// signature covers the envelope: verify, then open; replies are sealed, then signed) or
+	// "sign_then_seal" (the signature covers the plaintext: open, then verify; replies are
+	// signed, then sealed).
+	Order string `json:"order,omitempty"`
 }
 
 // ReplySigningConfig configures reply signatures.
@@ -289,7 +295,15 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	vo := gateway.VerifierOptions{Scheme: h.scheme, Identities: ids, Replay: guard, MaxBodySize: h.MaxBodySize,
 		Binding: bind, HeaderPrefix: h.HeaderPrefix, RequestIDHeader: "X-Request-Id",
 		OnAuditError: func(err error) { h.logger.Error("gm_verify: audit write failed", zap.Error(err)) }}
+	var order gateway.EnvelopeOrder
 	if e := h.Envelope; e != nil {
+		if order, err = gateway.ParseEnvelopeOrder(e.Order); err != nil {
+			return fmt.Errorf("gm_verify: envelope: %w", err)
+		}
+		if _, err := gateway.ResolveEnvelopeOrder(order, h.scheme.Name()); err != nil {
+			return fmt.Errorf("gm_verify: envelope: %w", err)
+		}
+		vo.EnvelopeOrder = order
 		if e.DecryptKey != "" {
 			dec, err := app.Decrypter(e.DecryptKey)
 			if err != nil {
@@ -321,7 +335,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		if cs, err := app.Certificates(replyKey); err == nil && len(cs) > 0 {
 			cert = cs[0]
 		}
-		h.reply = &gateway.ReplySigner{Signer: signer, Cert: cert}
+		h.reply = &gateway.ReplySigner{Signer: signer, Cert: cert, Order: order}
 		if h.sealReply {
 			h.reply.Seal = func(plain []byte, enc *smx509.Certificate) ([]byte, error) {
 				return gateway.SealEnvelope(plain, enc, gateway.SealOptions{})
@@ -551,6 +565,7 @@ func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //		envelope {
 //			decrypt_key <vault key name>
 //			seal_reply
+//			order       auto|seal_then_sign|sign_then_seal
 //		}
 //		reply_signing {
 //			key <vault key name>
@@ -673,6 +688,13 @@ func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.Envelope.SealReply = true
+				case "order":
+					if err := oneArg(d, &h.Envelope.Order); err != nil {
+						return err
+					}
+					if _, err := gateway.ParseEnvelopeOrder(h.Envelope.Order); err != nil {
+						return d.Err(err.Error())
+					}
 				default:
 					return d.Errf("unknown envelope option %q", d.Val())
 				}

@@ -47,6 +47,7 @@ const verifyCaddyfile = `{
 		envelope {
 			decrypt_key platform-enc
 			seal_reply
+			order sign_then_seal
 		}
 		reply_signing {
 			key platform-sign
@@ -62,7 +63,7 @@ const verifyCaddyfile = `{
 // goldenVerifyJSON is the handler the Caddyfile above adapts to.
 const goldenVerifyJSON = `{"audit":{"checkpoint_every":100,"max_size":10000000,"path":"/var/log/gm/audit.log"},` +
 	`"bind_tlcp_client":"subject","crls":["/etc/gm/root.crl"],` +
-	`"envelope":{"decrypt_key":"platform-enc","seal_reply":true},"handler":"gm_verify",` +
+	`"envelope":{"decrypt_key":"platform-enc","order":"sign_then_seal","seal_reply":true},"handler":"gm_verify",` +
 	`"identities":{"dir":"/etc/gm/clients","files":["/etc/gm/merchant1.pem"],"reload_interval":10000000000,"vault":["merchant-2"]},` +
 	`"max_body_size":65536,` +
 	`"replay":{"fail_open":true,"redis_address":"127.0.0.1:6379","redis_password_env":"REDIS_PW","redis_prefix":"gm:","store":"redis","window":120000000000},` +
@@ -143,6 +144,8 @@ func TestVerifyCaddyfileErrors(t *testing.T) {
 		"gm_verify {\n identities {\n dir\n }\n}",
 		"gm_verify {\n scheme form-sm2 {\n colour blue\n }\n}",
 		"gm_verify {\n audit a b\n}",
+		"gm_verify {\n envelope {\n order sometimes\n }\n}",
+		"gm_verify {\n envelope {\n order\n }\n}",
 	} {
 		var v Verify
 		if err := v.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {

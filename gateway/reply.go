@@ -17,7 +17,8 @@ type ReplySealer func(plain []byte, clientEnc *smx509.Certificate) ([]byte, erro
 
 // ReplySigner signs back-end replies with the platform signing key in the
 // scheme the client used, optionally enveloping the body for the client
-// first (sign over the ciphertext, as the client verifies before opening).
+// (before signing for header schemes, after signing for body schemes; see
+// Order).
 type ReplySigner struct {
 	// Signer is the platform SM2 signing key (vault or HSM). Required.
 	Signer crypto.Signer
@@ -30,6 +31,11 @@ type ReplySigner struct {
 	// Seal, when set, envelopes the reply body for the client's encryption
 	// certificate whenever one is given to Sign.
 	Seal ReplySealer
+	// Order is the envelope order of sealed replies: SealThenSign signs the
+	// envelope bytes, SignThenSeal seals the signed body. OrderAuto: by
+	// scheme, as ResolveEnvelopeOrder (the client SDK opens or verifies
+	// first by the same rule).
+	Order EnvelopeOrder
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -46,13 +52,23 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 	if s == nil || s.Signer == nil || scheme == nil {
 		return nil, fmt.Errorf("%w: no key or scheme", ErrReplySign)
 	}
-	if s.Seal != nil && clientEnc != nil {
-		sealed, err := s.Seal(body, clientEnc)
+	if h == nil {
+		h = http.Header{}
+	}
+	sealing := s.Seal != nil && clientEnc != nil
+	order := OrderAuto
+	if sealing {
+		var err error
+		if order, err = ResolveEnvelopeOrder(s.Order, scheme.Name()); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrReplySign, err)
+		}
+	}
+	if sealing && order == SealThenSign {
+		sealed, err := s.seal(h, body, clientEnc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: envelope: %w", ErrReplySign, err)
+			return nil, err
 		}
 		body = sealed
-		h.Del("Content-Encoding")
 	}
 	keyID := s.KeyID
 	if keyID == "" && s.Cert != nil {
@@ -61,9 +77,6 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
-	}
-	if h == nil {
-		h = http.Header{}
 	}
 	// Remove signature headers the back end may have set itself, of every scheme.
 	for _, name := range signing.Names() {
@@ -75,5 +88,25 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 	if err := scheme.Sign(m, signing.Key{Signer: s.Signer, KeyID: keyID, Cert: s.Cert}, now(), ""); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrReplySign, err)
 	}
+	if sealing && order == SignThenSeal {
+		return s.seal(h, m.Body, clientEnc)
+	}
 	return m.Body, nil
+}
+
+// seal envelopes body and marks h: Content-Type names the envelope and
+// Gm-Inner-Content-Type the original type.
+func (s *ReplySigner) seal(h http.Header, body []byte, clientEnc *smx509.Certificate) ([]byte, error) {
+	sealed, err := s.Seal(body, clientEnc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: envelope: %w", ErrReplySign, err)
+	}
+	if ct := h.Get("Content-Type"); ct != "" {
+		h.Set(HeaderInnerContentType, ct)
+	} else {
+		h.Del(HeaderInnerContentType)
+	}
+	h.Set("Content-Type", EnvelopeContentType)
+	h.Del("Content-Encoding")
+	return sealed, nil
 }

@@ -58,9 +58,16 @@ type VerifierOptions struct {
 	Replay *ReplayGuard
 	// MaxBodySize bounds the request body (default DefaultMaxBodySize).
 	MaxBodySize int64
-	// Opener, when set, opens the body after verification; the opened body
-	// is what gets forwarded.
+	// Opener, when set, opens every non-empty request body (see
+	// EnvelopeOrder); the opened body is what gets forwarded, with the
+	// Content-Type named by Gm-Inner-Content-Type.
 	Opener BodyOpener
+	// EnvelopeOrder says what the request signature covers when an Opener
+	// is set: the envelope bytes (SealThenSign: verify, then open) or the
+	// plaintext (SignThenSeal: open, then verify the opened body with the
+	// inner Content-Type). OrderAuto: SealThenSign for header schemes,
+	// SignThenSeal for body schemes, the client SDK's rule.
+	EnvelopeOrder EnvelopeOrder
 	// Binding ties the signing certificate to the TLCP client certificate.
 	Binding Binding
 	// Audit, when set, records every decision. An accepted request whose
@@ -105,6 +112,13 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 		opts.HeaderPrefix = DefaultIdentityHeaderPrefix
 	}
 	opts.HeaderPrefix = http.CanonicalHeaderKey(opts.HeaderPrefix)
+	if opts.Opener != nil {
+		o, err := ResolveEnvelopeOrder(opts.EnvelopeOrder, opts.Scheme.Name())
+		if err != nil {
+			return nil, err
+		}
+		opts.EnvelopeOrder = o
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -113,6 +127,10 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 
 // Scheme returns the verifier's signature scheme.
 func (v *Verifier) Scheme() signing.Scheme { return v.o.Scheme }
+
+// EnvelopeOrder returns the resolved envelope order (OrderAuto when no
+// Opener is configured).
+func (v *Verifier) EnvelopeOrder() EnvelopeOrder { return v.o.EnvelopeOrder }
 
 // HeaderPrefix returns the canonical identity header prefix.
 func (v *Verifier) HeaderPrefix() string { return v.o.HeaderPrefix }
@@ -198,7 +216,27 @@ func requestMessage(r *http.Request, body []byte) *signing.Message {
 // VerifyMessage runs the pipeline on an already read message (m.Body is the
 // exact raw body). r, when not nil, only supplies the request ID for the
 // audit entry. It does not modify r.
+//
+// With an Opener and SignThenSeal, the body is opened first (an envelope that
+// cannot be opened is envelope_invalid before any signature check) and the
+// signature is verified over the plaintext with the inner Content-Type.
 func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate) (*Result, error) {
+	openedFirst := false
+	if v.o.Opener != nil && v.o.EnvelopeOrder == SignThenSeal && len(m.Body) > 0 {
+		plain, err := v.open(m.Body)
+		if err != nil {
+			v.audit(r, nil, nil, CodeOf(err))
+			return nil, err
+		}
+		h := m.Header.Clone()
+		if h == nil {
+			h = http.Header{}
+		}
+		restoreContentType(h)
+		opened := *m
+		opened.Header, opened.Body = h, plain
+		m, openedFirst = &opened, true
+	}
 	sd, err := v.o.Scheme.Parse(m)
 	if err != nil {
 		err = WithCode(parseCode(err), err)
@@ -234,16 +272,11 @@ func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *htt
 		return nil, err
 	}
 	res := &Result{Identity: id, Scheme: v.o.Scheme.Name(), KeyID: sd.KeyID, Serial: id.SerialHex,
-		Subject: id.Subject, Signed: sd, Body: m.Body}
-	if v.o.Opener != nil && len(m.Body) > 0 {
-		plain, err := v.o.Opener.Open(m.Body)
+		Subject: id.Subject, Signed: sd, Body: m.Body, Opened: openedFirst}
+	if v.o.Opener != nil && !openedFirst && len(m.Body) > 0 {
+		plain, err := v.open(m.Body)
 		if err != nil {
-			c := CodeOf(err)
-			if c != CodeBodyTooLarge {
-				c = CodeEnvelopeInvalid
-			}
-			err = WithCode(c, err)
-			v.audit(r, sd, id, c)
+			v.audit(r, sd, id, CodeOf(err))
 			return nil, err
 		}
 		res.Body, res.Opened = plain, true
@@ -254,6 +287,20 @@ func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *htt
 	return res, nil
 }
 
+// open opens body with the Opener; errors carry envelope_invalid (or
+// body_too_large).
+func (v *Verifier) open(body []byte) ([]byte, error) {
+	plain, err := v.o.Opener.Open(body)
+	if err != nil {
+		c := CodeOf(err)
+		if c != CodeBodyTooLarge {
+			c = CodeEnvelopeInvalid
+		}
+		return nil, WithCode(c, err)
+	}
+	return plain, nil
+}
+
 // install replaces r's body with res.Body and sets the identity headers.
 func (v *Verifier) install(r *http.Request, res *Result) {
 	r.Body = io.NopCloser(bytes.NewReader(res.Body))
@@ -261,6 +308,7 @@ func (v *Verifier) install(r *http.Request, res *Result) {
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(res.Body)), nil }
 	if res.Opened {
 		r.Header.Del("Content-Encoding")
+		restoreContentType(r.Header)
 	}
 	r.Header.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	StripIdentityHeaders(r.Header, v.o.HeaderPrefix)
