@@ -243,7 +243,9 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 	}
 }
 
-func gatewayIsEnvelope(ct string) bool { return strings.HasPrefix(strings.ToLower(ct), "application/pkcs7-mime") }
+func gatewayIsEnvelope(ct string) bool {
+	return strings.HasPrefix(strings.ToLower(ct), "application/pkcs7-mime")
+}
 
 func tail(s string, n int) string {
 	if len(s) > n {
