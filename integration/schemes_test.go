@@ -199,7 +199,7 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 			path := "/" + rt.name + "/pay/transactions?sub=1"
 			resp, err := c.Post(context.Background(), path, ct, body)
 			if err != nil {
-				t.Fatalf("POST: %v\n%s", err, tail(inst.out.String(), 3000))
+				t.Fatalf("POST: %v\n%s", err, schTail(inst.out.String(), 3000))
 			}
 			// The reply: signed by the platform key, fresh, verified by the SDK (and opened).
 			if resp.StatusCode != http.StatusOK || resp.Reply == nil || resp.Reply.Serial != signing.SerialHex(platform.SerialNumber) ||
@@ -209,7 +209,7 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 			if !bytes.Contains(resp.Body, []byte("echo_sm3")) || bytes.Contains(resp.Body, []byte{0x30, 0x82}) {
 				t.Fatalf("reply body %q", resp.Body)
 			}
-			if gatewayIsEnvelope(resp.Header.Get("Content-Type")) {
+			if schIsEnvelope(resp.Header.Get("Content-Type")) {
 				t.Fatalf("reply Content-Type %q", resp.Header.Get("Content-Type"))
 			}
 			// The back end: one plain request with the verified identity.
@@ -228,7 +228,7 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 					t.Fatalf("back end body %q, want %q", s.body, body)
 				}
 			}
-			if gatewayIsEnvelope(s.header.Get("Content-Type")) || s.header.Get("Content-Type") != ct ||
+			if schIsEnvelope(s.header.Get("Content-Type")) || s.header.Get("Content-Type") != ct ||
 				s.header.Get(gateway.HeaderInnerContentType) != "" {
 				t.Fatalf("back end Content-Type %q (inner %q)", s.header.Get("Content-Type"), s.header.Get(gateway.HeaderInnerContentType))
 			}
@@ -243,11 +243,11 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 	}
 }
 
-func gatewayIsEnvelope(ct string) bool {
+func schIsEnvelope(ct string) bool {
 	return strings.HasPrefix(strings.ToLower(ct), "application/pkcs7-mime")
 }
 
-func tail(s string, n int) string {
+func schTail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
 	}
