@@ -158,6 +158,9 @@ type EnvelopeConfig struct {
 	// SealThenSign for header schemes (wechatpay-v3-sm2, http-sig-sm2: the signature covers the
 	// bytes on the wire), SignThenSeal for body schemes (form-sm2, unionpay-sm2: the signature
 	// is a body field, so the signed body is sealed). Replies are checked in the mirror order.
+	// The gateway follows the same rule (gateway.ResolveEnvelopeOrder, gm_verify's
+	// `envelope { order auto|seal_then_sign|sign_then_seal }`); a non-default order must be
+	// configured on both sides. See docs/signing.md.
 	Order EnvelopeOrder
 }
 
