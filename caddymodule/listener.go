@@ -388,10 +388,12 @@ func handshakeResult(err error) string {
 	}
 	var ae *tlcp.AlertError
 	if errors.As(err, &ae) {
+		// Label values in snake_case like the others: "handshake failure" -> handshake_failure.
+		name := strings.ToLower(strings.NewReplacer(" ", "_", "(", "_", ")", "").Replace(ae.Alert.String()))
 		if ae.Remote {
-			return "remote_" + ae.Alert.String()
+			return "remote_" + name
 		}
-		return ae.Alert.String()
+		return name
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -1,12 +1,17 @@
 package caddymodule
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/tlcp"
 )
 
 // A dual-stack tlcp wrapper whose tlcp_join is missing must refuse TLCP connections (not park
@@ -58,5 +63,25 @@ func TestDualStackWithoutJoinRefusesTLCP(t *testing.T) {
 		oc.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("TLS connection not routed to the other listener")
+	}
+}
+
+// Handshake results are Prometheus label values: snake_case, one per failure class.
+func TestHandshakeResultLabels(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "ok"},
+		{&tlcp.AlertError{Alert: tlcp.AlertHandshakeFailure}, "handshake_failure"},
+		{fmt.Errorf("wrapped: %w", &tlcp.AlertError{Alert: tlcp.AlertBadRecordMAC, Remote: true}), "remote_bad_record_mac"},
+		{&tlcp.AlertError{Alert: tlcp.Alert(250)}, "alert_250"},
+		{io.ErrUnexpectedEOF, "eof"},
+		{os.ErrDeadlineExceeded, "timeout"},
+		{errors.New("other"), "error"},
+	} {
+		if got := handshakeResult(tc.err); got != tc.want {
+			t.Errorf("handshakeResult(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

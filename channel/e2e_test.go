@@ -132,7 +132,8 @@ func TestEndToEndProfiles(t *testing.T) {
 			}
 			recs := audit.all()
 			if len(recs) != 1 || recs[0].Verdict != gateway.VerdictAccept || recs[0].Direction != gateway.DirectionOutbound ||
-				len(recs[0].Signature) == 0 || len(recs[0].SignedSM3) != 32 || recs[0].CertSerial == "" {
+				len(recs[0].Signature) == 0 || len(recs[0].SignedSM3) != 32 ||
+				recs[0].CertSerial != signing.SerialHex(p.BankSign.Cert.SerialNumber) {
 				t.Fatalf("audit %+v", recs)
 			}
 			if got := metrics.all(); len(got) != 1 || !strings.HasSuffix(got[0], ":ok") {

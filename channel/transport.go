@@ -239,7 +239,7 @@ func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Respons
 	if err != nil {
 		return nil, rec, err, true
 	}
-	rec.CertSerial = hex.EncodeToString(reply.Cert.SerialNumber.Bytes())
+	rec.CertSerial = signing.SerialHex(reply.Cert.SerialNumber) // upper-case hex, as inbound entries
 	h := bankResp.Header.Clone()
 	for _, name := range signing.SignatureHeaders(t.ch.schemeName) {
 		h.Del(name)
