@@ -257,10 +257,10 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 		zap.String("sign_key", w.SignKey),
 		zap.String("enc_key", w.EncKey))
 	if !w.DualStack {
-		return &tlcpListener{Listener: ln, w: w}
+		return &tlcpListener{Listener: ln, w: w, stateful: false}
 	}
 	mux := tlcp.NewMux(ln, time.Duration(w.PeekTimeout))
-	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w}
+	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true}
 	joins.park(addr, parked)
 	// tlcp_join takes the parked listener while the server starts. If none does, TLCP
 	// connections would queue in the mux until it stalls TLS too: refuse them instead.
@@ -284,6 +284,10 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 type tlcpListener struct {
 	net.Listener
 	w *ListenerWrapper
+	// stateful exposes a crypto/tls ConnectionState: on a dual-stack port (a TLS server to
+	// Caddy) Caddy then sets r.TLS itself. A TLCP-only port is an http:// server to Caddy, which
+	// warns about such connections, so there tlcp_vars and gm_verify set r.TLS instead.
+	stateful bool
 }
 
 // Accept returns the next connection as a TLCP server connection; its handshake runs on first
@@ -294,7 +298,10 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger, key: connKey(c.LocalAddr(), c.RemoteAddr())}
-	return &tlcpStateConn{tc}, nil
+	if l.stateful {
+		return &tlcpStateConn{tc}, nil
+	}
+	return tc, nil
 }
 
 // tlcpConn is a TLCP server connection that records its handshake in metrics and in the
@@ -359,20 +366,20 @@ func (c *tlcpConn) Close() error {
 	return c.Conn.Close()
 }
 
-// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so net/http and Caddy treat
-// the request as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID;
-// scheme https for placeholders, X-Forwarded-Proto and signatures that cover @target-uri).
+// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so Caddy treats the request
+// as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID; scheme https
+// for placeholders, X-Forwarded-Proto and signatures that cover @target-uri).
 type tlcpStateConn struct{ *tlcpConn }
 
-// ConnectionState runs the handshake (net/http asks before reading the first request; the
-// handshake is bounded by handshake_timeout) and reports the TLCP session in crypto/tls terms
-// (no peer certificates: SM2 certificates are not crypto/x509 certificates; the gm_verify
-// handler reads them directly).
+// ConnectionState reports the TLCP session in crypto/tls terms (Caddy asks once the first
+// request has been read, after the handshake).
 func (c *tlcpStateConn) ConnectionState() tls.ConnectionState {
-	if c.handshake() != nil {
-		return tls.ConnectionState{}
-	}
-	st := c.Conn.ConnectionState()
+	return tlsConnectionState(c.Conn.ConnectionState())
+}
+
+// tlsConnectionState is a TLCP session in crypto/tls terms (no peer certificates: SM2
+// certificates are not crypto/x509 certificates; the gm_verify handler reads them directly).
+func tlsConnectionState(st tlcp.ConnectionState) tls.ConnectionState {
 	return tls.ConnectionState{
 		Version:           st.Version,
 		HandshakeComplete: st.HandshakeComplete,

@@ -65,11 +65,17 @@ func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
 }
 
 // setTLCPPlaceholders sets the {tlcp.*} placeholders of r (when it came over TLCP) and returns
-// the connection's TLCP state.
+// the connection's TLCP state. On a TLCP-only port (an http:// server to Caddy) it also sets
+// r.TLS, so that the rest of the chain sees a request that came over a secure channel: scheme
+// https for placeholders, X-Forwarded-Proto and the @target-uri that signatures cover.
 func setTLCPPlaceholders(r *http.Request) (tlcp.ConnectionState, bool) {
 	st, ok := tlcpState(r)
 	if !ok {
 		return st, false
+	}
+	if r.TLS == nil {
+		cs := tlsConnectionState(st)
+		r.TLS = &cs
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {

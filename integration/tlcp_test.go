@@ -134,7 +134,16 @@ func TestTLCPListener(t *testing.T) {
 
 	t.Run("TLS on the dual-stack port", func(t *testing.T) {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}}}
-		resp, err := c.Get(fmt.Sprintf("https://localhost:%d/", dualPort))
+		// Caddy obtains the `tls internal` certificate in the background after start: until
+		// then TLS handshakes fail with internal_error.
+		var resp *http.Response
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			resp, err = c.Get(fmt.Sprintf("https://localhost:%d/", dualPort))
+			if err == nil || !strings.Contains(err.Error(), "internal error") || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
