@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	for _, tc := range []struct {
+		name string
+		in   []time.Duration
+		q    float64
+		want time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", ms(7), 0.99, 7 * time.Millisecond},
+		{"median of 4 is the 2nd", ms(1, 2, 3, 4), 0.5, 2 * time.Millisecond},
+		{"p99 of 1..100", ms(hundred...), 0.99, 99 * time.Millisecond},
+		{"p100", ms(hundred...), 1, 100 * time.Millisecond},
+		{"tiny q is the minimum", ms(3, 5, 9), 0.0001, 3 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := percentile(tc.in, tc.q); got != tc.want {
+				t.Fatalf("percentile(%v, %v) = %v, want %v", tc.in, tc.q, got, tc.want)
+			}
+		})
+	}
+	// summarize sorts its input.
+	s := summarize(ms(5, 1, 4, 2, 3))
+	if s.N != 5 || s.P50 != 3*time.Millisecond || s.Max != 5*time.Millisecond {
+		t.Fatalf("summarize: %+v", s)
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		stat    string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"plain", "1234 (gmgate) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0", 300 * clockTick, false},
+		{"name with spaces and parens", "99 (a b) c)) R 1 99 99 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 5", 10 * clockTick, false},
+		{"no command", "1234 gmgate S 1", 0, true},
+		{"too short", "1 (x) S 1 2 3", 0, true},
+		{"not a number", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 x 3 0", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseStatCPU(tc.stat)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("got %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseStatusRSS(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		status  string
+		want    int64
+		wantErr bool
+	}{
+		{"kB", "Name:\tgmgate\nVmPeak:\t  900 kB\nVmRSS:\t   81234 kB\nThreads:\t9\n", 81234 * 1024, false},
+		{"missing", "Name:\tgmgate\n", 0, true},
+		{"bad unit", "VmRSS:\t 12 MB\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseStatusRSS(tc.status)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("got %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestProcSelf(t *testing.T) {
+	if _, err := procCPU("self"); err != nil {
+		t.Fatal(err)
+	}
+	if rss, err := procRSS("self"); err != nil || rss <= 0 {
+		t.Fatalf("rss %d, %v", rss, err)
+	}
+}
+
+func TestParsers(t *testing.T) {
+	if got := parseCPUModel("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"); got != "AMD EPYC 7B13" {
+		t.Fatalf("cpu model %q", got)
+	}
+	if got := parseMemTotal("MemTotal:       24641536 kB\n"); got != "23.5 GiB" {
+		t.Fatalf("mem %q", got)
+	}
+	prom := `# HELP x
+gmgate_tlcp_handshake_duration_seconds_bucket{resumed="false",suite="ECC_SM4_GCM_SM3",le="0.1"} 3
+gmgate_tlcp_handshake_duration_seconds_count{resumed="false",suite="ECC_SM4_GCM_SM3"} 3
+gmgate_tlcp_handshake_duration_seconds_count{resumed="false",suite="ECC_SM4_CBC_SM3"} 2
+gmgate_tlcp_handshake_duration_seconds_count{resumed="true",suite="ECC_SM4_GCM_SM3"} 7
+`
+	if full, res := parseHandshakes(prom); full != 5 || res != 7 {
+		t.Fatalf("handshakes %v %v", full, res)
+	}
+	for _, tc := range []struct {
+		in   string
+		want float64
+		ok   bool
+	}{
+		{"Active filters:\n   focus=x\nShowing nodes accounting for 0.35s, 31.25% of 1.12s total\n", 31.25, true},
+		{"Focus expression matched no samples\n", 0, false},
+	} {
+		got, ok := parseFocusShare(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Fatalf("parseFocusShare(%q) = %v %v", tc.in, got, ok)
+		}
+	}
+}
+
+func TestStats(t *testing.T) {
+	if s := slope([]float64{0, 1, 2, 3}, []float64{10, 12, 14, 16}); s != 2 {
+		t.Fatalf("slope %v", s)
+	}
+	if s := slope([]float64{1}, []float64{1}); s != 0 {
+		t.Fatalf("slope of one point %v", s)
+	}
+	for _, tc := range []struct {
+		rps  []float64
+		want bool
+	}{
+		{[]float64{100}, true},
+		{[]float64{100, 200}, true},
+		{[]float64{100, 200, 204}, false},
+		{[]float64{100, 200, 150}, false},
+		{[]float64{100, 200, 150, 260}, true},
+	} {
+		if got := stillGrowing(tc.rps, 0.05); got != tc.want {
+			t.Fatalf("stillGrowing(%v) = %v", tc.rps, got)
+		}
+	}
+	if peakIndex([]float64{1, 5, 5, 2}) != 1 || peakIndex(nil) != -1 {
+		t.Fatal("peakIndex")
+	}
+}
+
+func TestBound(t *testing.T) {
+	c := sm2Costs{Sign: 20 * time.Microsecond, Verify: 60 * time.Microsecond, Encrypt: 70 * time.Microsecond, Decrypt: 50 * time.Microsecond}
+	b := newBound(c, 1000, 10, 100)
+	// ingress: 80 + 10/1000 * (20+50+60); egress: 80 + 100/1000 * (60+70+20)
+	if b.IngressPerReq != 80*time.Microsecond+1300*time.Nanosecond || b.EgressPerReq != 95*time.Microsecond {
+		t.Fatalf("bound %+v", b)
+	}
+	if newBound(c, 0, 5, 5).Total() != 160*time.Microsecond {
+		t.Fatal("bound without requests counts only per-request operations")
+	}
+}
+
+func TestSoakVerdict(t *testing.T) {
+	mk := func(vals ...int64) []rssSample {
+		var out []rssSample
+		for i, v := range vals {
+			out = append(out, rssSample{At: time.Duration(i) * time.Minute, RSS: map[string]int64{"ingress": v << 20}})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		in   []rssSample
+		flat bool
+	}{
+		{"rises then level", mk(50, 70, 90, 100, 100, 101, 102, 101, 100), true},
+		{"keeps rising", mk(50, 60, 70, 80, 90, 100, 110, 120, 130), false},
+		{"empty", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := judgeSoak(tc.in, "ingress"); v.Flat != tc.flat {
+				t.Fatalf("verdict %+v, want flat=%v", v, tc.flat)
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	costs := sm2Costs{Sign: 25 * time.Microsecond, Verify: 60 * time.Microsecond, Encrypt: 65 * time.Microsecond, Decrypt: 50 * time.Microsecond}
+	step := func(name string, conc, reqs int, cpu time.Duration, p99 time.Duration) stepResult {
+		s := stepResult{Target: name, Mode: "closed", Concurrency: conc, Requests: reqs, RPS: float64(reqs) / 10,
+			Window: 10 * time.Second, CPU: map[string]time.Duration{}, RSS: map[string]int64{}, Lat: latencies{N: reqs, P50: p99 / 4, P99: p99}}
+		if name == "gateway" {
+			s.CPU["ingress"], s.CPU["egress"] = cpu/2, cpu/2
+		} else {
+			s.CPU["baseline"] = cpu
+		}
+		return s
+	}
+	gw, bl := step("gateway", 8, 1000, 200*time.Millisecond, 8*time.Millisecond), step("baseline", 8, 5000, 500*time.Millisecond, 2*time.Millisecond)
+	half := step("gateway", 8, 500, 100*time.Millisecond, 6*time.Millisecond)
+	half.Mode, half.Rate = "open", 50
+	halfBL := step("baseline", 8, 500, 40*time.Millisecond, 2*time.Millisecond)
+	r := &report{CmdLine: "go run ./integration/cmd/gmload -duration 10s", Scheme: "wechatpay-v3-sm2", Audit: "interval",
+		Costs: costs, Ramp: []stepResult{gw, bl}, PeakGW: gw, PeakBL: bl, HalfGW: half, HalfBL: halfBL, PNG: "report.png",
+		Machine: machine{CPUModel: "Test CPU", NumCPU: 2}}
+	var buf bytes.Buffer
+	r.render(&buf)
+	md := buf.String()
+	// Gateway 200 µs/req against a bound of 2*(25+60) = 170 µs: ratio 1.18, met; p99 added 4 ms: met.
+	for _, want := range []string{
+		"| CPU | Test CPU |",
+		"go run ./integration/cmd/gmload -duration 10s",
+		"| 1.18 (200 µs ÷ 170 µs) | ≤ 1.25 | **met** |",
+		"| 4.00 ms (6.00 − 2.00) | < 5.00 ms | **met** |",
+		"not run (`-soak 0`)",
+		"![throughput",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Slower gateway: both targets missed.
+	r.HalfGW = step("gateway", 8, 500, 150*time.Millisecond, 9*time.Millisecond)
+	r.HalfGW.Rate = 50
+	buf.Reset()
+	r.render(&buf)
+	if md := buf.String(); strings.Count(md, "**not met**") != 2 {
+		t.Errorf("want two targets not met:\n%s", md)
+	}
+
+	// The chart is a PNG, with and without a soak.
+	for _, soak := range []*soakResult{nil, {Samples: []rssSample{{At: 0, RSS: map[string]int64{"ingress": 1 << 26}}, {At: time.Minute, RSS: map[string]int64{"ingress": 1 << 26}}}}} {
+		r.Soak = soak
+		path := filepath.Join(t.TempDir(), "r.png")
+		if err := writeChart(r, path); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Fatalf("not a PNG (%v)", err)
+		}
+	}
+}
