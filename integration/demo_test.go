@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,23 +74,9 @@ func TestReadmeDemoFlow(t *testing.T) {
 		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
 	counts := map[string]int{}
-	for _, l := range logs {
-		f, err := os.Open(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var e struct {
-				Direction string `json:"direction"`
-				Verdict   string `json:"verdict"`
-			}
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Direction != "" {
-				counts[e.Direction+"/"+e.Verdict]++
-			}
-		}
-		f.Close()
+	for _, d := range auditDecisions(t, filepath.Join(data, "gmgate", "audit", "audit.log")) {
+		parts := strings.SplitN(d, "/", 3)
+		counts[parts[0]+"/"+parts[1]]++
 	}
 	// Two payments: the ingress and the demo bank each accept inbound, the egress accepts the
 	// bank's reply outbound.
