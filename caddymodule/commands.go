@@ -40,6 +40,12 @@ func init() {
 		Short:     "Verifies the hash chain and signed checkpoints of gmgate audit logs",
 		CobraFunc: auditCommand,
 	})
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:      "demo",
+		Usage:     "pay [--url https://localhost:8443] [--dir <development PKI dir>] [--suite <TLCP suite>]",
+		Short:     "Sends one SM2-signed payment over TLCP as the development PKI's demo terminal (Caddyfile.example)",
+		CobraFunc: demoCommand, // demo.go
+	})
 }
 
 // ---- gmgate pki ----

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/spf13/cobra"
@@ -18,15 +17,6 @@ import (
 	"github.com/gmgate/gmgate/client"
 	"github.com/gmgate/gmgate/pki"
 )
-
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "demo",
-		Usage:     "pay [--url https://localhost:8443] [--dir <development PKI dir>] [--suite <TLCP suite>]",
-		Short:     "Sends one SM2-signed payment over TLCP as the development PKI's demo terminal (Caddyfile.example)",
-		CobraFunc: demoCommand,
-	})
-}
 
 // demoCommand is `gmgate demo pay`: the newcomer's first payment through the flow of
 // Caddyfile.example, as the demo terminal of the development PKI.
