@@ -120,76 +120,57 @@ func ensureDevPKI(dir string, names []string, now func() time.Time) (*DevPKI, er
 	}
 	d.Root = &CA{Cert: root.Cert, Key: root.Key}
 
-	// Server pair: re-issued when names change.
-	serverOpts := IssueOptions{CommonName: names[0], Organization: []string{"gmgate development"}, DNSNames: dnsNames, IPAddresses: ips, NotBefore: nb}
-	sSign, ok1 := loadDevIssued(dir, DevServerSignBase, root.Cert, RoleSign, t)
-	sEnc, ok2 := loadDevIssued(dir, DevServerEncBase, root.Cert, RoleEnc, t)
-	if fresh || !ok1 || !ok2 || !sameNames(sSign.Cert, dnsNames, ips) || !sameNames(sEnc.Cert, dnsNames, ips) {
-		p, err := d.Root.IssueServerPair(serverOpts)
+	// A leaf or pair is re-issued when a file is missing or invalid, the root is new, or (for
+	// the TLCP server pairs) the names changed.
+	named := func(p *Pair) bool { return sameNames(p.Sign.Cert, dnsNames, ips) && sameNames(p.Enc.Cert, dnsNames, ips) }
+	always := func(*Pair) bool { return true }
+	pair := func(signBase, encBase string, keep func(*Pair) bool, issue func() (*Pair, error)) (*Pair, error) {
+		s, ok1 := loadDevIssued(dir, signBase, root.Cert, RoleSign, t)
+		e, ok2 := loadDevIssued(dir, encBase, root.Cert, RoleEnc, t)
+		if !fresh && ok1 && ok2 && keep(&Pair{Sign: s, Enc: e}) {
+			return &Pair{Sign: s, Enc: e}, nil
+		}
+		p, err := issue()
 		if err != nil {
 			return nil, err
 		}
-		if err := writeDevPair(dir, DevServerSignBase, DevServerEncBase, p); err != nil {
-			return nil, err
-		}
-		sSign, sEnc = p.Sign, p.Enc
+		return p, writeDevPair(dir, signBase, encBase, p)
 	}
-	d.Server = &Pair{Sign: sSign, Enc: sEnc}
-
-	plat, ok := loadDevIssued(dir, DevPlatformBase, root.Cert, RoleSign, t)
-	if fresh || !ok {
-		plat, err = d.Root.IssuePlatform(IssueOptions{CommonName: "gmgate development platform", Organization: []string{"gmgate development"}, NotBefore: nb})
+	signer := func(base, cn, org string) (*Issued, error) {
+		if iss, ok := loadDevIssued(dir, base, root.Cert, RoleSign, t); !fresh && ok {
+			return iss, nil
+		}
+		iss, err := d.Root.IssuePlatform(IssueOptions{CommonName: cn, Organization: []string{org}, NotBefore: nb})
 		if err != nil {
 			return nil, err
 		}
-		if err := writeDevIssued(dir, DevPlatformBase, plat); err != nil {
-			return nil, err
-		}
+		return iss, writeDevIssued(dir, base, iss)
 	}
-	d.Platform = plat
-
-	cSign, ok1 := loadDevIssued(dir, DevClientSignBase, root.Cert, RoleSign, t)
-	cEnc, ok2 := loadDevIssued(dir, DevClientEncBase, root.Cert, RoleEnc, t)
-	if fresh || !ok1 || !ok2 {
-		p, err := d.Root.IssueClientPair(IssueOptions{CommonName: "gmgate demo client", Organization: []string{"gmgate development"}, NotBefore: nb})
-		if err != nil {
-			return nil, err
-		}
-		if err := writeDevPair(dir, DevClientSignBase, DevClientEncBase, p); err != nil {
-			return nil, err
-		}
-		cSign, cEnc = p.Sign, p.Enc
+	serverOpts := func(org string) IssueOptions {
+		return IssueOptions{CommonName: names[0], Organization: []string{org}, DNSNames: dnsNames, IPAddresses: ips, NotBefore: nb}
 	}
-	d.Client = &Pair{Sign: cSign, Enc: cEnc}
-
-	// The demo bank: its own TLCP server pair (re-issued with the names) and platform certificate.
-	bSign, ok1 := loadDevIssued(dir, DevBankSignBase, root.Cert, RoleSign, t)
-	bEnc, ok2 := loadDevIssued(dir, DevBankEncBase, root.Cert, RoleEnc, t)
-	if fresh || !ok1 || !ok2 || !sameNames(bSign.Cert, dnsNames, ips) || !sameNames(bEnc.Cert, dnsNames, ips) {
-		bankOpts := serverOpts
-		bankOpts.Organization = []string{"gmgate demo bank"}
-		p, err := d.Root.IssueServerPair(bankOpts)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeDevPair(dir, DevBankSignBase, DevBankEncBase, p); err != nil {
-			return nil, err
-		}
-		bSign, bEnc = p.Sign, p.Enc
+	if d.Server, err = pair(DevServerSignBase, DevServerEncBase, named, func() (*Pair, error) {
+		return d.Root.IssueServerPair(serverOpts("gmgate development"))
+	}); err != nil {
+		return nil, err
 	}
-	d.Bank = &Pair{Sign: bSign, Enc: bEnc}
-
-	bPlat, ok := loadDevIssued(dir, DevBankPlatformBase, root.Cert, RoleSign, t)
-	if fresh || !ok {
-		bPlat, err = d.Root.IssuePlatform(IssueOptions{CommonName: "gmgate demo bank platform", Organization: []string{"gmgate demo bank"}, NotBefore: nb})
-		if err != nil {
-			return nil, err
-		}
-		if err := writeDevIssued(dir, DevBankPlatformBase, bPlat); err != nil {
-			return nil, err
-		}
+	if d.Platform, err = signer(DevPlatformBase, "gmgate development platform", "gmgate development"); err != nil {
+		return nil, err
 	}
-	d.BankPlatform = bPlat
+	if d.Client, err = pair(DevClientSignBase, DevClientEncBase, always, func() (*Pair, error) {
+		return d.Root.IssueClientPair(IssueOptions{CommonName: "gmgate demo client", Organization: []string{"gmgate development"}, NotBefore: nb})
+	}); err != nil {
+		return nil, err
+	}
+	// The demo bank: its own TLCP server pair and the certificate its replies are signed with.
+	if d.Bank, err = pair(DevBankSignBase, DevBankEncBase, named, func() (*Pair, error) {
+		return d.Root.IssueServerPair(serverOpts("gmgate demo bank"))
+	}); err != nil {
+		return nil, err
+	}
+	if d.BankPlatform, err = signer(DevBankPlatformBase, "gmgate demo bank platform", "gmgate demo bank"); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
