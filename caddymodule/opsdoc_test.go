@@ -317,6 +317,9 @@ func gmgateCommandLines(doc string) []string {
 	for _, lang := range []string{"sh", "ini"} {
 		for _, b := range fencedBlocks(doc, lang) {
 			for _, l := range strings.Split(b, "\n") {
+				if lang == "ini" && !strings.HasPrefix(l, "Exec") {
+					continue // only ExecStart=, ExecReload=, ... run gmgate
+				}
 				if _, after, ok := strings.Cut(l, "gmgate "); ok && (strings.HasPrefix(l, "gmgate ") || strings.Contains(l, "/gmgate ")) {
 					out = append(out, after)
 				}
