@@ -89,6 +89,7 @@ type Verify struct {
 	reply     *gateway.ReplySigner
 	sealReply bool
 	store     gateway.ReplayStore
+	storeKey  string // key in memoryReplayStores when store is the shared memory store
 	audit     *gateway.AuditLog
 	ownAudit  bool
 	logger    *zap.Logger
@@ -383,7 +384,11 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 		OnStoreError: func(err error) { h.logger.Warn("gm_verify: replay store", zap.Error(err)) }}
 	switch strings.ToLower(rc.Store) {
 	case "", "memory":
-		h.store = gateway.NewMemoryReplayStore(gateway.MemoryReplayOptions{MaxEntries: rc.MaxEntries})
+		st, key, err := acquireMemoryReplayStore(rc.MaxEntries)
+		if err != nil {
+			return nil, err
+		}
+		h.store, h.storeKey = st, key
 	case "redis":
 		if rc.RedisAddress == "" {
 			return nil, errors.New("redis_address required for the redis store")
@@ -405,10 +410,49 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 	return g, nil
 }
 
-// Cleanup closes the replay store and the handler's own audit log.
+// memoryReplayStores holds the in-memory nonce stores of every gm_verify of the process, by
+// size bound. They outlive a configuration reload (the new handlers take the store before the old
+// ones let it go): a reload must not forget the nonces of the window, or every request accepted in
+// the last minutes could be replayed once. Sharing one store between handlers is also what stops a
+// request accepted by one site from being replayed on another (nonces are bound to the signing
+// certificate, not to the site).
+var memoryReplayStores = caddy.NewUsagePool()
+
+// pooledMemoryStore is a memory store in memoryReplayStores.
+type pooledMemoryStore struct{ *gateway.MemoryReplayStore }
+
+// Destruct closes the store when its last handler is cleaned up.
+func (p pooledMemoryStore) Destruct() error { return p.MemoryReplayStore.Close() }
+
+// acquireMemoryReplayStore returns the process's memory store for the bound maxEntries and its
+// pool key; release it with releaseMemoryReplayStore.
+func acquireMemoryReplayStore(maxEntries int) (*gateway.MemoryReplayStore, string, error) {
+	if maxEntries <= 0 {
+		maxEntries = gateway.DefaultMemoryReplayMaxEntries
+	}
+	key := "gm_verify/memory/" + strconv.Itoa(maxEntries)
+	v, _, err := memoryReplayStores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledMemoryStore{gateway.NewMemoryReplayStore(gateway.MemoryReplayOptions{MaxEntries: maxEntries})}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(pooledMemoryStore).MemoryReplayStore, key, nil
+}
+
+// releaseMemoryReplayStore lets go of a store taken with acquireMemoryReplayStore.
+func releaseMemoryReplayStore(key string) error {
+	_, err := memoryReplayStores.Delete(key)
+	return err
+}
+
+// Cleanup releases the replay store and closes the handler's own audit log.
 func (h *Verify) Cleanup() error {
 	var errs []error
-	if h.store != nil {
+	switch {
+	case h.storeKey != "":
+		errs = append(errs, releaseMemoryReplayStore(h.storeKey))
+	case h.store != nil:
 		errs = append(errs, h.store.Close())
 	}
 	if h.ownAudit && h.audit != nil {

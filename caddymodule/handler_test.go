@@ -2,15 +2,20 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/gmgate/gmgate/gateway"
 )
 
 const verifyCaddyfile = `{
@@ -192,4 +197,47 @@ func TestReplyRecorderBounds(t *testing.T) {
 	if _, ok := tlcpState(httptest.NewRequest("GET", "/", strings.NewReader(""))); ok {
 		t.Fatal("TLCP state for a plain request")
 	}
+}
+
+// TestMemoryReplayStoreSurvivesReload: the memory nonce store is shared by the handlers of the
+// old and the new configuration during a reload, so nonces are not forgotten; it is closed only
+// when its last handler lets it go.
+func TestMemoryReplayStoreSurvivesReload(t *testing.T) {
+	ctx := context.Background()
+	const bound = 4242 // a bound no other test uses: a store of its own
+	oldCfg, key, err := acquireMemoryReplayStore(bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oldCfg.CheckAndStore(ctx, "cert", "nonce-1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	newCfg, key2, err := acquireMemoryReplayStore(bound) // new configuration provisioned
+	if err != nil || key2 != key || newCfg != oldCfg {
+		t.Fatalf("reload got another store: %v %q %q", err, key, key2)
+	}
+	other, otherKey, err := acquireMemoryReplayStore(bound + 1)
+	if err != nil || other == oldCfg {
+		t.Fatalf("another bound shares the store: %v", err)
+	}
+	if err := releaseMemoryReplayStore(otherKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := releaseMemoryReplayStore(key); err != nil { // old configuration cleaned up
+		t.Fatal(err)
+	}
+	if err := newCfg.CheckAndStore(ctx, "cert", "nonce-1", time.Minute); !errors.Is(err, gateway.ErrReplay) {
+		t.Fatalf("nonce forgotten across the reload: %v", err)
+	}
+	if err := releaseMemoryReplayStore(key); err != nil { // last user gone: closed
+		t.Fatal(err)
+	}
+	if err := newCfg.CheckAndStore(ctx, "cert", "nonce-2", time.Minute); !errors.Is(err, gateway.ErrReplayStoreUnavailable) {
+		t.Fatalf("store still open after its last release: %v", err)
+	}
+	fresh, _, err := acquireMemoryReplayStore(bound)
+	if err != nil || fresh == newCfg {
+		t.Fatalf("a closed store was handed out again: %v", err)
+	}
+	_ = releaseMemoryReplayStore(key)
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -433,11 +434,33 @@ func TestVerifyBadInputRealBinary(t *testing.T) {
 	}
 
 	// The gateway still serves: a valid signed request is accepted.
-	res := biSend(t, g.addr, post("final", valid(order), order))
+	final := post("final", valid(order), order)
+	res := biSend(t, g.addr, final)
 	if res.status != http.StatusOK || res.header.Get(signing.HeaderWechatpaySignature) == "" {
 		t.Fatalf("valid request after the table: %d %s", res.status, res.body)
 	}
 	wantPassed++
+
+	// A configuration reload does not forget the nonces: the same request is still a replay.
+	cfgText, err := os.ReadFile(filepath.Join(inst.dir, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load, _ := http.NewRequest(http.MethodPost, "http://"+inst.admin+"/load", bytes.NewReader(cfgText))
+	load.Header.Set("Content-Type", "text/caddyfile")
+	load.Header.Set("Cache-Control", "must-revalidate") // reload even though the config is unchanged
+	lr, err := http.DefaultClient.Do(load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, _ := io.ReadAll(lr.Body)
+	lr.Body.Close()
+	if lr.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %d %s", lr.StatusCode, lb)
+	}
+	if res := biSend(t, g.addr, final); res.status != http.StatusUnauthorized || !bytes.Contains(res.body, []byte(`"replay"`)) {
+		t.Fatalf("replay after a reload: %d %s", res.status, res.body)
+	}
 
 	g.mu.Lock()
 	seen := append([]biSeen(nil), g.seen...)
