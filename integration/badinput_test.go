@@ -282,7 +282,7 @@ func TestVerifyBadInputRealBinary(t *testing.T) {
 			}
 			return post("r", auth(ps...), order)
 		}, status: 400, code: "malformed_header"},
-		{name: "header block over Go's limit (1.1 MiB)", req: func() biRaw {
+		{name: "header block of 1.1 MiB (Go's own limit is 1 MiB)", req: func() biRaw {
 			return post("r", valid(order), order, [2]string{"X-Pad", strings.Repeat("p", 1100<<10)})
 		}, status: 431},
 		{name: "control character in a header value", req: func() biRaw {
