@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -64,10 +66,11 @@ type App struct {
 	// audit log is written.
 	Audit *AuditConfig `json:"audit,omitempty"`
 
-	vault  *keyvault.Vault
-	audit  *gateway.AuditLog
-	dev    *pki.DevPKI
-	logger *zap.Logger
+	vault        *keyvault.Vault
+	audit        *gateway.AuditLog
+	releaseAudit func()
+	dev          *pki.DevPKI
+	logger       *zap.Logger
 }
 
 // DevPKIConfig configures the embedded development PKI.
@@ -127,8 +130,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.vault = v
 	if a.Audit != nil {
 		if err := a.openAudit(); err != nil {
-			v.Close()
-			return fmt.Errorf("audit log: %w", err)
+			return fmt.Errorf("audit log: %w", err) // Cleanup closes the vault
 		}
 	}
 	return nil
@@ -190,13 +192,77 @@ func (a *App) openAudit() error {
 	default:
 		return fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", c.Fsync)
 	}
-	l, err := gateway.OpenAuditLog(opts)
+	l, release, err := openSharedAudit(opts)
 	if err != nil {
 		return err
 	}
-	a.audit = l
+	a.audit, a.releaseAudit = l, release
 	a.logger.Info("audit log open", zap.String("path", path), zap.String("signing_key", keyName))
 	return nil
+}
+
+// auditLogs holds the open audit logs by path, across configuration reloads: a reload
+// provisions the new configuration while the old one still runs, and two writers on one log
+// would fork its hash chain. The new configuration takes the open log over; its checkpoints are
+// signed through the newest live configuration's handle of the key (its vault); the log closes
+// with its last user.
+var auditLogs = caddy.NewUsagePool()
+
+// sharedAuditLog is one open audit log and the configurations using it, oldest first.
+type sharedAuditLog struct {
+	*gateway.AuditLog
+	mu      sync.Mutex
+	holders []*auditHolder
+}
+
+type auditHolder struct{ signer crypto.Signer }
+
+func (l *sharedAuditLog) Destruct() error { return l.Close() }
+
+// openSharedAudit opens the audit log at opts.Path, or takes over the one already open there.
+// release gives it back: the last release closes it; an earlier one hands the checkpoint key
+// back to the newest remaining user (a reload whose new configuration failed).
+func openSharedAudit(opts gateway.AuditOptions) (l *gateway.AuditLog, release func(), err error) {
+	key, err := filepath.Abs(opts.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, loaded, err := auditLogs.LoadOrNew(key, func() (caddy.Destructor, error) {
+		l, err := gateway.OpenAuditLog(opts)
+		if err != nil {
+			return nil, err
+		}
+		return &sharedAuditLog{AuditLog: l}, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	shared := v.(*sharedAuditLog)
+	me := &auditHolder{signer: opts.Signer}
+	shared.mu.Lock()
+	if loaded {
+		if err := shared.SetSigner(opts.Signer); err != nil {
+			shared.mu.Unlock()
+			_, _ = auditLogs.Delete(key)
+			return nil, nil, fmt.Errorf("%w (a reload cannot switch the key of an open log: restart gmgate)", err)
+		}
+	}
+	shared.holders = append(shared.holders, me)
+	shared.mu.Unlock()
+	release = func() {
+		shared.mu.Lock()
+		if i := slices.Index(shared.holders, me); i >= 0 {
+			shared.holders = slices.Delete(shared.holders, i, i+1)
+			if n := len(shared.holders); n > 0 && i == n {
+				_ = shared.SetSigner(shared.holders[n-1].signer) // same key: cannot fail
+			}
+		}
+		shared.mu.Unlock()
+		if _, err := auditLogs.Delete(key); err != nil && opts.OnError != nil {
+			opts.OnError(fmt.Errorf("closing audit log: %w", err))
+		}
+	}
+	return shared.AuditLog, release, nil
 }
 
 // AuditLog returns the shared audit log, or nil when none is configured.
@@ -205,13 +271,16 @@ func (a *App) AuditLog() *gateway.AuditLog { return a.audit }
 // Start implements caddy.App.
 func (a *App) Start() error { return nil }
 
-// Stop implements caddy.App: it closes the vault, which zeroizes key material held in memory.
-func (a *App) Stop() error {
+// Stop implements caddy.App. The vault and the audit log stay open until Cleanup: other apps
+// (the HTTP servers draining their requests) may still sign with them.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases the audit log and closes the vault, which zeroizes key material held in
+// memory. Caddy calls it when the configuration is unloaded, or when it failed to load.
+func (a *App) Cleanup() error {
 	if a.audit != nil {
-		if err := a.audit.Close(); err != nil {
-			a.logger.Error("closing audit log", zap.Error(err))
-		}
-		a.audit = nil
+		a.releaseAudit()
+		a.audit, a.releaseAudit = nil, nil
 	}
 	if a.vault == nil {
 		return nil
@@ -269,8 +338,9 @@ func gmgateApp(ctx caddy.Context) (*App, error) {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )
 
 // devKeys declares the development PKI's keys as file keys of the software vault.

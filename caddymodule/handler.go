@@ -84,15 +84,15 @@ type Verify struct {
 	// when configured.
 	Audit *VerifyAuditConfig `json:"audit,omitempty"`
 
-	verifier  *gateway.Verifier
-	scheme    signing.Scheme
-	reply     *gateway.ReplySigner
-	sealReply bool
-	store     gateway.ReplayStore
-	storeKey  string // key in memoryReplayStores when store is the shared memory store
-	audit     *gateway.AuditLog
-	ownAudit  bool
-	logger    *zap.Logger
+	verifier     *gateway.Verifier
+	scheme       signing.Scheme
+	reply        *gateway.ReplySigner
+	sealReply    bool
+	store        gateway.ReplayStore
+	storeKey     string // key in memoryReplayStores when store is the shared memory store
+	audit        *gateway.AuditLog
+	releaseAudit func() // gm_verify's own audit log (shared across reloads)
+	logger       *zap.Logger
 }
 
 // SchemeOptions are the settings of a signature scheme (each scheme ignores those it does not use).
@@ -358,13 +358,13 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
 			return fmt.Errorf("gm_verify: audit directory: %w", err)
 		}
-		l, err := gateway.OpenAuditLog(gateway.AuditOptions{Path: a.Path, Signer: signer,
+		l, release, err := openSharedAudit(gateway.AuditOptions{Path: a.Path, Signer: signer,
 			CheckpointEvery: a.CheckpointEvery, MaxSegmentSize: a.MaxSize,
 			OnError: func(err error) { h.logger.Error("gm_verify: audit", zap.Error(err)) }})
 		if err != nil {
 			return fmt.Errorf("gm_verify: audit: %w", err)
 		}
-		h.audit, h.ownAudit = l, true
+		h.audit, h.releaseAudit = l, release
 	} else if shared, ok := any(app).(interface{ AuditLog() *gateway.AuditLog }); ok {
 		h.audit = shared.AuditLog()
 	}
@@ -455,8 +455,9 @@ func (h *Verify) Cleanup() error {
 	case h.store != nil:
 		errs = append(errs, h.store.Close())
 	}
-	if h.ownAudit && h.audit != nil {
-		errs = append(errs, h.audit.Close())
+	if h.releaseAudit != nil {
+		h.releaseAudit()
+		h.releaseAudit = nil
 	}
 	return errors.Join(errs...)
 }

@@ -652,6 +652,24 @@ func (l *AuditLog) Close() error {
 	return errors.Join(errs...)
 }
 
+// SetSigner hands the checkpoint signing to another handle of the same key: when a
+// configuration reload passes the open log on to the new configuration, whose key vault now
+// holds the key. A different public key is refused: the chain's checkpoints are verified with
+// one certificate, so switching keys means closing this log and opening a new one.
+func (l *AuditLog) SetSigner(s crypto.Signer) error {
+	if s == nil {
+		return errors.New("gateway: audit log checkpoint signer required")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old, ok1 := l.opts.Signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok1 || !old.Equal(s.Public()) {
+		return errors.New("gateway: audit log checkpoints are signed with another key")
+	}
+	l.opts.Signer = s
+	return nil
+}
+
 // Head returns the current segment number, last seq and chain head (hex SM3
 // of the last line).
 func (l *AuditLog) Head() (segment int, seq uint64, head string) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -504,5 +507,54 @@ func TestAuditTailTruncationReported(t *testing.T) {
 	}
 	if rep.UnsealedTail == 0 || rep.LastSeq != uint64(len(l)-2) || rep.LastCheckpointSeq >= rep.LastSeq {
 		t.Fatalf("truncated tail not reported: %+v", rep)
+	}
+}
+
+// countingSigner counts the signatures made through it.
+type countingSigner struct {
+	crypto.Signer
+	n atomic.Int32
+}
+
+func (c *countingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	c.n.Add(1)
+	return c.Signer.Sign(r, d, o)
+}
+
+// A reload hands the open log to a new handle of the same key; another key is refused.
+func TestAuditSetSigner(t *testing.T) {
+	key := newSM2Key(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointEvery: 2, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetSigner(newSM2Key(t)); err == nil {
+		t.Fatal("another key accepted")
+	}
+	if err := l.SetSigner(nil); err == nil {
+		t.Fatal("nil signer accepted")
+	}
+	next := &countingSigner{Signer: key}
+	if err := l.SetSigner(next); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := l.Append(testRecord(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if next.n.Load() < 2 {
+		t.Fatalf("checkpoints signed %d times with the new handle", next.n.Load())
+	}
+	segs, err := AuditSegments(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 4 {
+		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }

@@ -56,6 +56,21 @@ func TestReadmeDemoFlow(t *testing.T) {
 			}
 		}
 	}
+	// A configuration reload (the bank's reply changes) keeps one audit chain: the new
+	// configuration takes the open log over instead of opening a second writer.
+	reloaded := strings.Replace(caddyfile, `"bank":"demo bank"`, `"bank":"demo bank, reloaded"`, 1)
+	reloaded = strings.ReplaceAll(reloaded, "{ADMIN}", g.admin)
+	cfgPath := filepath.Join(g.dir, "Caddyfile.reloaded")
+	if err := os.WriteFile(cfgPath, []byte(reloaded), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(gmgateBin(t), "reload", "--config", cfgPath, "--adapter", "caddyfile", "--address", g.admin).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if out, err := pay(); err != nil || !strings.Contains(out, `"bank":"demo bank, reloaded"`) {
+		t.Fatalf("demo pay after reload: %v\n%s", err, out)
+	}
+
 	// Bad options fail clearly, before anything is sent.
 	if out, err := pay("--suite", "NOPE"); err == nil || !strings.Contains(out, "unknown cipher suite") {
 		t.Errorf("bad suite accepted: %v\n%s", err, out)
@@ -78,10 +93,10 @@ func TestReadmeDemoFlow(t *testing.T) {
 		parts := strings.SplitN(d, "/", 3)
 		counts[parts[0]+"/"+parts[1]]++
 	}
-	// Two payments: the ingress and the demo bank each accept inbound, the egress accepts the
+	// Three payments: the ingress and the demo bank each accept inbound, the egress accepts the
 	// bank's reply outbound.
-	if counts[string(gateway.DirectionInbound)+"/"+string(gateway.VerdictAccept)] != 4 ||
-		counts[string(gateway.DirectionOutbound)+"/"+string(gateway.VerdictAccept)] != 2 || len(counts) != 2 {
-		t.Errorf("audit decisions %v, want 4 inbound and 2 outbound accepts and nothing else", counts)
+	if counts[string(gateway.DirectionInbound)+"/"+string(gateway.VerdictAccept)] != 6 ||
+		counts[string(gateway.DirectionOutbound)+"/"+string(gateway.VerdictAccept)] != 3 || len(counts) != 2 {
+		t.Errorf("audit decisions %v, want 6 inbound and 3 outbound accepts and nothing else", counts)
 	}
 }

@@ -1,0 +1,91 @@
+package caddymodule
+
+import (
+	"crypto"
+	"crypto/rand"
+	"io"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/gateway"
+)
+
+// handle is one configuration's handle of the checkpoint key: it counts its signatures.
+type handle struct {
+	crypto.Signer
+	n atomic.Int32
+}
+
+func (h *handle) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	h.n.Add(1)
+	return h.Signer.Sign(r, d, o)
+}
+
+// A reload opens the audit log while the old configuration still has it open: both must share
+// one writer (one hash chain), checkpoints go through the newest live configuration's key
+// handle, a failed new configuration hands the key back, and the last release closes the log.
+func TestSharedAuditLogAcrossReloads(t *testing.T) {
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	open := func(s crypto.Signer) (*gateway.AuditLog, func()) {
+		t.Helper()
+		l, release, err := openSharedAudit(gateway.AuditOptions{Path: path, Signer: s, CheckpointEvery: 1, CheckpointInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, release
+	}
+	append1 := func(l *gateway.AuditLog) {
+		t.Helper()
+		if err := l.Append(gateway.AuditRecord{Direction: gateway.DirectionInbound, Verdict: gateway.VerdictAccept, Reason: gateway.CodeOK}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldH, newH, failedH := &handle{Signer: key}, &handle{Signer: key}, &handle{Signer: key}
+
+	oldLog, releaseOld := open(oldH)
+	append1(oldLog)
+	newLog, releaseNew := open(newH) // the reload provisions the new configuration
+	if newLog != oldLog {
+		t.Fatal("a reload opened a second writer on the same audit log")
+	}
+	append1(newLog)
+	if newH.n.Load() == 0 {
+		t.Fatal("checkpoints not signed through the newest configuration's key handle")
+	}
+	releaseOld() // the old configuration is unloaded
+
+	// A later reload fails: its handle is given back, and the running one signs again.
+	failedLog, releaseFailed := open(failedH)
+	append1(failedLog)
+	releaseFailed()
+	before := newH.n.Load()
+	append1(newLog)
+	if newH.n.Load() == before {
+		t.Fatal("after a failed reload the running configuration's key handle is not used")
+	}
+
+	// Another key cannot take an open log over.
+	other, _ := sm2.GenerateKey(rand.Reader)
+	if _, _, err := openSharedAudit(gateway.AuditOptions{Path: path, Signer: other}); err == nil {
+		t.Fatal("an open audit log was taken over with another key")
+	}
+
+	releaseNew() // the last user: the log closes
+	if err := newLog.Append(gateway.AuditRecord{}); err == nil {
+		t.Fatal("the audit log is still open after its last release")
+	}
+	segs, err := gateway.AuditSegments(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := gateway.VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 4 {
+		t.Fatalf("one chain expected: %v %+v", err, rep)
+	}
+}
