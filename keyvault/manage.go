@@ -73,6 +73,7 @@ type KeyInfo struct {
 	Backend     string   `json:"backend"`
 	Versions    []int    `json:"versions"`
 	Current     int      `json:"current"`
+	InUse       int      `json:"in_use"` // the version that signs and decrypts (the certificate's, else Current)
 	Tokens      []string `json:"tokens,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"` // SHA-256 of the SPKI (SM2) — never key bytes
 	Certificate bool     `json:"certificate"`
@@ -92,6 +93,9 @@ func (k KeyInfo) String() string {
 		vs[i] = fmt.Sprint(n)
 		if n == k.Current {
 			vs[i] += "*"
+		}
+		if n == k.InUse && k.InUse != k.Current {
+			vs[i] += "(in use: its certificate)"
 		}
 	}
 	fmt.Fprintf(&b, ": versions %s", strings.Join(vs, ","))
@@ -120,6 +124,7 @@ func (v *Vault) info(e *keyEntry) KeyInfo {
 	}
 	sort.Ints(ki.Versions)
 	ki.Current = e.current
+	ki.InUse = e.active()
 	ki.Loaded = len(e.versions) > 0
 	ki.Certificate = len(e.certs) > 0
 	if lv := e.versions[e.current]; lv != nil && lv.sm2 != nil {
@@ -411,9 +416,15 @@ type CSRResult struct {
 // String renders the CSR PEM.
 func (c CSRResult) String() string { return c.PEM }
 
-// CSR makes an SM2-with-SM3 PKCS#10 request signed by the current version of an SM2 key. The
-// request signature uses the default user ID, as CAs verify it.
+// CSR makes an SM2-with-SM3 PKCS#10 request signed by the newest version of an SM2 key (the
+// one `rotate` made; "name@N" for version N). The request signature uses the default user ID,
+// as CAs verify it.
 func (v *Vault) CSR(name string, req CSRRequest) (*CSRResult, error) {
+	if !strings.Contains(name, "@") {
+		if _, current, err := v.Versions(name); err == nil {
+			name = fmt.Sprintf("%s@%d", name, current)
+		}
+	}
 	k, err := v.SM2Key(name)
 	if err != nil {
 		return nil, err

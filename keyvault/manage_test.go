@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -185,4 +186,93 @@ func TestManagementLifecycle(t *testing.T) {
 	mustKind(t, err, ErrInvalidInput)
 	_, err = admin.Import("transport", []byte("00112233"), nil)
 	mustKind(t, err, ErrInvalidInput)
+}
+
+// After `rotate`, the version the configured certificate carries keeps signing and decrypting
+// until the certificate of the new version is installed (no old-certificate/new-key mismatch);
+// the CSR for that certificate is made with the new version.
+func TestRotationKeepsCertifiedVersion(t *testing.T) {
+	needHSM(t)
+	obj := uniqueObject("rot")
+	dir := t.TempDir()
+	base := Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: []KeyConfig{
+		{Name: "srv", Type: KeyTypeSM2, Ref: "pkcs11:token=" + tokMain + ";object=" + obj},
+	}}
+	admin, err := Open(base, WithAdmin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Init(""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Generate("srv"); err != nil {
+		t.Fatal(err)
+	}
+	v1, _ := admin.Signer("srv")
+	ca, _ := sm2.GenerateKey(rand.Reader)
+	certFor := func(name string, pub any) string {
+		tmpl := &smx509.Certificate{SerialNumber: big.NewInt(int64(len(name))), Subject: pkixName(name)}
+		der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return writeFile(t, dir, name+".pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	withCert := func(path string) Config {
+		c := base
+		c.Keys = []KeyConfig{base.Keys[0]}
+		c.Keys[0].Certificate = path
+		return c
+	}
+	cert1 := certFor("v1", v1.Public())
+
+	if _, err := admin.Rotate("srv"); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := admin.Signer("srv@2")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A reload between rotate and the new certificate: version 1 still serves.
+	v, err := Open(withCert(cert1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	s, _ := v.Signer("srv")
+	d, _ := v.Decrypter("srv")
+	if !s.Public().(*ecdsa.PublicKey).Equal(v1.Public()) || !d.Public().(*ecdsa.PublicKey).Equal(v1.Public()) {
+		t.Fatal("the new version serves while the certificate still carries the old one")
+	}
+	list, err := v.List()
+	if err != nil || list[0].Current != 2 || list[0].InUse != 1 || !strings.Contains(list[0].String(), "1(in use") {
+		t.Fatalf("list %+v %v", list, err)
+	}
+	csr, err := v.CSR("srv", CSRRequest{Subject: pkixName("v2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode([]byte(csr.PEM))
+	req, err := smx509.ParseCertificateRequest(blk.Bytes)
+	if err != nil || !req.PublicKey.(*ecdsa.PublicKey).Equal(v2.Public()) || csr.Version != 2 {
+		t.Fatalf("the CSR is not for the new version: %v", err)
+	}
+
+	// The new certificate installed: version 2 serves, version 1 only decrypts and verifies.
+	v3, err := Open(withCert(certFor("v2", v2.Public())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v3.Close()
+	s, _ = v3.Signer("srv")
+	if !s.Public().(*ecdsa.PublicKey).Equal(v2.Public()) {
+		t.Fatal("the new certificate did not bring the new version into use")
+	}
+	_, err = v3.Signer("srv@1")
+	mustKind(t, err, ErrVersionRetired)
+	if _, err := v3.Decrypter("srv@1"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -43,7 +43,11 @@ type keyEntry struct {
 	mu       sync.RWMutex
 	versions map[int]*loadedVersion
 	current  int
-	certs    []*smx509.Certificate
+	// inUse is the version whose public key the configured leaf certificate carries (0: no
+	// certificate). Signing, decryption and the public key use it, not the newest version:
+	// after `gmgate vault rotate` the old key serves until the new certificate is installed.
+	inUse int
+	certs []*smx509.Certificate
 	source   string // token that served the last load
 }
 
@@ -411,10 +415,11 @@ func (v *Vault) materialize(e *keyEntry, tok string, ver int, raw []byte) (*load
 	}
 }
 
-// checkCertificate makes sure a configured leaf certificate matches the current SM2 key.
+// checkCertificate makes sure a configured leaf certificate matches a version of the SM2 key,
+// and pins that version as the one in use.
 func (v *Vault) checkCertificate(e *keyEntry) error {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if len(e.certs) == 0 || e.cfg.Type != KeyTypeSM2 {
 		return nil
 	}
@@ -422,8 +427,13 @@ func (v *Vault) checkCertificate(e *keyEntry) error {
 	if lv == nil || lv.sm2 == nil {
 		return nil
 	}
-	for _, lv := range e.versions {
-		if pubEqual(e.certs[0].PublicKey, lv.sm2.pub) {
+	for n, lv := range e.versions {
+		if lv.sm2 != nil && pubEqual(e.certs[0].PublicKey, lv.sm2.pub) {
+			e.inUse = n
+			if n != e.current {
+				v.log.Warn("keyvault: the certificate carries an older version of the key; that version stays in use until the certificate of the current one is installed",
+					"key", e.cfg.Name, "in_use", n, "current", e.current)
+			}
 			return nil
 		}
 	}
@@ -464,18 +474,31 @@ func (v *Vault) version(op, ref string, want KeyType) (*keyEntry, *loadedVersion
 	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	active := e.active()
 	if ver == 0 {
-		ver = e.current
+		ver = active
 	}
 	lv := e.versions[ver]
 	if lv == nil {
 		return nil, nil, false, opErr(op, ref, "", ErrKeyNotFound, nil)
 	}
-	return e, lv, ver != e.current, nil
+	return e, lv, ver != active && ver != e.current, nil
 }
 
-// Signer returns the current version of an SM2 key as a crypto.Signer (an *SM2Key). "name@N"
-// selects version N, which must be the current one: retired versions only decrypt and verify.
+// active is the version that signs and decrypts by default: the one the certificate carries,
+// else the newest. The caller holds e.mu.
+func (e *keyEntry) active() int {
+	if e.inUse != 0 {
+		if _, ok := e.versions[e.inUse]; ok {
+			return e.inUse
+		}
+	}
+	return e.current
+}
+
+// Signer returns an SM2 key as a crypto.Signer (an *SM2Key): the version its configured
+// certificate carries, else the newest. "name@N" selects version N, which must be that one or
+// the newest: retired versions only decrypt and verify.
 func (v *Vault) Signer(name string) (crypto.Signer, error) {
 	k, err := v.SM2Key(name)
 	if err != nil {
@@ -499,8 +522,8 @@ func (v *Vault) SM2Key(name string) (*SM2Key, error) {
 	return lv.sm2, nil
 }
 
-// Decrypter returns an SM2 key (any version: "name" is current, "name@N" version N) as a
-// crypto.Decrypter (an *SM2Key).
+// Decrypter returns an SM2 key (any version: "name" is the version in use, see Signer;
+// "name@N" version N) as a crypto.Decrypter (an *SM2Key).
 func (v *Vault) Decrypter(name string) (crypto.Decrypter, error) {
 	_, lv, _, err := v.version("decrypter", name, KeyTypeSM2)
 	if err != nil {
