@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -339,4 +340,18 @@ func TestFaultRedisDown(t *testing.T) {
 	if inst.cmd.ProcessState != nil {
 		t.Fatal("gmgate exited")
 	}
+}
+
+// fltReload writes caddyfile ({ADMIN} and {DIR} substituted) next to inst's and runs
+// `gmgate reload` on it against inst's admin endpoint.
+func fltReload(t *testing.T, inst *instance, caddyfile, name string, env ...string) ([]byte, error) {
+	t.Helper()
+	path := filepath.Join(inst.dir, "Caddyfile."+name)
+	cf := strings.NewReplacer("{ADMIN}", inst.admin, "{DIR}", inst.dir).Replace(caddyfile)
+	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gmgateBin(t), "reload", "--config", path, "--adapter", "caddyfile", "--address", inst.admin)
+	cmd.Env = append(append(os.Environ(), "HOME="+inst.dir), env...)
+	return cmd.CombinedOutput()
 }
