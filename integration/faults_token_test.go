@@ -70,11 +70,12 @@ http://:{TLCP} {
 //   - once the token is back, a fresh gmgate starts and serves with it.
 func TestFaultTokenUnavailable(t *testing.T) {
 	t.Parallel()
-	srv := func(name string) keySpec {
-		return keySpec{Name: name, Role: map[bool]pki.Role{true: pki.RoleSign, false: pki.RoleEnc}[name == "srv-sign"],
-			CN: "localhost", SANs: []string{"localhost", "127.0.0.1"}, EKU: []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth}}
+	srv := func(name string, role pki.Role) keySpec {
+		return keySpec{Name: name, Role: role, CN: "localhost", SANs: []string{"localhost", "127.0.0.1"},
+			EKU: []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth}}
 	}
-	v := newVaultToken(t, keySpec{Name: "reply-sign", Role: pki.RoleSign, CN: "gmgate platform (token)"}, srv("srv-sign"), srv("srv-enc"))
+	v := newVaultToken(t, keySpec{Name: "reply-sign", Role: pki.RoleSign, CN: "gmgate platform (token)"},
+		srv("srv-sign", pki.RoleSign), srv("srv-enc", pki.RoleEnc))
 	backend := fltStartBackend(t)
 	render := func(port, tlcpPort, gen int, vaultBlock string) string {
 		return strings.NewReplacer("{PORT}", strconv.Itoa(port), "{TLCP}", strconv.Itoa(tlcpPort), "{BACKEND}", backend.addr,
