@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -89,7 +90,8 @@ type Verify struct {
 	reply        *gateway.ReplySigner
 	sealReply    bool
 	store        gateway.ReplayStore
-	storeKey     string // key in memoryReplayStores when store is the shared memory store
+	storeKey     string        // key in memoryReplayStores when store is the shared memory store
+	inflight     *atomic.Int64 // requests being served, so that Cleanup does not close what they use
 	audit        *gateway.AuditLog
 	releaseAudit func() // gm_verify's own audit log (shared across reloads)
 	logger       *zap.Logger
@@ -232,6 +234,7 @@ func loadCertFiles(files []string) ([]*smx509.Certificate, error) {
 // store, envelope opener, reply signer and audit log, with keys from the gmgate vault.
 func (h *Verify) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.inflight = new(atomic.Int64)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -446,8 +449,34 @@ func releaseMemoryReplayStore(key string) error {
 	return err
 }
 
-// Cleanup releases the replay store and closes the handler's own audit log.
+// cleanupDrainMax bounds how long a cleaned-up handler keeps its replay store and audit log for
+// the requests it is still serving.
+const cleanupDrainMax = 5 * time.Minute
+
+// Cleanup releases the replay store and the handler's own audit log. On a configuration reload
+// Caddy cleans the old handlers up while the old servers may still be finishing requests (the
+// http app does not wait for them unless the process exits), so when requests are in flight the
+// release waits, in the background, until they are done (at most cleanupDrainMax): a request
+// accepted by the old configuration must not fail with replay_store_unavailable because its
+// Redis client was closed under it.
 func (h *Verify) Cleanup() error {
+	if h.inflight == nil || h.inflight.Load() == 0 {
+		return h.release()
+	}
+	go func() {
+		deadline := time.Now().Add(cleanupDrainMax)
+		for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := h.release(); err != nil && h.logger != nil {
+			h.logger.Warn("gm_verify: releasing the replay store or audit log", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// release lets go of the replay store and the handler's own audit log.
+func (h *Verify) release() error {
 	var errs []error
 	switch {
 	case h.storeKey != "":
@@ -464,6 +493,8 @@ func (h *Verify) Cleanup() error {
 
 // ServeHTTP verifies the request, forwards it to next and signs the reply.
 func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.inflight.Add(1)
+	defer h.inflight.Add(-1)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	st, overTLCP := setTLCPPlaceholders(r)
 	var peerSign, peerEnc *smx509.Certificate

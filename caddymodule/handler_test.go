@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +241,44 @@ func TestMemoryReplayStoreSurvivesReload(t *testing.T) {
 		t.Fatalf("a closed store was handed out again: %v", err)
 	}
 	_ = releaseMemoryReplayStore(key)
+}
+
+// TestCleanupWaitsForInflightRequests: a handler cleaned up by a reload while it still serves
+// requests keeps its replay store until they are done, then closes it.
+func TestCleanupWaitsForInflightRequests(t *testing.T) {
+	ctx := context.Background()
+	for _, inflight := range []int64{0, 2} {
+		st := gateway.NewMemoryReplayStore(gateway.MemoryReplayOptions{})
+		h := &Verify{store: st, inflight: new(atomic.Int64)}
+		h.inflight.Add(inflight)
+		if err := h.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		err := st.CheckAndStore(ctx, "cert", "n1", time.Minute)
+		if inflight == 0 {
+			if !errors.Is(err, gateway.ErrReplayStoreUnavailable) {
+				t.Fatalf("idle handler: store not closed by Cleanup: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("store closed under %d requests in flight: %v", inflight, err)
+		}
+		h.inflight.Add(-1)
+		if err := st.CheckAndStore(ctx, "cert", "n2", time.Minute); err != nil {
+			t.Fatalf("store closed with a request still in flight: %v", err)
+		}
+		h.inflight.Add(-1)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := st.CheckAndStore(ctx, "cert", "n3", time.Minute)
+			if errors.Is(err, gateway.ErrReplayStoreUnavailable) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("store never closed after the last request: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
