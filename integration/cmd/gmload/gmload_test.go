@@ -140,14 +140,16 @@ func TestStats(t *testing.T) {
 		rps  []float64
 		want bool
 	}{
-		{[]float64{100}, true},
-		{[]float64{100, 200}, true},
+		{nil, false},
+		{[]float64{100}, false},
+		{[]float64{100, 200}, false},
 		{[]float64{100, 200, 204}, false},
-		{[]float64{100, 200, 150}, false},
-		{[]float64{100, 200, 150, 260}, true},
+		{[]float64{100, 200, 204, 150}, true},
+		{[]float64{100, 200, 150, 260}, false},
+		{[]float64{100, 200, 150, 209, 205}, true},
 	} {
-		if got := stillGrowing(tc.rps, 0.05); got != tc.want {
-			t.Fatalf("stillGrowing(%v) = %v", tc.rps, got)
+		if got := rampDone(tc.rps, 0.05, 2); got != tc.want {
+			t.Fatalf("rampDone(%v) = %v", tc.rps, got)
 		}
 	}
 	if peakIndex([]float64{1, 5, 5, 2}) != 1 || peakIndex(nil) != -1 {
@@ -247,5 +249,23 @@ func TestRender(t *testing.T) {
 		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
 			t.Fatalf("not a PNG (%v)", err)
 		}
+	}
+}
+
+func TestMerge(t *testing.T) {
+	a := stepResult{Target: "gateway", Rounds: 1, Window: time.Second, Requests: 2, CPU: map[string]time.Duration{"ingress": 10 * time.Millisecond},
+		samples: []time.Duration{1 * time.Millisecond, 2 * time.Millisecond}}
+	b := stepResult{Target: "gateway", Rounds: 1, Window: time.Second, Requests: 2, Errors: 1, FirstError: "boom",
+		CPU: map[string]time.Duration{"ingress": 30 * time.Millisecond}, samples: []time.Duration{3 * time.Millisecond, 40 * time.Millisecond}}
+	m := stepResult{}.merge(a).merge(b)
+	if m.Rounds != 2 || m.Requests != 4 || m.Errors != 1 || m.FirstError != "boom" || m.RPS != 2 ||
+		m.CPU["ingress"] != 40*time.Millisecond || m.Lat.N != 4 || m.Lat.P50 != 2*time.Millisecond || m.Lat.Max != 40*time.Millisecond {
+		t.Fatalf("merged %+v", m)
+	}
+	if m.CPUPerReq() != 10*time.Millisecond {
+		t.Fatalf("cpu per request %v", m.CPUPerReq())
+	}
+	if a.CPU["ingress"] != 10*time.Millisecond || len(a.samples) != 2 {
+		t.Fatal("merge changed its input")
 	}
 }

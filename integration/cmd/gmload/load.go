@@ -145,6 +145,41 @@ type stepResult struct {
 	HSResumed   float64
 	BankConns   int64
 	EgressLat   latencies // back end's view of egress+bank round trips
+	Rounds      int       // measured windows merged into this result
+
+	samples, egressSamples []time.Duration
+}
+
+// merge adds the measured window of o (same target, same settings) to s.
+func (s stepResult) merge(o stepResult) stepResult {
+	if s.Rounds == 0 {
+		return o
+	}
+	s.Window += o.Window
+	s.Requests += o.Requests
+	s.Errors += o.Errors
+	s.Dropped += o.Dropped
+	if s.FirstError == "" {
+		s.FirstError = o.FirstError
+	}
+	cpu := map[string]time.Duration{}
+	for k, v := range s.CPU {
+		cpu[k] += v
+	}
+	for k, v := range o.CPU {
+		cpu[k] += v
+	}
+	s.CPU, s.RSS = cpu, o.RSS
+	s.HarnessCPU += o.HarnessCPU
+	s.HSFull += o.HSFull
+	s.HSResumed += o.HSResumed
+	s.BankConns += o.BankConns
+	s.samples = append(append([]time.Duration(nil), s.samples...), o.samples...)
+	s.egressSamples = append(append([]time.Duration(nil), s.egressSamples...), o.egressSamples...)
+	s.Lat, s.EgressLat = summarize(s.samples), summarize(s.egressSamples)
+	s.RPS = float64(s.Requests) / s.Window.Seconds()
+	s.Rounds += o.Rounds
+	return s
 }
 
 // CPUPerReq is the CPU time of all the target's gmgate processes per completed request.
@@ -235,7 +270,7 @@ func (t *target) measure(rec *recorder, warmup, d time.Duration, res *stepResult
 	res.Window = b.at.Sub(a.at)
 	rec.mu.Lock()
 	res.Requests, res.Errors, res.Dropped, res.FirstError = len(rec.lat), rec.errs, rec.dropped, rec.first
-	res.Lat = summarize(rec.lat)
+	res.Lat, res.samples, res.Rounds = summarize(rec.lat), rec.lat, 1
 	rec.mu.Unlock()
 	res.RPS = float64(res.Requests) / res.Window.Seconds()
 	res.CPU, res.RSS = map[string]time.Duration{}, map[string]int64{}
@@ -247,7 +282,8 @@ func (t *target) measure(rec *recorder, warmup, d time.Duration, res *stepResult
 	res.HSFull, res.HSResumed = b.full-a.full, b.res-a.res
 	res.BankConns = b.bank - a.bank
 	if t.legacy != nil {
-		res.EgressLat = summarize(t.legacy.record(false))
+		res.egressSamples = t.legacy.record(false)
+		res.EgressLat = summarize(res.egressSamples)
 	}
 }
 

@@ -43,6 +43,8 @@ type config struct {
 	maxInflight int
 	keep        bool
 	boundTime   time.Duration
+	rounds      int
+	patience    int
 }
 
 func main() {
@@ -59,12 +61,17 @@ func main() {
 	flag.StringVar(&cfg.scheme, "scheme", "wechatpay-v3-sm2", "client signature scheme: wechatpay-v3-sm2 or http-sig-sm2")
 	flag.StringVar(&cfg.audit, "audit", "interval", "audit log fsync policy in both gateway processes: always, interval, never, off")
 	flag.StringVar(&cfg.pprofDir, "pprof", "", "directory for CPU profiles of the gateway processes at the peak (empty: no profiles)")
-	flag.Float64Var(&cfg.minGain, "min-gain", 0.05, "the ramp stops when a step improves req/s by less than this fraction")
+	flag.Float64Var(&cfg.minGain, "min-gain", 0.05, "a ramp step is a new best when it improves req/s by at least this fraction")
 	flag.Float64Var(&cfg.rate, "rate", 0, "open-loop rate (default: half the gateway's peak)")
 	flag.IntVar(&cfg.maxInflight, "max-inflight", 0, "open loop: most requests on the wire at once, i.e. client connections (default: the gateway's peak concurrency)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (configs, logs, audit logs)")
 	flag.DurationVar(&cfg.boundTime, "bound-time", 500*time.Millisecond, "CPU time spent measuring each SM2 operation")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "the half-rate phase alternates gateway and baseline in this many slices of -duration")
+	flag.IntVar(&cfg.patience, "patience", 2, "the ramp stops after this many steps without a new best")
 	flag.Parse()
+	if cfg.rounds < 1 {
+		cfg.rounds = 1
+	}
 	for _, f := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -220,7 +227,7 @@ func run(cfg config, cmdLine string) error {
 			c, g.RPS, g.Lat.P99, g.CPUPerReq(), g.Errors, b.RPS, b.Lat.P99, b.CPUPerReq(), b.Errors)
 		r.Ramp = append(r.Ramp, g, b)
 		gwRPS = append(gwRPS, g.RPS)
-		if !stillGrowing(gwRPS, cfg.minGain) {
+		if rampDone(gwRPS, cfg.minGain, cfg.patience) {
 			break
 		}
 	}
@@ -242,8 +249,12 @@ func run(cfg config, cmdLine string) error {
 	if inflight <= 0 {
 		inflight = r.PeakGW.Concurrency
 	}
-	r.HalfGW = gw.openLoop(rate, inflight, cfg.warmup, cfg.duration, nil)
-	r.HalfBL = bl.openLoop(rate, inflight, cfg.warmup, cfg.duration, nil)
+	// The two targets alternate in cfg.rounds slices so that both see the same background load.
+	for i := 0; i < cfg.rounds; i++ {
+		slice := cfg.duration / time.Duration(cfg.rounds)
+		r.HalfGW = r.HalfGW.merge(gw.openLoop(rate, inflight, cfg.warmup/2, slice, nil))
+		r.HalfBL = r.HalfBL.merge(bl.openLoop(rate, inflight, cfg.warmup/2, slice, nil))
+	}
 	log.Printf("half rate %.0f/s: gateway p50 %v p99 %v cpu %v/req | baseline p50 %v p99 %v", rate,
 		r.HalfGW.Lat.P50, r.HalfGW.Lat.P99, r.HalfGW.CPUPerReq(), r.HalfBL.Lat.P50, r.HalfBL.Lat.P99)
 

@@ -163,7 +163,7 @@ func (r *report) render(w io.Writer) {
 		"and verify every reply; the baseline's do not. So the latency ratio and the throughput ratio compare the " +
 		"whole GM flow against one plain TLS proxy hop, not like for like; CPU per request is given per process.\n")
 	p("- **Load.** Closed loop (each client sends its next request when the reply is in) for the ramp: concurrency "+
-		"1, 2, 4, … until the gateway's req/s grows by less than 5%% over its best earlier step; each step %s after "+
+		"1, 2, 4, … until two steps in a row fail to beat the best earlier step by 5%%; each step %s after "+
 		"%s of warm-up; gateway and baseline alternate at every step. Then an open loop (Poisson arrivals) at half "+
 		"the gateway's peak rate for both, latency counted from the scheduled arrival; at most as many requests on the "+
 		"wire as the gateway's peak concurrency (so as many client connections), later arrivals wait in the client and "+
@@ -189,8 +189,8 @@ func (r *report) render(w io.Writer) {
 		p("First errors: %s\n\n", fe)
 	}
 
-	p("## Half the gateway's peak rate (open loop, %.0f req/s offered, %s, at most %d requests on the wire)\n\n",
-		r.HalfGW.Rate, r.HalfGW.Window.Round(time.Second), r.HalfGW.Concurrency)
+	p("## Half the gateway's peak rate (open loop, %.0f req/s offered, %s each in %d alternating slices, at most %d requests on the wire)\n\n",
+		r.HalfGW.Rate, r.HalfGW.Window.Round(time.Second), r.HalfGW.Rounds, r.HalfGW.Concurrency)
 	p("| | req/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU µs/req | RSS MiB | errors | dropped |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range []stepResult{r.HalfGW, r.HalfBL} {
 		var rss int64

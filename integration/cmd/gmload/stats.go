@@ -74,13 +74,15 @@ func peakIndex(v []float64) int {
 	return best
 }
 
-// stillGrowing tells whether the ramp should go on: the last step improved the best earlier
-// step by at least minGain (0.05 = 5%).
-func stillGrowing(rps []float64, minGain float64) bool {
-	if len(rps) < 2 {
-		return true
+// rampDone tells whether the peak search can stop: the last patience steps all failed to
+// improve on the best step before them by at least minGain (0.05 = 5%). A step only becomes
+// the best when it beats the previous best by minGain.
+func rampDone(rps []float64, minGain float64, patience int) bool {
+	best := -1
+	for i, v := range rps {
+		if best < 0 || v >= rps[best]*(1+minGain) {
+			best = i
+		}
 	}
-	last := rps[len(rps)-1]
-	best := rps[peakIndex(rps[:len(rps)-1])]
-	return last >= best*(1+minGain)
+	return best >= 0 && len(rps)-1-best >= patience
 }
