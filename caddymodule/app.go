@@ -276,7 +276,8 @@ func (a *App) Start() error { return nil }
 func (a *App) Stop() error { return nil }
 
 // Cleanup releases the audit log and closes the vault, which zeroizes key material held in
-// memory. Caddy calls it when the configuration is unloaded, or when it failed to load.
+// memory: at once when gmgate exits, after vaultDrain on a reload. Caddy calls it when the
+// configuration is unloaded, or when it failed to load.
 func (a *App) Cleanup() error {
 	if a.audit != nil {
 		a.releaseAudit()
@@ -285,10 +286,25 @@ func (a *App) Cleanup() error {
 	if a.vault == nil {
 		return nil
 	}
-	err := a.vault.Close()
+	v := a.vault
 	a.vault = nil
-	return err
+	if caddy.Exiting() {
+		return v.Close()
+	}
+	// A reload: Caddy has asked the old servers to shut down but does not wait for their
+	// requests, which may still sign or decrypt with this vault's handles. Close it once they
+	// are done (bounded by vaultDrain; handlers drain well within it).
+	time.AfterFunc(vaultDrain, func() {
+		if err := v.Close(); err != nil {
+			a.logger.Error("closing the previous configuration's key vault", zap.Error(err))
+		}
+	})
+	return nil
 }
+
+// vaultDrain is how long a reloaded-away configuration's key vault stays open for the requests
+// still in flight on it.
+var vaultDrain = 2 * time.Minute
 
 // Signer returns the named SM2 signing key.
 func (a *App) Signer(name string) (crypto.Signer, error) {
