@@ -194,6 +194,15 @@ func (s stepResult) CPUPerReq() time.Duration {
 	return t / time.Duration(s.Requests)
 }
 
+// totalRSS is the summed RSS of the target's processes at the end of the window.
+func (s stepResult) totalRSS() int64 {
+	var t int64
+	for _, v := range s.RSS {
+		t += v
+	}
+	return t
+}
+
 // ProcCPUPerReq is one process's CPU time per completed request.
 func (s stepResult) ProcCPUPerReq(name string) time.Duration {
 	if s.Requests == 0 {

@@ -63,7 +63,7 @@ func main() {
 	flag.StringVar(&cfg.pprofDir, "pprof", "", "directory for CPU profiles of the gateway processes at the peak (empty: no profiles)")
 	flag.Float64Var(&cfg.minGain, "min-gain", 0.05, "a ramp step is a new best when it improves req/s by at least this fraction")
 	flag.Float64Var(&cfg.rate, "rate", 0, "open-loop rate (default: half the gateway's peak)")
-	flag.IntVar(&cfg.maxInflight, "max-inflight", 0, "open loop: most requests on the wire at once, i.e. client connections (default: the gateway's peak concurrency)")
+	flag.IntVar(&cfg.maxInflight, "max-inflight", 0, "open loop: most requests on the wire at once, i.e. client connections (default: twice the gateway's peak concurrency, at least 8)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (configs, logs, audit logs)")
 	flag.DurationVar(&cfg.boundTime, "bound-time", 500*time.Millisecond, "CPU time spent measuring each SM2 operation")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "the half-rate phase alternates gateway and baseline in this many slices of -duration")
@@ -247,7 +247,7 @@ func run(cfg config, cmdLine string) error {
 	}
 	inflight := cfg.maxInflight
 	if inflight <= 0 {
-		inflight = r.PeakGW.Concurrency
+		inflight = max(2*r.PeakGW.Concurrency, 8)
 	}
 	// The two targets alternate in cfg.rounds slices so that both see the same background load.
 	for i := 0; i < cfg.rounds; i++ {

@@ -165,21 +165,21 @@ func (r *report) render(w io.Writer) {
 	p("- **Load.** Closed loop (each client sends its next request when the reply is in) for the ramp: concurrency "+
 		"1, 2, 4, … until two steps in a row fail to beat the best earlier step by 5%%; each step %s after "+
 		"%s of warm-up; gateway and baseline alternate at every step. Then an open loop (Poisson arrivals) at half "+
-		"the gateway's peak rate for both, latency counted from the scheduled arrival; at most as many requests on the "+
-		"wire as the gateway's peak concurrency (so as many client connections), later arrivals wait in the client and "+
-		"their wait counts.\n\n", r.StepDuration, r.Warmup)
+		"the gateway's peak rate for both, latency counted from the scheduled arrival; at most twice the gateway's peak "+
+		"concurrency (at least 8) requests on the wire (so as many client connections), later arrivals wait in the client "+
+		"and their wait counts.\n\n", r.StepDuration, r.Warmup)
 
 	p("## Ramp (closed loop)\n\n")
-	p("| clients | gateway req/s | baseline req/s | gw/bl | gateway p50 / p99 ms | baseline p50 / p99 ms | gateway CPU µs/req (ingress + egress) | SM2 bound µs/req | gw/bound | baseline CPU µs/req | gw/bl CPU | ingress full / resumed handshakes, new bank connections | harness CPU µs/req gw / bl | errors gw / bl |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| clients | gateway req/s | baseline req/s | gw/bl | gateway p50 / p99 ms | baseline p50 / p99 ms | gateway CPU µs/req (ingress + egress) | SM2 bound µs/req | gw/bound | baseline CPU µs/req | gw/bl CPU | ingress full / resumed handshakes, new bank connections | RSS MiB gw / bl | harness CPU µs/req gw / bl | errors gw / bl |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i := 0; i+1 < len(r.Ramp); i += 2 {
 		g, b := r.Ramp[i], r.Ramp[i+1]
 		gb := newBound(costs, g.Requests, g.HSFull, g.BankConns)
-		p("| %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s (%s + %s) | %s | %s | %s | %s | %.0f / %.0f, %d | %s / %s | %d / %d |\n",
+		p("| %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s (%s + %s) | %s | %s | %s | %s | %.0f / %.0f, %d | %s / %s | %s / %s | %d / %d |\n",
 			g.Concurrency, g.RPS, b.RPS, ratio(g.RPS, b.RPS), ms(g.Lat.P50), ms(g.Lat.P99), ms(b.Lat.P50), ms(b.Lat.P99),
 			us(g.CPUPerReq()), us(g.ProcCPUPerReq("ingress")), us(g.ProcCPUPerReq("egress")), us(gb.Total()),
 			ratio(float64(g.CPUPerReq()), float64(gb.Total())), us(b.CPUPerReq()),
-			ratio(float64(g.CPUPerReq()), float64(b.CPUPerReq())), g.HSFull, g.HSResumed, g.BankConns,
+			ratio(float64(g.CPUPerReq()), float64(b.CPUPerReq())), g.HSFull, g.HSResumed, g.BankConns, mib(g.totalRSS()), mib(b.totalRSS()),
 			us(perReq(g.HarnessCPU, g.Requests)), us(perReq(b.HarnessCPU, b.Requests)), g.Errors, b.Errors)
 	}
 	p("\nPeak: gateway %.0f req/s at %d clients; baseline %.0f req/s at %d clients (within the same concurrency levels). "+
@@ -189,20 +189,17 @@ func (r *report) render(w io.Writer) {
 		p("First errors: %s\n\n", fe)
 	}
 
-	p("## Half the gateway's peak rate (open loop, %.0f req/s offered, %s each in %d alternating slices, at most %d requests on the wire)\n\n",
+	p("## Half the gateway's peak rate (open loop, %.0f req/s offered, %s in total in %d slices alternating with the baseline, at most %d requests on the wire)\n\n",
 		r.HalfGW.Rate, r.HalfGW.Window.Round(time.Second), r.HalfGW.Rounds, r.HalfGW.Concurrency)
 	p("| | req/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU µs/req | RSS MiB | errors | dropped |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range []stepResult{r.HalfGW, r.HalfBL} {
-		var rss int64
-		for _, v := range s.RSS {
-			rss += v
-		}
 		p("| %s | %.0f | %s | %s | %s | %s | %s | %s | %d | %d |\n", s.Target, s.RPS, ms(s.Lat.P50), ms(s.Lat.P99),
-			ms(s.Lat.P999), ms(s.Lat.Max), us(s.CPUPerReq()), mib(rss), s.Errors, s.Dropped)
+			ms(s.Lat.P999), ms(s.Lat.Max), us(s.CPUPerReq()), mib(s.totalRSS()), s.Errors, s.Dropped)
 	}
-	p("| gateway ÷ baseline | %s | %s | %s | %s | | %s | | | |\n", ratio(r.HalfGW.RPS, r.HalfBL.RPS),
+	p("| gateway ÷ baseline | %s | %s | %s | %s | | %s | %s | | |\n", ratio(r.HalfGW.RPS, r.HalfBL.RPS),
 		ratio(float64(r.HalfGW.Lat.P50), float64(r.HalfBL.Lat.P50)), ratio(float64(r.HalfGW.Lat.P99), float64(r.HalfBL.Lat.P99)),
-		ratio(float64(r.HalfGW.Lat.P999), float64(r.HalfBL.Lat.P999)), ratio(float64(r.HalfGW.CPUPerReq()), float64(r.HalfBL.CPUPerReq())))
+		ratio(float64(r.HalfGW.Lat.P999), float64(r.HalfBL.Lat.P999)), ratio(float64(r.HalfGW.CPUPerReq()), float64(r.HalfBL.CPUPerReq())),
+		ratio(float64(r.HalfGW.totalRSS()), float64(r.HalfBL.totalRSS())))
 	p("| gateway − baseline (added) | | %s | %s | %s | | | | | |\n\n", ms(r.HalfGW.Lat.P50-r.HalfBL.Lat.P50), ms(added), ms(r.HalfGW.Lat.P999-r.HalfBL.Lat.P999))
 	if r.HalfGW.EgressLat.N > 0 {
 		p("Of the gateway's latency, the back end's call to the egress (egress + bank simulator + its SM2 work) took p50 %s ms, p99 %s ms.\n",
