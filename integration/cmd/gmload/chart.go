@@ -16,7 +16,7 @@ import (
 // writeChart draws four panels: req/s against concurrency, p99 latency against concurrency,
 // CPU per request against concurrency (with the SM2 bound), and RSS over the soak.
 func writeChart(r *report, path string) error {
-	var gwRPS, blRPS, gwP99, blP99, gwP50, blP50, gwCPU, blCPU, bnd plotter.XYs
+	var gwRPS, blRPS, gwP99, blP99, gwP50, blP50, gwCPU, blCPU, bnd, tgt plotter.XYs
 	costs := meanCosts(r.Costs, r.CostsAfter)
 	for _, s := range r.Ramp {
 		x := float64(s.Concurrency)
@@ -29,6 +29,7 @@ func writeChart(r *report, path string) error {
 			gwCPU = append(gwCPU, plotter.XY{X: x, Y: usf(s.CPUPerReq())})
 			b := newBound(costs, s.Requests, s.HSFull, s.BankConns)
 			bnd = append(bnd, plotter.XY{X: x, Y: usf(b.Total())})
+			tgt = append(tgt, plotter.XY{X: x, Y: targetCPURatio * usf(b.Total())})
 		} else {
 			blRPS = append(blRPS, plotter.XY{X: x, Y: s.RPS})
 			blP99 = append(blP99, plotter.XY{X: x, Y: msf(s.Lat.P99)})
@@ -52,7 +53,7 @@ func writeChart(r *report, path string) error {
 		return err
 	}
 	p3 := mk("CPU per request (gmgate processes)", "clients", "µs")
-	if err := plotutil.AddLinePoints(p3, "gateway", gwCPU, "SM2 bound", bnd, "baseline", blCPU); err != nil {
+	if err := plotutil.AddLinePoints(p3, "gateway", gwCPU, "SM2 bound", bnd, "target: 1.25 × bound", tgt, "baseline", blCPU); err != nil {
 		return err
 	}
 	p4 := mk("RSS during the soak", "minutes", "MiB")

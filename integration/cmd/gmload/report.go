@@ -28,6 +28,7 @@ type report struct {
 	Ramp         []stepResult
 	PeakGW       stepResult
 	PeakBL       stepResult
+	ConfirmGW    stepResult // the gateway's peak concurrency measured again
 	HalfGW       stepResult
 	HalfBL       stepResult
 	Soak         *soakResult
@@ -185,6 +186,10 @@ func (r *report) render(w io.Writer) {
 	p("\nPeak: gateway %.0f req/s at %d clients; baseline %.0f req/s at %d clients (within the same concurrency levels). "+
 		"Throughput ratio gateway/baseline at the peaks: %s.\n\n",
 		r.PeakGW.RPS, r.PeakGW.Concurrency, r.PeakBL.RPS, r.PeakBL.Concurrency, ratio(r.PeakGW.RPS, r.PeakBL.RPS))
+	if r.ConfirmGW.Requests > 0 {
+		p("Re-measured at %d clients right after the ramp: gateway %.0f req/s (p99 %s ms, %s µs/req). The half rate below is "+
+			"half the mean of the two gateway measurements.\n\n", r.ConfirmGW.Concurrency, r.ConfirmGW.RPS, ms(r.ConfirmGW.Lat.P99), us(r.ConfirmGW.CPUPerReq()))
+	}
 	if fe := firstErrors(r); fe != "" {
 		p("First errors: %s\n\n", fe)
 	}
@@ -243,6 +248,10 @@ func (r *report) render(w io.Writer) {
 	if r.Soak != nil {
 		s := r.Soak.Step
 		p("## Soak (%s at %.0f req/s offered, RSS sampled every 10 s)\n\n", s.Window.Round(time.Second), s.Rate)
+		if s.RPS < 0.95*s.Rate {
+			p("**The gateway did not keep up with the offered rate during the soak** (%.0f req/s served of %.0f offered): "+
+				"requests queued in the client, so the latencies below include that queue.\n\n", s.RPS, s.Rate)
+		}
 		p("Requests %d (%.0f req/s), errors %d, dropped %d, p50 %s ms, p99 %s ms, gateway CPU %s µs/req.\n\n",
 			s.Requests, s.RPS, s.Errors, s.Dropped, ms(s.Lat.P50), ms(s.Lat.P99), us(s.CPUPerReq()))
 		p("| process | start MiB | mid-soak MiB | end MiB | max MiB | slope, second half (MiB/min) | flat |\n|---|---|---|---|---|---|---|\n")
