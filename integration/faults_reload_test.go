@@ -25,6 +25,9 @@ const fltReloadCaddyfile = `{
 	auto_https off
 	gmgate {
 		dev_pki {DIR}/pki
+		vault {
+			key gen{GEN}-extra file:{DIR}/pki/client_enc.key
+		}
 	}
 }
 
@@ -54,7 +57,8 @@ http://127.0.0.1:{RPORT} {
 
 // TestFaultReloadUnderLoad: clients send signed requests (terminal SDK, keep-alive) in a loop to
 // two sites (one with the in-memory nonce store and an audit log, one with the Redis nonce store)
-// while `gmgate reload` replaces the configuration three times. Every request the gateway read
+// while `gmgate reload` replaces the configuration three times (each generation also declares a
+// different vault key, so each reload opens a new key vault and retires the old one). Every request the gateway read
 // gets a 200 whose signature the client verified, and reached the back end exactly once; each new
 // configuration takes effect; the audit log holds every decision in one intact chain. A request
 // written onto a kept-alive connection at the moment the old server closes it (HTTP/1.1 allows
