@@ -306,8 +306,16 @@ func TestFaultRedisDown(t *testing.T) {
 	if got := unavailable(); got != refused {
 		t.Fatalf("%s{code=replay_store_unavailable} = %v, want %d", metric, got, refused)
 	}
-	// fail_open: accepted after the signature and timestamp checks, nonce not recorded.
+	// fail_open: accepted after the signature and timestamp checks, nonce not recorded; the
+	// store error is logged (it is not a rejection, so no verify metric says it).
+	okBefore := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok")
 	mustPass(open, "Redis down, fail_open site")
+	if got := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok"); got != okBefore+1 {
+		t.Fatalf("fail_open acceptance counted %v -> %v under code=ok", okBefore, got)
+	}
+	if !strings.Contains(inst.out.String(), "gm_verify: replay store") {
+		t.Fatalf("the replay store error of the fail_open site is not logged:\n%s", inst.out)
+	}
 
 	// Redis comes back on the same address: no restart of gmgate, requests pass again.
 	rds = fltStartRedis(t, rport, rdir)
