@@ -238,6 +238,19 @@ func TestRender(t *testing.T) {
 		t.Errorf("want two targets not met:\n%s", md)
 	}
 
+	// A soak that kept growing is reported as not flat.
+	var samples []rssSample
+	for i := 0; i <= 10; i++ {
+		samples = append(samples, rssSample{At: time.Duration(i) * time.Minute,
+			RSS: map[string]int64{"ingress": int64(50+10*i) << 20, "egress": 40 << 20}})
+	}
+	r.Soak = &soakResult{Step: stepResult{Target: "gateway", Window: 10 * time.Minute, Rate: 50, RPS: 50, Requests: 30000}, Samples: samples}
+	buf.Reset()
+	r.render(&buf)
+	if md := buf.String(); !strings.Contains(md, "ingress 100.0→150.0 MiB, egress 40.0→40.0 MiB | flat | **not met**") {
+		t.Errorf("soak verdict missing:\n%s", md)
+	}
+
 	// The chart is a PNG, with and without a soak.
 	for _, soak := range []*soakResult{nil, {Samples: []rssSample{{At: 0, RSS: map[string]int64{"ingress": 1 << 26}}, {At: time.Minute, RSS: map[string]int64{"ingress": 1 << 26}}}}} {
 		r.Soak = soak

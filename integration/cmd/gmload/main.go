@@ -45,6 +45,7 @@ type config struct {
 	boundTime   time.Duration
 	rounds      int
 	patience    int
+	binSource   string
 }
 
 func main() {
@@ -67,6 +68,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (configs, logs, audit logs)")
 	flag.DurationVar(&cfg.boundTime, "bound-time", 500*time.Millisecond, "CPU time spent measuring each SM2 operation")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "the half-rate phase alternates gateway and baseline in this many slices of -duration")
+	flag.StringVar(&cfg.binSource, "bin-source", "", "what the -bin binary was built from, for the report (e.g. \"git archive 1a2b3c\")")
 	flag.IntVar(&cfg.patience, "patience", 2, "the ramp stops after this many steps without a new best")
 	flag.Parse()
 	if cfg.rounds < 1 {
@@ -131,7 +133,15 @@ func run(cfg config, cmdLine string) error {
 	if err != nil {
 		return err
 	}
-	r := &report{Machine: describeMachine(bin), CmdLine: cmdLine, Scheme: cfg.scheme, Audit: cfg.audit,
+	m := describeMachine(bin)
+	if cfg.binSource != "" {
+		m.Commit = cfg.binSource
+	} else if cfg.bin != "" {
+		m.Commit = "working tree at " + m.Commit + "; the binary was given with -bin/$GMGATE_BIN"
+	} else {
+		m.Commit = "built from the working tree at " + m.Commit
+	}
+	r := &report{Machine: m, CmdLine: cmdLine, Scheme: cfg.scheme, Audit: cfg.audit,
 		StepDuration: cfg.duration, Warmup: cfg.warmup, Started: time.Now(), Profiles: map[string]string{}}
 	if rel, err := filepath.Rel(filepath.Dir(cfg.out), cfg.png); err == nil {
 		r.PNG = rel
