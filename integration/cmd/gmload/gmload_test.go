@@ -282,3 +282,20 @@ func TestMerge(t *testing.T) {
 		t.Fatal("merge changed its input")
 	}
 }
+
+func TestHSMSigned(t *testing.T) {
+	for _, tc := range []struct {
+		prom string
+		want bool
+	}{
+		{`gmgate_vault_operations_total{key="platform-sign",op="sign",result="ok",token="hsm"} 3`, true},
+		{`gmgate_vault_operations_total{key="platform-sign",op="sign",result="ok",token="file"} 3`, false},
+		{`gmgate_vault_operations_total{key="platform-sign",op="sign",result="ok",token="hsm"} 0`, false},
+		{`gmgate_vault_operations_total{key="platform-sign",op="sign",result="pin",token="hsm"} 2`, false},
+		{"", false},
+	} {
+		if got := hsmSigned(tc.prom); got != tc.want {
+			t.Errorf("hsmSigned(%q) = %v", tc.prom, got)
+		}
+	}
+}

@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 type config struct {
@@ -46,6 +48,7 @@ type config struct {
 	rounds      int
 	patience    int
 	binSource   string
+	vault       string
 }
 
 func main() {
@@ -69,6 +72,7 @@ func main() {
 	flag.DurationVar(&cfg.boundTime, "bound-time", 500*time.Millisecond, "CPU time spent measuring each SM2 operation")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "the half-rate phase alternates gateway and baseline in this many slices of -duration")
 	flag.StringVar(&cfg.binSource, "bin-source", "", "what the -bin binary was built from, for the report (e.g. \"git archive 1a2b3c\")")
+	flag.StringVar(&cfg.vault, "vault", "file", "where the per-request platform signing keys live: file, or softhsm (SoftHSM2 tokens, wrapped mode)")
 	flag.IntVar(&cfg.patience, "patience", 2, "the ramp stops after this many steps without a new best")
 	flag.Parse()
 	if cfg.rounds < 1 {
@@ -80,6 +84,9 @@ func main() {
 			log.Fatalf("-conc: bad level %q", f)
 		}
 		cfg.conc = append(cfg.conc, n)
+	}
+	if cfg.vault != "file" && cfg.vault != "softhsm" {
+		log.Fatalf("-vault: %q is not file or softhsm", cfg.vault)
 	}
 	switch cfg.audit {
 	case "always", "interval", "never", "off":
@@ -141,7 +148,7 @@ func run(cfg config, cmdLine string) error {
 	} else {
 		m.Commit = "built from the working tree at " + m.Commit
 	}
-	r := &report{Machine: m, CmdLine: cmdLine, Scheme: cfg.scheme, Audit: cfg.audit,
+	r := &report{Machine: m, CmdLine: cmdLine, Scheme: cfg.scheme, Audit: cfg.audit, Vault: cfg.vault,
 		StepDuration: cfg.duration, Warmup: cfg.warmup, Started: time.Now(), Profiles: map[string]string{}}
 	if rel, err := filepath.Rel(filepath.Dir(cfg.out), cfg.png); err == nil {
 		r.PNG = rel
@@ -160,8 +167,31 @@ func run(cfg config, cmdLine string) error {
 	if err != nil {
 		return err
 	}
+	egressDir, ingressDir := filepath.Join(root, "egress"), filepath.Join(root, "ingress")
+	egressVault, ingressVault, reply, ingressAuditKey := egressFileVault, "", "", ""
+	var egressEnv, ingressEnv []string
+	if cfg.vault == "softhsm" {
+		// The signing keys used for every request (the platform keys of both processes) live in
+		// SoftHSM2 tokens (wrapped mode); TLCP keys stay in files (they only serve handshakes).
+		h, err := newHSMToken(bin, filepath.Join(root, "hsm-egress"), "gmload-egress", []hsmKey{{"platform-sign",
+			filepath.Join(egressDir, "platform_sign.key"), filepath.Join(egressDir, "platform_sign.pem")}})
+		if err != nil {
+			return err
+		}
+		egressVault, egressEnv = h.block([]hsmKey{{name: "platform-sign", certFile: filepath.Join(egressDir, "platform_sign.pem")}}, true, egressFileKeys), h.env
+		if _, err := pki.EnsureDevPKI(filepath.Join(ingressDir, "pki"), []string{"localhost", "127.0.0.1", "::1"}); err != nil {
+			return err
+		}
+		k := hsmKey{"hsm-platform-sign", filepath.Join(ingressDir, "pki", pki.DevPlatformBase+".key"), filepath.Join(ingressDir, "pki", pki.DevPlatformBase+".pem")}
+		h, err = newHSMToken(bin, filepath.Join(root, "hsm-ingress"), "gmload-ingress", []hsmKey{k})
+		if err != nil {
+			return err
+		}
+		ingressVault, ingressEnv, ingressAuditKey = h.block([]hsmKey{k}, true), h.env, k.name
+		reply = "\t\treply_signing {\n\t\t\tkey " + k.name + "\n\t\t}\n"
+	}
 	egress, err := startProc(bin, root, "egress", strings.NewReplacer("{PORT}", strconv.Itoa(egressPort), "{BANK}", bk.addr,
-		"{AUDIT}", auditBlock(cfg.audit, "platform-sign")).Replace(egressCaddyfile))
+		"{AUDIT}", auditBlock(cfg.audit, "platform-sign"), "{VAULT}", egressVault).Replace(egressCaddyfile), egressEnv...)
 	if err != nil {
 		return err
 	}
@@ -176,7 +206,8 @@ func run(cfg config, cmdLine string) error {
 		return err
 	}
 	ingress, err := startProc(bin, root, "ingress", strings.NewReplacer("{PORT}", strconv.Itoa(ingressPort),
-		"{BACKEND}", gwLegacy.addr, "{SCHEME}", cfg.scheme, "{AUDIT}", auditBlock(cfg.audit, "")).Replace(ingressCaddyfile))
+		"{BACKEND}", gwLegacy.addr, "{SCHEME}", cfg.scheme, "{AUDIT}", auditBlock(cfg.audit, ingressAuditKey),
+		"{VAULT}", ingressVault, "{REPLY}", reply).Replace(ingressCaddyfile), ingressEnv...)
 	if err != nil {
 		return err
 	}
@@ -220,6 +251,14 @@ func run(cfg config, cmdLine string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%s: first request: %w\ningress:\n%.4000s\negress:\n%.4000s\nbaseline:\n%.4000s", t.name, err, ingress.out, egress.out, base.out)
+		}
+	}
+	if cfg.vault == "softhsm" {
+		// The signatures of the first request must have been made in the tokens.
+		for _, p := range []*gmProc{ingress, egress} {
+			if !hsmSigned(p.metrics()) {
+				return fmt.Errorf("%s: no successful sign operation on token \"hsm\" in its metrics", p.name)
+			}
 		}
 	}
 	log.Printf("gateway and baseline answer; measuring SM2 costs")

@@ -19,6 +19,7 @@ type report struct {
 	CmdLine      string
 	Scheme       string
 	Audit        string
+	Vault        string // "file" or "softhsm"
 	StepDuration time.Duration
 	Warmup       time.Duration
 	Started      time.Time
@@ -154,8 +155,8 @@ func (r *report) render(w io.Writer) {
 		"`gm_verify`: client SM2 signature, replay check in the memory store (5 min window), reply signed with the platform key; "+
 		"`reverse_proxy`) → legacy back end (plain HTTP, in the harness) → **egress** gmgate (`reverse_proxy` with "+
 		"`gm_channel`: `unionpay-sm2` re-signing with the platform key, TLCP with mutual authentication, bank reply "+
-		"verified) → bank simulator (`integration/banksim`, in the harness) → back. Keys: file-backed vault keys "+
-		"(ingress: the development PKI, `dev_pki`; egress: `file:` keys). Audit log: %s.\n", r.Scheme, auditText(r.Audit))
+		"verified) → bank simulator (`integration/banksim`, in the harness) → back. Keys: %s. Audit log: %s.\n",
+		r.Scheme, vaultText(r.Vault), auditText(r.Audit))
 	p("- **baseline** (one gmgate process configured as plain Caddy): Go `crypto/tls` clients, TLS 1.3 with Caddy's " +
 		"internal ECDSA P-256 certificate, HTTP/1.1 kept alive, unsigned request → `reverse_proxy` → the same kind of " +
 		"legacy back end, which answers at once.\n")
@@ -295,6 +296,15 @@ func orNA(s string) string {
 		return "n/a"
 	}
 	return s
+}
+
+func vaultText(v string) string {
+	if v == "softhsm" {
+		return "the platform signing keys of both processes (reply signing, bank request signing, audit checkpoints) " +
+			"in SoftHSM2 tokens (PKCS#11, wrapped mode), imported with `gmgate vault import`; TLCP keys file-backed " +
+			"(ingress: the development PKI, `dev_pki`)"
+	}
+	return "file-backed vault keys (ingress: the development PKI, `dev_pki`; egress: `file:` keys)"
 }
 
 func auditText(policy string) string {

@@ -30,7 +30,7 @@ const ingressCaddyfile = `{
 	auto_https off
 	gmgate {
 		dev_pki {DIR}/pki
-{AUDIT}	}
+{AUDIT}{VAULT}	}
 	servers :{PORT} {
 		listener_wrappers {
 			tlcp {
@@ -49,7 +49,7 @@ http://:{PORT} {
 			window 5m
 			store memory
 		}
-	}
+{REPLY}	}
 	reverse_proxy {BACKEND}
 }
 `
@@ -61,18 +61,7 @@ const egressCaddyfile = `{
 	skip_install_trust
 	auto_https off
 	gmgate {
-{AUDIT}		vault {
-			key platform-sign file:{DIR}/platform_sign.key {
-				certificate {DIR}/platform_sign.pem
-			}
-			key platform-tlcp-sign file:{DIR}/platform_tlcp_sign.key {
-				certificate {DIR}/platform_tlcp_sign.pem
-			}
-			key platform-tlcp-enc file:{DIR}/platform_tlcp_enc.key {
-				certificate {DIR}/platform_tlcp_enc.pem
-			}
-		}
-	}
+{AUDIT}{VAULT}	}
 }
 
 http://127.0.0.1:{PORT} {
@@ -107,6 +96,24 @@ https://localhost:{PORT} {
 	tls internal
 	reverse_proxy {BACKEND}
 }
+`
+
+// egressFileKeys are the egress's TLCP client keys (file-backed in every mode: they only
+// serve handshakes).
+const egressFileKeys = `			key platform-tlcp-sign file:{DIR}/platform_tlcp_sign.key {
+				certificate {DIR}/platform_tlcp_sign.pem
+			}
+			key platform-tlcp-enc file:{DIR}/platform_tlcp_enc.key {
+				certificate {DIR}/platform_tlcp_enc.pem
+			}
+`
+
+// egressFileVault is the egress vault with the platform signing key in a file too.
+const egressFileVault = `		vault {
+			key platform-sign file:{DIR}/platform_sign.key {
+				certificate {DIR}/platform_sign.pem
+			}
+` + egressFileKeys + `		}
 `
 
 // auditBlock returns the global audit option for policy ("off": none).
@@ -163,7 +170,7 @@ func freePort() (int, error) {
 
 // startProc runs `gmgate run` on caddyfile ({ADMIN} and {DIR} substituted) in root/name and
 // waits for its admin endpoint.
-func startProc(bin, root, name, caddyfile string) (*gmProc, error) {
+func startProc(bin, root, name, caddyfile string, env ...string) (*gmProc, error) {
 	dir := filepath.Join(root, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -184,6 +191,7 @@ func startProc(bin, root, name, caddyfile string) (*gmProc, error) {
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"HOME="+dir)
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
