@@ -213,6 +213,7 @@ type decrypterSession struct {
 	d         crypto.Decrypter
 	allowCFCA bool
 	key       []byte
+	keyErr    error // the key's own failure (ErrKeyUnavailable), not the input's
 }
 
 // DecryptDataKey implements pkcs7.Session.
@@ -228,6 +229,7 @@ func (s *decrypterSession) DecryptDataKey(enc []byte, _ crypto.PrivateKey, _ *sm
 		k, err = s.d.Decrypt(rand.Reader, raw, sm2.NewPlainDecrypterOpts(sm2.C1C2C3))
 	}
 	if err != nil {
+		s.keyErr = keyUnavailable(err)
 		return nil, ErrEnvelopeDecrypt
 	}
 	if len(k) != sm4KeySize {
@@ -278,6 +280,9 @@ func (o *EnvelopeOpener) Open(body []byte) (plain []byte, err error) {
 	}
 	plain, err = p7.Decrypt(o.Cert, o.Key)
 	if err != nil {
+		if sess.keyErr != nil {
+			return nil, sess.keyErr
+		}
 		return nil, ErrEnvelopeDecrypt
 	}
 	return plain, nil

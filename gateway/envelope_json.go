@@ -111,6 +111,9 @@ func (f *EncryptedFields) Open(body []byte, key crypto.Decrypter) ([]byte, error
 			return nil, ErrEnvelopeField
 		}
 		k, err := key.Decrypt(rand.Reader, ct, nil)
+		if ku := keyUnavailable(err); ku != nil {
+			return nil, ku
+		}
 		if err != nil || len(k) != sm4KeySize {
 			wipe(k)
 			return nil, ErrEnvelopeDecrypt
@@ -146,6 +149,9 @@ func (f *EncryptedFields) Open(body []byte, key crypto.Decrypter) ([]byte, error
 			pt, err = gcm.Open(nil, ct[:gcmNonceSize], ct[gcmNonceSize:], []byte(p))
 		} else {
 			pt, err = key.Decrypt(rand.Reader, ct, nil)
+			if ku := keyUnavailable(err); ku != nil {
+				return nil, ku
+			}
 		}
 		if err != nil {
 			return nil, ErrEnvelopeDecrypt

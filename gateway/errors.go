@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 )
@@ -42,6 +43,9 @@ const (
 	CodeReplayStoreUnavailable Code = "replay_store_unavailable"
 	// CodeEnvelopeInvalid: the digital envelope or encrypted field cannot be opened.
 	CodeEnvelopeInvalid Code = "envelope_invalid"
+	// CodeKeyUnavailable: the gateway's own key cannot be used now (token or vault failure,
+	// 503): the request may be sent again later; nothing is blamed on it.
+	CodeKeyUnavailable Code = "key_unavailable"
 	// CodeBodyTooLarge: the body exceeds the configured limit (413).
 	CodeBodyTooLarge Code = "body_too_large"
 	// CodeInternal: an unexpected gateway failure (500).
@@ -66,6 +70,7 @@ var codeInfo = map[Code]struct {
 	CodeReplay:                 {http.StatusUnauthorized, "request was already received"},
 	CodeReplayStoreUnavailable: {http.StatusServiceUnavailable, "request freshness cannot be verified now"},
 	CodeEnvelopeInvalid:        {http.StatusBadRequest, "encrypted content cannot be opened"},
+	CodeKeyUnavailable:         {http.StatusServiceUnavailable, "the gateway's key is unavailable now; try again later"},
 	CodeBodyTooLarge:           {http.StatusRequestEntityTooLarge, "request body is too large"},
 	CodeInternal:               {http.StatusInternalServerError, "internal error"},
 }
@@ -76,7 +81,7 @@ func Codes() []Code {
 		CodeMissingSignature, CodeMalformedHeader, CodeUnknownKey, CodeCertExpired,
 		CodeCertNotYetValid, CodeCertRevoked, CodeCertWrongUsage, CodeCertUntrusted,
 		CodeBadSignature, CodeTimestampOutOfWindow, CodeReplay, CodeReplayStoreUnavailable,
-		CodeEnvelopeInvalid, CodeBodyTooLarge, CodeInternal,
+		CodeEnvelopeInvalid, CodeKeyUnavailable, CodeBodyTooLarge, CodeInternal,
 	}
 }
 
@@ -180,6 +185,8 @@ func CodeOf(err error) Code {
 		return CodeReplayStoreUnavailable
 	case errors.Is(err, ErrBodyTooLarge):
 		return CodeBodyTooLarge
+	case errors.Is(err, ErrKeyUnavailable):
+		return CodeKeyUnavailable
 	case errors.Is(err, ErrEnvelope):
 		return CodeEnvelopeInvalid
 	}
@@ -188,6 +195,20 @@ func CodeOf(err error) Code {
 
 // ErrBodyTooLarge is returned when a body exceeds its configured bound.
 var ErrBodyTooLarge = errors.New("gateway: body too large")
+
+// ErrKeyUnavailable is returned when the gateway's own key failed for a reason of its own (an
+// error from the key that reports Unavailable() true, as keyvault's do for token, session and
+// vault failures), so that the request is refused with 503, not blamed (400).
+var ErrKeyUnavailable = errors.New("gateway: key unavailable")
+
+// keyUnavailable wraps err in ErrKeyUnavailable when the key reports the failure as its own.
+func keyUnavailable(err error) error {
+	var u interface{ Unavailable() bool }
+	if errors.As(err, &u) && u.Unavailable() {
+		return fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
+	}
+	return nil
+}
 
 // ErrEnvelope is the root of every envelope error (errors.Is(err, ErrEnvelope)).
 var ErrEnvelope = errors.New("gateway: envelope cannot be opened")

@@ -16,7 +16,7 @@ func TestCodeStatusAndBody(t *testing.T) {
 		CodeCertExpired: 401, CodeCertNotYetValid: 401, CodeCertRevoked: 401,
 		CodeCertWrongUsage: 401, CodeCertUntrusted: 401, CodeBadSignature: 401,
 		CodeTimestampOutOfWindow: 401, CodeReplay: 401, CodeReplayStoreUnavailable: 503,
-		CodeEnvelopeInvalid: 400, CodeBodyTooLarge: 413, CodeInternal: 500,
+		CodeEnvelopeInvalid: 400, CodeKeyUnavailable: 503, CodeBodyTooLarge: 413, CodeInternal: 500,
 	}
 	if len(Codes()) != len(want) {
 		t.Fatalf("Codes() has %d codes, table %d", len(Codes()), len(want))

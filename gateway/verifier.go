@@ -288,12 +288,12 @@ func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *htt
 }
 
 // open opens body with the Opener; errors carry envelope_invalid (or
-// body_too_large).
+// body_too_large, or key_unavailable when the gateway's key failed).
 func (v *Verifier) open(body []byte) ([]byte, error) {
 	plain, err := v.o.Opener.Open(body)
 	if err != nil {
 		c := CodeOf(err)
-		if c != CodeBodyTooLarge {
+		if c != CodeBodyTooLarge && c != CodeKeyUnavailable {
 			c = CodeEnvelopeInvalid
 		}
 		return nil, WithCode(c, err)

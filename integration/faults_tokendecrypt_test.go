@@ -326,12 +326,14 @@ func TestFaultTokenDecryptKeyUnavailable(t *testing.T) {
 		if err == nil || !errors.As(err, &re) || !errors.Is(err, client.ErrReplyUnsigned) || re.GatewayCode == "" || re.StatusCode < 400 {
 			t.Fatalf("key objects gone: %v, want an unsigned JSON refusal", err)
 		}
-		// The issue asks for 503; see the fault report for what gm_verify answers today.
-		t.Logf("key objects gone: sealed request refused with %d %s", re.StatusCode, re.GatewayCode)
+		// Fail closed, and not the client's fault: 503 key_unavailable (may retry).
+		if re.StatusCode != http.StatusServiceUnavailable || re.GatewayCode != "key_unavailable" {
+			t.Fatalf("key objects gone: sealed request refused with %d %s, want 503 key_unavailable", re.StatusCode, re.GatewayCode)
+		}
 		if err := handshake(); err == nil {
 			t.Fatal("key objects gone: a TLCP ECC handshake succeeded without the token's encryption key")
-		} else {
-			t.Logf("key objects gone: TLCP handshake: %v", err)
+		} else if !strings.Contains(err.Error(), "internal error") {
+			t.Fatalf("key objects gone: TLCP handshake: %v, want the server's internal_error alert", err)
 		}
 	}
 	if got := decrypts(false); got < failedBefore+2*tries {

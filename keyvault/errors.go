@@ -58,6 +58,19 @@ type OpError struct {
 	Err   error  // underlying cause, never containing secrets (may be nil)
 }
 
+// Unavailable reports whether the failure is the vault's own and may pass: the token, a
+// session, the module, a missing key object or a closed vault; not the caller's input (bad
+// ciphertext, wrong lengths, failed tags). Callers answer "try again later" (503) rather than
+// blaming the data they were given.
+func (e *OpError) Unavailable() bool {
+	for _, k := range []error{ErrTokenUnavailable, ErrPoolTimeout, ErrClosed, ErrKeyNotFound, ErrToken, ErrModuleLoad, ErrBadPIN} {
+		if errors.Is(e.Kind, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // Error implements error.
 func (e *OpError) Error() string {
 	s := "keyvault: " + e.Op

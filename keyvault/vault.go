@@ -46,9 +46,9 @@ type keyEntry struct {
 	// inUse is the version whose public key the configured leaf certificate carries (0: no
 	// certificate). Signing, decryption and the public key use it, not the newest version:
 	// after `gmgate vault rotate` the old key serves until the new certificate is installed.
-	inUse int
-	certs []*smx509.Certificate
-	source   string // token that served the last load
+	inUse  int
+	certs  []*smx509.Certificate
+	source string // token that served the last load
 }
 
 type loadedVersion struct {

@@ -124,3 +124,14 @@ func newAlert(a Alert, msg string) error {
 func wrapAlert(a Alert, err error) error {
 	return &AlertError{Alert: a, Err: err}
 }
+
+// keyAlert is the alert for a failed operation with the server's own key: internal_error when
+// the key reports the failure as its own (Unavailable() true, as the key vault does when its
+// token is gone), so the peer is not blamed; otherwise a, the alert for bad peer input.
+func keyAlert(a Alert, err error) error {
+	var u interface{ Unavailable() bool }
+	if errors.As(err, &u) && u.Unavailable() {
+		return wrapAlert(AlertInternalError, err)
+	}
+	return wrapAlert(a, err)
+}

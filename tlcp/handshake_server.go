@@ -326,7 +326,7 @@ func (hs *serverHandshake) preMaster(cke *clientKeyExchangeMsg) ([]byte, error) 
 		}
 		pms, err := decryptPreMaster(hs.pair.decrypter, c.config.rand(), ct)
 		if err != nil {
-			return nil, newAlert(AlertDecryptError, "cannot decrypt the pre-master secret")
+			return nil, keyAlert(AlertDecryptError, fmt.Errorf("cannot decrypt the pre-master secret: %w", err))
 		}
 		return pms, nil
 	}
@@ -347,7 +347,7 @@ func (hs *serverHandshake) preMaster(cke *clientKeyExchangeMsg) ([]byte, error) 
 	}
 	pms, err := sm2KeyExchange(hs.pair.agreement, false, hs.ecdheKey, hs.pair.encPubECDH, peerStatic, peerEph)
 	if err != nil {
-		return nil, wrapAlert(AlertHandshakeFailure, err)
+		return nil, keyAlert(AlertHandshakeFailure, err)
 	}
 	return pms, nil
 }

@@ -1,0 +1,35 @@
+package keyvault
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// Unavailable separates the vault's own failures (callers answer 503 / internal_error) from
+// failures caused by the data they were given.
+func TestOpErrorUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		kind error
+		want bool
+	}{
+		{ErrTokenUnavailable, true}, {ErrPoolTimeout, true}, {ErrClosed, true}, {ErrKeyNotFound, true},
+		{ErrToken, true}, {ErrModuleLoad, true}, {ErrBadPIN, true},
+		{ErrInvalidInput, false}, {ErrAuthFailed, false}, {ErrWrongKeyType, false}, {ErrUnsupported, false},
+		{ErrVersionRetired, false}, {ErrConfig, false}, {nil, false},
+	} {
+		e := &OpError{Op: "decrypt", Key: "k", Kind: tc.kind}
+		if got := e.Unavailable(); got != tc.want {
+			t.Errorf("%v: Unavailable() = %v, want %v", tc.kind, got, tc.want)
+		}
+		wrapped := fmt.Errorf("outer: %w", e)
+		var u interface{ Unavailable() bool }
+		if got := asUnavailable(wrapped, &u); got != tc.want {
+			t.Errorf("%v wrapped: %v, want %v", tc.kind, got, tc.want)
+		}
+	}
+}
+
+func asUnavailable(err error, u *interface{ Unavailable() bool }) bool {
+	return errors.As(err, u) && (*u).Unavailable()
+}
