@@ -57,6 +57,11 @@ type App struct {
 	// the development PKI is enabled.
 	Vault keyvault.Config `json:"vault,omitempty"`
 
+	// VaultHealthInterval is how often every PKCS#11 token is probed (a session round trip),
+	// which keeps gmgate_vault_token_up current even when no request needs the token (wrapped
+	// keys are used from memory). Default 30s; negative: off.
+	VaultHealthInterval caddy.Duration `json:"vault_health_interval,omitempty"`
+
 	// DevPKI configures the embedded development PKI. It is enabled when the vault declares no
 	// keys, or when this is set.
 	DevPKI *DevPKIConfig `json:"dev_pki,omitempty"`
@@ -121,9 +126,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 			zap.String("root_certificate", dev.RootCertPath),
 			zap.String("dir", dev.Dir))
 	}
+	health := time.Duration(a.VaultHealthInterval)
+	switch {
+	case health == 0:
+		health = 30 * time.Second
+	case health < 0:
+		health = 0
+	}
 	v, err := keyvault.Open(cfg,
 		keyvault.WithLogger(slog.New(zapslog.NewHandler(a.logger.Core()))),
-		keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}))
+		keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}),
+		keyvault.WithHealthInterval(health))
 	if err != nil {
 		return fmt.Errorf("opening key vault: %w", err)
 	}

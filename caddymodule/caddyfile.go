@@ -134,7 +134,7 @@ func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if err := parseVault(d, &app.Vault); err != nil {
+			if err := parseVault(d, &app.Vault, &app.VaultHealthInterval); err != nil {
 				return nil, err
 			}
 		default:
@@ -144,9 +144,23 @@ func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	return httpcaddyfile.App{Name: "gmgate", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config) error {
+func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config, health *caddy.Duration) error {
 	for d.NextBlock(1) {
 		switch d.Val() {
+		case "health_interval":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			if v == "off" {
+				*health = -1
+				continue
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("health_interval: a positive duration or off: %q", v)
+			}
+			*health = caddy.Duration(dur)
 		case "token":
 			var tc keyvault.TokenConfig
 			if !d.Args(&tc.Name) {
@@ -203,6 +217,13 @@ func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config) error {
 			}
 			for d.NextBlock(2) {
 				opt := d.Val()
+				if opt == "token_decrypt" {
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					kc.TokenDecrypt = true
+					continue
+				}
 				if opt == "tokens" {
 					kc.Tokens = d.RemainingArgs()
 					if len(kc.Tokens) == 0 {
