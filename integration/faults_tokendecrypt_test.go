@@ -67,6 +67,7 @@ func fltAdaptTokenDecrypt(t *testing.T, dir, caddyfile string, env []string, key
 	if n != len(keys) {
 		t.Fatalf("adapted vault lacks some of %v: %s", keys, stdout.String())
 	}
+	gm["vault_health_interval"] = int64(200 * time.Millisecond) // token_up follows the token quickly
 	out, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -339,8 +340,22 @@ func TestFaultTokenDecryptKeyUnavailable(t *testing.T) {
 	if got := decrypts(false); got < failedBefore+2*tries {
 		t.Fatalf("failed token decryptions counted %v -> %v, want +%d", failedBefore, got, 2*tries)
 	}
+	tokenUp := func(want float64) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			got := fltMetric(t, inst.admin, "gmgate_vault_token_up", "token", "hsm")
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("gmgate_vault_token_up{token=hsm} = %v, want %v", got, want)
+			}
+		}
+	}
+	tokenUp(0) // the health probe sees the token's objects gone
 
 	fltTokenObjects(t, tokdir, aside, false)
+	tokenUp(1)
 	for i := 0; i < tries; i++ {
 		if err := sealed("key objects back"); err != nil {
 			t.Fatalf("key objects back: %v", err)
