@@ -384,7 +384,14 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 		rc = &ReplayConfig{}
 	}
 	g := &gateway.ReplayGuard{Window: time.Duration(rc.Window), FailOpen: rc.FailOpen,
-		OnStoreError: func(err error) { h.logger.Warn("gm_verify: replay store", zap.Error(err)) }}
+		OnStoreError: func(err error) {
+			outcome := "refused"
+			if rc.FailOpen && !errors.Is(err, gateway.ErrReplayStoreFull) {
+				outcome = "fail_open" // accepted without a replay check: watch this
+			}
+			replayStoreErrors.WithLabelValues(h.scheme.Name(), outcome).Inc()
+			h.logger.Warn("gm_verify: replay store", zap.String("outcome", outcome), zap.Error(err))
+		}}
 	switch strings.ToLower(rc.Store) {
 	case "", "memory":
 		st, key, err := acquireMemoryReplayStore(rc.MaxEntries)

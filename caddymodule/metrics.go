@@ -28,6 +28,10 @@ var (
 		Namespace: "gmgate", Subsystem: "verify", Name: "replay_rejections_total",
 		Help: "Requests rejected as replays or outside the timestamp window, by scheme.",
 	}, []string{"scheme"})
+	replayStoreErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "verify", Name: "replay_store_errors_total",
+		Help: "Replay (nonce) store failures by scheme and outcome: refused (503, fail closed) or fail_open (accepted without a replay check).",
+	}, []string{"scheme", "outcome"})
 
 	channelRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "channel", Name: "requests_total",
@@ -69,7 +73,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{
-		tlcpHandshakes, tlcpHandshakeSeconds, verifyResults, replayRejections,
+		tlcpHandshakes, tlcpHandshakeSeconds, verifyResults, replayRejections, replayStoreErrors,
 		channelRequests, channelSeconds, vaultOps, vaultOpSeconds, vaultPoolWait,
 		vaultFailovers, vaultTokenUp,
 	} {

@@ -306,12 +306,21 @@ func TestFaultRedisDown(t *testing.T) {
 	if got := unavailable(); got != refused {
 		t.Fatalf("%s{code=replay_store_unavailable} = %v, want %d", metric, got, refused)
 	}
+	storeErrors := func(outcome string) float64 {
+		return fltMetric(t, inst.admin, "gmgate_verify_replay_store_errors_total", "scheme", signing.WechatPayName, "outcome", outcome)
+	}
+	if got := storeErrors("refused"); got != refused {
+		t.Fatalf("gmgate_verify_replay_store_errors_total{outcome=refused} = %v, want %d", got, refused)
+	}
 	// fail_open: accepted after the signature and timestamp checks, nonce not recorded; the
-	// store error is logged (it is not a rejection, so no verify metric says it).
+	// store error is logged and counted as outcome=fail_open (the verify result is ok).
 	okBefore := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok")
 	mustPass(open, "Redis down, fail_open site")
 	if got := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok"); got != okBefore+1 {
 		t.Fatalf("fail_open acceptance counted %v -> %v under code=ok", okBefore, got)
+	}
+	if got := storeErrors("fail_open"); got != 1 {
+		t.Fatalf("gmgate_verify_replay_store_errors_total{outcome=fail_open} = %v, want 1", got)
 	}
 	if !strings.Contains(inst.out.String(), "gm_verify: replay store") {
 		t.Fatalf("the replay store error of the fail_open site is not logged:\n%s", inst.out)
