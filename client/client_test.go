@@ -413,3 +413,39 @@ func TestURL(t *testing.T) {
 		}
 	}
 }
+
+// headerRecorder records the requests it is given and answers nothing.
+type headerRecorder struct{ got []http.Header }
+
+func (h *headerRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	h.got = append(h.got, r.Header.Clone())
+	return nil, errors.New("recorded")
+}
+
+// A signed request carries Idempotency-Key = its nonce (net/http may then resend it on a
+// kept-alive connection the server closed; the gateway refuses a second copy as a replay),
+// unless the caller set its own.
+func TestIdempotencyKeyIsTheNonce(t *testing.T) {
+	p := getPKI(t)
+	rec := &headerRecorder{}
+	cfg := baseConfig(t, p, signing.WechatPayName)
+	cfg.BaseURL = "https://pay.example"
+	cfg.Transport = rec
+	cfg.Nonce = func() (string, error) { return "5D2B7A4E0C9F41A3B8E6D1F0A2C4E6B8", nil }
+	c := newTestClient(t, cfg)
+	_, body := requestBody(signing.WechatPayName)
+	c.Post(context.Background(), "/v3/pay", "application/json", body)
+	req, _ := c.NewRequest(context.Background(), http.MethodPost, "/v3/pay", "application/json", body)
+	req.Header.Set("Idempotency-Key", "order-42")
+	c.Do(req)
+	if len(rec.got) != 2 {
+		t.Fatalf("%d requests recorded", len(rec.got))
+	}
+	if got := rec.got[0].Get("Idempotency-Key"); got != "5D2B7A4E0C9F41A3B8E6D1F0A2C4E6B8" ||
+		!strings.Contains(rec.got[0].Get("Authorization"), `nonce_str="`+got+`"`) {
+		t.Errorf("Idempotency-Key %q, Authorization %q", got, rec.got[0].Get("Authorization"))
+	}
+	if got := rec.got[1].Get("Idempotency-Key"); got != "order-42" {
+		t.Errorf("the caller's Idempotency-Key was replaced: %q", got)
+	}
+}

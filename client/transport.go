@@ -316,6 +316,12 @@ func (t *Transport) signRequest(req *http.Request) (*http.Request, sentInfo, err
 		out.Body, out.GetBody = nil, nil
 	}
 	out.Header.Del("Content-Length")
+	if out.Header.Get("Idempotency-Key") == "" && out.Header.Get("X-Idempotency-Key") == "" && info.nonce != "" {
+		// A signed request is safe to send twice: the gateway accepts its nonce once and refuses
+		// the second copy as a replay. With the key set, net/http resends a POST whose kept-alive
+		// connection the server closed before answering (a gateway reload) instead of failing.
+		out.Header.Set("Idempotency-Key", info.nonce)
+	}
 	return out, info, nil
 }
 
