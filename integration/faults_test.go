@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emmansun/gmsm/smx509"
+
 	"github.com/gmgate/gmgate/client"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -65,27 +67,29 @@ func (b *fltBackend) lastRequest() (http.Header, string) {
 	return b.last.Clone(), b.body
 }
 
-// fltClient is the terminal SDK (package client) signing with the development client key and
-// verifying replies with the development platform certificate of inst's dev_pki.
-func fltClient(t *testing.T, pkiDir, baseURL string) *client.Client {
+// fltClient is the terminal SDK (package client) signing with the development client key of
+// the dev_pki in pkiDir and verifying replies with platform (default: that dev_pki's platform
+// certificate).
+func fltClient(t *testing.T, pkiDir, baseURL string, platform ...*smx509.Certificate) *client.Client {
 	t.Helper()
-	certs, err := pki.LoadCertificatesFile(filepath.Join(pkiDir, pki.DevClientSignBase+".pem"))
+	id, err := client.LoadIdentity(filepath.Join(pkiDir, pki.DevClientSignBase+".pem"), filepath.Join(pkiDir, pki.DevClientSignBase+".key"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.LoadPrivateKeyFile(filepath.Join(pkiDir, pki.DevClientSignBase+".key"), nil)
+	key, err := id.SigningKey("", "1900000001")
 	if err != nil {
 		t.Fatal(err)
 	}
-	plat, err := pki.LoadCertificatesFile(filepath.Join(pkiDir, pki.DevPlatformBase+".pem"))
-	if err != nil {
-		t.Fatal(err)
+	if len(platform) == 0 {
+		if platform, err = client.LoadCertificates(filepath.Join(pkiDir, pki.DevPlatformBase+".pem")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c, err := client.New(client.Config{
 		BaseURL:       baseURL,
 		Scheme:        signing.WechatPayName,
-		Key:           signing.Key{Signer: key, Cert: certs[0], MerchantID: "1900000001"},
-		PlatformCerts: plat[:1],
+		Key:           key,
+		PlatformCerts: platform[:1],
 		Timeout:       10 * time.Second,
 	})
 	if err != nil {

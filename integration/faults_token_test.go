@@ -17,7 +17,6 @@ import (
 
 	"github.com/gmgate/gmgate/client"
 	"github.com/gmgate/gmgate/pki"
-	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
 
@@ -87,21 +86,7 @@ func TestFaultTokenUnavailable(t *testing.T) {
 
 	replyCert := v.Cert(t, "reply-sign")
 	newClient := func(port int) *client.Client {
-		certs, err := pki.LoadCertificatesFile(filepath.Join(pkiDir, pki.DevClientSignBase+".pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := pki.LoadPrivateKeyFile(filepath.Join(pkiDir, pki.DevClientSignBase+".key"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.New(client.Config{BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port), Scheme: signing.WechatPayName,
-			Key:           signing.Key{Signer: key, Cert: certs[0], MerchantID: "1900000001"},
-			PlatformCerts: []*smx509.Certificate{replyCert}, Timeout: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return fltClient(t, pkiDir, fmt.Sprintf("http://127.0.0.1:%d", port), replyCert)
 	}
 	// signedExchange: a signed request reaches the back end once and its reply verifies with
 	// the token key's certificate, served by configuration generation gen.
