@@ -103,6 +103,15 @@ func main() {
 
 func commandLine() string {
 	args := []string{"go", "run", "./integration/cmd/gmload"}
+	explicit := false
+	for _, a := range os.Args[1:] {
+		if a == "-bin" || a == "--bin" || strings.HasPrefix(a, "-bin=") || strings.HasPrefix(a, "--bin=") {
+			explicit = true
+		}
+	}
+	if b := os.Getenv("GMGATE_BIN"); b != "" && !explicit {
+		args = append([]string{"GMGATE_BIN=" + b}, args...)
+	}
 	for _, a := range os.Args[1:] {
 		if strings.ContainsAny(a, " \t'\"$") {
 			a = strconv.Quote(a)
