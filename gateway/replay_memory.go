@@ -124,19 +124,32 @@ func (s *MemoryReplayStore) CheckAndStore(ctx context.Context, keyID, nonce stri
 	return nil
 }
 
-// sweepLocked deletes expired entries and recomputes minExpiry.
+// sweepLocked drops expired entries and recomputes minExpiry. The live entries move to a new
+// map sized for them: deleting from a Go map never shrinks it, and under constant churn (every
+// nonce expires after 2 windows while new ones arrive) a map that is only deleted from keeps
+// growing although the number of live entries is level.
 func (sh *memoryShard) sweepLocked(now int64) {
+	live := 0
+	for _, e := range sh.m {
+		if e > now {
+			live++
+		}
+	}
+	if live == len(sh.m) {
+		return
+	}
 	var min int64
+	m := make(map[memoryKey]int64, live)
 	for k, e := range sh.m {
 		if e <= now {
-			delete(sh.m, k)
 			continue
 		}
+		m[k] = e
 		if min == 0 || e < min {
 			min = e
 		}
 	}
-	sh.minExpiry = min
+	sh.m, sh.minExpiry = m, min
 }
 
 // Sweep removes every expired entry now. The background sweeper calls it
