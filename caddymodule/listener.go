@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
 
@@ -311,9 +313,12 @@ type tlcpConn struct {
 	logger *zap.Logger
 	key    string // liveConns key: local|remote address
 	once   sync.Once
-	hsErr  error
-	mu     sync.Mutex // guards closed and the liveConns entry
-	closed bool
+	// viewOnce/viewed: the handlers' view, computed on first use after the handshake.
+	viewOnce sync.Once
+	viewed   *connView
+	hsErr    error
+	mu       sync.Mutex // guards closed and the liveConns entry
+	closed   bool
 }
 
 func (c *tlcpConn) handshake() error {
@@ -419,11 +424,43 @@ func connKey(local, remote net.Addr) string { return local.String() + "|" + remo
 
 // TLCPConnectionState returns the TLCP state of the connection a request arrived on.
 func TLCPConnectionState(local, remote string) (tlcp.ConnectionState, bool) {
-	v, ok := liveConns.Load(local + "|" + remote)
+	c, ok := liveConn(local, remote)
 	if !ok {
 		return tlcp.ConnectionState{}, false
 	}
-	return v.(*tlcpConn).Conn.ConnectionState(), true
+	return c.view().state, true
+}
+
+// liveConn returns the established TLCP connection a request arrived on.
+func liveConn(local, remote string) (*tlcpConn, bool) {
+	v, ok := liveConns.Load(local + "|" + remote)
+	if !ok {
+		return nil, false
+	}
+	return v.(*tlcpConn), true
+}
+
+// connView is what the HTTP handlers read of an established connection, computed once per
+// connection (not per request): its state and the {tlcp.*} placeholder values.
+type connView struct {
+	state                                  tlcp.ConnectionState
+	version, suite, resumed                string
+	clientSubject, clientSerial, clientSM3 string
+}
+
+func (c *tlcpConn) view() *connView {
+	c.viewOnce.Do(func() {
+		st := c.Conn.ConnectionState()
+		v := &connView{state: st, version: fmt.Sprintf("0x%04x", st.Version),
+			suite: tlcp.CipherSuiteName(st.CipherSuite), resumed: strconv.FormatBool(st.DidResume)}
+		if cert := st.PeerSignCertificate; cert != nil {
+			v.clientSubject = cert.Subject.String()
+			v.clientSerial = signing.SerialHex(cert.SerialNumber)
+			v.clientSM3 = pki.FingerprintSM3(cert)
+		}
+		c.viewed = v
+	})
+	return c.viewed
 }
 
 // JoinListenerWrapper merges the TLCP connections that a dual-stack `tlcp` wrapper terminated

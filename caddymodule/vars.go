@@ -1,18 +1,14 @@
 package caddymodule
 
 import (
-	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/gmgate/gmgate/pki"
-	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
 
@@ -57,11 +53,20 @@ func (*TLCPVars) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // tlcpState returns the TLCP state of the connection r came on.
 func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok || la == nil {
+	c, ok := requestConn(r)
+	if !ok {
 		return tlcp.ConnectionState{}, false
 	}
-	return TLCPConnectionState(la.String(), r.RemoteAddr)
+	return c.view().state, true
+}
+
+// requestConn returns the TLCP connection r came on.
+func requestConn(r *http.Request) (*tlcpConn, bool) {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || la == nil {
+		return nil, false
+	}
+	return liveConn(la.String(), r.RemoteAddr)
 }
 
 // setTLCPPlaceholders sets the {tlcp.*} placeholders of r (when it came over TLCP) and returns
@@ -69,28 +74,29 @@ func tlcpState(r *http.Request) (tlcp.ConnectionState, bool) {
 // r.TLS, so that the rest of the chain sees a request that came over a secure channel: scheme
 // https for placeholders, X-Forwarded-Proto and the @target-uri that signatures cover.
 func setTLCPPlaceholders(r *http.Request) (tlcp.ConnectionState, bool) {
-	st, ok := tlcpState(r)
+	c, ok := requestConn(r)
 	if !ok {
-		return st, false
+		return tlcp.ConnectionState{}, false
 	}
+	v := c.view()
 	if r.TLS == nil {
-		cs := tlsConnectionState(st)
+		cs := tlsConnectionState(v.state)
 		r.TLS = &cs
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
-		return st, true
+		return v.state, true
 	}
-	repl.Set("tlcp.version", fmt.Sprintf("0x%04x", st.Version))
-	repl.Set("tlcp.cipher_suite", tlcp.CipherSuiteName(st.CipherSuite))
-	repl.Set("tlcp.server_name", st.ServerName)
-	repl.Set("tlcp.resumed", strconv.FormatBool(st.DidResume))
-	if c := st.PeerSignCertificate; c != nil {
-		repl.Set("tlcp.client.subject", c.Subject.String())
-		repl.Set("tlcp.client.serial", signing.SerialHex(c.SerialNumber))
-		repl.Set("tlcp.client.fingerprint", pki.FingerprintSM3(c))
+	repl.Set("tlcp.version", v.version)
+	repl.Set("tlcp.cipher_suite", v.suite)
+	repl.Set("tlcp.server_name", v.state.ServerName)
+	repl.Set("tlcp.resumed", v.resumed)
+	if v.state.PeerSignCertificate != nil {
+		repl.Set("tlcp.client.subject", v.clientSubject)
+		repl.Set("tlcp.client.serial", v.clientSerial)
+		repl.Set("tlcp.client.fingerprint", v.clientSM3)
 	}
-	return st, true
+	return v.state, true
 }
 
 // Interface guards
