@@ -504,6 +504,15 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					c.ECDHEParamsAsVector = true
 				case "ecc_ciphertext_raw":
 					c.ECCCiphertextRaw = true
+				case "session_cache":
+					var v string
+					if v, err = one(); err == nil {
+						if v == "off" {
+							c.SessionCacheSize = -1
+						} else if c.SessionCacheSize, err = strconv.Atoi(v); err == nil && c.SessionCacheSize <= 0 {
+							err = d.Errf("session_cache: a positive size or off, got %q", v)
+						}
+					}
 				case "handshake_timeout":
 					var v string
 					if v, err = one(); err == nil {

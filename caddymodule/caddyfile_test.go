@@ -125,3 +125,63 @@ func TestGmgateOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+// gm_channel's TLCP link to the bank: session resumption on by default (64 sessions), sized or
+// turned off in the Caddyfile.
+func TestChannelTLCPSessionCache(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		size int
+		on   bool
+	}{
+		{"", 0, true},
+		{"session_cache 500", 500, true},
+		{"session_cache off", -1, false},
+	} {
+		src := "{\n\tadmin off\n}\n:9002 {\n\treverse_proxy 127.0.0.1:9443 {\n\t\ttransport gm_channel {\n\t\t\tbank b\n\t\t\tscheme http-sig-sm2\n\t\t\ttlcp {\n\t\t\t\tserver_name bank.example\n\t\t\t\t" + tc.line + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.line, err)
+		}
+		var ct *ChannelTLCP
+		var find func(v any)
+		find = func(v any) {
+			switch x := v.(type) {
+			case map[string]any:
+				if x["protocol"] == "gm_channel" {
+					b, _ := json.Marshal(x)
+					var tr ChannelTransport
+					if err := json.Unmarshal(b, &tr); err != nil {
+						t.Fatal(err)
+					}
+					ct = tr.TLCP
+				}
+				for _, e := range x {
+					find(e)
+				}
+			case []any:
+				for _, e := range x {
+					find(e)
+				}
+			}
+		}
+		var all any
+		if err := json.Unmarshal(out, &all); err != nil {
+			t.Fatal(err)
+		}
+		find(all)
+		if ct == nil || ct.SessionCacheSize != tc.size {
+			t.Fatalf("%q: adapted %+v, want session_cache_size %d", tc.line, ct, tc.size)
+		}
+		tc2, err := ct.config(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (tc2.SessionCache != nil) != tc.on {
+			t.Errorf("%q: session cache on = %v, want %v", tc.line, tc2.SessionCache != nil, tc.on)
+		}
+	}
+	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte("{\n\tadmin off\n}\n:9002 {\n\treverse_proxy 127.0.0.1:9443 {\n\t\ttransport gm_channel {\n\t\t\tbank b\n\t\t\ttlcp {\n\t\t\t\tsession_cache 0\n\t\t\t}\n\t\t}\n\t}\n}\n"), nil); err == nil {
+		t.Error("session_cache 0 accepted")
+	}
+}

@@ -114,6 +114,10 @@ type ChannelTLCP struct {
 	ECCCiphertextRaw bool `json:"ecc_ciphertext_raw,omitempty"`
 	// HandshakeTimeout bounds the TLCP handshake. Default 10s.
 	HandshakeTimeout caddy.Duration `json:"handshake_timeout,omitempty"`
+	// SessionCacheSize is the number of TLCP sessions kept to resume connections to the bank
+	// (session-ID resumption: a new connection skips the SM2 operations of a full handshake
+	// when the bank still knows the session). Default 64; negative: off.
+	SessionCacheSize int `json:"session_cache_size,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -257,6 +261,12 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 		ECDHEParamsAsVector: c.ECDHEParamsAsVector,
 		ECCCiphertextRaw:    c.ECCCiphertextRaw,
 		RootCAs:             smx509.NewCertPool(),
+	}
+	switch size := c.SessionCacheSize; {
+	case size == 0:
+		cfg.SessionCache = tlcp.NewLRUSessionCache(64, time.Hour)
+	case size > 0:
+		cfg.SessionCache = tlcp.NewLRUSessionCache(size, time.Hour)
 	}
 	for _, r := range roots {
 		cfg.RootCAs.AddCert(r)
