@@ -267,8 +267,9 @@ func (r *report) render(w io.Writer) {
 			v := judgeSoak(r.Soak.Samples, name)
 			p("| %s | %s | %s | %s | %s | %.2f | %v |\n", name, mib(v.Start), mib(v.Mid), mib(v.End), mib(v.Max), v.SlopeMiBPerMin, v.Flat)
 		}
-		p("\nThe replay store keeps every nonce for its 5-minute window, so RSS is expected to rise for the first 5 minutes " +
-			"at a constant rate and then stay level; \"flat\" compares the end with mid-soak.\n\n")
+		p("\nThe memory replay store remembers every nonce for twice the 5-minute window (clocks of instances sharing a " +
+			"store may differ), so the ingress RSS rises while the store fills (the first 10 minutes at a constant rate) " +
+			"and then stays level; \"flat\" compares the end with mid-soak.\n\n")
 	}
 
 	if len(r.Profiles) > 0 || r.ProfileNote != "" {
