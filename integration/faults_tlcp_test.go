@@ -89,7 +89,7 @@ func fltProcessAlive(t *testing.T, inst *instance) {
 	t.Helper()
 	select {
 	case <-inst.exited:
-		t.Fatalf("gmgate exited: %v\n%s", inst.waitErr, inst.out)
+		t.Fatalf("gmgate exited: %v\n%s", inst.waitErr(), inst.out)
 	default:
 	}
 	if err := inst.cmd.Process.Signal(syscall.Signal(0)); err != nil {

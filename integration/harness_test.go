@@ -3,17 +3,14 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/gmgate/gmgate/integration/gmproc"
 )
 
 var (
@@ -51,104 +48,42 @@ func gmgateBin(t testing.TB) string {
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := gmproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
-// instance is one running gmgate process.
+// instance is one running gmgate process (a gmproc.Proc seen by a test).
 type instance struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	dir     string
-	admin   string
-	out     *syncBuffer
-	exited  chan struct{}
-	waitErr error
+	t      testing.TB
+	p      *gmproc.Proc
+	cmd    *exec.Cmd
+	dir    string
+	admin  string
+	out    *gmproc.Buffer
+	exited <-chan struct{}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// waitErr is the process's exit error once it has exited.
+func (i *instance) waitErr() error { return i.p.Err() }
 
 // startGmgate writes caddyfile (with {ADMIN} and {DIR} substituted) and runs `gmgate run` on it
 // with its own data and config directories, waiting until the admin endpoint answers.
 func startGmgate(t testing.TB, caddyfile string, env ...string) *instance {
 	t.Helper()
-	bin := gmgateBin(t)
-	dir := t.TempDir()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	caddyfile = strings.NewReplacer("{ADMIN}", admin, "{DIR}", dir).Replace(caddyfile)
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+	p, err := gmproc.Start(gmgateBin(t), t.TempDir(), caddyfile, env...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	inst := &instance{t: t, dir: dir, admin: admin, out: &syncBuffer{}, exited: make(chan struct{})}
-	inst.cmd = exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	inst.cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-		"HOME="+dir)
-	inst.cmd.Env = append(inst.cmd.Env, env...)
-	inst.cmd.Stdout, inst.cmd.Stderr = inst.out, inst.out
-	if err := inst.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { inst.waitErr = inst.cmd.Wait(); close(inst.exited) }()
+	inst := &instance{t: t, p: p, cmd: p.Cmd, dir: p.Dir, admin: p.Admin, out: p.Out, exited: p.Exited()}
 	t.Cleanup(inst.stop)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-inst.exited:
-			t.Fatalf("gmgate exited early: %v\n%s", inst.waitErr, inst.out)
-		default:
-		}
-		resp, err := http.Get("http://" + admin + "/config/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return inst
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gmgate did not start in time:\n%s", inst.out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return inst
 }
 
 func (i *instance) stop() {
-	if i.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-i.exited:
-		return
-	default:
-	}
-	_ = i.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-i.exited:
-	case <-time.After(15 * time.Second):
-		_ = i.cmd.Process.Kill()
-		<-i.exited
-	}
+	i.p.Stop()
 	if i.t.Failed() {
 		i.t.Logf("gmgate output:\n%s", i.out)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gmgate/gmgate/integration/banksim"
+	"github.com/gmgate/gmgate/integration/gmproc"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/tlcp"
 )
@@ -128,45 +128,16 @@ func auditBlock(policy, signingKey string) string {
 	return b + "\t\t}\n"
 }
 
-// gmProc is one running gmgate process.
+// gmProc is one running gmgate process of the harness, named for the report.
 type gmProc struct {
-	name    string
-	cmd     *exec.Cmd
-	dir     string
-	admin   string
-	out     *syncBuffer
-	exited  chan struct{}
-	waitErr error
+	*gmproc.Proc
+	name  string
+	dir   string
+	admin string
+	out   *gmproc.Buffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 { // keep the head: start-up errors matter, a flood of logs does not
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return gmproc.FreePort() }
 
 // startProc runs `gmgate run` on caddyfile ({ADMIN} and {DIR} substituted) in root/name and
 // waits for its admin endpoint.
@@ -175,78 +146,19 @@ func startProc(bin, root, name, caddyfile string, env ...string) (*gmProc, error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	p, err := gmproc.Start(bin, dir, caddyfile, env...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	admin := fmt.Sprintf("127.0.0.1:%d", port)
-	caddyfile = strings.NewReplacer("{ADMIN}", admin, "{DIR}", dir).Replace(caddyfile)
-	cfg := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
-		return nil, err
-	}
-	p := &gmProc{name: name, dir: dir, admin: admin, out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
-	p.cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-		"HOME="+dir)
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("%s exited early: %v\n%s", name, p.waitErr, p.out)
-		default:
-		}
-		resp, err := http.Get("http://" + admin + "/config/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("%s did not start in time:\n%s", name, p.out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return &gmProc{Proc: p, name: name, dir: p.Dir, admin: p.Admin, out: p.Out}, nil
 }
 
-func (p *gmProc) pid() string { return strconv.Itoa(p.cmd.Process.Pid) }
+func (p *gmProc) pid() string { return strconv.Itoa(p.Cmd.Process.Pid) }
 
-func (p *gmProc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
+func (p *gmProc) stop() { p.Stop() }
 
 // metrics fetches the Prometheus text of the admin endpoint.
-func (p *gmProc) metrics() string {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + p.admin + "/metrics")
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	return string(b)
-}
+func (p *gmProc) metrics() string { return p.Metrics() }
 
 // parseHandshakes sums gmgate_tlcp_handshake_duration_seconds_count by the resumed label.
 func parseHandshakes(prom string) (full, resumed float64) {
