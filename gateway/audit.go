@@ -621,13 +621,22 @@ func (l *AuditLog) background() {
 				l.report(err)
 			}
 		case <-syncC:
+			// fsync outside l.mu: appends go on while the disk catches up (holding the lock
+			// stalled every request for the length of the fsync).
 			l.mu.Lock()
-			if !l.closed {
-				if err := l.f.Sync(); err != nil {
+			closed, f, gen, size := l.closed, l.f, l.gen, l.size
+			l.mu.Unlock()
+			if closed {
+				continue
+			}
+			if err := l.syncTo(f, gen, size); err != nil {
+				l.mu.Lock()
+				closed = l.closed
+				l.mu.Unlock()
+				if !closed {
 					l.report(err)
 				}
 			}
-			l.mu.Unlock()
 		}
 	}
 }

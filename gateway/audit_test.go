@@ -558,3 +558,32 @@ func TestAuditSetSigner(t *testing.T) {
 		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }
+
+// Under FsyncInterval the background sync reaches every appended byte (outside the append lock).
+func TestAuditIntervalSyncCatchesUp(t *testing.T) {
+	l, err := OpenAuditLog(AuditOptions{Path: filepath.Join(t.TempDir(), "s.log"), Signer: newSM2Key(t),
+		CheckpointInterval: -1, Fsync: FsyncInterval, FsyncInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := 0; i < 20; i++ {
+		if err := l.Append(testRecord(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	gen, size := l.gen, l.size
+	l.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		l.syncMu.Lock()
+		done := l.syncedGen == gen && l.synced >= size
+		l.syncMu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("interval fsync did not reach offset %d", size)
+		}
+	}
+}
