@@ -59,3 +59,17 @@ func TestMemoryReplayStoreChurnStaysBounded(t *testing.T) {
 	}
 	t.Logf("heap %d -> %d bytes, %d live entries", warm, end, live)
 }
+
+// A sweep that frees nothing still refreshes the shard's expiry bound (a reused slot can leave it
+// stale), so later inserts into a full shard do not scan it again.
+func TestMemoryReplaySweepRefreshesBound(t *testing.T) {
+	sh := memoryShard{m: map[memoryKey]int64{{1}: 100, {2}: 200}, minExpiry: 10}
+	sh.sweepLocked(50)
+	if len(sh.m) != 2 || sh.minExpiry != 100 {
+		t.Fatalf("entries %d, minExpiry %d; want 2 and 100", len(sh.m), sh.minExpiry)
+	}
+	sh.sweepLocked(150)
+	if len(sh.m) != 1 || sh.minExpiry != 200 {
+		t.Fatalf("entries %d, minExpiry %d; want 1 and 200", len(sh.m), sh.minExpiry)
+	}
+}

@@ -130,26 +130,28 @@ func (s *MemoryReplayStore) CheckAndStore(ctx context.Context, keyID, nonce stri
 // growing although the number of live entries is level.
 func (sh *memoryShard) sweepLocked(now int64) {
 	live := 0
+	var min int64
 	for _, e := range sh.m {
 		if e > now {
 			live++
+			if min == 0 || e < min {
+				min = e
+			}
 		}
 	}
+	// minExpiry is recomputed even when nothing expired: a reused slot may have left it stale,
+	// and a stale bound would make every insert into a full shard scan it again.
+	sh.minExpiry = min
 	if live == len(sh.m) {
 		return
 	}
-	var min int64
 	m := make(map[memoryKey]int64, live)
 	for k, e := range sh.m {
-		if e <= now {
-			continue
-		}
-		m[k] = e
-		if min == 0 || e < min {
-			min = e
+		if e > now {
+			m[k] = e
 		}
 	}
-	sh.m, sh.minExpiry = m, min
+	sh.m = m
 }
 
 // Sweep removes every expired entry now. The background sweeper calls it
