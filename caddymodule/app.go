@@ -289,7 +289,7 @@ func (a *App) Start() error { return nil }
 func (a *App) Stop() error { return nil }
 
 // Cleanup releases the audit log and closes the vault, which zeroizes key material held in
-// memory: at once when gmgate exits, after vaultDrain on a reload. Caddy calls it when the
+// memory: at once when gmgate exits, after reloadDrain on a reload. Caddy calls it when the
 // configuration is unloaded, or when it failed to load.
 func (a *App) Cleanup() error {
 	if a.audit != nil {
@@ -306,8 +306,9 @@ func (a *App) Cleanup() error {
 	}
 	// A reload: Caddy has asked the old servers to shut down but does not wait for their
 	// requests, which may still sign or decrypt with this vault's handles. Close it once they
-	// are done (bounded by vaultDrain; handlers drain well within it).
-	time.AfterFunc(vaultDrain, func() {
+	// are done: the same bound as the handlers' own drain (gm_verify keeps its replay store and
+	// audit log for them just as long).
+	time.AfterFunc(reloadDrain, func() {
 		if err := v.Close(); err != nil {
 			a.logger.Error("closing the previous configuration's key vault", zap.Error(err))
 		}
@@ -315,9 +316,9 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
-// vaultDrain is how long a reloaded-away configuration's key vault stays open for the requests
-// still in flight on it.
-var vaultDrain = 2 * time.Minute
+// reloadDrain is how long a reloaded-away configuration keeps what its in-flight requests use
+// (key vault, replay store, audit log): one bound for every gmgate module.
+const reloadDrain = 5 * time.Minute
 
 // Signer returns the named SM2 signing key.
 func (a *App) Signer(name string) (crypto.Signer, error) {

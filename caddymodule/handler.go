@@ -456,14 +456,10 @@ func releaseMemoryReplayStore(key string) error {
 	return err
 }
 
-// cleanupDrainMax bounds how long a cleaned-up handler keeps its replay store and audit log for
-// the requests it is still serving.
-const cleanupDrainMax = 5 * time.Minute
-
 // Cleanup releases the replay store and the handler's own audit log. On a configuration reload
 // Caddy cleans the old handlers up while the old servers may still be finishing requests (the
 // http app does not wait for them unless the process exits), so when requests are in flight the
-// release waits, in the background, until they are done (at most cleanupDrainMax): a request
+// release waits, in the background, until they are done (at most reloadDrain): a request
 // accepted by the old configuration must not fail with replay_store_unavailable because its
 // Redis client was closed under it.
 func (h *Verify) Cleanup() error {
@@ -471,7 +467,7 @@ func (h *Verify) Cleanup() error {
 		return h.release()
 	}
 	go func() {
-		deadline := time.Now().Add(cleanupDrainMax)
+		deadline := time.Now().Add(reloadDrain)
 		for h.inflight.Load() > 0 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
