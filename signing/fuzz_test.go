@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 )
 
 var typedErrors = []error{ErrMissingSignature, ErrMalformedHeader, ErrMalformedBody, ErrUnsupportedAlgorithm,
-	ErrBadSignature, ErrDigestMismatch, ErrMissingComponent}
+	ErrBadSignature, ErrDigestMismatch, ErrMissingComponent, ErrAmbiguousParams}
 
 func checkTyped(t *testing.T, err error) {
 	t.Helper()
@@ -142,4 +144,71 @@ func FuzzRawDER(f *testing.F) {
 		checkTyped(t, VerifySM2(&priv.PublicKey, []byte("x"), b, nil, DER))
 		checkTyped(t, VerifySM2(&priv.PublicKey, []byte("x"), b, nil, Raw))
 	})
+}
+
+// FuzzParamsSignedStringDifferential is the differential check of the `k=v&k=v` builders
+// (form-sm2, unionpay-sm2): for any two bodies that parse as signed messages, different signed
+// field sets never give the same signed bytes, and the signed string of an accepted set splits
+// back into exactly that set. The re-split rewrite of the security review is a seed.
+func FuzzParamsSignedStringDifferential(f *testing.F) {
+	f.Add([]byte("nonce_str=N1&notify_url=https://m/n&sign=AA"), []byte("nonce_str=N1%26notify_url%3Dhttps://m/n&sign=AA"), false)
+	f.Add([]byte(`{"a":"1","b":"2=3","sign":"AA"}`), []byte(`{"a":"1&b=2=3","sign":"AA"}`), true)
+	f.Add([]byte("a%3D1=x&sign=AA"), []byte("a=1%3Dx&sign=AA"), false)
+	f.Add([]byte("a=&b=1&sign=AA"), []byte("b=1&sign=AA"), false)
+	schemes := []*paramScheme{&NewForm().p, &NewUnionPay().p}
+	f.Fuzz(func(t *testing.T, a, b []byte, isJSON bool) {
+		for _, p := range schemes {
+			pa, errA := ParseParams(a, isJSON)
+			pb, errB := ParseParams(b, isJSON)
+			okA := errA == nil && p.checkUnambiguous(pa) == nil
+			okB := errB == nil && p.checkUnambiguous(pb) == nil
+			if okA {
+				if got := splitSigned(CanonicalParams(pa, p.exclude()...)); !sameSigned(got, pa, p.exclude()) {
+					t.Fatalf("%s: %q does not split back into its fields", p.name, CanonicalParams(pa, p.exclude()...))
+				}
+			}
+			if okA && okB && !sameSigned(signedSet(pa, p.exclude()), pb, p.exclude()) &&
+				bytes.Equal(p.signedBytes(pa), p.signedBytes(pb)) {
+				t.Fatalf("%s: two field sets, one signed string %q", p.name, p.signedBytes(pa))
+			}
+		}
+	})
+}
+
+// splitSigned is the canonical split of a `k=v&k=v` signed string: on '&', then the first '='.
+func splitSigned(s string) map[string]string {
+	out := map[string]string{}
+	if s == "" {
+		return out
+	}
+	for _, kv := range strings.Split(s, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		out[k] = v
+	}
+	return out
+}
+
+// signedSet is the part of params a signature covers: non-empty, not excluded.
+func signedSet(params map[string]string, exclude []string) map[string]string {
+	out := map[string]string{}
+	for k, v := range params {
+		if v != "" && !slices.Contains(exclude, k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// sameSigned reports whether got equals the signed part of params.
+func sameSigned(got, params map[string]string, exclude []string) bool {
+	want := signedSet(params, exclude)
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			return false
+		}
+	}
+	return true
 }

@@ -81,7 +81,7 @@ func TestFormSM2JSON(t *testing.T) {
 	key := Key{Signer: priv, MerchantID: "m1", KeyID: "0123456789ABCDEF"}
 	mk := func() *Message {
 		return &Message{Kind: Response, Status: 200, Header: http.Header{"Content-Type": {"application/json"}},
-			Body: []byte(`{"amount": 100, "paid": true, "note": null, "desc": "a&b=c"}`)}
+			Body: []byte(`{"amount": 100, "paid": true, "note": null, "desc": "a+b=c"}`)}
 	}
 	m := mk()
 	if err := s.Sign(m, key, testNow, "J1"); err != nil {
@@ -98,7 +98,7 @@ func TestFormSM2JSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(sd.SignedBytes) != "amount=100&app_cert_sn=0123456789ABCDEF&app_id=m1&desc=a&b=c&nonce_str=J1&paid=true&timestamp=1764000000" {
+	if string(sd.SignedBytes) != "amount=100&app_cert_sn=0123456789ABCDEF&app_id=m1&desc=a+b=c&nonce_str=J1&paid=true&timestamp=1764000000" {
 		t.Fatalf("%q", sd.SignedBytes)
 	}
 	setJSON := func(k string, v any) func(m *Message) {

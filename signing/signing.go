@@ -125,6 +125,12 @@ var (
 	ErrDigestMismatch = errors.New("signing: content digest mismatch")
 	// ErrMissingComponent: a required covered component or field is absent.
 	ErrMissingComponent = errors.New("signing: missing covered component")
+	// ErrAmbiguousParams wraps ErrMalformedBody: a parameter of a `k=v&k=v` scheme (form-sm2,
+	// unionpay-sm2) has a name containing '=' or '&', or a value containing '&', so its signed
+	// string splits back into another set of parameters. The same signed bytes could then be
+	// presented as several different requests (a replay under a fresh nonce, fields moved into
+	// another's value); such messages are neither signed nor accepted.
+	ErrAmbiguousParams = fmt.Errorf("%w: parameters do not split back from their signed string", ErrMalformedBody)
 )
 
 var registry = map[string]func() Scheme{
