@@ -166,6 +166,13 @@ type EnvelopeConfig struct {
 	// "sign_then_seal" (the signature covers the plaintext: open, then verify; replies are
 	// signed, then sealed).
 	Order string `json:"order,omitempty"`
+	// AllowCBC accepts SM4-CBC request envelopes in sign_then_seal order, where the envelope is
+	// decrypted before its signature can be checked. Off (default): only SM4-GCM is opened there,
+	// and a CBC envelope is refused (envelope_invalid) before anything is decrypted, because CBC
+	// decrypted before authentication is a padding oracle for captured envelopes. On: every
+	// failure from opening through signature verification answers the same envelope_invalid after
+	// the same work. seal_then_sign (signature over the envelope) opens CBC and GCM either way.
+	AllowCBC bool `json:"allow_cbc,omitempty"`
 }
 
 // ReplySigningConfig configures reply signatures.
@@ -308,6 +315,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_verify: envelope: %w", err)
 		}
 		vo.EnvelopeOrder = order
+		vo.AllowCBC = e.AllowCBC
 		if e.DecryptKey != "" {
 			dec, err := app.Decrypter(e.DecryptKey)
 			if err != nil {
@@ -340,9 +348,11 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 			cert = cs[0]
 		}
 		h.reply = &gateway.ReplySigner{Signer: signer, Cert: cert, Order: order}
+		resolved, _ := gateway.ResolveEnvelopeOrder(order, h.scheme.Name())
 		if h.sealReply {
 			h.reply.Seal = func(plain []byte, enc *smx509.Certificate) ([]byte, error) {
-				return gateway.SealEnvelope(plain, enc, gateway.SealOptions{})
+				// Sign-then-seal replies are opened before their signature is checked: GCM.
+				return gateway.SealEnvelope(plain, enc, gateway.SealOptions{GCM: resolved == gateway.SignThenSeal})
 			}
 		}
 	}
@@ -767,6 +777,11 @@ func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.Envelope.SealReply = true
+				case "allow_cbc":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Envelope.AllowCBC = true
 				case "order":
 					if err := oneArg(d, &h.Envelope.Order); err != nil {
 						return err

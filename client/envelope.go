@@ -29,10 +29,21 @@ const maxEnvelopeOverhead = 8 << 10
 // certificate): GM/T 0010 EnvelopedData, a fresh SM4-CBC content key encrypted with SM2
 // (ASN.1 ciphertext), DER. It is what the Transport does to request bodies.
 func Seal(content []byte, recipient *smx509.Certificate) ([]byte, error) {
+	return seal(content, recipient, pkcs.SM4CBC)
+}
+
+// SealGCM is Seal with SM4-GCM content encryption: what the Transport uses in sign-then-seal
+// order, where the gateway decrypts before it can check the signature and so opens only
+// authenticated encryption (a CBC envelope there would make it a padding oracle).
+func SealGCM(content []byte, recipient *smx509.Certificate) ([]byte, error) {
+	return seal(content, recipient, pkcs.SM4GCM)
+}
+
+func seal(content []byte, recipient *smx509.Certificate, c pkcs.Cipher) ([]byte, error) {
 	if recipient == nil {
 		return nil, errors.New("client: seal: no recipient certificate")
 	}
-	out, err := pkcs7.EncryptSM(pkcs.SM4CBC, content, []*smx509.Certificate{recipient})
+	out, err := pkcs7.EncryptSM(c, content, []*smx509.Certificate{recipient})
 	if err != nil {
 		return nil, fmt.Errorf("client: seal: %w", err)
 	}

@@ -326,7 +326,11 @@ func (t *Transport) signRequest(req *http.Request) (*http.Request, sentInfo, err
 }
 
 func (t *Transport) sealInto(m *signing.Message) error {
-	sealed, err := Seal(m.Body, t.env.PlatformEncCert)
+	seal := Seal
+	if t.order == SignThenSeal {
+		seal = SealGCM
+	}
+	sealed, err := seal(m.Body, t.env.PlatformEncCert)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRequestSigning, err)
 	}

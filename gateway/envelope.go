@@ -95,6 +95,12 @@ type EnvelopeOpener struct {
 	// (raw C1C2C3 without the 0x04 prefix), tried only after the ASN.1 form
 	// failed; Key must then also accept gmsm's *sm2.DecrypterOpts.
 	AllowCFCA bool
+	// RequireAEAD refuses content encrypted with SM4-CBC before anything is
+	// decrypted (ErrEnvelopeAlgorithm): only SM4-GCM, whose tag rejects any
+	// change to a captured envelope, is opened. Set it wherever decryption
+	// precedes the signature check (sign-then-seal): there a CBC envelope makes
+	// the gateway a padding oracle for captured envelopes.
+	RequireAEAD bool
 }
 
 func (o *EnvelopeOpener) maxSize() int {
@@ -174,36 +180,39 @@ func decodeBase64Any(s []byte) ([]byte, error) {
 	return out[:n], nil
 }
 
-// checkEnvelopeStructure validates the outer structure of a DER envelope.
-func checkEnvelopeStructure(der []byte) error {
+// checkEnvelopeStructure validates the outer structure of a DER envelope and
+// reports whether its content encryption is authenticated (SM4-GCM).
+func checkEnvelopeStructure(der []byte) (aead bool, err error) {
 	var ci envContentInfo
 	rest, err := asn1.Unmarshal(der, &ci)
 	if err != nil || len(rest) != 0 {
-		return ErrEnvelopeFormat
+		return false, ErrEnvelopeFormat
 	}
 	if !ci.ContentType.Equal(pkcs7.OIDEnvelopedData) && !ci.ContentType.Equal(pkcs7.SM2OIDEnvelopedData) {
-		return ErrEnvelopeFormat
+		return false, ErrEnvelopeFormat
 	}
 	var ed envEnvelopedData
 	rest, err = asn1.Unmarshal(ci.Content.Bytes, &ed)
 	if err != nil || len(rest) != 0 {
-		return ErrEnvelopeFormat
+		return false, ErrEnvelopeFormat
 	}
 	if len(ed.RecipientInfos) == 0 || len(ed.RecipientInfos) > MaxEnvelopeRecipients {
-		return ErrEnvelopeFormat
+		return false, ErrEnvelopeFormat
 	}
 	alg := ed.EncryptedContentInfo.ContentEncryptionAlgorithm
 	switch {
-	case alg.Algorithm.Equal(oidSM4CBC), alg.Algorithm.Equal(oidSM4GCM):
+	case alg.Algorithm.Equal(oidSM4GCM):
+		aead = true
+	case alg.Algorithm.Equal(oidSM4CBC):
 	case alg.Algorithm.Equal(oidSM4) && len(alg.Parameters.FullBytes) > 0:
 		// bare SM4 OID with an IV parameter: gmsm treats it as SM4-CBC
 	default:
-		return ErrEnvelopeAlgorithm
+		return false, ErrEnvelopeAlgorithm
 	}
 	if len(ed.EncryptedContentInfo.EncryptedContent.Bytes) == 0 {
-		return ErrEnvelopeFormat
+		return false, ErrEnvelopeFormat
 	}
-	return nil
+	return aead, nil
 }
 
 // decrypterSession adapts a crypto.Decrypter to gmsm's pkcs7.Session and
@@ -260,8 +269,12 @@ func (o *EnvelopeOpener) Open(body []byte) (plain []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvelopeStructure(der); err != nil {
+	aead, err := checkEnvelopeStructure(der)
+	if err != nil {
 		return nil, err
+	}
+	if o.RequireAEAD && !aead {
+		return nil, ErrEnvelopeAlgorithm
 	}
 	sess := &decrypterSession{d: o.Key, allowCFCA: o.AllowCFCA}
 	defer func() {

@@ -72,7 +72,7 @@ func clientRequest(t *testing.T, p *testPKI, enc *smx509.Certificate, scheme str
 	m := &signing.Message{Kind: signing.Request, Method: "POST", Target: "/pay?x=1", Authority: "gw.example", Scheme: "http",
 		Header: h, Body: body}
 	seal := func() {
-		sealed, err := SealEnvelope(m.Body, enc, SealOptions{})
+		sealed, err := SealEnvelope(m.Body, enc, SealOptions{GCM: order == SignThenSeal}) // as client.Transport
 		if err != nil {
 			t.Fatal(err)
 		}

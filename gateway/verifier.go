@@ -68,6 +68,13 @@ type VerifierOptions struct {
 	// inner Content-Type). OrderAuto: SealThenSign for header schemes,
 	// SignThenSeal for body schemes, the client SDK's rule.
 	EnvelopeOrder EnvelopeOrder
+	// AllowCBC, with SignThenSeal, accepts SM4-CBC envelopes. Without it an
+	// *EnvelopeOpener refuses them before decrypting (RequireAEAD): CBC
+	// decrypted before the signature is checked is a padding oracle. With it,
+	// every failure from opening through signature verification answers the
+	// same envelope_invalid after the same work (one SM2 verification), so
+	// nothing the client sees depends on the unauthenticated plaintext.
+	AllowCBC bool
 	// Binding ties the signing certificate to the TLCP client certificate.
 	Binding Binding
 	// Audit, when set, records every decision. An accepted request whose
@@ -84,6 +91,8 @@ type VerifierOptions struct {
 	RequestIDHeader string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	decoy *decoyVerify // set by NewVerifier for AllowCBC with SignThenSeal
 }
 
 // Verifier runs the whole inbound verification of a payment instruction:
@@ -118,6 +127,18 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 			return nil, err
 		}
 		opts.EnvelopeOrder = o
+		if eo, ok := opts.Opener.(*EnvelopeOpener); ok && o == SignThenSeal && !opts.AllowCBC && !eo.RequireAEAD {
+			strict := *eo
+			strict.RequireAEAD = true
+			opts.Opener = &strict
+		}
+	}
+	if opts.AllowCBC && opts.Opener != nil && opts.EnvelopeOrder == SignThenSeal {
+		d, err := newDecoyVerify()
+		if err != nil {
+			return nil, err
+		}
+		opts.decoy = d
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -221,6 +242,46 @@ func requestMessage(r *http.Request, body []byte) *signing.Message {
 // cannot be opened is envelope_invalid before any signature check) and the
 // signature is verified over the plaintext with the inner Content-Type.
 func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate) (*Result, error) {
+	if v.o.decoy != nil && len(m.Body) > 0 {
+		return v.verifyUniform(ctx, m, r, tlcpPeer)
+	}
+	return v.verifyMessage(ctx, m, r, tlcpPeer, nil)
+}
+
+// verifyUniform runs the pipeline for CBC envelopes opened before their
+// signature is checked (AllowCBC): a failure to open, parse, find the key,
+// bind or verify is one envelope_invalid, and a path that failed before the
+// SM2 verification runs one on a decoy, so that neither the code, the status,
+// the body nor the timing class tells a padding error from a signature error.
+// The gateway's own key failing (key_unavailable) and an oversized body stay
+// distinct: neither depends on the plaintext.
+func (v *Verifier) verifyUniform(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate) (*Result, error) {
+	var st verifyState
+	res, err := v.verifyMessage(ctx, m, r, tlcpPeer, &st)
+	if err == nil || st.verified {
+		return res, err // authenticated: replay, window and audit codes say nothing of the plaintext
+	}
+	switch CodeOf(err) {
+	case CodeKeyUnavailable, CodeBodyTooLarge, CodeInternal:
+		return nil, err
+	}
+	if !st.attempted {
+		v.o.decoy.run()
+	}
+	return nil, WithCode(CodeEnvelopeInvalid, errUniformEnvelope)
+}
+
+// errUniformEnvelope is the one refusal of AllowCBC sign-then-seal requests
+// that did not authenticate; the audit entry keeps the real reason.
+var errUniformEnvelope = fmt.Errorf("%w: envelope or its signature invalid", ErrEnvelope)
+
+// verifyState tells verifyUniform how far verifyMessage got.
+type verifyState struct {
+	attempted bool // the SM2 verification of the request ran
+	verified  bool // and succeeded
+}
+
+func (v *Verifier) verifyMessage(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate, st *verifyState) (*Result, error) {
 	openedFirst := false
 	if v.o.Opener != nil && v.o.EnvelopeOrder == SignThenSeal && len(m.Body) > 0 {
 		plain, err := v.open(m.Body)
@@ -258,10 +319,16 @@ func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *htt
 		v.audit(r, sd, id, CodeOf(err))
 		return nil, err
 	}
+	if st != nil {
+		st.attempted = true
+	}
 	if err := v.o.Scheme.Verify(sd, pub); err != nil {
 		err = WithCode(verifyCode(err), err)
 		v.audit(r, sd, id, CodeOf(err))
 		return nil, err
+	}
+	if st != nil {
+		st.verified = true
 	}
 	// Only authentic requests consume a nonce. The nonce is bound to the
 	// certificate (fingerprint), so hex and decimal spellings of one key ID
