@@ -302,7 +302,7 @@ func (w *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "client_ca":
 			w.ClientCAs = append(w.ClientCAs, d.RemainingArgs()...)
-		case "crl":
+		case "crl", "crls": // "crls" as in gm_verify and gm_channel
 			w.CRLs = append(w.CRLs, d.RemainingArgs()...)
 		case "cipher_suites":
 			w.CipherSuites = d.RemainingArgs()
@@ -504,6 +504,11 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					c.ECDHEParamsAsVector = true
 				case "ecc_ciphertext_raw":
 					c.ECCCiphertextRaw = true
+				case "crls":
+					c.CRLs = append(c.CRLs, d.RemainingArgs()...)
+					if len(c.CRLs) == 0 {
+						return d.ArgErr()
+					}
 				case "session_cache":
 					var v string
 					if v, err = one(); err == nil {

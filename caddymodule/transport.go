@@ -118,6 +118,10 @@ type ChannelTLCP struct {
 	// (session-ID resumption: a new connection skips the SM2 operations of a full handshake
 	// when the bank still knows the session). Default 64; negative: off.
 	SessionCacheSize int `json:"session_cache_size,omitempty"`
+	// CRLs are CRL files (PEM or DER) of the bank's CAs, checked for every certificate of the
+	// bank's verified chain on every full handshake and again before a cached session is resumed
+	// (a revoked or expired bank certificate ends resumption too); reloaded when they change.
+	CRLs []string `json:"crls,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -270,6 +274,13 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 	}
 	for _, r := range roots {
 		cfg.RootCAs.AddCert(r)
+	}
+	if len(c.CRLs) > 0 {
+		crls, err := pki.NewCRLStore(c.CRLs, pki.CRLOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("tlcp: loading CRLs: %w", err)
+		}
+		cfg.VerifyPeerCertificate = revocationCheck(crls)
 	}
 	var err error
 	if cfg.CipherSuites, err = parseSuites(c.CipherSuites); err != nil {

@@ -146,8 +146,12 @@ type ConnectionState struct {
 	ServerName        string
 	SessionID         []byte
 	// PeerCertificates is the peer's chain as sent: [0] sign, [1] enc, then CAs.
+	// Unless VerifiedChains is non-empty it is unauthenticated (client_auth
+	// request/require, or ECDHE's mandatory client pair): never an identity.
 	PeerCertificates []*smx509.Certificate
-	// PeerSignCertificate and PeerEncCertificate are the peer's two leaves (may be nil).
+	// PeerSignCertificate and PeerEncCertificate are the peer's two leaves
+	// when, and only when, their chains were verified (VerifiedChains is
+	// non-empty); nil otherwise. They are what may identify the peer.
 	PeerSignCertificate *smx509.Certificate
 	PeerEncCertificate  *smx509.Certificate
 	// VerifiedChains holds the verified chains of the peer's signing certificate.

@@ -236,7 +236,11 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 		if len(data) == 0 || expectCCS {
 			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("unexpected handshake record")))
 		}
-		c.retries = 0
+		if !c.handshakeComplete.Load() {
+			// After the handshake every handshake message is a refused renegotiation: it must
+			// count toward maxUselessRecords, not reset the count, or a peer can spam them forever.
+			c.retries = 0
+		}
 		c.hand.Write(data)
 	default:
 		return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("unknown record type %d", typ)))
@@ -597,11 +601,13 @@ func (c *Conn) ConnectionState() ConnectionState {
 		PeerCertificates:  c.peerCertificates,
 		VerifiedChains:    c.verifiedChains,
 	}
-	if len(c.peerCertificates) > 0 {
-		st.PeerSignCertificate = c.peerCertificates[0]
-	}
-	if len(c.peerCertificates) > 1 {
-		st.PeerEncCertificate = c.peerCertificates[1]
+	if len(c.verifiedChains) > 0 { // an unverified chain is no identity
+		if len(c.peerCertificates) > 0 {
+			st.PeerSignCertificate = c.peerCertificates[0]
+		}
+		if len(c.peerCertificates) > 1 && !c.peerCertificates[1].IsCA {
+			st.PeerEncCertificate = c.peerCertificates[1]
+		}
 	}
 	return st
 }

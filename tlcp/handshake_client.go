@@ -73,7 +73,9 @@ func (hs *clientHandshake) run() error {
 	}
 	if cfg.SessionCache != nil {
 		hs.cacheKey = hs.clientSessionKey()
-		if s, ok := cfg.SessionCache.Get(hs.cacheKey); ok {
+		if s, ok := cfg.SessionCache.Get(hs.cacheKey); ok && c.recheckSession(s) != nil {
+			cfg.SessionCache.Put(hs.cacheKey, nil) // the server's certificate expired or was revoked
+		} else if ok {
 			for _, id := range hello.cipherSuites {
 				if id == s.CipherSuite {
 					hs.session = s

@@ -152,6 +152,14 @@ func (hs *serverHandshake) checkResume() bool {
 	if len(s.PeerCertificates) == 0 && (c.config.ClientAuth == RequireAnyClientCert || c.config.ClientAuth == RequireAndVerifyClientCert) {
 		return false
 	}
+	if (c.config.ClientAuth == VerifyClientCertIfGiven || c.config.ClientAuth == RequireAndVerifyClientCert) &&
+		len(s.PeerCertificates) > 0 && len(s.VerifiedChains) == 0 {
+		return false // made under a mode that did not verify: no identity to resume
+	}
+	if err := c.recheckSession(s); err != nil {
+		c.config.SessionCache.Put(string(hs.hello.sessionID), nil)
+		return false
+	}
 	hs.session = s
 	hs.suite = suiteByID(s.CipherSuite)
 	return true

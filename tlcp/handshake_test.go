@@ -85,14 +85,18 @@ func TestHandshakeAllSuitesAndAuthModes(t *testing.T) {
 					if st.CipherSuite != suite || st.Version != VersionTLCP {
 						t.Fatalf("state %+v", st)
 					}
+					verifies := mode == VerifyClientCertIfGiven || mode == RequireAndVerifyClientCert
 					if withCert && mode != NoClientCert || ecdhe {
-						if st.PeerSignCertificate == nil || st.PeerEncCertificate == nil {
+						if len(st.PeerCertificates) < 2 {
 							t.Fatal("server did not record client certificates")
 						}
-						if (mode == VerifyClientCertIfGiven || mode == RequireAndVerifyClientCert) && len(st.VerifiedChains) == 0 {
-							t.Fatal("no verified chains")
+						if verifies && (len(st.VerifiedChains) == 0 || st.PeerSignCertificate == nil || st.PeerEncCertificate == nil) {
+							t.Fatal("verified client certificates not exposed as the identity")
 						}
-					} else if st.PeerSignCertificate != nil {
+						if !verifies && (st.PeerSignCertificate != nil || st.PeerEncCertificate != nil || len(st.VerifiedChains) != 0) {
+							t.Fatal("an unverified client certificate is exposed as the identity")
+						}
+					} else if st.PeerSignCertificate != nil || len(st.PeerCertificates) != 0 {
 						t.Fatal("unexpected client certificate")
 					}
 				})

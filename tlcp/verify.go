@@ -240,3 +240,46 @@ func (v *verifyCache) put(k [32]byte, chains [][]*smx509.Certificate, certs []*s
 	}
 	v.m[k] = e
 }
+
+// recheckSession re-applies to a cached session's peer what time and
+// revocation may have changed since its full handshake: every certificate of
+// its verified chains (and the enc leaf) must be within its validity period
+// now, and VerifyPeerCertificate (the CRL check) must still pass. A session
+// that fails is not resumed: the peer goes through a full handshake, which
+// refuses it with the proper alert.
+func (c *Conn) recheckSession(s *SessionState) error {
+	if len(s.PeerCertificates) == 0 {
+		return nil
+	}
+	now := c.config.now()
+	valid := func(cert *smx509.Certificate) error {
+		if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+			return newAlert(AlertCertificateExpired, "session peer certificate outside its validity period")
+		}
+		return nil
+	}
+	if len(s.VerifiedChains) > 0 {
+		for _, chain := range s.VerifiedChains {
+			for _, cert := range chain {
+				if err := valid(cert); err != nil {
+					return err
+				}
+			}
+		}
+		if len(s.PeerCertificates) > 1 && !s.PeerCertificates[1].IsCA {
+			if err := valid(s.PeerCertificates[1]); err != nil {
+				return err
+			}
+		}
+	}
+	if c.config.VerifyPeerCertificate != nil {
+		raw := make([][]byte, len(s.PeerCertificates))
+		for i, cert := range s.PeerCertificates {
+			raw[i] = cert.Raw
+		}
+		if err := c.config.VerifyPeerCertificate(raw, s.VerifiedChains); err != nil {
+			return wrapAlert(AlertCertificateRevoked, err)
+		}
+	}
+	return nil
+}
