@@ -274,6 +274,7 @@ func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config, health *caddy.Dura
 //		max_handshake_message_size <bytes>
 //		dual_stack
 //		peek_timeout <duration>
+//		max_pending_per_source <n>
 //	}
 func (w *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // wrapper name
@@ -346,6 +347,16 @@ func (w *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				w.PeekTimeout = caddy.Duration(dur)
 			}
+		case "max_pending_per_source":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_pending_per_source: a positive number, got %q", v)
+			}
+			w.MaxPendingPerSource = n
 		case "max_handshake_message_size":
 			var v string
 			if !d.Args(&v) {

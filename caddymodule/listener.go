@@ -73,6 +73,10 @@ type ListenerWrapper struct {
 	// PeekTimeout bounds, in dual-stack mode, how long a client may take to send the first
 	// bytes that decide its protocol. Default 10s.
 	PeekTimeout caddy.Duration `json:"peek_timeout,omitempty"`
+	// MaxPendingPerSource bounds, in dual-stack mode, the connections of one source IP that have
+	// not yet sent the bytes that decide their protocol; more are closed at once, so silent
+	// sockets from one host cannot pile up. The accept loop never waits for them. Default 256.
+	MaxPendingPerSource int `json:"max_pending_per_source,omitempty"`
 
 	config *tlcp.Config
 	logger *zap.Logger
@@ -261,7 +265,8 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 	if !w.DualStack {
 		return &tlcpListener{Listener: ln, w: w, stateful: false}
 	}
-	mux := tlcp.NewMux(ln, time.Duration(w.PeekTimeout))
+	mux := tlcp.NewMuxConfig(ln, tlcp.MuxConfig{PeekTimeout: time.Duration(w.PeekTimeout),
+		MaxPendingPerSource: w.MaxPendingPerSource})
 	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true}
 	joins.park(addr, parked)
 	// tlcp_join takes the parked listener while the server starts. If none does, TLCP

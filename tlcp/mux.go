@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -35,25 +36,66 @@ func classifyFirstRecord(b []byte) (isTLCP, needMore bool) {
 // Mux serves TLCP and another protocol (TLS 1.2/1.3 for crypto/tls) on one
 // listener, routing each accepted connection by its first record. The
 // returned connections replay the peeked bytes, so nothing is lost.
+//
+// The accept loop never waits for a peer: each connection is peeked in its
+// own goroutine, and a source address with MaxPendingPerSource connections
+// still being peeked (or the whole Mux with MaxPending) has new connections
+// closed at once, so silent sockets cannot stall other users. Temporary
+// accept errors (EMFILE, ENFILE, ECONNABORTED, timeouts) are retried with a
+// backoff of 5 ms doubling to 1 s, as net/http does, instead of closing the
+// listener.
 type Mux struct {
-	inner       net.Listener
-	peekTimeout time.Duration
-	tlcp, other *muxListener
-	done        chan struct{}
-	closeOnce   sync.Once
-	closeErr    error
-	wg          sync.WaitGroup
-	sem         chan struct{}
+	inner     net.Listener
+	cfg       MuxConfig
+	tlcp      *muxListener
+	other     *muxListener
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[string]int // connections being peeked, by source IP
+	total   int
 }
 
-// NewMux starts routing connections accepted from inner. peekTimeout bounds
-// how long a client may take to send its first 11 bytes (default 10 s).
-// Connections that send nothing in time are closed.
+// MuxConfig bounds a Mux. Zero values take the defaults.
+type MuxConfig struct {
+	// PeekTimeout bounds how long a client may take to send its first 11
+	// bytes (default 10 s); connections that send nothing in time are closed.
+	PeekTimeout time.Duration
+	// MaxPendingPerSource bounds the connections of one source IP that are
+	// still being peeked (default 256); more are closed at accept.
+	MaxPendingPerSource int
+	// MaxPending bounds all connections still being peeked (default 65536).
+	MaxPending int
+}
+
+// Mux defaults.
+const (
+	DefaultMuxPeekTimeout         = 10 * time.Second
+	DefaultMuxMaxPendingPerSource = 256
+	DefaultMuxMaxPending          = 65536
+)
+
+// NewMux starts routing connections accepted from inner with the default
+// bounds and the given peek timeout (default 10 s).
 func NewMux(inner net.Listener, peekTimeout time.Duration) *Mux {
-	if peekTimeout <= 0 {
-		peekTimeout = 10 * time.Second
+	return NewMuxConfig(inner, MuxConfig{PeekTimeout: peekTimeout})
+}
+
+// NewMuxConfig starts routing connections accepted from inner.
+func NewMuxConfig(inner net.Listener, cfg MuxConfig) *Mux {
+	if cfg.PeekTimeout <= 0 {
+		cfg.PeekTimeout = DefaultMuxPeekTimeout
 	}
-	m := &Mux{inner: inner, peekTimeout: peekTimeout, done: make(chan struct{}), sem: make(chan struct{}, 1024)}
+	if cfg.MaxPendingPerSource <= 0 {
+		cfg.MaxPendingPerSource = DefaultMuxMaxPendingPerSource
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMuxMaxPending
+	}
+	m := &Mux{inner: inner, cfg: cfg, done: make(chan struct{}), pending: map[string]int{}}
 	m.tlcp = &muxListener{m: m, ch: make(chan net.Conn)}
 	m.other = &muxListener{m: m, ch: make(chan net.Conn)}
 	m.wg.Add(1)
@@ -87,6 +129,24 @@ func (m *Mux) shutdown() error {
 
 var errMuxClosed = net.ErrClosed
 
+// temporaryAcceptError reports whether an accept error is worth retrying:
+// the process or system is out of descriptors or buffers, or one connection
+// was aborted before it was accepted.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ECONNRESET,
+		syscall.ENOBUFS, syscall.ENOMEM, syscall.EAGAIN, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
+}
+
 func (m *Mux) acceptLoop() {
 	defer m.wg.Done()
 	var delay time.Duration
@@ -98,8 +158,7 @@ func (m *Mux) acceptLoop() {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if temporaryAcceptError(err) {
 				if delay == 0 {
 					delay = 5 * time.Millisecond
 				} else if delay *= 2; delay > time.Second {
@@ -116,22 +175,53 @@ func (m *Mux) acceptLoop() {
 			return
 		}
 		delay = 0
-		select {
-		case m.sem <- struct{}{}:
-		case <-m.done:
-			c.Close()
-			return
+		src := sourceIP(c.RemoteAddr())
+		if !m.admit(src) {
+			c.Close() // the source (or everyone) has too many connections still silent
+			continue
 		}
 		m.wg.Add(1)
-		go m.route(c)
+		go m.route(c, src)
 	}
 }
 
-func (m *Mux) route(c net.Conn) {
+// admit counts a connection of src as pending, unless a bound is reached.
+func (m *Mux) admit(src string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.total >= m.cfg.MaxPending || m.pending[src] >= m.cfg.MaxPendingPerSource {
+		return false
+	}
+	m.total++
+	m.pending[src]++
+	return true
+}
+
+func (m *Mux) release(src string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.total--
+	if m.pending[src]--; m.pending[src] <= 0 {
+		delete(m.pending, src)
+	}
+}
+
+// sourceIP is the host part of a remote address (the whole string if it has no port).
+func sourceIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	s := a.String()
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
+	}
+	return s
+}
+
+func (m *Mux) route(c net.Conn, src string) {
 	defer m.wg.Done()
-	defer func() { <-m.sem }()
 	buf := make([]byte, 0, firstRecordPeekLen)
-	c.SetReadDeadline(time.Now().Add(m.peekTimeout)) //nolint:errcheck
+	c.SetReadDeadline(time.Now().Add(m.cfg.PeekTimeout)) //nolint:errcheck
 	isTLCP := false
 	for {
 		n, err := c.Read(buf[len(buf):cap(buf)])
@@ -142,10 +232,12 @@ func (m *Mux) route(c net.Conn) {
 			break
 		}
 		if err != nil {
+			m.release(src)
 			c.Close()
 			return
 		}
 	}
+	m.release(src) // classified: no longer a silent connection
 	c.SetReadDeadline(time.Time{}) //nolint:errcheck
 	pc := &prefixConn{Conn: c, prefix: buf}
 	dst := m.other
