@@ -237,7 +237,7 @@ func (m *Mux) route(c net.Conn, src string) {
 			return
 		}
 	}
-	m.release(src) // classified: no longer a silent connection
+	m.release(src)                 // classified: no longer a silent connection
 	c.SetReadDeadline(time.Time{}) //nolint:errcheck
 	pc := &prefixConn{Conn: c, prefix: buf}
 	dst := m.other
