@@ -558,6 +558,24 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					t.MaxBodySize = n
 				}
 			}
+		case "reply_window":
+			var v string
+			if v, err = one(); err == nil {
+				if v == "off" {
+					t.ReplyWindow = -1
+				} else {
+					var dur time.Duration
+					if dur, err = caddy.ParseDuration(v); err == nil && dur <= 0 {
+						err = d.Errf("reply_window: a positive duration or off, got %q", v)
+					}
+					t.ReplyWindow = caddy.Duration(dur)
+				}
+			}
+		case "reply_headers":
+			t.ReplyHeaders = append(t.ReplyHeaders, d.RemainingArgs()...)
+			if len(t.ReplyHeaders) == 0 {
+				return d.ArgErr()
+			}
 		case "response_timeout", "dial_timeout":
 			var v string
 			if v, err = one(); err == nil {

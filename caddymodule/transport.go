@@ -66,6 +66,13 @@ type ChannelTransport struct {
 	// Retries is the number of extra attempts after a transport failure, only for idempotent
 	// requests or those with an Idempotency-Key header. Default 0, at most 5.
 	Retries int `json:"retries,omitempty"`
+	// ReplyWindow is the largest accepted distance between now and the signed time of a bank
+	// reply whose scheme carries one. Default 5m; negative (Caddyfile "off"): not checked.
+	ReplyWindow caddy.Duration `json:"reply_window,omitempty"`
+	// ReplyHeaders are the bank reply headers forwarded to the back end besides Content-Type and
+	// Content-Length. Default: Date, Request-Id, X-Request-Id, Cache-Control. Bank headers are
+	// not signed: others (Set-Cookie, Location, ...) are dropped.
+	ReplyHeaders []string `json:"reply_headers,omitempty"`
 
 	// HTTP is Caddy's HTTP transport underneath (dial timeout, keep-alive, buffers...).
 	// Its TLS settings are not used when TLCP is set.
@@ -184,6 +191,7 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		MerchantID:     t.MerchantID,
 		BankCerts:      bankCerts,
 		BankRoots:      bankRoots,
+		ReplyWindow:    time.Duration(t.ReplyWindow),
 	}
 	if e := t.Encryption; e != nil {
 		enc := channel.Encryption{Target: e.Target, Cipher: e.Cipher, Fields: e.Fields, AllowPlainReply: e.AllowPlainReply}
@@ -252,6 +260,9 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		MaxBody:         t.MaxBodySize,
 		ResponseTimeout: time.Duration(t.ResponseTimeout),
 		Retries:         t.Retries,
+		// A mutually authenticated TLCP link vouches for the bank's status and headers.
+		TrustedLink:  t.TLCP != nil && t.TLCP.SignKey != "",
+		ReplyHeaders: t.ReplyHeaders,
 		OnError: func(bank string, code channel.Code, err error) {
 			t.logger.Warn("bank channel failure", zap.String("bank", bank), zap.String("code", string(code)), zap.Error(err))
 		},

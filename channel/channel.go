@@ -53,6 +53,11 @@ type Config struct {
 	// Encryption is the confidentiality rule (zero: none).
 	Encryption Encryption
 
+	// ReplyWindow is the largest accepted |now - signed time| of a reply whose scheme carries a
+	// time (wechatpay-v3-sm2, http-sig-sm2 created, unionpay-sm2 txnTime, a configured form-sm2
+	// time field). Zero: DefaultReplyWindow; negative: not checked.
+	ReplyWindow time.Duration
+
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 }
@@ -66,10 +71,15 @@ type BankChannel struct {
 	certs      map[string]*smx509.Certificate
 	enc        Encryption
 	now        func() time.Time
+	check      signing.ReplyCheck
+	seen       *replySeen
 }
 
 // MaxBankCerts bounds the configured bank certificates.
 const MaxBankCerts = 16
+
+// DefaultReplyWindow is the default ReplyWindow: a signed reply older or newer than this is stale.
+const DefaultReplyWindow = 5 * time.Minute
 
 // New checks cfg and returns the bank channel: the scheme is built, the platform certificate must
 // be a sign certificate matching the signer, every bank certificate must chain to the bank's
@@ -108,6 +118,16 @@ func New(cfg Config) (*BankChannel, error) {
 	if bc.now == nil {
 		bc.now = time.Now
 	}
+	window := cfg.ReplyWindow
+	switch {
+	case window == 0:
+		window = DefaultReplyWindow
+	case window < 0:
+		window = 0
+	}
+	bc.check = signing.ReplyCheck{Scheme: sch, Window: window, Now: bc.now,
+		Lookup: func(keyID string) *smx509.Certificate { return bc.certs[keyID] }}
+	bc.seen = newReplySeen(window)
 	for _, c := range cfg.BankCerts {
 		if c == nil {
 			return nil, errors.New("channel: nil bank certificate")
@@ -206,35 +226,56 @@ type Reply struct {
 	Cert *smx509.Certificate
 }
 
-// OpenReply verifies m (a bank reply: Status, Header, Body) with the bank's certificate and,
-// only when the signature is good, decrypts it. On failure it returns an *Error (see Code) and,
-// when the signature could be parsed, the parsed Signed for the audit entry.
-func (b *BankChannel) OpenReply(m *signing.Message, maxLen int) (*Reply, *signing.Signed, error) {
+// RequestNonce returns the nonce of a signed request m when the scheme's replies echo it
+// (signing.ReplyEchoesNonce) and it is the back end's own value (plain, the body the back end
+// sent, carries it in the clear: a nonce generated for an enveloped body is not what the bank
+// echoes), for OpenReply's binding check; "" otherwise.
+func (b *BankChannel) RequestNonce(m *signing.Message, plain []byte) string {
+	if !signing.ReplyEchoesNonce(b.schemeName) {
+		return ""
+	}
+	s, err := b.scheme.Parse(&signing.Message{Kind: signing.Request, Method: m.Method, Target: m.Target,
+		Authority: m.Authority, Scheme: m.Scheme, Header: m.Header, Body: m.Body})
+	if err != nil || s.Nonce == "" || !strings.Contains(string(plain), s.Nonce) {
+		return ""
+	}
+	return s.Nonce
+}
+
+// OpenReply verifies m (a bank reply: Status, Header, Body) with the bank's certificate through
+// the shared reply check (signing.ReplyCheck: key, validity, signature, time window, and for a
+// scheme that echoes it the nonce of the request, requestNonce), refuses a reply already
+// accepted once (a captured reply replayed within the window), and only then decrypts it. On
+// failure it returns an *Error (see Code) and, when the signature could be parsed, the parsed
+// Signed for the audit entry.
+func (b *BankChannel) OpenReply(m *signing.Message, requestNonce string, maxLen int) (*Reply, *signing.Signed, error) {
 	if m == nil {
 		return nil, nil, fail(CodeInternal, errors.New("nil reply"))
 	}
-	m.Kind = signing.Response
-	s, err := b.scheme.Parse(m)
+	s, cert, err := b.check.Verify(m, requestNonce)
 	if err != nil {
-		if errors.Is(err, signing.ErrMissingSignature) {
+		switch {
+		case s == nil && errors.Is(err, signing.ErrMissingSignature):
 			return nil, nil, fail(CodeBankSignatureMissing, err)
+		case s == nil:
+			return nil, nil, fail(CodeBankReplyMalformed, err)
+		case errors.Is(err, signing.ErrReplyUnknownKey):
+			return nil, s, failf(CodeBankCertificateUnknown, "key ID not configured for this bank")
+		case errors.Is(err, signing.ErrReplyCertificate):
+			return nil, s, fail(CodeBankCertificateInvalid, err)
+		case errors.Is(err, signing.ErrReplyStale):
+			return nil, s, fail(CodeBankReplyStale, err)
+		case errors.Is(err, signing.ErrReplyUnbound):
+			return nil, s, fail(CodeBankReplyUnbound, err)
 		}
-		return nil, nil, fail(CodeBankReplyMalformed, err)
-	}
-	cert := b.certs[s.KeyID]
-	if cert == nil {
-		return nil, s, failf(CodeBankCertificateUnknown, "key ID not configured for this bank")
-	}
-	now := b.now()
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		return nil, s, failf(CodeBankCertificateInvalid, "bank certificate outside its validity period")
-	}
-	pub, err := ecdsaPublic(cert)
-	if err != nil {
-		return nil, s, fail(CodeBankCertificateInvalid, err)
-	}
-	if err := b.scheme.Verify(s, pub); err != nil {
 		return nil, s, fail(CodeBankSignatureInvalid, err)
+	}
+	if s.Nonce != "" && !signing.ReplyEchoesNonce(b.schemeName) {
+		// A reply with its own signed nonce is accepted once: the same signed bytes again are a
+		// captured reply put in front of another request.
+		if err := b.seen.add(signing.SM3(s.SignedBytes), b.now()); err != nil {
+			return nil, s, err
+		}
 	}
 	r := &Reply{Body: m.Body, ContentType: m.Header.Get("Content-Type"), Signed: s, Cert: cert}
 	if b.enc.enabled() {

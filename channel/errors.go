@@ -41,6 +41,12 @@ const (
 	CodeBankCertificateInvalid Code = "bank_certificate_invalid"
 	// CodeBankSignatureInvalid: the reply's signature does not verify.
 	CodeBankSignatureInvalid Code = "bank_signature_invalid"
+	// CodeBankReplyStale: the reply's signed time is outside the reply window.
+	CodeBankReplyStale Code = "bank_reply_stale"
+	// CodeBankReplyUnbound: the reply does not echo the request it answers (unionpay-sm2 orderId).
+	CodeBankReplyUnbound Code = "bank_reply_unbound"
+	// CodeBankReplyReplayed: the same signed reply was already accepted once.
+	CodeBankReplyReplayed Code = "bank_reply_replayed"
 	// CodeBankDecryptFailed: the verified reply cannot be decrypted.
 	CodeBankDecryptFailed Code = "bank_decrypt_failed"
 	// CodeInternal: an unexpected gateway failure.
@@ -60,6 +66,9 @@ var codeMessages = map[Code]string{
 	CodeBankCertificateInvalid: "bank certificate is not valid now",
 	CodeBankSignatureInvalid:   "bank reply signature is invalid",
 	CodeBankDecryptFailed:      "bank reply cannot be decrypted",
+	CodeBankReplyStale:         "bank reply is outside the accepted time window",
+	CodeBankReplyUnbound:       "bank reply does not answer this request",
+	CodeBankReplyReplayed:      "bank reply was already received",
 	CodeInternal:               "bank channel internal error",
 }
 
@@ -68,7 +77,8 @@ func Codes() []Code {
 	return []Code{CodeRequestTooLarge, CodeRequestEncryptFailed, CodeRequestSignFailed,
 		CodeBankTimeout, CodeBankUnreachable, CodeBankReplyTooLarge, CodeBankSignatureMissing,
 		CodeBankReplyMalformed, CodeBankCertificateUnknown, CodeBankCertificateInvalid,
-		CodeBankSignatureInvalid, CodeBankDecryptFailed, CodeInternal}
+		CodeBankSignatureInvalid, CodeBankReplyStale, CodeBankReplyUnbound, CodeBankReplyReplayed,
+		CodeBankDecryptFailed, CodeInternal}
 }
 
 // Message returns the fixed client-facing message of c.

@@ -93,7 +93,7 @@ func FuzzOpenReply(f *testing.F) {
 			h.Set("Wechatpay-Signature", h1)
 			h.Set("Wechatpay-Serial", h2)
 		}
-		r, _, err := x.ch.OpenReply(&signing.Message{Status: 200, Header: h, Body: body}, DefaultMaxBody)
+		r, _, err := x.ch.OpenReply(&signing.Message{Status: 200, Header: h, Body: body}, "", DefaultMaxBody)
 		if err != nil {
 			if !known[CodeOf(err)] || CodeOf(err) == CodeInternal {
 				t.Fatalf("unexpected error kind %v", err)

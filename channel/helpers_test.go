@@ -131,7 +131,8 @@ func newTransport(t testing.TB, cfg Config, inner http.RoundTripper, mut func(*T
 		t.Fatal(err)
 	}
 	a, m := &memAudit{}, &memMetrics{}
-	o := TransportOptions{Inner: inner, Audit: a, Metrics: m, ResponseTimeout: 5 * time.Second}
+	o := TransportOptions{Inner: inner, Audit: a, Metrics: m, ResponseTimeout: 5 * time.Second,
+		ReplyHeaders: append([]string{banksim.HeaderVerified}, DefaultReplyHeaders...)}
 	if mut != nil {
 		mut(&o)
 	}

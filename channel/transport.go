@@ -60,7 +60,21 @@ type TransportOptions struct {
 	// OnError, if set, is told about every failure with its internal cause (for logs). The
 	// cause holds no key material and no body.
 	OnError func(bank string, code Code, err error)
+	// TrustedLink says the link authenticates the bank (mutually authenticated TLCP): the bank's
+	// HTTP status is then forwarded as sent. Otherwise the status is not covered by most reply
+	// signatures and an attacker on the link could rewrite it: it is forwarded only when the
+	// signature covers it or it agrees with the signed body (signing.CheckReplyStatus), and a
+	// reply whose status contradicts its signed body is refused (bank_reply_malformed).
+	TrustedLink bool
+	// ReplyHeaders lists the bank reply headers forwarded to the back end besides Content-Type
+	// and Content-Length (default DefaultReplyHeaders). Unsigned headers are the bank's word
+	// only as far as the link is authenticated; everything else (Set-Cookie, Location, ...) is
+	// dropped.
+	ReplyHeaders []string
 }
+
+// DefaultReplyHeaders are the bank reply headers forwarded by default.
+var DefaultReplyHeaders = []string{"Date", "Request-Id", "X-Request-Id", "Cache-Control"}
 
 // Transport is the http.RoundTripper of a bank channel: on the way out it encrypts and signs
 // the plain request of the back end; on the way back it verifies the bank's signature with the
@@ -229,7 +243,7 @@ func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Respons
 	if rm.Header == nil {
 		rm.Header = http.Header{}
 	}
-	reply, s, err := t.ch.OpenReply(rm, t.opts.MaxBody)
+	reply, s, err := t.ch.OpenReply(rm, t.ch.RequestNonce(m, plain), t.opts.MaxBody)
 	rec = &gateway.AuditRecord{}
 	if s != nil {
 		rec.KeyID = s.KeyID
@@ -240,11 +254,24 @@ func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Respons
 		return nil, rec, err, true
 	}
 	rec.CertSerial = signing.SerialHex(reply.Cert.SerialNumber) // upper-case hex, as inbound entries
-	h := bankResp.Header.Clone()
+	if !t.opts.TrustedLink {
+		if err := signing.CheckReplyStatus(s, bankResp.StatusCode, replyBody); err != nil {
+			return nil, rec, fail(CodeBankReplyMalformed, err), true
+		}
+	}
+	allowed := t.opts.ReplyHeaders
+	if allowed == nil {
+		allowed = DefaultReplyHeaders
+	}
+	h := http.Header{}
+	for _, name := range allowed {
+		if v := bankResp.Header.Values(name); len(v) > 0 {
+			h[http.CanonicalHeaderKey(name)] = append([]string(nil), v...)
+		}
+	}
 	for _, name := range signing.SignatureHeaders(t.ch.schemeName) {
 		h.Del(name)
 	}
-	h.Del("Content-Encoding")
 	h.Set("Content-Length", strconv.Itoa(len(reply.Body)))
 	if reply.ContentType != "" {
 		h.Set("Content-Type", reply.ContentType)

@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/signing"
@@ -406,33 +404,24 @@ func (t *Transport) verifyReply(status int, header http.Header, body []byte) (*R
 		}
 	}
 	m := &signing.Message{Kind: signing.Response, Status: status, Header: h, Body: signedBody}
-	s, err := t.scheme.Parse(m)
+	check := signing.ReplyCheck{Scheme: t.scheme, Lookup: t.lookup, Window: t.window, RequireTimestamp: true, Now: t.now}
+	s, cert, err := check.Verify(m, "")
 	if err != nil {
-		if errors.Is(err, signing.ErrMissingSignature) {
-			return fail(ErrReplyUnsigned, nil, "")
+		keyID := ""
+		if s != nil {
+			keyID = s.KeyID
 		}
-		return fail(ErrReplySignatureInvalid, err, "")
-	}
-	cert := t.lookup(s.KeyID)
-	if cert == nil {
-		return fail(ErrReplyUnknownKey, nil, s.KeyID)
-	}
-	now := t.now()
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		return fail(ErrReplyUnknownKey, errors.New("platform certificate outside its validity period"), s.KeyID)
-	}
-	ecPub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok || ecPub.Curve != sm2.P256() {
-		return fail(ErrReplyUnknownKey, errors.New("platform certificate key is not SM2"), s.KeyID)
-	}
-	if err := t.scheme.Verify(s, ecPub); err != nil {
-		return fail(ErrReplySignatureInvalid, err, s.KeyID)
-	}
-	if s.Timestamp.IsZero() {
-		return fail(ErrReplyStale, errors.New("reply carries no signed timestamp"), s.KeyID)
-	}
-	if d := now.Sub(s.Timestamp); d > t.window || d < -t.window {
-		return fail(ErrReplyStale, nil, s.KeyID)
+		switch {
+		case s == nil && errors.Is(err, signing.ErrMissingSignature):
+			return fail(ErrReplyUnsigned, nil, "")
+		case errors.Is(err, signing.ErrReplyUnknownKey):
+			return fail(ErrReplyUnknownKey, nil, keyID)
+		case errors.Is(err, signing.ErrReplyCertificate):
+			return fail(ErrReplyUnknownKey, err, keyID)
+		case errors.Is(err, signing.ErrReplyStale):
+			return fail(ErrReplyStale, nil, keyID)
+		}
+		return fail(ErrReplySignatureInvalid, err, keyID)
 	}
 	if t.env != nil && t.env.RequireSealedReply && !enveloped {
 		return fail(ErrReplyEnvelope, errors.New("reply is not sealed"), s.KeyID)
