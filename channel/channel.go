@@ -53,9 +53,10 @@ type Config struct {
 	// Encryption is the confidentiality rule (zero: none).
 	Encryption Encryption
 
-	// ReplyWindow is the largest accepted |now - signed time| of a reply whose scheme carries a
-	// time (wechatpay-v3-sm2, http-sig-sm2 created, unionpay-sm2 txnTime, a configured form-sm2
-	// time field). Zero: DefaultReplyWindow; negative: not checked.
+	// ReplyWindow is the largest accepted |now - signed time| of a reply whose scheme carries
+	// its own signing time (wechatpay-v3-sm2, http-sig-sm2 created, a configured form-sm2 time
+	// field; not unionpay-sm2, whose txnTime echoes the request and whose orderId echo binds the
+	// reply instead). Zero: DefaultReplyWindow; negative: not checked.
 	ReplyWindow time.Duration
 
 	// Now is the clock; time.Now if nil.
@@ -123,6 +124,11 @@ func New(cfg Config) (*BankChannel, error) {
 	case window == 0:
 		window = DefaultReplyWindow
 	case window < 0:
+		window = 0
+	}
+	if signing.ReplyEchoesNonce(cfg.Scheme.Name) {
+		// unionpay-sm2 replies echo the request's txnTime (a query carries the original order's
+		// time): the echo of orderId binds them to the request instead of a window.
 		window = 0
 	}
 	bc.check = signing.ReplyCheck{Scheme: sch, Window: window, Now: bc.now,

@@ -57,6 +57,7 @@ type Mux struct {
 	mu      sync.Mutex
 	pending map[string]int // connections being peeked, by source IP
 	total   int
+	peeking map[net.Conn]struct{} // closed by Close
 }
 
 // MuxConfig bounds a Mux. Zero values take the defaults.
@@ -95,7 +96,7 @@ func NewMuxConfig(inner net.Listener, cfg MuxConfig) *Mux {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMuxMaxPending
 	}
-	m := &Mux{inner: inner, cfg: cfg, done: make(chan struct{}), pending: map[string]int{}}
+	m := &Mux{inner: inner, cfg: cfg, done: make(chan struct{}), pending: map[string]int{}, peeking: map[net.Conn]struct{}{}}
 	m.tlcp = &muxListener{m: m, ch: make(chan net.Conn)}
 	m.other = &muxListener{m: m, ch: make(chan net.Conn)}
 	m.wg.Add(1)
@@ -123,6 +124,11 @@ func (m *Mux) shutdown() error {
 	m.closeOnce.Do(func() {
 		close(m.done)
 		m.closeErr = m.inner.Close()
+		m.mu.Lock()
+		for c := range m.peeking {
+			c.Close() // connections still silent end with the listener
+		}
+		m.mu.Unlock()
 	})
 	return m.closeErr
 }
@@ -176,7 +182,7 @@ func (m *Mux) acceptLoop() {
 		}
 		delay = 0
 		src := sourceIP(c.RemoteAddr())
-		if !m.admit(src) {
+		if !m.admit(src, c) {
 			c.Close() // the source (or everyone) has too many connections still silent
 			continue
 		}
@@ -186,7 +192,7 @@ func (m *Mux) acceptLoop() {
 }
 
 // admit counts a connection of src as pending, unless a bound is reached.
-func (m *Mux) admit(src string) bool {
+func (m *Mux) admit(src string, c net.Conn) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.total >= m.cfg.MaxPending || m.pending[src] >= m.cfg.MaxPendingPerSource {
@@ -194,12 +200,14 @@ func (m *Mux) admit(src string) bool {
 	}
 	m.total++
 	m.pending[src]++
+	m.peeking[c] = struct{}{}
 	return true
 }
 
-func (m *Mux) release(src string) {
+func (m *Mux) release(src string, c net.Conn) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.peeking, c)
 	m.total--
 	if m.pending[src]--; m.pending[src] <= 0 {
 		delete(m.pending, src)
@@ -232,12 +240,12 @@ func (m *Mux) route(c net.Conn, src string) {
 			break
 		}
 		if err != nil {
-			m.release(src)
+			m.release(src, c)
 			c.Close()
 			return
 		}
 	}
-	m.release(src)                 // classified: no longer a silent connection
+	m.release(src, c)              // classified: no longer a silent connection
 	c.SetReadDeadline(time.Time{}) //nolint:errcheck
 	pc := &prefixConn{Conn: c, prefix: buf}
 	dst := m.other

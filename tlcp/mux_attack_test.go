@@ -47,7 +47,6 @@ func TestAttackSilentConnectionsDoNotStallMux(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMuxConfig(inner, MuxConfig{PeekTimeout: time.Minute, MaxPendingPerSource: silent / 20})
-	defer m.Close()
 	go echoServe(NewListener(m.TLCP(), serverConfig(p)))
 	go echoServe(tls.NewListener(m.Other(), tlsTestConfig(t)))
 	addr := inner.Addr().String()
@@ -56,7 +55,10 @@ func TestAttackSilentConnectionsDoNotStallMux(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The mux closes the silent connections first (Close ends them), so the TIME_WAIT states
+	// stay on the listening port instead of occupying 5,000 ephemeral ports other tests need.
 	defer attack.CloseAll(conns)
+	defer m.Close()
 	// Let the mux accept them all: the pending count must reach the silent ones.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
