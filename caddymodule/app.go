@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
@@ -166,6 +168,46 @@ type AuditConfig struct {
 	// Fsync is "always" (default: an entry is on stable storage before the decision is
 	// acted on), "interval" (every second) or "never" (left to the operating system).
 	Fsync string `json:"fsync,omitempty"`
+	// WitnessRedis is the address (host:port) of a Redis that receives every checkpoint as a
+	// signed head (XADD to the stream gmgate:audit:witness:<log ID>), so that a log cut back on
+	// this host shows against it in `gmgate audit verify --witness-redis`. Give the gateway's
+	// Redis user only XADD on those keys. Default: none.
+	WitnessRedis string `json:"witness_redis,omitempty"`
+	// WitnessRedisPasswordEnv names the environment variable holding that Redis's password.
+	WitnessRedisPasswordEnv string `json:"witness_redis_password_env,omitempty"`
+	// WitnessURL receives every checkpoint as a signed head, POSTed as JSON (a collector on
+	// another host; export what it stored as JSON lines for `audit verify --witness-file`).
+	WitnessURL string `json:"witness_url,omitempty"`
+}
+
+// witness builds the audit witnesses of c (nil when none is configured).
+func (c *AuditConfig) witness() gateway.AuditWitness {
+	var ws multiWitness
+	if c.WitnessRedis != "" {
+		opts := &redis.Options{Addr: c.WitnessRedis}
+		if c.WitnessRedisPasswordEnv != "" {
+			opts.Password = os.Getenv(c.WitnessRedisPasswordEnv)
+		}
+		ws = append(ws, &gateway.RedisWitness{Client: redis.NewClient(opts)})
+	}
+	if c.WitnessURL != "" {
+		ws = append(ws, &gateway.HTTPWitness{URL: c.WitnessURL})
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	return ws
+}
+
+// multiWitness publishes to every witness; all must acknowledge.
+type multiWitness []gateway.AuditWitness
+
+func (m multiWitness) Publish(ctx context.Context, h gateway.SignedHead) error {
+	var errs []error
+	for _, w := range m {
+		errs = append(errs, w.Publish(ctx, h))
+	}
+	return errors.Join(errs...)
 }
 
 func (a *App) openAudit() error {
@@ -194,6 +236,7 @@ func (a *App) openAudit() error {
 		OnError: func(err error) {
 			a.logger.Error("audit log", zap.Error(err))
 		},
+		Witness: c.witness(),
 	}
 	switch c.Fsync {
 	case "", "always":
@@ -296,6 +339,11 @@ func (a *App) Cleanup() error {
 		a.releaseAudit()
 		a.audit, a.releaseAudit = nil, nil
 	}
+	if caddy.Exiting() {
+		if err := sealAuditLogsOnExit(); err != nil {
+			a.logger.Error("sealing the audit logs", zap.Error(err))
+		}
+	}
 	if a.vault == nil {
 		return nil
 	}
@@ -314,6 +362,21 @@ func (a *App) Cleanup() error {
 		}
 	})
 	return nil
+}
+
+// sealAuditLogsOnExit closes every audit log still open when gmgate exits (the HTTP servers
+// have drained by then): each ends with a signed checkpoint, even if a reloaded-away
+// configuration's drain would still have held it. A log left unsealed reads as an unsealed tail
+// (`audit verify` exit 6).
+func sealAuditLogsOnExit() error {
+	var errs []error
+	auditLogs.Range(func(_, v any) bool {
+		if l, ok := v.(*sharedAuditLog); ok {
+			errs = append(errs, l.Close())
+		}
+		return true
+	})
+	return errors.Join(errs...)
 }
 
 // reloadDrain is how long a reloaded-away configuration keeps what its in-flight requests use

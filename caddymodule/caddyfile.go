@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/url"
 	"strconv"
 	"time"
 
@@ -125,6 +126,15 @@ func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
 					ac.MaxSegmentSize = n
 				case "fsync":
 					ac.Fsync = v
+				case "witness_redis":
+					ac.WitnessRedis = v
+				case "witness_redis_password_env":
+					ac.WitnessRedisPasswordEnv = v
+				case "witness_url":
+					if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+						return nil, d.Errf("witness_url: want an http(s) URL, got %q", v)
+					}
+					ac.WitnessURL = v
 				default:
 					return nil, d.Errf("unknown audit option %q", opt)
 				}

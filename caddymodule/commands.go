@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
@@ -9,11 +10,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/gmgate/gmgate/gateway"
@@ -370,23 +374,54 @@ func printResult(c *cobra.Command, v any) error {
 
 // ---- gmgate audit ----
 
+// Exit codes of `gmgate audit verify`, one per kind of incompleteness, so that scripts can tell
+// them apart. An operator accepts a known one with --accept (for example mid_chain_start after
+// archiving old segments, unsealed_tail on a log still being written).
+var auditExitCodes = map[gateway.AuditProblem]int{
+	gateway.ProblemTampered:        2,
+	gateway.ProblemNoCheckpoint:    3,
+	gateway.ProblemTailDeleted:     4,
+	gateway.ProblemWitnessMismatch: 2,
+	gateway.ProblemMidChainStart:   5,
+	gateway.ProblemUnsealedTail:    6,
+	gateway.ProblemCrashRecovered:  7,
+}
+
 func auditCommand(cmd *cobra.Command) {
 	verify := &cobra.Command{
-		Use:   "verify --cert <platform cert.pem> <log base or segment file...>",
-		Short: "Finds any edited, deleted, inserted or reordered audit entry; exits 1 if the log is not intact",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			certFile, _ := c.Flags().GetString("cert")
+		Use:   "verify --cert <platform cert.pem> [--witness-redis addr | --witness-file heads.jsonl] [--accept problem,...] <log base or segment file...>",
+		Short: "Proves an audit log intact and complete; a distinct exit code per problem",
+		Long: `Verifies the hash chain and every signed checkpoint, then what an intact chain can still lack.
+Exit codes: 0 intact and complete; 1 usage or I/O error; 2 tampered (edited, deleted, inserted,
+reordered entries, forged checkpoint, or a checkpoint that differs from the witnessed head);
+3 no_checkpoint (nothing signed by the platform key); 4 tail_deleted (a witnessed head or a sealed
+rotation promises entries that are missing); 5 mid_chain_start (oldest segments missing);
+6 unsealed_tail (entries after the last checkpoint); 7 crash_recovered (restarts cut a torn line).
+--accept lists problems the operator knows about (e.g. --accept mid_chain_start,unsealed_tail).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+			args := fl.Args()
+			certFile := fl.String("cert")
 			if certFile == "" {
-				return errors.New("--cert (the platform certificate that signs checkpoints) is required")
+				return 1, errors.New("--cert (the platform certificate that signs checkpoints) is required")
+			}
+			accept := map[gateway.AuditProblem]bool{}
+			for _, a := range strings.Split(fl.String("accept"), ",") {
+				if a = strings.TrimSpace(a); a == "" {
+					continue
+				}
+				if !slices.Contains(gateway.AuditProblems(), gateway.AuditProblem(a)) || a == string(gateway.ProblemTampered) {
+					return 1, fmt.Errorf("--accept: unknown or unacceptable problem %q", a)
+				}
+				accept[gateway.AuditProblem(a)] = true
 			}
 			certs, err := pki.LoadCertificatesFile(certFile)
 			if err != nil {
-				return err
+				return 1, err
 			}
 			pub, ok := certs[0].PublicKey.(*ecdsa.PublicKey)
 			if !ok {
-				return errors.New("the certificate does not hold an SM2 public key")
+				return 1, errors.New("the certificate does not hold an SM2 public key")
 			}
 			var files []string
 			for _, a := range args {
@@ -396,23 +431,112 @@ func auditCommand(cmd *cobra.Command) {
 					files = append(files, a)
 				}
 			}
-			rep, err := gateway.VerifyFile(files, pub)
-			if asJSON, _ := c.Flags().GetBool("json"); asJSON {
+			rep, verr := gateway.VerifyFile(files, pub)
+			if verr != nil && (rep == nil || rep.Entries == 0 && rep.Failure == nil) {
+				return 1, verr // unreadable files, not a verdict
+			}
+			var werr error
+			var heads []gateway.SignedHead
+			witnessAsked := false
+			if addr := fl.String("witness-redis"); addr != "" && verr == nil {
+				witnessAsked = true
+				opts := &redis.Options{Addr: addr}
+				if env := fl.String("witness-redis-password-env"); env != "" {
+					opts.Password = os.Getenv(env)
+				}
+				cl := redis.NewClient(opts)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				hs, err := (&gateway.RedisWitness{Client: cl}).Heads(ctx, rep.LogID, 1000)
+				cancel()
+				cl.Close()
+				if err != nil {
+					return 1, fmt.Errorf("reading the witness: %w", err)
+				}
+				heads = append(heads, hs...)
+			}
+			if f := fl.String("witness-file"); f != "" && verr == nil {
+				witnessAsked = true
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return 1, err
+				}
+				hs, err := gateway.ParseSignedHeads(data)
+				if err != nil {
+					return 1, err
+				}
+				heads = append(heads, hs...)
+			}
+			if witnessAsked {
+				rep.Witnessed, werr = gateway.CheckWitness(rep, heads, pub)
+				if errors.Is(werr, gateway.ErrWitnessNone) {
+					return 1, werr
+				}
+			}
+			problems := rep.Problems(verr, werr)
+			code := 0
+			var open []string
+			for _, p := range problems {
+				if accept[p] {
+					continue
+				}
+				open = append(open, string(p))
+				if code == 0 {
+					code = auditExitCodes[p]
+				}
+			}
+			if fl.Bool("json") {
+				out := struct {
+					*gateway.VerifyReport
+					Problems []gateway.AuditProblem `json:"problems"`
+					Accepted []string               `json:"accepted,omitempty"`
+					Intact   bool                   `json:"intact"`
+				}{VerifyReport: rep, Problems: problems, Intact: code == 0}
+				if out.Problems == nil {
+					out.Problems = []gateway.AuditProblem{}
+				}
+				for p := range accept {
+					out.Accepted = append(out.Accepted, string(p))
+				}
+				sort.Strings(out.Accepted)
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				enc.Encode(rep) //nolint:errcheck
-			} else if rep != nil {
+				if err := enc.Encode(out); err != nil {
+					return 1, err
+				}
+			} else {
 				fmt.Printf("%d file(s), %d entries (%d decisions, %d checkpoints), seq %d..%d, unsealed tail %d\n",
 					rep.Files, rep.Entries, rep.Decisions, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.UnsealedTail)
+				if rep.Witnessed != nil {
+					fmt.Printf("witnessed head: seq %d (%s)\n", rep.Witnessed.Seq, rep.Witnessed.Time)
+				}
+				for _, p := range problems {
+					state := "FAIL"
+					if accept[p] {
+						state = "accepted"
+					}
+					fmt.Printf("%s: %s\n", state, p)
+				}
+				if code == 0 {
+					fmt.Println("audit log intact")
+				}
 			}
-			if err != nil {
-				return err
+			if code != 0 {
+				err := fmt.Errorf("audit log not intact: %s", strings.Join(open, ", "))
+				if verr != nil {
+					err = verr
+				} else if werr != nil {
+					err = fmt.Errorf("%w (%s)", werr, strings.Join(open, ", "))
+				}
+				return code, err
 			}
-			fmt.Println("audit log intact")
-			return nil
-		},
+			return 0, nil
+		}),
 	}
 	verify.Flags().String("cert", "", "platform certificate (PEM) whose key signs the checkpoints")
-	verify.Flags().Bool("json", false, "print the report as JSON")
+	verify.Flags().Bool("json", false, "print only the report, as JSON, on stdout")
+	verify.Flags().String("accept", "", "comma-separated problems to accept: no_checkpoint, tail_deleted, mid_chain_start, unsealed_tail, crash_recovered")
+	verify.Flags().String("witness-redis", "", "Redis address holding the log's signed heads (the gmgate { audit { witness_redis } })")
+	verify.Flags().String("witness-redis-password-env", "", "environment variable holding that Redis's password")
+	verify.Flags().String("witness-file", "", "signed heads exported from a witness, as JSON lines or a JSON array")
 	cmd.AddCommand(verify)
 }

@@ -473,8 +473,12 @@ func releaseMemoryReplayStore(key string) error {
 // accepted by the old configuration must not fail with replay_store_unavailable because its
 // Redis client was closed under it.
 func (h *Verify) Cleanup() error {
-	if h.inflight == nil || h.inflight.Load() == 0 {
-		return h.release()
+	if h.inflight == nil || h.inflight.Load() == 0 || caddy.Exiting() {
+		err := h.release()
+		if caddy.Exiting() {
+			err = errors.Join(err, sealAuditLogsOnExit())
+		}
+		return err
 	}
 	go func() {
 		deadline := time.Now().Add(reloadDrain)

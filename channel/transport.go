@@ -148,9 +148,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if t.opts.Audit != nil {
 		if aerr := t.opts.Audit.Append(*rec); aerr != nil && err == nil {
-			// No evidence, no forwarding: the accepted reply is withheld.
+			// No evidence, no forwarding: the accepted reply is withheld. The accept entry may be
+			// in the file all the same (a failed fsync): a following entry records the outcome.
 			resp.Body.Close()
 			code = CodeInternal
+			rec.Verdict, rec.Reason = gateway.VerdictReject, gateway.Code(code)
+			_ = t.opts.Audit.Append(*rec)
 			if t.opts.OnError != nil {
 				t.opts.OnError(t.ch.name, code, aerr)
 			}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -51,6 +52,12 @@ const (
 	AuditTypeSegment    = "segment"
 	AuditTypeDecision   = "decision"
 	AuditTypeCheckpoint = "checkpoint"
+	// AuditTypeRecovery records, on restart, the bytes of a torn last line that were cut
+	// (cut_bytes, cut_sm3): a crash leaves a trace instead of vanishing.
+	AuditTypeRecovery = "recovery"
+	// AuditTypeRotate ends a segment: the next one (next_segment) must follow. A checkpoint
+	// seals it, so a log whose newest segments were deleted ends in a signed promise of more.
+	AuditTypeRotate = "rotate"
 )
 
 // Errors of the audit log.
@@ -156,6 +163,12 @@ type auditEntry struct {
 	Head string `json:"head,omitempty"`
 	Sig  string `json:"sig,omitempty"`
 
+	// recovery
+	CutBytes int64  `json:"cut_bytes,omitempty"`
+	CutSM3   string `json:"cut_sm3,omitempty"`
+	// rotate
+	NextSegment int `json:"next_segment,omitempty"`
+
 	Prev string `json:"prev"`
 }
 
@@ -210,8 +223,12 @@ type AuditOptions struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// OnError receives background failures (timer checkpoints, interval
-	// fsync, checkpoint signing), for logs and metrics.
+	// fsync, checkpoint signing, witness publication), for logs and metrics.
 	OnError func(error)
+	// Witness, when set, receives every checkpoint as a SignedHead (in the
+	// background, the newest first; the final one on Close), so that a tail cut
+	// back on this host shows against a record the host cannot rewrite.
+	Witness AuditWitness
 }
 
 // AuditLog is an append-only, hash-chained, checkpointed audit log. It is safe
@@ -237,6 +254,12 @@ type AuditLog struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	headMu   sync.Mutex
+	head     *SignedHead   // newest checkpoint not yet published
+	headSig  chan struct{} // signals head
+	witDone  chan struct{}
+	syncFile func(*os.File) error // f.Sync; replaced by tests to inject failures
 }
 
 // AuditSegments returns the existing segment files of base in order.
@@ -309,7 +332,8 @@ func OpenAuditLog(opts AuditOptions) (*AuditLog, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	l := &AuditLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &AuditLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{}),
+		headSig: make(chan struct{}, 1), witDone: make(chan struct{}), syncFile: (*os.File).Sync}
 	segs, err := AuditSegments(opts.Path)
 	if err != nil {
 		return nil, err
@@ -328,7 +352,36 @@ func OpenAuditLog(opts AuditOptions) (*AuditLog, error) {
 		return nil, err
 	}
 	go l.background()
+	go l.publishHeads()
 	return l, nil
+}
+
+// publishHeads sends the newest checkpoint to the witness until Close.
+func (l *AuditLog) publishHeads() {
+	defer close(l.witDone)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.headSig:
+			l.publishPending()
+		}
+	}
+}
+
+func (l *AuditLog) publishPending() {
+	l.headMu.Lock()
+	h := l.head
+	l.head = nil
+	l.headMu.Unlock()
+	if h == nil || l.opts.Witness == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.opts.Witness.Publish(ctx, *h); err != nil {
+		l.report(fmt.Errorf("gateway: audit witness: %w", err))
+	}
 }
 
 // resume reopens the last segment and restores the chain state.
@@ -370,7 +423,9 @@ func (l *AuditLog) resume(path string) error {
 	if end < 0 {
 		return fail(fmt.Errorf("gateway: audit segment %s: last line too long", path))
 	}
+	var cut []byte
 	if int64(end+1) != tailLen { // incomplete last line: never acknowledged
+		cut = append([]byte(nil), tail[end+1:]...)
 		if err := f.Truncate(size - tailLen + int64(end+1)); err != nil {
 			return fail(err)
 		}
@@ -388,6 +443,19 @@ func (l *AuditLog) resume(path string) error {
 	l.sinceCkpt = 1 // force a checkpoint covering whatever is unsealed
 	if le.Type == AuditTypeCheckpoint {
 		l.sinceCkpt = 0
+	}
+	if len(cut) > 0 {
+		// The crash is part of the record: what was cut, and its digest.
+		d := sm3.Sum(cut)
+		if err := l.writeLocked(&auditEntry{Type: AuditTypeRecovery, CutBytes: int64(len(cut)),
+			CutSM3: hex.EncodeToString(d[:])}); err != nil {
+			l.f = nil
+			return fail(err)
+		}
+		if err := f.Sync(); err != nil {
+			l.f = nil
+			return fail(err)
+		}
 	}
 	return nil
 }
@@ -439,6 +507,17 @@ func (l *AuditLog) writeLocked(e *auditEntry) error {
 			return fmt.Errorf("gateway: audit checkpoint signing: %w", err)
 		}
 		e.Sig = base64.StdEncoding.EncodeToString(sig)
+		defer func() {
+			if l.opts.Witness != nil && l.seq == e.Seq { // written
+				l.headMu.Lock()
+				l.head = &SignedHead{LogID: l.logID, Seq: e.Seq, Segment: l.segment, Time: e.Time, Head: e.Head, Sig: e.Sig}
+				l.headMu.Unlock()
+				select {
+				case l.headSig <- struct{}{}:
+				default:
+				}
+			}
+		}()
 	}
 	line, err := json.Marshal(e)
 	if err != nil {
@@ -526,10 +605,11 @@ func (l *AuditLog) Append(r AuditRecord) error {
 // rotateLocked seals the current segment with a checkpoint, syncs and closes
 // it, and starts the next segment linked to its last line.
 func (l *AuditLog) rotateLocked() error {
-	if l.sinceCkpt > 0 {
-		if err := l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint}); err != nil {
-			return err
-		}
+	if err := l.writeLocked(&auditEntry{Type: AuditTypeRotate, NextSegment: l.segment + 1}); err != nil {
+		return err
+	}
+	if err := l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint}); err != nil {
+		return err
 	}
 	if err := l.f.Sync(); err != nil {
 		return fmt.Errorf("gateway: audit sync before rotation: %w", err)
@@ -556,7 +636,7 @@ func (l *AuditLog) syncTo(f *os.File, gen uint64, off int64) error {
 	if curGen != gen {
 		return nil // rotation synced the old file before leaving it
 	}
-	if err := f.Sync(); err != nil {
+	if err := l.syncFile(f); err != nil {
 		l.mu.Lock()
 		rotated := l.gen != gen
 		l.mu.Unlock()
@@ -658,6 +738,8 @@ func (l *AuditLog) Close() error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	<-l.witDone
+	l.publishPending() // the final head, synchronously
 	return errors.Join(errs...)
 }
 
@@ -704,33 +786,47 @@ const (
 
 // VerifyFailure locates the first problem.
 type VerifyFailure struct {
-	Path   string      // file
-	Line   int         // 1-based line number in Path
-	Seq    uint64      // seq of the affected entry (the first missing one for FailDeleted)
-	Kind   FailureKind // what happened
-	Detail string      // human-readable explanation
+	Path   string      `json:"path"`   // file
+	Line   int         `json:"line"`   // 1-based line number in Path
+	Seq    uint64      `json:"seq"`    // seq of the affected entry (the first missing one for FailDeleted)
+	Kind   FailureKind `json:"kind"`   // what happened
+	Detail string      `json:"detail"` // human-readable explanation
 }
 
 // VerifyReport summarizes a verification.
 type VerifyReport struct {
-	OK                bool   // no failure found
-	LogID             string // log identity from the segment headers
-	Files             int    // files read
-	Entries           int    // lines verified before the failure (or all)
-	Decisions         int    // decision entries among them
-	Checkpoints       int    // valid checkpoints among them
-	FirstSeq, LastSeq uint64 // seq range verified
+	OK          bool   `json:"ok"`          // the chain is intact (see Problems for completeness)
+	LogID       string `json:"log_id"`      // log identity from the segment headers
+	Files       int    `json:"files"`       // files read
+	Entries     int    `json:"entries"`     // lines verified before the failure (or all)
+	Decisions   int    `json:"decisions"`   // decision entries among them
+	Checkpoints int    `json:"checkpoints"` // valid checkpoints among them
+	FirstSeq    uint64 `json:"first_seq"`   // seq range verified
+	LastSeq     uint64 `json:"last_seq"`
 	// LastCheckpointSeq is the seq of the last valid checkpoint (0 if none).
-	LastCheckpointSeq uint64
+	LastCheckpointSeq uint64 `json:"last_checkpoint_seq"`
 	// UnsealedTail counts entries after the last valid checkpoint: they are
 	// chained but not yet covered by a signature, so their loss or a
 	// consistent rewrite of them cannot be detected.
-	UnsealedTail int
+	UnsealedTail int `json:"unsealed_tail"`
 	// StartsMidChain is true when the first file is not segment 1: its link to
 	// earlier segments is taken on trust (anchored by the first checkpoint).
-	StartsMidChain bool
+	// The oldest segments were archived or deleted.
+	StartsMidChain bool `json:"starts_mid_chain"`
+	// MissingNextSegment is the segment a sealed rotation entry promised but
+	// that is not there (0: none): the newest segments were deleted.
+	MissingNextSegment int `json:"missing_next_segment,omitempty"`
+	// Recoveries counts recovery entries: restarts after a crash that cut a
+	// torn last line (their cut_bytes and cut_sm3 say what was cut).
+	Recoveries int `json:"recoveries"`
+	// Witnessed is the newest signed head of the witness this log was checked
+	// against (CheckWitness), if any.
+	Witnessed *SignedHead `json:"witnessed,omitempty"`
+	// checkpoints maps the seq of each valid checkpoint to the head it signs,
+	// for CheckWitness.
+	checkpoints map[uint64]string
 	// Failure is the first problem, nil when OK.
-	Failure *VerifyFailure
+	Failure *VerifyFailure `json:"failure,omitempty"`
 }
 
 type vline struct {
@@ -804,6 +900,8 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 	var prevSeq uint64
 	sinceCkpt := 0
 	segment := 0
+	pendingNext := 0
+	rep.checkpoints = map[uint64]string{}
 	for i := range lines {
 		v := &lines[i]
 		if v.perr != nil {
@@ -846,11 +944,16 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 		if e.Seq != prevSeq+1 || e.Prev != prevHash {
 			return classify(lines, i, prevSeq, prevHash, fail)
 		}
+		if e.Type != AuditTypeCheckpoint {
+			pendingNext = 0 // anything after a rotation but its seal: the log went on
+		}
 		switch e.Type {
 		case AuditTypeSegment:
 			segment = e.Segment
 		case AuditTypeDecision:
 			rep.Decisions++
+		case AuditTypeRecovery:
+			rep.Recoveries++
 		case AuditTypeCheckpoint:
 			sig, err := base64.StdEncoding.DecodeString(e.Sig)
 			if err != nil || e.Head != e.Prev ||
@@ -859,7 +962,11 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 			}
 			rep.Checkpoints++
 			rep.LastCheckpointSeq = e.Seq
+			rep.checkpoints[e.Seq] = e.Head
 			sinceCkpt = -1
+		}
+		if e.Type == AuditTypeRotate {
+			pendingNext = e.NextSegment
 		}
 		sinceCkpt++
 		rep.Entries++
@@ -867,6 +974,9 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 		prevSeq, prevHash = e.Seq, h
 	}
 	rep.UnsealedTail = sinceCkpt
+	if pendingNext != 0 && rep.LastCheckpointSeq == rep.LastSeq {
+		rep.MissingNextSegment = pendingNext
+	}
 	rep.OK = true
 	return rep, nil
 }
@@ -885,7 +995,7 @@ func parseAuditLine(raw []byte, e *auditEntry) error {
 		return errors.New("trailing data after entry")
 	}
 	switch e.Type {
-	case AuditTypeSegment, AuditTypeDecision, AuditTypeCheckpoint:
+	case AuditTypeSegment, AuditTypeDecision, AuditTypeCheckpoint, AuditTypeRecovery, AuditTypeRotate:
 	default:
 		return errors.New("unknown entry type")
 	}

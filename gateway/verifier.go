@@ -349,6 +349,10 @@ func (v *Verifier) verifyMessage(ctx context.Context, m *signing.Message, r *htt
 		res.Body, res.Opened = plain, true
 	}
 	if err := v.audit(r, sd, id, CodeOK); err != nil {
+		// The accept entry may be in the file although the request is now refused (the write
+		// succeeded, the fsync did not): a following entry records the refusal, so the log's
+		// last word on the request is the outcome the client saw.
+		_ = v.audit(r, sd, id, CodeInternal)
 		return nil, WithCode(CodeInternal, err)
 	}
 	return res, nil
