@@ -122,7 +122,9 @@ func ensureDevPKI(dir string, names []string, now func() time.Time) (*DevPKI, er
 
 	// A leaf or pair is re-issued when a file is missing or invalid, the root is new, or (for
 	// the TLCP server pairs) the names changed.
-	named := func(p *Pair) bool { return sameNames(p.Sign.Cert, dnsNames, ips) && sameNames(p.Enc.Cert, dnsNames, ips) }
+	named := func(p *Pair) bool {
+		return sameNames(p.Sign.Cert, dnsNames, ips) && sameNames(p.Enc.Cert, dnsNames, ips)
+	}
 	always := func(*Pair) bool { return true }
 	pair := func(signBase, encBase string, keep func(*Pair) bool, issue func() (*Pair, error)) (*Pair, error) {
 		s, ok1 := loadDevIssued(dir, signBase, root.Cert, RoleSign, t)
