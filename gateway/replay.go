@@ -62,11 +62,37 @@ type ReplayGuard struct {
 	// unavailable. Default false: fail closed. It never applies to
 	// ErrReplayStoreFull.
 	FailOpen bool
+	// ClockSkew is the tolerance between the signer's clock and the gateway's when a message
+	// states its own expiry (http-sig-sm2 "expires"). Default DefaultClockSkew (30s).
+	ClockSkew time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// OnStoreError, if set, is called with every store error (including those
 	// swallowed by FailOpen), for metrics and logs.
 	OnStoreError func(error)
+}
+
+// DefaultClockSkew is the default ReplayGuard.ClockSkew.
+const DefaultClockSkew = 30 * time.Second
+
+// CheckExpiry refuses a message whose signed expiry (zero: none) has passed by more than
+// ClockSkew (ErrTimestampOutOfWindow). The Verifier calls it before the nonce is consumed.
+func (g *ReplayGuard) CheckExpiry(expires time.Time) error {
+	if expires.IsZero() {
+		return nil
+	}
+	now := time.Now
+	if g.Now != nil {
+		now = g.Now
+	}
+	skew := g.ClockSkew
+	if skew <= 0 {
+		skew = DefaultClockSkew
+	}
+	if now().After(expires.Add(skew)) {
+		return fmt.Errorf("%w: signature expired", ErrTimestampOutOfWindow)
+	}
+	return nil
 }
 
 func (g *ReplayGuard) window() time.Duration {

@@ -333,6 +333,11 @@ func (v *Verifier) verifyMessage(ctx context.Context, m *signing.Message, r *htt
 	// Only authentic requests consume a nonce. The nonce is bound to the
 	// certificate (fingerprint), so hex and decimal spellings of one key ID
 	// share it.
+	if err := v.o.Replay.CheckExpiry(sd.Expires); err != nil {
+		err = WithCode(CodeTimestampOutOfWindow, err)
+		v.audit(r, sd, id, CodeOf(err))
+		return nil, err
+	}
 	if err := v.o.Replay.Check(ctx, id.Fingerprint, sd.Nonce, sd.Timestamp); err != nil {
 		err = WithCode(CodeOf(err), err)
 		v.audit(r, sd, id, CodeOf(err))

@@ -90,6 +90,9 @@ func (h *HTTPSig) Sign(m *Message, k Key, now time.Time, nonce string) error {
 		il.Items = append(il.Items, httpsfv.NewItem(c))
 	}
 	il.Params.Add("created", now.Unix())
+	if h.c.validity > 0 {
+		il.Params.Add("expires", now.Add(h.c.validity).Unix())
+	}
 	il.Params.Add("nonce", nonce)
 	il.Params.Add("keyid", k.KeyID)
 	base, _, err := signatureBase(m, il)
@@ -199,12 +202,17 @@ func (h *HTTPSig) Parse(m *Message) (*Signed, error) {
 	if err != nil {
 		return nil, err
 	}
+	var expires time.Time
 	if _, ok := il.Params.Get("expires"); ok {
 		exp, err := intParam(il.Params, "expires")
 		if err != nil {
 			return nil, err
 		}
+		if exp < created {
+			return nil, errf(ErrMalformedHeader, "expires before created")
+		}
 		p["expires"] = strconv.FormatInt(exp, 10)
+		expires = time.Unix(exp, 0)
 	}
 	if v, ok := il.Params.Get("tag"); ok {
 		s, isStr := v.(string)
@@ -249,6 +257,7 @@ func (h *HTTPSig) Parse(m *Message) (*Signed, error) {
 		Scheme:      HTTPSigName,
 		KeyID:       keyID,
 		Timestamp:   time.Unix(created, 0),
+		Expires:     expires,
 		Nonce:       nonce,
 		SignedBytes: base,
 		Signature:   sig,

@@ -1,6 +1,9 @@
 package signing
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // UserIDMode says where a scheme takes the SM2 user ID from.
 type UserIDMode int
@@ -26,6 +29,7 @@ type config struct {
 	label          string
 	reqComponents  []string
 	respComponents []string
+	validity       time.Duration
 
 	// form-sm2 and unionpay-sm2
 	signField       string
@@ -42,6 +46,10 @@ type config struct {
 
 // Option changes a scheme setting. Options that do not concern a scheme are ignored by it.
 type Option func(*config)
+
+// WithValidity makes http-sig-sm2 signatures carry expires = created + d (RFC 9421): a verifier
+// refuses them after that time. Zero: no expires parameter.
+func WithValidity(d time.Duration) Option { return func(c *config) { c.validity = d } }
 
 // WithUserID sets a fixed SM2 user ID (all schemes). nil restores the default ID.
 func WithUserID(uid []byte) Option {

@@ -81,11 +81,17 @@ func (c *ReplyCheck) Verify(m *Message, requestNonce string) (*Signed, *smx509.C
 			return s, cert, ErrReplyStale
 		}
 	}
+	if !s.Expires.IsZero() && now.After(s.Expires.Add(replyClockSkew)) {
+		return s, cert, fmt.Errorf("%w: signature expired", ErrReplyStale)
+	}
 	if requestNonce != "" && ReplyEchoesNonce(c.Scheme.Name()) && s.Nonce != requestNonce {
 		return s, cert, ErrReplyUnbound
 	}
 	return s, cert, nil
 }
+
+// replyClockSkew tolerates clock differences when a reply states its own expiry.
+const replyClockSkew = 30 * time.Second
 
 // ReplyEchoesNonce reports whether the scheme's replies carry the request's nonce field back
 // (unionpay-sm2: orderId), which binds a reply to its request.

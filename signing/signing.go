@@ -82,6 +82,7 @@ type Signed struct {
 	KeyID       string
 	MerchantID  string
 	Timestamp   time.Time // zero when the scheme's message carries none
+	Expires     time.Time // http-sig-sm2 "expires"; zero when absent
 	Nonce       string
 	SignedBytes []byte      // exact bytes the signature covers
 	Signature   []byte      // decoded signature, in Encoding
