@@ -200,47 +200,52 @@ func TestReplyRecorderBounds(t *testing.T) {
 	}
 }
 
-// TestMemoryReplayStoreSurvivesReload: the memory nonce store is shared by the handlers of the
-// old and the new configuration during a reload, so nonces are not forgotten; it is closed only
-// when its last handler lets it go.
+// TestMemoryReplayStoreSurvivesReload: the memory nonce store is one per process, shared by the
+// handlers of the old and the new configuration during a reload and by sites with different
+// max_entries (it used to be one store per bound: two sites did not share nonces, and a reload
+// that changed max_entries forgot every nonce of the window); it is closed only when its last
+// handler lets it go.
 func TestMemoryReplayStoreSurvivesReload(t *testing.T) {
 	ctx := context.Background()
-	const bound = 4242 // a bound no other test uses: a store of its own
-	oldCfg, key, err := acquireMemoryReplayStore(bound)
+	const bound = 4242
+	oldCfg, h1, err := acquireMemoryReplayStore(bound)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := oldCfg.CheckAndStore(ctx, "cert", "nonce-1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	newCfg, key2, err := acquireMemoryReplayStore(bound) // new configuration provisioned
-	if err != nil || key2 != key || newCfg != oldCfg {
-		t.Fatalf("reload got another store: %v %q %q", err, key, key2)
+	newCfg, h2, err := acquireMemoryReplayStore(bound * 2) // new configuration, another max_entries
+	if err != nil || newCfg != oldCfg {
+		t.Fatalf("a reload that changes max_entries got another store: %v", err)
 	}
-	other, otherKey, err := acquireMemoryReplayStore(bound + 1)
-	if err != nil || other == oldCfg {
-		t.Fatalf("another bound shares the store: %v", err)
+	other, h3, err := acquireMemoryReplayStore(bound + 1) // another site of the same configuration
+	if err != nil || other != oldCfg {
+		t.Fatalf("a site with another bound does not share the nonces: %v", err)
 	}
-	if err := releaseMemoryReplayStore(otherKey); err != nil {
+	if err := other.CheckAndStore(ctx, "cert", "nonce-1", time.Minute); !errors.Is(err, gateway.ErrReplay) {
+		t.Fatalf("nonce accepted again on the other site: %v", err)
+	}
+	if err := releaseMemoryReplayStore(h3, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := releaseMemoryReplayStore(key); err != nil { // old configuration cleaned up
+	if err := releaseMemoryReplayStore(h1, oldCfg); err != nil { // old configuration cleaned up
 		t.Fatal(err)
 	}
 	if err := newCfg.CheckAndStore(ctx, "cert", "nonce-1", time.Minute); !errors.Is(err, gateway.ErrReplay) {
 		t.Fatalf("nonce forgotten across the reload: %v", err)
 	}
-	if err := releaseMemoryReplayStore(key); err != nil { // last user gone: closed
+	if err := releaseMemoryReplayStore(h2, newCfg); err != nil { // last user gone: closed
 		t.Fatal(err)
 	}
 	if err := newCfg.CheckAndStore(ctx, "cert", "nonce-2", time.Minute); !errors.Is(err, gateway.ErrReplayStoreUnavailable) {
 		t.Fatalf("store still open after its last release: %v", err)
 	}
-	fresh, _, err := acquireMemoryReplayStore(bound)
+	fresh, h4, err := acquireMemoryReplayStore(bound)
 	if err != nil || fresh == newCfg {
 		t.Fatalf("a closed store was handed out again: %v", err)
 	}
-	_ = releaseMemoryReplayStore(key)
+	_ = releaseMemoryReplayStore(h4, fresh)
 }
 
 // TestCleanupWaitsForInflightRequests: a handler cleaned up by a reload while it still serves

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,7 +38,7 @@ type MemoryReplayOptions struct {
 // is full of live entries, new nonces are refused with ErrReplayStoreFull.
 type MemoryReplayStore struct {
 	shards   [memoryReplayShards]memoryShard
-	perShard int
+	perShard atomic.Int64
 	now      func() time.Time
 	stop     chan struct{}
 	done     chan struct{}
@@ -61,8 +62,8 @@ func NewMemoryReplayStore(opts MemoryReplayOptions) *MemoryReplayStore {
 	if max <= 0 {
 		max = DefaultMemoryReplayMaxEntries
 	}
-	per := (max + memoryReplayShards - 1) / memoryReplayShards
-	s := &MemoryReplayStore{perShard: per, now: opts.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &MemoryReplayStore{now: opts.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	s.SetMaxEntries(max)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -82,6 +83,15 @@ func NewMemoryReplayStore(opts MemoryReplayOptions) *MemoryReplayStore {
 }
 
 var errMemoryStoreClosed = errors.New("memory replay store closed")
+
+// SetMaxEntries changes the bound of live nonces (<= 0: the default) without forgetting any:
+// a smaller bound refuses new nonces until enough expire.
+func (s *MemoryReplayStore) SetMaxEntries(max int) {
+	if max <= 0 {
+		max = DefaultMemoryReplayMaxEntries
+	}
+	s.perShard.Store(int64((max + memoryReplayShards - 1) / memoryReplayShards))
+}
 
 // CheckAndStore implements ReplayStore.
 func (s *MemoryReplayStore) CheckAndStore(ctx context.Context, keyID, nonce string, ttl time.Duration) error {
@@ -109,11 +119,11 @@ func (s *MemoryReplayStore) CheckAndStore(ctx context.Context, keyID, nonce stri
 		sh.m[k] = exp // expired entry: reuse the slot
 		return nil
 	}
-	if len(sh.m) >= s.perShard {
+	if int64(len(sh.m)) >= s.perShard.Load() {
 		if sh.minExpiry != 0 && now >= sh.minExpiry {
 			sh.sweepLocked(now)
 		}
-		if len(sh.m) >= s.perShard {
+		if int64(len(sh.m)) >= s.perShard.Load() {
 			return ErrReplayStoreFull
 		}
 	}
