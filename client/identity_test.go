@@ -12,6 +12,8 @@ import (
 
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
+
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
 func writeIdentity(t *testing.T, dir, name string, id *Identity, password []byte) (certFile, keyFile string) {
@@ -108,10 +110,7 @@ func TestLoadIdentity(t *testing.T) {
 // implementation) generated: the terminal identity, the gateway pair and the platform keys
 // are loaded from its PEM files with LoadTerminal / LoadCertificates.
 func TestTongsuoPKI(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "interop", "tongsuo", "pki")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("interop folder %s absent: %v", dir, err)
-	}
+	dir := testenv.InteropDir(t, "tongsuo", "pki")
 	f := func(n string) string { return filepath.Join(dir, n) }
 	termSign, termEnc, err := LoadTerminal(f("client_sign_cert.pem"), f("client_sign_key.pem"), f("client_enc_cert.pem"), f("client_enc_key.pem"), nil)
 	if err != nil {

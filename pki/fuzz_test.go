@@ -15,11 +15,13 @@ import (
 	"github.com/emmansun/gmsm/pkcs8"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
 // tongsuoSeeds returns the Tongsuo PEM files matching pattern, if present.
 func tongsuoSeeds(pattern string) [][]byte {
-	files, _ := filepath.Glob(filepath.Join(tongsuoDir, pattern))
+	files, _ := filepath.Glob(filepath.Join(testenv.SharedDir(), "interop", "tongsuo", "pki", pattern)) // seeds only: optional
 	var out [][]byte
 	for _, f := range files {
 		if b, err := os.ReadFile(f); err == nil {

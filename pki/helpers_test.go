@@ -10,17 +10,15 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
-// tongsuoDir is the folder of Tongsuo-generated PKI files, relative to this package.
-const tongsuoDir = "../../shared/interop/tongsuo/pki"
-
+// tongsuoPath is a Tongsuo-generated PKI file (testenv: fails under GMGATE_REQUIRE_SERVICES=1
+// when absent).
 func tongsuoPath(t testing.TB, name string) string {
 	t.Helper()
-	if _, err := os.Stat(tongsuoDir); err != nil {
-		t.Skipf("interop folder %s absent (%v): skipping Tongsuo interop test", tongsuoDir, err)
-	}
-	return filepath.Join(tongsuoDir, name)
+	return filepath.Join(testenv.InteropDir(t, "tongsuo", "pki"), name)
 }
 
 // t0 is the fixed "now" of tests.

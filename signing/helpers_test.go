@@ -5,23 +5,16 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
-// interopDir finds ../shared/interop relative to the repository root, or skips.
-func interopDir(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "interop")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("interop folder %s absent: %v", dir, err)
-	}
-	return dir
-}
+// interopDir is ../shared/interop (testenv: fails under GMGATE_REQUIRE_SERVICES=1 when absent).
+func interopDir(t testing.TB) string { return testenv.InteropDir(t) }
 
 func newKey(t testing.TB) *sm2.PrivateKey {
 	t.Helper()

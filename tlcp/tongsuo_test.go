@@ -17,17 +17,12 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
-// interopDir finds ../shared/interop relative to the repository root.
-func interopDir(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "interop")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("interop folder %s is absent: skipping interop test (CI and developer machines have it)", dir)
-	}
-	return dir
-}
+// interopDir is ../shared/interop (testenv: fails under GMGATE_REQUIRE_SERVICES=1 when absent).
+func interopDir(t testing.TB) string { return testenv.InteropDir(t) }
 
 type recording struct {
 	Suite          string `json:"suite"`
