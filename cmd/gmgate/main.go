@@ -7,7 +7,8 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/gmgate/gmgate/caddymodule"
+	// The same import as a Caddy built with `xcaddy build --with github.com/gmgate/gmgate`.
+	_ "github.com/gmgate/gmgate"
 )
 
 func main() {
