@@ -226,18 +226,6 @@ func (h *Verify) buildScheme() (signing.Scheme, error) {
 	return st.Build()
 }
 
-func loadCertFiles(files []string) ([]*smx509.Certificate, error) {
-	var out []*smx509.Certificate
-	for _, f := range files {
-		cs, err := pki.LoadCertificatesFile(f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, cs...)
-	}
-	return out, nil
-}
-
 // Provision wires the core packages: scheme, pki verifier (roots, CRLs), identities, replay
 // store, envelope opener, reply signer and audit log, with keys from the gmgate vault.
 func (h *Verify) Provision(ctx caddy.Context) error {
@@ -253,7 +241,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	if h.scheme, err = h.buildScheme(); err != nil {
 		return fmt.Errorf("gm_verify: %w", err)
 	}
-	roots, err := loadCertFiles(h.TrustedRoots)
+	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
 	if err != nil {
 		return fmt.Errorf("gm_verify: trusted_roots: %w", err)
 	}
@@ -263,7 +251,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	if len(roots) == 0 {
 		return errors.New("gm_verify: trusted_roots required (no development PKI in use)")
 	}
-	inters, err := loadCertFiles(h.Intermediates)
+	inters, err := pki.LoadCertificatesFiles(h.Intermediates...)
 	if err != nil {
 		return fmt.Errorf("gm_verify: intermediates: %w", err)
 	}

@@ -141,7 +141,7 @@ func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
 		}
 		cfg.SessionCache = tlcp.NewLRUSessionCache(size, life)
 	}
-	roots, err := loadPool(w.ClientCAs)
+	roots, err := pki.LoadCertificatesFiles(w.ClientCAs...)
 	if err != nil {
 		return err
 	}
@@ -188,18 +188,6 @@ func vaultCertificate(app *App, name string, sign bool) (tlcp.Certificate, error
 		c.Certificate = append(c.Certificate, cert.Raw)
 	}
 	return c, nil
-}
-
-func loadPool(files []string) ([]*smx509.Certificate, error) {
-	var out []*smx509.Certificate
-	for _, f := range files {
-		certs, err := pki.LoadCertificatesFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("loading %s: %w", f, err)
-		}
-		out = append(out, certs...)
-	}
-	return out, nil
 }
 
 // revocationCheck checks every certificate of the verified chain against the CRLs.

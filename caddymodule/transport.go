@@ -164,11 +164,11 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	if err != nil || len(platformChain) == 0 {
 		return fmt.Errorf("gm_channel %s: platform key %q has no certificate", t.Bank, keyName)
 	}
-	bankCerts, err := loadPool(t.BankCerts)
+	bankCerts, err := pki.LoadCertificatesFiles(t.BankCerts...)
 	if err != nil {
 		return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
 	}
-	bankRoots, err := loadPool(t.BankRoots)
+	bankRoots, err := pki.LoadCertificatesFiles(t.BankRoots...)
 	if err != nil {
 		return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
 	}

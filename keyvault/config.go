@@ -27,9 +27,6 @@ const (
 	ModeNative = "native"
 )
 
-// DefaultUserID is the SM2 default distinguishing identifier of GB/T 35276.
-const DefaultUserID = "1234567812345678"
-
 // DefaultKEKLabel is the label of the key-encryption key when TokenConfig.KEKLabel is empty.
 const DefaultKEKLabel = "gmgate-kek"
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/emmansun/gmsm/sm2"
-	"github.com/emmansun/gmsm/smx509"
+
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -76,31 +76,6 @@ func ParseSM4Key(data []byte) ([]byte, error) {
 		}
 	}
 	return nil, errorf(ErrInvalidInput, "SM4 key must be 16 bytes, 32 hex digits or a %q PEM block", pemTypeSM4)
-}
-
-// ParseCertificateChainPEM parses every CERTIFICATE block of a PEM file.
-func ParseCertificateChainPEM(data []byte) ([]*smx509.Certificate, error) {
-	var out []*smx509.Certificate
-	rest := data
-	for len(out) < 16 {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := smx509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, errorf(ErrInvalidInput, "malformed certificate #%d", len(out)+1)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errorf(ErrInvalidInput, "no CERTIFICATE block found")
-	}
-	return out, nil
 }
 
 // loadFileKey loads the single version (1) of a file-backed key.

@@ -5,6 +5,8 @@ import (
 	"reflect"
 
 	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // signerOptionFields reads the user ID and forceGMSign flag of a gmsm signer option. gmsm keeps
@@ -22,7 +24,7 @@ func signerOptionFields(o *sm2.SM2SignerOption) (uid []byte, forceGM bool) {
 		forceGM = f.Bool()
 	}
 	if forceGM && len(uid) == 0 {
-		uid = []byte(DefaultUserID)
+		uid = []byte(pki.DefaultUserID)
 	}
 	return uid, forceGM
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // InitResult reports the key-encryption key of one token after Init.
@@ -450,7 +452,7 @@ type defaultUIDSigner struct{ k *SM2Key }
 func (s defaultUIDSigner) Public() crypto.PublicKey { return s.k.Public() }
 func (s defaultUIDSigner) Sign(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if _, ok := opts.(*sm2.SM2SignerOption); ok {
-		opts = sm2.NewSM2SignerOption(true, []byte(DefaultUserID))
+		opts = sm2.NewSM2SignerOption(true, []byte(pki.DefaultUserID))
 	}
 	return s.k.Sign(r, msg, opts)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/miekg/pkcs11"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // Native GM mode. PKCS#11 has no standard numbers for SM2/SM3/SM4, so key types and mechanisms
@@ -201,7 +203,7 @@ type signRequest struct {
 	Data      []byte
 }
 
-var defaultUID = []byte(DefaultUserID)
+var defaultUID = []byte(pki.DefaultUserID)
 
 // buildSign builds the token request for signing msg (a raw message, or a 32-byte digest when
 // prehashed) with user ID uid.
@@ -222,7 +224,7 @@ func (p *NativeProfile) buildSign(pub *ecdsa.PublicKey, msg, uid []byte, prehash
 		if p.UserIDAsParam {
 			return signRequest{Mechanism: p.SM2SignWithSM3, Param: append([]byte(nil), uid...), Data: msg}, nil
 		}
-		if string(uid) == DefaultUserID {
+		if string(uid) == pki.DefaultUserID {
 			return signRequest{Mechanism: p.SM2SignWithSM3, Data: msg}, nil
 		}
 	}

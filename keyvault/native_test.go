@@ -12,6 +12,8 @@ import (
 
 	"github.com/emmansun/gmsm/ecdh"
 	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -87,7 +89,7 @@ func TestBuildSign(t *testing.T) {
 		data      []byte
 		errIs     error
 	}{
-		{"gmt default uid as param", gmt, msg, nil, false, 0x80008100, []byte(DefaultUserID), msg, nil},
+		{"gmt default uid as param", gmt, msg, nil, false, 0x80008100, []byte(pki.DefaultUserID), msg, nil},
 		{"gmt custom uid as param", gmt, msg, []byte("bob"), false, 0x80008100, []byte("bob"), msg, nil},
 		{"gmt digest", gmt, e, nil, true, 0x80008104, nil, e, nil},
 		{"gmt no-param default uid", gmtNoParam, msg, nil, false, 0x80008100, nil, msg, nil},
@@ -128,7 +130,7 @@ func (s *simToken) execSign(req signRequest) ([]byte, error) {
 	var e []byte
 	switch req.Mechanism {
 	case s.p.SM2SignWithSM3:
-		uid := []byte(DefaultUserID)
+		uid := []byte(pki.DefaultUserID)
 		if s.p.UserIDAsParam {
 			uid = req.Param
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/emmansun/gmsm/ecdh"
 	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // remoteSM2 performs SM2 private-key operations inside a token (native mode).
@@ -57,7 +59,7 @@ func newSoftSM2Key(name string, version int, token string, obs Observer, priv *s
 
 func (k *SM2Key) setUID(uid []byte) {
 	if len(uid) == 0 {
-		uid = []byte(DefaultUserID)
+		uid = []byte(pki.DefaultUserID)
 	}
 	k.uid = append([]byte(nil), uid...)
 	k.signOpts = sm2.NewSM2SignerOption(true, k.uid)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // Vault holds named SM2 and SM4 keys resolved from PKCS#11 tokens or (development only) files.
@@ -175,7 +177,7 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 	e := &keyEntry{cfg: kc, ref: ref, versions: map[int]*loadedVersion{}}
 	e.uid = []byte(kc.UserID)
 	if len(e.uid) == 0 {
-		e.uid = []byte(DefaultUserID)
+		e.uid = []byte(pki.DefaultUserID)
 	}
 	if len(e.uid) > 8191 {
 		return nil, opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
@@ -216,9 +218,12 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 		if err != nil {
 			return nil, opErr("config", kc.Name, "", err, nil)
 		}
-		certs, err := ParseCertificateChainPEM(data)
+		certs, err := pki.ParseCertificatesPEM(data) // the one certificate loader, strictest checks
+		if err == nil && len(certs) == 0 {
+			err = errors.New("no CERTIFICATE block found")
+		}
 		if err != nil {
-			return nil, opErr("config", kc.Name, "", err, nil)
+			return nil, opErr("config", kc.Name, "", errorf(ErrInvalidInput, "certificate %s: %v", kc.Certificate, err), nil)
 		}
 		e.certs = certs
 	}

@@ -111,6 +111,20 @@ func isSM2PublicKey(pub any) bool {
 	return ok && k != nil && k.Curve == sm2.P256()
 }
 
+// LoadCertificatesFiles loads every certificate of every file in paths, in order (the trust
+// anchors, intermediates or bank certificates of a configuration); an error names the file.
+func LoadCertificatesFiles(paths ...string) ([]*smx509.Certificate, error) {
+	var out []*smx509.Certificate
+	for _, p := range paths {
+		cs, err := LoadCertificatesFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", p, err)
+		}
+		out = append(out, cs...)
+	}
+	return out, nil
+}
+
 // LoadCertificatesFile reads path and parses it as PEM (every CERTIFICATE
 // block) or, when it holds no PEM block, as a single DER certificate.
 func LoadCertificatesFile(path string) ([]*smx509.Certificate, error) {

@@ -74,8 +74,6 @@ func (t TextEncoding) Decode(s string) ([]byte, error) {
 	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
-// DefaultUserID is the SM2 default distinguishing identifier "1234567812345678".
-var DefaultUserID = []byte("1234567812345678")
 
 const maxDERSig = 72 // 2 + 2*(2+33)
 
