@@ -22,7 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -74,7 +74,7 @@ type App struct {
 	Audit *AuditConfig `json:"audit,omitempty"`
 
 	vault        *keyvault.Vault
-	audit        *gateway.AuditLog
+	audit        *audit.Log
 	releaseAudit func()
 	dev          *pki.DevPKI
 	logger       *zap.Logger
@@ -181,17 +181,17 @@ type AuditConfig struct {
 }
 
 // witness builds the audit witnesses of c (nil when none is configured).
-func (c *AuditConfig) witness() gateway.AuditWitness {
+func (c *AuditConfig) witness() audit.Witness {
 	var ws multiWitness
 	if c.WitnessRedis != "" {
 		opts := &redis.Options{Addr: c.WitnessRedis}
 		if c.WitnessRedisPasswordEnv != "" {
 			opts.Password = os.Getenv(c.WitnessRedisPasswordEnv)
 		}
-		ws = append(ws, &gateway.RedisWitness{Client: redis.NewClient(opts)})
+		ws = append(ws, &audit.RedisWitness{Client: redis.NewClient(opts)})
 	}
 	if c.WitnessURL != "" {
-		ws = append(ws, &gateway.HTTPWitness{URL: c.WitnessURL})
+		ws = append(ws, &audit.HTTPWitness{URL: c.WitnessURL})
 	}
 	if len(ws) == 0 {
 		return nil
@@ -200,9 +200,9 @@ func (c *AuditConfig) witness() gateway.AuditWitness {
 }
 
 // multiWitness publishes to every witness; all must acknowledge.
-type multiWitness []gateway.AuditWitness
+type multiWitness []audit.Witness
 
-func (m multiWitness) Publish(ctx context.Context, h gateway.SignedHead) error {
+func (m multiWitness) Publish(ctx context.Context, h audit.SignedHead) error {
 	var errs []error
 	for _, w := range m {
 		errs = append(errs, w.Publish(ctx, h))
@@ -227,7 +227,7 @@ func (a *App) openAudit() error {
 	if err != nil {
 		return fmt.Errorf("audit signing key %q: %w", keyName, err)
 	}
-	opts := gateway.AuditOptions{
+	opts := audit.Options{
 		Path:               path,
 		Signer:             signer,
 		CheckpointEvery:    c.CheckpointEvery,
@@ -240,11 +240,11 @@ func (a *App) openAudit() error {
 	}
 	switch c.Fsync {
 	case "", "always":
-		opts.Fsync = gateway.FsyncAlways
+		opts.Fsync = audit.FsyncAlways
 	case "interval":
-		opts.Fsync = gateway.FsyncInterval
+		opts.Fsync = audit.FsyncInterval
 	case "never":
-		opts.Fsync = gateway.FsyncNever
+		opts.Fsync = audit.FsyncNever
 	default:
 		return fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", c.Fsync)
 	}
@@ -266,7 +266,7 @@ var auditLogs = caddy.NewUsagePool()
 
 // sharedAuditLog is one open audit log and the configurations using it, oldest first.
 type sharedAuditLog struct {
-	*gateway.AuditLog
+	*audit.Log
 	mu      sync.Mutex
 	holders []*auditHolder
 }
@@ -278,17 +278,17 @@ func (l *sharedAuditLog) Destruct() error { return l.Close() }
 // openSharedAudit opens the audit log at opts.Path, or takes over the one already open there.
 // release gives it back: the last release closes it; an earlier one hands the checkpoint key
 // back to the newest remaining user (a reload whose new configuration failed).
-func openSharedAudit(opts gateway.AuditOptions) (l *gateway.AuditLog, release func(), err error) {
+func openSharedAudit(opts audit.Options) (l *audit.Log, release func(), err error) {
 	key, err := filepath.Abs(opts.Path)
 	if err != nil {
 		return nil, nil, err
 	}
 	v, loaded, err := auditLogs.LoadOrNew(key, func() (caddy.Destructor, error) {
-		l, err := gateway.OpenAuditLog(opts)
+		l, err := audit.Open(opts)
 		if err != nil {
 			return nil, err
 		}
-		return &sharedAuditLog{AuditLog: l}, nil
+		return &sharedAuditLog{Log: l}, nil
 	})
 	if err != nil {
 		return nil, nil, err
@@ -318,11 +318,11 @@ func openSharedAudit(opts gateway.AuditOptions) (l *gateway.AuditLog, release fu
 			opts.OnError(fmt.Errorf("closing audit log: %w", err))
 		}
 	}
-	return shared.AuditLog, release, nil
+	return shared.Log, release, nil
 }
 
 // AuditLog returns the shared audit log, or nil when none is configured.
-func (a *App) AuditLog() *gateway.AuditLog { return a.audit }
+func (a *App) AuditLog() *audit.Log { return a.audit }
 
 // Start implements caddy.App.
 func (a *App) Start() error { return nil }

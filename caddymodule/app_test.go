@@ -10,7 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 )
 
 // handle is one configuration's handle of the checkpoint key: it counts its signatures.
@@ -33,17 +33,17 @@ func TestSharedAuditLogAcrossReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "audit.log")
-	open := func(s crypto.Signer) (*gateway.AuditLog, func()) {
+	open := func(s crypto.Signer) (*audit.Log, func()) {
 		t.Helper()
-		l, release, err := openSharedAudit(gateway.AuditOptions{Path: path, Signer: s, CheckpointEvery: 1, CheckpointInterval: -1})
+		l, release, err := openSharedAudit(audit.Options{Path: path, Signer: s, CheckpointEvery: 1, CheckpointInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l, release
 	}
-	append1 := func(l *gateway.AuditLog) {
+	append1 := func(l *audit.Log) {
 		t.Helper()
-		if err := l.Append(gateway.AuditRecord{Direction: gateway.DirectionInbound, Verdict: gateway.VerdictAccept, Reason: gateway.CodeOK}); err != nil {
+		if err := l.Append(audit.Record{Direction: audit.DirectionInbound, Verdict: audit.VerdictAccept, Reason: audit.ReasonOK}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,19 +73,19 @@ func TestSharedAuditLogAcrossReloads(t *testing.T) {
 
 	// Another key cannot take an open log over.
 	other, _ := sm2.GenerateKey(rand.Reader)
-	if _, _, err := openSharedAudit(gateway.AuditOptions{Path: path, Signer: other}); err == nil {
+	if _, _, err := openSharedAudit(audit.Options{Path: path, Signer: other}); err == nil {
 		t.Fatal("an open audit log was taken over with another key")
 	}
 
 	releaseNew() // the last user: the log closes
-	if err := newLog.Append(gateway.AuditRecord{}); err == nil {
+	if err := newLog.Append(audit.Record{}); err == nil {
 		t.Fatal("the audit log is still open after its last release")
 	}
-	segs, err := gateway.AuditSegments(path)
+	segs, err := audit.Segments(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := gateway.VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 4 {
+	if rep, err := audit.VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 4 {
 		t.Fatalf("one chain expected: %v %+v", err, rep)
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -377,14 +377,14 @@ func printResult(c *cobra.Command, v any) error {
 // Exit codes of `gmgate audit verify`, one per kind of incompleteness, so that scripts can tell
 // them apart. An operator accepts a known one with --accept (for example mid_chain_start after
 // archiving old segments, unsealed_tail on a log still being written).
-var auditExitCodes = map[gateway.AuditProblem]int{
-	gateway.ProblemTampered:        2,
-	gateway.ProblemNoCheckpoint:    3,
-	gateway.ProblemTailDeleted:     4,
-	gateway.ProblemWitnessMismatch: 2,
-	gateway.ProblemMidChainStart:   5,
-	gateway.ProblemUnsealedTail:    6,
-	gateway.ProblemCrashRecovered:  7,
+var auditExitCodes = map[audit.Problem]int{
+	audit.ProblemTampered:        2,
+	audit.ProblemNoCheckpoint:    3,
+	audit.ProblemTailDeleted:     4,
+	audit.ProblemWitnessMismatch: 2,
+	audit.ProblemMidChainStart:   5,
+	audit.ProblemUnsealedTail:    6,
+	audit.ProblemCrashRecovered:  7,
 }
 
 func auditCommand(cmd *cobra.Command) {
@@ -405,15 +405,15 @@ rotation promises entries that are missing); 5 mid_chain_start (oldest segments 
 			if certFile == "" {
 				return 1, errors.New("--cert (the platform certificate that signs checkpoints) is required")
 			}
-			accept := map[gateway.AuditProblem]bool{}
+			accept := map[audit.Problem]bool{}
 			for _, a := range strings.Split(fl.String("accept"), ",") {
 				if a = strings.TrimSpace(a); a == "" {
 					continue
 				}
-				if !slices.Contains(gateway.AuditProblems(), gateway.AuditProblem(a)) || a == string(gateway.ProblemTampered) {
+				if !slices.Contains(audit.AllProblems(), audit.Problem(a)) || a == string(audit.ProblemTampered) {
 					return 1, fmt.Errorf("--accept: unknown or unacceptable problem %q", a)
 				}
-				accept[gateway.AuditProblem(a)] = true
+				accept[audit.Problem(a)] = true
 			}
 			certs, err := pki.LoadCertificatesFile(certFile)
 			if err != nil {
@@ -425,18 +425,18 @@ rotation promises entries that are missing); 5 mid_chain_start (oldest segments 
 			}
 			var files []string
 			for _, a := range args {
-				if segs, err := gateway.AuditSegments(a); err == nil && len(segs) > 0 {
+				if segs, err := audit.Segments(a); err == nil && len(segs) > 0 {
 					files = append(files, segs...)
 				} else {
 					files = append(files, a)
 				}
 			}
-			rep, verr := gateway.VerifyFile(files, pub)
+			rep, verr := audit.VerifyFile(files, pub)
 			if verr != nil && (rep == nil || rep.Entries == 0 && rep.Failure == nil) {
 				return 1, verr // unreadable files, not a verdict
 			}
 			var werr error
-			var heads []gateway.SignedHead
+			var heads []audit.SignedHead
 			witnessAsked := false
 			if addr := fl.String("witness-redis"); addr != "" && verr == nil {
 				witnessAsked = true
@@ -446,7 +446,7 @@ rotation promises entries that are missing); 5 mid_chain_start (oldest segments 
 				}
 				cl := redis.NewClient(opts)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				hs, err := (&gateway.RedisWitness{Client: cl}).Heads(ctx, rep.LogID, 1000)
+				hs, err := (&audit.RedisWitness{Client: cl}).Heads(ctx, rep.LogID, 1000)
 				cancel()
 				cl.Close()
 				if err != nil {
@@ -460,15 +460,15 @@ rotation promises entries that are missing); 5 mid_chain_start (oldest segments 
 				if err != nil {
 					return 1, err
 				}
-				hs, err := gateway.ParseSignedHeads(data)
+				hs, err := audit.ParseSignedHeads(data)
 				if err != nil {
 					return 1, err
 				}
 				heads = append(heads, hs...)
 			}
 			if witnessAsked {
-				rep.Witnessed, werr = gateway.CheckWitness(rep, heads, pub)
-				if errors.Is(werr, gateway.ErrWitnessNone) {
+				rep.Witnessed, werr = audit.CheckWitness(rep, heads, pub)
+				if errors.Is(werr, audit.ErrWitnessNone) {
 					return 1, werr
 				}
 			}
@@ -486,13 +486,13 @@ rotation promises entries that are missing); 5 mid_chain_start (oldest segments 
 			}
 			if fl.Bool("json") {
 				out := struct {
-					*gateway.VerifyReport
-					Problems []gateway.AuditProblem `json:"problems"`
-					Accepted []string               `json:"accepted,omitempty"`
-					Intact   bool                   `json:"intact"`
+					*audit.VerifyReport
+					Problems []audit.Problem `json:"problems"`
+					Accepted []string        `json:"accepted,omitempty"`
+					Intact   bool            `json:"intact"`
 				}{VerifyReport: rep, Problems: problems, Intact: code == 0}
 				if out.Problems == nil {
-					out.Problems = []gateway.AuditProblem{}
+					out.Problems = []audit.Problem{}
 				}
 				for p := range accept {
 					out.Accepted = append(out.Accepted, string(p))

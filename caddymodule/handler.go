@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -93,7 +94,7 @@ type Verify struct {
 	store        gateway.ReplayStore
 	storeHolder  int           // holder number in memoryReplayStores when store is the shared memory store
 	inflight     *atomic.Int64 // requests being served, so that Cleanup does not close what they use
-	audit        *gateway.AuditLog
+	audit        *audit.Log
 	releaseAudit func() // gm_verify's own audit log (shared across reloads)
 	logger       *zap.Logger
 }
@@ -360,14 +361,14 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
 			return fmt.Errorf("gm_verify: audit directory: %w", err)
 		}
-		l, release, err := openSharedAudit(gateway.AuditOptions{Path: a.Path, Signer: signer,
+		l, release, err := openSharedAudit(audit.Options{Path: a.Path, Signer: signer,
 			CheckpointEvery: a.CheckpointEvery, MaxSegmentSize: a.MaxSize,
 			OnError: func(err error) { h.logger.Error("gm_verify: audit", zap.Error(err)) }})
 		if err != nil {
 			return fmt.Errorf("gm_verify: audit: %w", err)
 		}
 		h.audit, h.releaseAudit = l, release
-	} else if shared, ok := any(app).(interface{ AuditLog() *gateway.AuditLog }); ok {
+	} else if shared, ok := any(app).(interface{ AuditLog() *audit.Log }); ok {
 		h.audit = shared.AuditLog()
 	}
 	vo.Audit = h.audit

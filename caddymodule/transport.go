@@ -10,6 +10,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -311,8 +312,8 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 	return cfg, nil
 }
 
-// auditSink returns the app's audit log as a channel.AuditSink, or nil when none is configured.
-func auditSink(app *App) channel.AuditSink {
+// auditSink returns the app's audit log as an audit.Sink, or nil when none is configured.
+func auditSink(app *App) audit.Sink {
 	if l := app.AuditLog(); l != nil {
 		return l
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )

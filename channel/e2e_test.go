@@ -1,12 +1,13 @@
 package channel
 
 import (
-	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/signing"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 )
 
@@ -90,7 +91,7 @@ func TestEndToEndProfiles(t *testing.T) {
 	for _, pr := range profiles() {
 		t.Run(pr.name, func(t *testing.T) {
 			sim := startSim(t, p, pr, nil)
-			tr, audit, metrics := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
+			tr, aud, metrics := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
 			method := pr.method
 			if method == "" {
 				method = http.MethodPost
@@ -130,8 +131,8 @@ func TestEndToEndProfiles(t *testing.T) {
 					t.Fatalf("reply %s=%v, want %q (body %s)", f, m[f], fieldOf(pr.body, f), body)
 				}
 			}
-			recs := audit.all()
-			if len(recs) != 1 || recs[0].Verdict != gateway.VerdictAccept || recs[0].Direction != gateway.DirectionOutbound ||
+			recs := aud.all()
+			if len(recs) != 1 || recs[0].Verdict != audit.VerdictAccept || recs[0].Direction != audit.DirectionOutbound ||
 				len(recs[0].Signature) == 0 || len(recs[0].SignedSM3) != 32 ||
 				recs[0].CertSerial != signing.SerialHex(p.BankSign.Cert.SerialNumber) {
 				t.Fatalf("audit %+v", recs)
@@ -179,7 +180,7 @@ func TestProfileMismatchIsCaught(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			pr := profile{name: c.name, scheme: c.gw, sim: c.sim}
 			sim := startSim(t, p, pr, nil)
-			tr, audit, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
+			tr, aud, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
 			resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
 			recv := sim.Received()
 			if len(recv) != 1 || recv[0].Verified {
@@ -188,7 +189,7 @@ func TestProfileMismatchIsCaught(t *testing.T) {
 			if resp.StatusCode != http.StatusBadGateway || jsonMap(t, body)["code"] != string(c.want) {
 				t.Fatalf("status %d body %s", resp.StatusCode, body)
 			}
-			if recs := audit.all(); len(recs) != 1 || recs[0].Verdict != gateway.VerdictReject {
+			if recs := aud.all(); len(recs) != 1 || recs[0].Verdict != audit.VerdictReject {
 				t.Fatalf("audit %+v", recs)
 			}
 		})

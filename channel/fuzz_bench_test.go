@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/sm2"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 	"github.com/gmgate/gmgate/signing"
 )

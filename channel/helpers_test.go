@@ -3,7 +3,6 @@ package channel
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/gmgate/gmgate/signing"
 	"io"
 	"net/http"
 	"strings"
@@ -11,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/signing"
+
 	"github.com/emmansun/gmsm/smx509"
-	"github.com/gmgate/gmgate/gateway"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 )
 
@@ -34,20 +36,20 @@ func getPKI(t testing.TB) *banksim.TestPKI {
 // memAudit records audit entries.
 type memAudit struct {
 	mu   sync.Mutex
-	recs []gateway.AuditRecord
+	recs []audit.Record
 }
 
-func (a *memAudit) Append(r gateway.AuditRecord) error {
+func (a *memAudit) Append(r audit.Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, r)
 	return nil
 }
 
-func (a *memAudit) all() []gateway.AuditRecord {
+func (a *memAudit) all() []audit.Record {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]gateway.AuditRecord(nil), a.recs...)
+	return append([]audit.Record(nil), a.recs...)
 }
 
 type memMetrics struct {

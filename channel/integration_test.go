@@ -3,25 +3,26 @@ package channel
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/signing"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 	"github.com/gmgate/gmgate/keyvault"
 )
 
 // The production types fit the small interfaces.
 var (
-	_ AuditSink = (*gateway.AuditLog)(nil)
+	_ audit.Sink = (*audit.Log)(nil)
 	_ DataKey   = (*keyvault.SM4Key)(nil)
 )
 
-// TestRealAuditLogAndHTTPS: an exchange over HTTPS writes a decision in a real gateway.AuditLog
+// TestRealAuditLogAndHTTPS: an exchange over HTTPS writes a decision in a real audit.Log
 // (the client side's log), whose chain and checkpoint verify.
 func TestRealAuditLogAndHTTPS(t *testing.T) {
 	p := getPKI(t)
@@ -41,7 +42,7 @@ func TestRealAuditLogAndHTTPS(t *testing.T) {
 	defer inner.CloseIdleConnections()
 
 	base := filepath.Join(t.TempDir(), "channel.log")
-	log, err := gateway.OpenAuditLog(gateway.AuditOptions{Path: base, Signer: p.PlatformSign.Key})
+	log, err := audit.Open(audit.Options{Path: base, Signer: p.PlatformSign.Key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +66,11 @@ func TestRealAuditLogAndHTTPS(t *testing.T) {
 	if err := log.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := gateway.AuditSegments(base)
+	segs, err := audit.Segments(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := gateway.VerifyFile(segs, &p.PlatformSign.Key.PublicKey)
+	rep, err := audit.VerifyFile(segs, &p.PlatformSign.Key.PublicKey)
 	if err != nil || !rep.OK || rep.Decisions != 2 {
 		t.Fatalf("audit verify: %v %+v", err, rep)
 	}
@@ -95,7 +96,7 @@ func TestBodyLimits(t *testing.T) {
 			return 200, "text/plain", []byte(strings.Repeat("x", 4096))
 		}
 	})
-	tr, audit, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) { o.MaxBody = 2048 })
+	tr, aud, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) { o.MaxBody = 2048 })
 	resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "text/plain", strings.Repeat("y", 3000), nil)
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || jsonMap(t, body)["code"] != string(CodeRequestTooLarge) || len(sim.Received()) != 0 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
@@ -104,7 +105,7 @@ func TestBodyLimits(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || jsonMap(t, body)["code"] != string(CodeBankReplyTooLarge) || strings.Contains(string(body), "xxx") {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
-	if recs := audit.all(); len(recs) != 2 || recs[1].Reason != gateway.Code(CodeBankReplyTooLarge) {
+	if recs := aud.all(); len(recs) != 2 || recs[1].Reason != string(CodeBankReplyTooLarge) {
 		t.Fatalf("audit %+v", recs)
 	}
 }

@@ -2,15 +2,17 @@ package channel
 
 import (
 	"errors"
-	"github.com/gmgate/gmgate/signing"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/signing"
+
 	"github.com/emmansun/gmsm/smx509"
-	"github.com/gmgate/gmgate/gateway"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 )
 
@@ -50,7 +52,7 @@ func TestMisbehavingBank(t *testing.T) {
 		sim := startSim(t, p, pr, nil)
 		for _, c := range cases {
 			t.Run(pr.name+"/"+string(c.mb), func(t *testing.T) {
-				tr, audit, metrics := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) {
+				tr, aud, metrics := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) {
 					o.ResponseTimeout = 300 * time.Millisecond
 				})
 				before := len(sim.Received())
@@ -74,9 +76,9 @@ func TestMisbehavingBank(t *testing.T) {
 				if got := len(sim.Received()) - before; got != 1 {
 					t.Fatalf("bank saw %d requests (non-idempotent POST must not be retried)", got)
 				}
-				recs := audit.all()
-				if len(recs) != 1 || recs[0].Verdict != gateway.VerdictReject || recs[0].Reason != gateway.Code(c.want) ||
-					recs[0].Direction != gateway.DirectionOutbound || recs[0].RequestID == "" {
+				recs := aud.all()
+				if len(recs) != 1 || recs[0].Verdict != audit.VerdictReject || recs[0].Reason != string(c.want) ||
+					recs[0].Direction != audit.DirectionOutbound || recs[0].RequestID == "" {
 					t.Fatalf("audit %+v", recs)
 				}
 				// When the bank did sign something, the evidence is kept.

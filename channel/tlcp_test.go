@@ -3,19 +3,21 @@ package channel
 import (
 	"bytes"
 	"encoding/pem"
-	"github.com/gmgate/gmgate/signing"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gmgate/gmgate/signing"
+
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/tjfoc/gmsm/gmtls"
+	tjx509 "github.com/tjfoc/gmsm/x509"
+
 	"github.com/gmgate/gmgate/integration/banksim"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/tlcp"
-	"github.com/tjfoc/gmsm/gmtls"
-	tjx509 "github.com/tjfoc/gmsm/x509"
 )
 
 // countingListener counts accepted connections (to prove keep-alive reuse).
@@ -83,7 +85,7 @@ func TestTLCPMutualAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer inner.CloseIdleConnections()
-			tr, audit, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
+			tr, aud, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
 			for i := 0; i < 3; i++ {
 				resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
 				if resp.StatusCode != 200 {
@@ -96,7 +98,7 @@ func TestTLCPMutualAuth(t *testing.T) {
 			if n := cl.n.Load(); n != 1 {
 				t.Fatalf("%d connections for 3 requests: keep-alive not reused", n)
 			}
-			if len(audit.all()) != 3 {
+			if len(aud.all()) != 3 {
 				t.Fatal("audit entries missing")
 			}
 		})
@@ -132,7 +134,7 @@ func TestTLCPRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr, audit, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
+			tr, aud, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
 			resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
 			if resp.StatusCode != http.StatusBadGateway || jsonMap(t, body)["code"] != string(CodeBankUnreachable) {
 				t.Fatalf("status %d %s", resp.StatusCode, body)
@@ -140,7 +142,7 @@ func TestTLCPRefusals(t *testing.T) {
 			if len(sim.Received()) != 0 {
 				t.Fatal("request reached the bank")
 			}
-			if recs := audit.all(); len(recs) != 1 || recs[0].Reason != "bank_unreachable" {
+			if recs := aud.all(); len(recs) != 1 || recs[0].Reason != "bank_unreachable" {
 				t.Fatalf("audit %+v", recs)
 			}
 		})
@@ -199,7 +201,7 @@ func TestTjfocBankServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inner.CloseIdleConnections()
-	tr, audit, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
+	tr, aud, _ := newTransport(t, channelConfig(t, p, tlcpProfile), inner, nil)
 	for i := 0; i < 2; i++ {
 		resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
 		if resp.StatusCode != 200 {
@@ -212,7 +214,7 @@ func TestTjfocBankServer(t *testing.T) {
 	if recv := sim.Received(); len(recv) != 2 || !recv[0].Verified {
 		t.Fatalf("bank side %+v", recv)
 	}
-	if len(audit.all()) != 2 {
+	if len(aud.all()) != 2 {
 		t.Fatal("audit entries missing")
 	}
 }

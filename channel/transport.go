@@ -13,14 +13,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/signing"
 )
-
-// AuditSink receives one decision per bank exchange. *gateway.AuditLog satisfies it.
-type AuditSink interface {
-	Append(gateway.AuditRecord) error
-}
 
 // Metrics observes each exchange: result is "ok" or the failure Code, d the total time.
 type Metrics interface {
@@ -44,7 +39,7 @@ type TransportOptions struct {
 	// Inner sends the signed request (Caddy's HTTP transport, or NewTLCPHTTPTransport). Required.
 	Inner http.RoundTripper
 	// Audit receives a decision per exchange (optional but expected in production).
-	Audit AuditSink
+	Audit audit.Sink
 	// Metrics observes each exchange (optional).
 	Metrics Metrics
 	// MaxBody bounds the back end's request body and the bank's reply body (default 1 MiB).
@@ -128,23 +123,23 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, rec, err := t.exchange(req)
 	if rec == nil {
-		rec = &gateway.AuditRecord{}
+		rec = &audit.Record{}
 	}
-	rec.Direction = gateway.DirectionOutbound
+	rec.Direction = audit.DirectionOutbound
 	rec.Scheme = t.ch.schemeName
 	rec.RequestID = reqID
 	rec.Time = time.Now()
 	code := CodeOf(err)
 	if err != nil {
-		rec.Verdict = gateway.VerdictReject
-		rec.Reason = gateway.Code(code)
+		rec.Verdict = audit.VerdictReject
+		rec.Reason = string(code)
 		if t.opts.OnError != nil {
 			t.opts.OnError(t.ch.name, code, err)
 		}
 		resp = ErrorResponse(req, code)
 	} else {
-		rec.Verdict = gateway.VerdictAccept
-		rec.Reason = gateway.CodeOK
+		rec.Verdict = audit.VerdictAccept
+		rec.Reason = audit.ReasonOK
 	}
 	if t.opts.Audit != nil {
 		if aerr := t.opts.Audit.Append(*rec); aerr != nil && err == nil {
@@ -152,7 +147,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// in the file all the same (a failed fsync): a following entry records the outcome.
 			resp.Body.Close()
 			code = CodeInternal
-			rec.Verdict, rec.Reason = gateway.VerdictReject, gateway.Code(code)
+			rec.Verdict, rec.Reason = audit.VerdictReject, string(code)
 			_ = t.opts.Audit.Append(*rec)
 			if t.opts.OnError != nil {
 				t.opts.OnError(t.ch.name, code, aerr)
@@ -167,7 +162,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // exchange does the work; the returned record carries the reply's evidence when there is one.
-func (t *Transport) exchange(req *http.Request) (*http.Response, *gateway.AuditRecord, error) {
+func (t *Transport) exchange(req *http.Request) (*http.Response, *audit.Record, error) {
 	body, err := readBounded(req.Body, t.opts.MaxBody)
 	if req.Body != nil {
 		req.Body.Close()
@@ -205,7 +200,7 @@ func (t *Transport) exchange(req *http.Request) (*http.Response, *gateway.AuditR
 }
 
 // attempt signs and sends once. sent reports whether a reply was received (no retry then).
-func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Response, rec *gateway.AuditRecord, err error, sent bool) {
+func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Response, rec *audit.Record, err error, sent bool) {
 	m := &signing.Message{Kind: signing.Request, Method: req.Method, Target: req.URL.RequestURI(),
 		Authority: req.Host, Scheme: req.URL.Scheme, Header: req.Header.Clone(), Body: append([]byte(nil), plain...)}
 	if m.Authority == "" {
@@ -247,10 +242,10 @@ func (t *Transport) attempt(req *http.Request, plain []byte) (resp *http.Respons
 		rm.Header = http.Header{}
 	}
 	reply, s, err := t.ch.OpenReply(rm, t.ch.RequestNonce(m, plain), t.opts.MaxBody)
-	rec = &gateway.AuditRecord{}
+	rec = &audit.Record{}
 	if s != nil {
 		rec.KeyID = s.KeyID
-		rec.SignedSM3 = gateway.SM3Sum(s.SignedBytes)
+		rec.SignedSM3 = signing.SM3(s.SignedBytes)
 		rec.Signature = s.Signature
 	}
 	if err != nil {

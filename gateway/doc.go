@@ -51,7 +51,7 @@
 //
 // # Audit log
 //
-// AuditLog is the evidence log of docs/audit.md; VerifyFile checks it.
+// The evidence log of docs/audit.md is package audit; the Verifier writes to it through audit.Sink.
 //
 // # Errors
 //

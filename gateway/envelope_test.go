@@ -463,3 +463,12 @@ func FuzzEncryptedFieldsOpen(f *testing.F) {
 func pkixName(cn string) pkix.Name {
 	return pkix.Name{CommonName: cn, Organization: []string{"gmgate test"}}
 }
+
+func newSM2Key(t testing.TB) *sm2.PrivateKey {
+	t.Helper()
+	k, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

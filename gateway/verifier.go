@@ -15,6 +15,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/signing"
 )
 
@@ -80,7 +81,7 @@ type VerifierOptions struct {
 	// Audit, when set, records every decision. An accepted request whose
 	// audit entry cannot be written is rejected (CodeInternal): no
 	// forwarding without evidence.
-	Audit *AuditLog
+	Audit audit.Sink
 	// OnAuditError receives audit write failures (for logs and metrics).
 	OnAuditError func(error)
 	// HeaderPrefix prefixes the identity headers (default
@@ -475,14 +476,14 @@ func (v *Verifier) audit(r *http.Request, sd *signing.Signed, id *Identity, c Co
 	if v.o.Audit == nil {
 		return nil
 	}
-	rec := AuditRecord{Time: v.o.Now(), Direction: DirectionInbound, Scheme: v.o.Scheme.Name(), Reason: c,
-		Verdict: VerdictReject}
+	rec := audit.Record{Time: v.o.Now(), Direction: audit.DirectionInbound, Scheme: v.o.Scheme.Name(), Reason: string(c),
+		Verdict: audit.VerdictReject}
 	if c == CodeOK {
-		rec.Verdict = VerdictAccept
+		rec.Verdict = audit.VerdictAccept
 	}
 	if sd != nil {
 		rec.KeyID = sd.KeyID
-		rec.SignedSM3 = SM3Sum(sd.SignedBytes)
+		rec.SignedSM3 = signing.SM3(sd.SignedBytes)
 		rec.Signature = sd.Signature
 	}
 	if id != nil {

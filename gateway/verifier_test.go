@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
-	"github.com/gmgate/gmgate/internal/wechatsdk"
 	"io"
 	"math/big"
 	"net/http"
@@ -17,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/internal/wechatsdk"
 
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/redis/go-redis/v9"
@@ -321,7 +323,7 @@ func TestVerifierOpensEnvelopeAfterSignature(t *testing.T) {
 func TestVerifierAudit(t *testing.T) {
 	p := newTestPKI(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
-	log, err := OpenAuditLog(AuditOptions{Path: path, Signer: p.platform.Key, CheckpointEvery: 2, CheckpointInterval: -1})
+	log, err := audit.Open(audit.Options{Path: path, Signer: p.platform.Key, CheckpointEvery: 2, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,11 +340,11 @@ func TestVerifierAudit(t *testing.T) {
 	if err := log.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := AuditSegments(path)
+	segs, err := audit.Segments(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := VerifyFile(segs, p.platform.Cert.PublicKey.(*ecdsa.PublicKey))
+	rep, err := audit.VerifyFile(segs, p.platform.Cert.PublicKey.(*ecdsa.PublicKey))
 	if err != nil {
 		t.Fatalf("audit verify: %v %+v", err, rep)
 	}

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/internal/attack"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -21,7 +21,7 @@ type fileWitness struct {
 	lines []string
 }
 
-func (w *fileWitness) Publish(_ context.Context, h gateway.SignedHead) error {
+func (w *fileWitness) Publish(_ context.Context, h audit.SignedHead) error {
 	b, _ := json.Marshal(h)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -46,14 +46,14 @@ func TestAuditVerifyCLIExitCodes(t *testing.T) {
 	if err := os.WriteFile(certFile, pki.EncodeCertificatesPEM(plat.Cert), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	write := func(t *testing.T, base string, n int, maxSeg int64, w gateway.AuditWitness, closeIt bool) {
-		l, err := gateway.OpenAuditLog(gateway.AuditOptions{Path: base, Signer: plat.Key, CheckpointEvery: 3,
+	write := func(t *testing.T, base string, n int, maxSeg int64, w audit.Witness, closeIt bool) {
+		l, err := audit.Open(audit.Options{Path: base, Signer: plat.Key, CheckpointEvery: 3,
 			CheckpointInterval: -1, MaxSegmentSize: maxSeg, Witness: w})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < n; i++ {
-			if err := l.Append(gateway.AuditRecord{Direction: gateway.DirectionInbound, Verdict: gateway.VerdictAccept, Reason: gateway.CodeOK}); err != nil {
+			if err := l.Append(audit.Record{Direction: audit.DirectionInbound, Verdict: audit.VerdictAccept, Reason: audit.ReasonOK}); err != nil {
 				t.Fatal(err)
 			}
 		}

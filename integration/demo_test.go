@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/audit"
 )
 
 // TestReadmeDemoFlow runs what the README promises a newcomer: Caddyfile.example as it is (only
@@ -95,8 +95,8 @@ func TestReadmeDemoFlow(t *testing.T) {
 	}
 	// Three payments: the ingress and the demo bank each accept inbound, the egress accepts the
 	// bank's reply outbound.
-	if counts[string(gateway.DirectionInbound)+"/"+string(gateway.VerdictAccept)] != 6 ||
-		counts[string(gateway.DirectionOutbound)+"/"+string(gateway.VerdictAccept)] != 3 || len(counts) != 2 {
+	if counts[string(audit.DirectionInbound)+"/"+string(audit.VerdictAccept)] != 6 ||
+		counts[string(audit.DirectionOutbound)+"/"+string(audit.VerdictAccept)] != 3 || len(counts) != 2 {
 		t.Errorf("audit decisions %v, want 6 inbound and 3 outbound accepts and nothing else", counts)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/client"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/integration/banksim"
@@ -546,7 +547,7 @@ func TestEndToEndPayment(t *testing.T) {
 // "direction/verdict/reason/scheme/cert serial".
 func auditDecisions(t *testing.T, base string) []string {
 	t.Helper()
-	segs, err := gateway.AuditSegments(base)
+	segs, err := audit.Segments(base)
 	if err != nil || len(segs) == 0 {
 		t.Fatalf("audit segments of %s: %v", base, err)
 	}
@@ -567,7 +568,7 @@ func auditDecisions(t *testing.T, base string) []string {
 				f.Close()
 				t.Fatalf("audit line %q: %v", sc.Text(), err)
 			}
-			if e.Type == gateway.AuditTypeDecision {
+			if e.Type == audit.TypeDecision {
 				out = append(out, strings.Join([]string{e.Direction, e.Verdict, e.Reason, e.Scheme, e.CertSerial}, "/"))
 			}
 		}

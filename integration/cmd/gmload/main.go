@@ -417,7 +417,7 @@ var profileCategories = []struct{ name, focus string }{
 	{"SM3", `gmsm/sm3|gmsm/internal/sm3`},
 	{"SM4 (TLCP records)", `gmsm/sm4|gmsm/internal/sm4|gmsm/cipher`},
 	{"TLCP handshakes", `tlcp\.\(\*Conn\)\.(Handshake|clientHandshake|serverHandshake)|tlcp\.\(\*(server|client)Handshake`},
-	{"audit log", `gateway\.\(\*AuditLog\)`},
+	{"audit log", `audit\.\(\*Log\)`},
 	{"replay store", `gateway\.\(\*(Memory|memory)`},
 	{"logging (zap)", `go\.uber\.org/zap`},
 	{"reverse_proxy (Caddy)", `reverseproxy\.`},

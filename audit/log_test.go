@@ -1,4 +1,4 @@
-package gateway
+package audit
 
 import (
 	"bytes"
@@ -20,7 +20,13 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
 )
+
+func sm3Sum(b []byte) []byte {
+	s := sm3.Sum(b)
+	return s[:]
+}
 
 func newSM2Key(t testing.TB) *sm2.PrivateKey {
 	t.Helper()
@@ -31,20 +37,20 @@ func newSM2Key(t testing.TB) *sm2.PrivateKey {
 	return k
 }
 
-func testRecord(i int) AuditRecord {
-	v, r := VerdictAccept, CodeOK
+func testRecord(i int) Record {
+	v, r := VerdictAccept, ReasonOK
 	if i%3 == 0 {
-		v, r = VerdictReject, CodeBadSignature
+		v, r = VerdictReject, "bad_signature"
 	}
-	return AuditRecord{
+	return Record{
 		Direction: DirectionInbound, Scheme: "wechatpay-v3-sm2", KeyID: "mch-1900000001",
-		CertSerial: "5A3C", SignedSM3: SM3Sum([]byte(fmt.Sprint("req", i))),
+		CertSerial: "5A3C", SignedSM3: sm3Sum([]byte(fmt.Sprint("req", i))),
 		Signature: []byte(fmt.Sprint("sig", i)), Verdict: v, Reason: r, RequestID: fmt.Sprint("req-", i),
 	}
 }
 
 // writeLog creates a closed log with n decisions and returns its segments.
-func writeLog(t *testing.T, key *sm2.PrivateKey, n int, opts AuditOptions) []string {
+func writeLog(t *testing.T, key *sm2.PrivateKey, n int, opts Options) []string {
 	t.Helper()
 	if opts.Path == "" {
 		opts.Path = filepath.Join(t.TempDir(), "audit.log")
@@ -53,7 +59,7 @@ func writeLog(t *testing.T, key *sm2.PrivateKey, n int, opts AuditOptions) []str
 	if opts.CheckpointInterval == 0 {
 		opts.CheckpointInterval = -1
 	}
-	l, err := OpenAuditLog(opts)
+	l, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +71,7 @@ func writeLog(t *testing.T, key *sm2.PrivateKey, n int, opts AuditOptions) []str
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := AuditSegments(opts.Path)
+	segs, err := Segments(opts.Path)
 	if err != nil || len(segs) == 0 {
 		t.Fatalf("segments %v %v", segs, err)
 	}
@@ -99,7 +105,7 @@ func entryOf(t *testing.T, line []byte) auditEntry {
 
 func TestAuditAppendAndVerify(t *testing.T) {
 	key := newSM2Key(t)
-	segs := writeLog(t, key, 25, AuditOptions{CheckpointEvery: 10})
+	segs := writeLog(t, key, 25, Options{CheckpointEvery: 10})
 	rep, err := VerifyFile(segs, &key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
@@ -113,19 +119,19 @@ func TestAuditAppendAndVerify(t *testing.T) {
 	}
 	// Every field of a decision is recorded.
 	e := entryOf(t, lines[1])
-	if e.Type != AuditTypeDecision || e.Direction != DirectionInbound || e.Scheme != "wechatpay-v3-sm2" ||
+	if e.Type != TypeDecision || e.Direction != DirectionInbound || e.Scheme != "wechatpay-v3-sm2" ||
 		e.KeyID != "mch-1900000001" || e.CertSerial != "5A3C" || len(e.SignedSM3) != 64 ||
 		e.Signature != base64.StdEncoding.EncodeToString([]byte("sig0")) || e.Verdict != VerdictReject ||
-		e.Reason != CodeBadSignature || e.RequestID != "req-0" || e.Time == "" || e.Seq != 2 {
+		e.Reason != "bad_signature" || e.RequestID != "req-0" || e.Time == "" || e.Seq != 2 {
 		t.Fatalf("entry %+v", e)
 	}
-	if last := entryOf(t, lines[len(lines)-1]); last.Type != AuditTypeCheckpoint {
+	if last := entryOf(t, lines[len(lines)-1]); last.Type != TypeCheckpoint {
 		t.Fatalf("closed log does not end with a checkpoint: %+v", last)
 	}
 	// Another key does not verify the checkpoints.
 	other := newSM2Key(t)
 	rep, err = VerifyFile(segs, &other.PublicKey)
-	if !errors.Is(err, ErrAuditVerify) || rep.Failure == nil || rep.Failure.Kind != FailForgedCheckpoint {
+	if !errors.Is(err, ErrVerify) || rep.Failure == nil || rep.Failure.Kind != FailForgedCheckpoint {
 		t.Fatalf("other key: %v %+v", err, rep.Failure)
 	}
 }
@@ -135,7 +141,7 @@ func TestAuditTamperDetected(t *testing.T) {
 	attacker := newSM2Key(t)
 	decisionLine := func(t *testing.T, lines [][]byte, from int) int {
 		for i := from; i < len(lines); i++ {
-			if entryOf(t, lines[i]).Type == AuditTypeDecision {
+			if entryOf(t, lines[i]).Type == TypeDecision {
 				return i
 			}
 		}
@@ -197,7 +203,7 @@ func TestAuditTamperDetected(t *testing.T) {
 		{"forge checkpoint", func(t *testing.T, l [][]byte) ([][]byte, int) {
 			for i := range l {
 				e := entryOf(t, l[i])
-				if e.Type != AuditTypeCheckpoint {
+				if e.Type != TypeCheckpoint {
 					continue
 				}
 				sig, _ := attacker.Sign(rand.Reader, []byte("x"), sm2.DefaultSM2SignerOpts)
@@ -217,7 +223,7 @@ func TestAuditTamperDetected(t *testing.T) {
 				if i > 3 {
 					e = entryOf(t, l[i])
 					e.Prev = lineHash(bytes.TrimSuffix(l[i-1], []byte("\n")))
-					if e.Type == AuditTypeCheckpoint {
+					if e.Type == TypeCheckpoint {
 						e.Head = e.Prev
 						if want < 0 {
 							want = i
@@ -232,11 +238,11 @@ func TestAuditTamperDetected(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			segs := writeLog(t, key, 30, AuditOptions{CheckpointEvery: 8})
+			segs := writeLog(t, key, 30, Options{CheckpointEvery: 8})
 			lines, wantLine := tc.mutate(t, readLines(t, segs[0]))
 			writeLines(t, segs[0], lines)
 			rep, err := VerifyFile(segs, &key.PublicKey)
-			if !errors.Is(err, ErrAuditVerify) || rep.OK || rep.Failure == nil {
+			if !errors.Is(err, ErrVerify) || rep.OK || rep.Failure == nil {
 				t.Fatalf("tampering not detected: err=%v rep=%+v", err, rep)
 			}
 			if rep.Failure.Kind != tc.wantKind || rep.Failure.Line != wantLine+1 {
@@ -251,7 +257,7 @@ func TestAuditTamperDetected(t *testing.T) {
 
 func TestAuditRotation(t *testing.T) {
 	key := newSM2Key(t)
-	segs := writeLog(t, key, 60, AuditOptions{CheckpointEvery: 7, MaxSegmentSize: 2048})
+	segs := writeLog(t, key, 60, Options{CheckpointEvery: 7, MaxSegmentSize: 2048})
 	if len(segs) < 3 {
 		t.Fatalf("only %d segments", len(segs))
 	}
@@ -262,11 +268,11 @@ func TestAuditRotation(t *testing.T) {
 	for i, p := range segs {
 		l := readLines(t, p)
 		h := entryOf(t, l[0])
-		if h.Type != AuditTypeSegment || h.Segment != i+1 || h.LogID != rep.LogID {
+		if h.Type != TypeSegment || h.Segment != i+1 || h.LogID != rep.LogID {
 			t.Fatalf("segment %d header %+v", i+1, h)
 		}
 		if i < len(segs)-1 {
-			if entryOf(t, l[len(l)-1]).Type != AuditTypeCheckpoint {
+			if entryOf(t, l[len(l)-1]).Type != TypeCheckpoint {
 				t.Fatalf("rotated segment %d not sealed", i+1)
 			}
 			next := entryOf(t, readLines(t, segs[i+1])[0])
@@ -281,7 +287,7 @@ func TestAuditRotation(t *testing.T) {
 		t.Fatalf("subset: %v %+v", err, rep)
 	}
 	// Missing middle segment, reversed order, truncated tail of a segment.
-	if _, err := VerifyFile([]string{segs[0], segs[2]}, &key.PublicKey); !errors.Is(err, ErrAuditVerify) {
+	if _, err := VerifyFile([]string{segs[0], segs[2]}, &key.PublicKey); !errors.Is(err, ErrVerify) {
 		t.Fatal("missing segment not detected")
 	}
 	rep, err = VerifyFile([]string{segs[1], segs[0]}, &key.PublicKey)
@@ -294,7 +300,7 @@ func TestAuditRotation(t *testing.T) {
 	l2[3] = bytes.Replace(l2[3], []byte(`"scheme":"wechatpay-v3-sm2"`), []byte(`"scheme":"form-sm2"`), 1)
 	writeLines(t, segs[1], l2)
 	rep, err = VerifyFile(segs, &key.PublicKey)
-	if !errors.Is(err, ErrAuditVerify) || rep.Failure.Kind != FailEdited || rep.Failure.Path != segs[1] || rep.Failure.Line != 4 {
+	if !errors.Is(err, ErrVerify) || rep.Failure.Kind != FailEdited || rep.Failure.Path != segs[1] || rep.Failure.Line != 4 {
 		t.Fatalf("edit in segment 2: %v %+v", err, rep.Failure)
 	}
 	if err := os.WriteFile(segs[1], orig2, 0o600); err != nil {
@@ -303,7 +309,7 @@ func TestAuditRotation(t *testing.T) {
 	l := readLines(t, segs[0])
 	writeLines(t, segs[0], l[:len(l)-2])
 	rep, err = VerifyFile(segs, &key.PublicKey)
-	if !errors.Is(err, ErrAuditVerify) || rep.Failure.Kind != FailDeleted || rep.Failure.Path != segs[1] || rep.Failure.Line != 1 {
+	if !errors.Is(err, ErrVerify) || rep.Failure.Kind != FailDeleted || rep.Failure.Path != segs[1] || rep.Failure.Line != 1 {
 		t.Fatalf("truncated segment tail: %v %+v", err, rep.Failure)
 	}
 }
@@ -311,8 +317,8 @@ func TestAuditRotation(t *testing.T) {
 func TestAuditResumeAfterCrash(t *testing.T) {
 	key := newSM2Key(t)
 	path := filepath.Join(t.TempDir(), "a.log")
-	writeLog(t, key, 5, AuditOptions{Path: path})
-	segs, _ := AuditSegments(path)
+	writeLog(t, key, 5, Options{Path: path})
+	segs, _ := Segments(path)
 	// Simulate a crash inside a write that never returned.
 	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -323,7 +329,7 @@ func TestAuditResumeAfterCrash(t *testing.T) {
 	if _, err := VerifyFile(segs, &key.PublicKey); err == nil {
 		t.Fatal("partial line accepted")
 	}
-	segs = writeLog(t, key, 4, AuditOptions{Path: path})
+	segs = writeLog(t, key, 4, Options{Path: path})
 	rep, err := VerifyFile(segs, &key.PublicKey)
 	if err != nil || rep.Decisions != 9 {
 		t.Fatalf("after resume: %v %+v", err, rep)
@@ -333,7 +339,7 @@ func TestAuditResumeAfterCrash(t *testing.T) {
 func TestAuditConcurrentAppend(t *testing.T) {
 	key := newSM2Key(t)
 	path := filepath.Join(t.TempDir(), "c.log")
-	l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointEvery: 50, MaxSegmentSize: 16 << 10, CheckpointInterval: 5 * time.Millisecond})
+	l, err := Open(Options{Path: path, Signer: key, CheckpointEvery: 50, MaxSegmentSize: 16 << 10, CheckpointInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,10 +363,10 @@ func TestAuditConcurrentAppend(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Append(testRecord(0)); !errors.Is(err, ErrAuditClosed) {
+	if err := l.Append(testRecord(0)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
-	segs, _ := AuditSegments(path)
+	segs, _ := Segments(path)
 	rep, err := VerifyFile(segs, &key.PublicKey)
 	if err != nil || rep.Decisions != workers*each {
 		t.Fatalf("%v %+v", err, rep)
@@ -368,7 +374,7 @@ func TestAuditConcurrentAppend(t *testing.T) {
 	seen := map[string]int{}
 	for _, p := range segs {
 		for _, line := range readLines(t, p) {
-			if e := entryOf(t, line); e.Type == AuditTypeDecision {
+			if e := entryOf(t, line); e.Type == TypeDecision {
 				seen[e.RequestID]++
 			}
 		}
@@ -386,18 +392,18 @@ func TestAuditTimedCheckpointAndFsyncPolicies(t *testing.T) {
 	key := newSM2Key(t)
 	for _, pol := range []FsyncPolicy{FsyncAlways, FsyncInterval, FsyncNever} {
 		path := filepath.Join(t.TempDir(), "t.log")
-		l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointInterval: 10 * time.Millisecond, Fsync: pol, FsyncInterval: 5 * time.Millisecond})
+		l, err := Open(Options{Path: path, Signer: key, CheckpointInterval: 10 * time.Millisecond, Fsync: pol, FsyncInterval: 5 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := l.Append(testRecord(1)); err != nil {
 			t.Fatal(err)
 		}
-		segs, _ := AuditSegments(path)
+		segs, _ := Segments(path)
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			lines := readLines(t, segs[0])
-			if entryOf(t, lines[len(lines)-1]).Type == AuditTypeCheckpoint {
+			if entryOf(t, lines[len(lines)-1]).Type == TypeCheckpoint {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -416,14 +422,14 @@ func TestAuditTimedCheckpointAndFsyncPolicies(t *testing.T) {
 func TestAuditOptionsAndBounds(t *testing.T) {
 	key := newSM2Key(t)
 	dir := t.TempDir()
-	if _, err := OpenAuditLog(AuditOptions{Signer: key}); err == nil {
+	if _, err := Open(Options{Signer: key}); err == nil {
 		t.Error("empty path accepted")
 	}
-	if _, err := OpenAuditLog(AuditOptions{Path: filepath.Join(dir, "x")}); err == nil {
+	if _, err := Open(Options{Path: filepath.Join(dir, "x")}); err == nil {
 		t.Error("nil signer accepted")
 	}
 	ec, _ := ecdsa.GenerateKey(ellipticP256(), rand.Reader)
-	if _, err := OpenAuditLog(AuditOptions{Path: filepath.Join(dir, "x"), Signer: ec}); err == nil {
+	if _, err := Open(Options{Path: filepath.Join(dir, "x"), Signer: ec}); err == nil {
 		t.Error("non-SM2 signer accepted")
 	}
 	if _, err := VerifyFile(nil, &key.PublicKey); err == nil {
@@ -434,7 +440,7 @@ func TestAuditOptionsAndBounds(t *testing.T) {
 	}
 	// Oversized fields are clipped so a line stays bounded.
 	path := filepath.Join(dir, "big.log")
-	l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointInterval: -1})
+	l, err := Open(Options{Path: path, Signer: key, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,9 +451,9 @@ func TestAuditOptionsAndBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	segs, _ := AuditSegments(path)
+	segs, _ := Segments(path)
 	for _, line := range readLines(t, segs[0]) {
-		if len(line) > MaxAuditLineLen {
+		if len(line) > MaxLineLen {
 			t.Fatalf("line of %d bytes", len(line))
 		}
 	}
@@ -463,7 +469,7 @@ func FuzzVerifyAudit(f *testing.F) {
 	key, _ := sm2.GenerateKey(rand.Reader)
 	dir := f.TempDir()
 	path := filepath.Join(dir, "seed.log")
-	l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointEvery: 3, CheckpointInterval: -1})
+	l, err := Open(Options{Path: path, Signer: key, CheckpointEvery: 3, CheckpointInterval: -1})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -471,7 +477,7 @@ func FuzzVerifyAudit(f *testing.F) {
 		l.Append(testRecord(i))
 	}
 	l.Close()
-	segs, _ := AuditSegments(path)
+	segs, _ := Segments(path)
 	seed, _ := os.ReadFile(segs[0])
 	f.Add(seed)
 	f.Add([]byte("{}\n"))
@@ -494,7 +500,7 @@ func ellipticP256() elliptic.Curve { return elliptic.P256() }
 // no longer sealed by a checkpoint (the CLI warns on UnsealedTail > 0).
 func TestAuditTailTruncationReported(t *testing.T) {
 	key := newSM2Key(t)
-	segs := writeLog(t, key, 20, AuditOptions{CheckpointEvery: 6})
+	segs := writeLog(t, key, 20, Options{CheckpointEvery: 6})
 	rep, err := VerifyFile(segs, &key.PublicKey)
 	if err != nil || rep.UnsealedTail != 0 {
 		t.Fatalf("intact: %v %+v", err, rep)
@@ -525,7 +531,7 @@ func (c *countingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byt
 func TestAuditSetSigner(t *testing.T) {
 	key := newSM2Key(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := OpenAuditLog(AuditOptions{Path: path, Signer: key, CheckpointEvery: 2, CheckpointInterval: -1})
+	l, err := Open(Options{Path: path, Signer: key, CheckpointEvery: 2, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +556,7 @@ func TestAuditSetSigner(t *testing.T) {
 	if next.n.Load() < 2 {
 		t.Fatalf("checkpoints signed %d times with the new handle", next.n.Load())
 	}
-	segs, err := AuditSegments(path)
+	segs, err := Segments(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +567,7 @@ func TestAuditSetSigner(t *testing.T) {
 
 // Under FsyncInterval the background sync reaches every appended byte (outside the append lock).
 func TestAuditIntervalSyncCatchesUp(t *testing.T) {
-	l, err := OpenAuditLog(AuditOptions{Path: filepath.Join(t.TempDir(), "s.log"), Signer: newSM2Key(t),
+	l, err := Open(Options{Path: filepath.Join(t.TempDir(), "s.log"), Signer: newSM2Key(t),
 		CheckpointInterval: -1, Fsync: FsyncInterval, FsyncInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -585,5 +591,29 @@ func TestAuditIntervalSyncCatchesUp(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("interval fsync did not reach offset %d", size)
 		}
+	}
+}
+
+// TestFsyncFailureAfterWrite: when the fsync after an entry fails, Append reports it although the
+// entry is in the file; the caller must record the outcome it then gives (gateway and channel
+// append a reject entry).
+func TestFsyncFailureAfterWrite(t *testing.T) {
+	key := newSM2Key(t)
+	base := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: base, Signer: key, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.syncFile = func(*os.File) error { return errors.New("injected EIO") }
+	if err := l.Append(testRecord(1)); err == nil {
+		t.Fatal("Append hid the fsync failure")
+	}
+	l.syncFile = (*os.File).Sync
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := Segments(base)
+	if rep, err := VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 1 {
+		t.Fatalf("the entry whose fsync failed: %v %+v", err, rep)
 	}
 }

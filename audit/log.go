@@ -1,4 +1,4 @@
-package gateway
+package audit
 
 import (
 	"bytes"
@@ -30,45 +30,45 @@ const auditVersion = "gmgate-audit-v1"
 
 // Bounds and defaults of the audit log.
 const (
-	// MaxAuditLineLen bounds one JSON line (longer lines are a verify failure).
-	MaxAuditLineLen = 16 << 10
-	// MaxAuditFieldLen bounds each text field of an entry; longer values are
+	// MaxLineLen bounds one JSON line (longer lines are a verify failure).
+	MaxLineLen = 16 << 10
+	// MaxFieldLen bounds each text field of an entry; longer values are
 	// truncated (and marked with a trailing "...") when written.
-	MaxAuditFieldLen = 512
-	// MaxAuditSignatureLen bounds the signature bytes recorded per entry.
-	MaxAuditSignatureLen = 2048
-	// DefaultAuditCheckpointEvery is the default number of entries between checkpoints.
-	DefaultAuditCheckpointEvery = 1000
-	// DefaultAuditCheckpointInterval is the default time between checkpoints.
-	DefaultAuditCheckpointInterval = time.Minute
-	// DefaultAuditMaxSegmentSize is the default rotation size.
-	DefaultAuditMaxSegmentSize = 64 << 20
-	// DefaultAuditFsyncInterval is the fsync period under FsyncInterval.
-	DefaultAuditFsyncInterval = time.Second
+	MaxFieldLen = 512
+	// MaxSignatureLen bounds the signature bytes recorded per entry.
+	MaxSignatureLen = 2048
+	// DefaultCheckpointEvery is the default number of entries between checkpoints.
+	DefaultCheckpointEvery = 1000
+	// DefaultCheckpointInterval is the default time between checkpoints.
+	DefaultCheckpointInterval = time.Minute
+	// DefaultMaxSegmentSize is the default rotation size.
+	DefaultMaxSegmentSize = 64 << 20
+	// DefaultFsyncInterval is the fsync period under FsyncInterval.
+	DefaultFsyncInterval = time.Second
 )
 
 // Audit entry types (field "type").
 const (
-	AuditTypeSegment    = "segment"
-	AuditTypeDecision   = "decision"
-	AuditTypeCheckpoint = "checkpoint"
-	// AuditTypeRecovery records, on restart, the bytes of a torn last line that were cut
+	TypeSegment    = "segment"
+	TypeDecision   = "decision"
+	TypeCheckpoint = "checkpoint"
+	// TypeRecovery records, on restart, the bytes of a torn last line that were cut
 	// (cut_bytes, cut_sm3): a crash leaves a trace instead of vanishing.
-	AuditTypeRecovery = "recovery"
-	// AuditTypeRotate ends a segment: the next one (next_segment) must follow. A checkpoint
+	TypeRecovery = "recovery"
+	// TypeRotate ends a segment: the next one (next_segment) must follow. A checkpoint
 	// seals it, so a log whose newest segments were deleted ends in a signed promise of more.
-	AuditTypeRotate = "rotate"
+	TypeRotate = "rotate"
 )
 
 // Errors of the audit log.
 var (
-	// ErrAuditClosed is returned by Append after Close.
-	ErrAuditClosed = errors.New("gateway: audit log closed")
-	// ErrAuditBroken is returned when an earlier write failed and could not be
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("audit: log closed")
+	// ErrBroken is returned when an earlier write failed and could not be
 	// rolled back; the log refuses further entries rather than corrupt the chain.
-	ErrAuditBroken = errors.New("gateway: audit log unusable after write failure")
-	// ErrAuditVerify is the root of every verification failure.
-	ErrAuditVerify = errors.New("gateway: audit log verification failed")
+	ErrBroken = errors.New("audit: log unusable after write failure")
+	// ErrVerify is the root of every verification failure.
+	ErrVerify = errors.New("audit: log verification failed")
 )
 
 // Direction tells whether a decision concerns a request received from a
@@ -108,8 +108,8 @@ const (
 	FsyncNever
 )
 
-// AuditRecord is one decision to record.
-type AuditRecord struct {
+// Record is one decision to record.
+type Record struct {
 	// Time of the decision (default: the log's clock).
 	Time time.Time
 	// Direction of the message.
@@ -120,23 +120,26 @@ type AuditRecord struct {
 	KeyID string
 	// CertSerial is the signing certificate serial (hex), if resolved.
 	CertSerial string
-	// SignedSM3 is the SM3 digest of the signed bytes (see SM3Sum).
+	// SignedSM3 is the SM3 digest of the signed bytes (signing.SM3).
 	SignedSM3 []byte
 	// Signature is the signature as received or produced.
 	Signature []byte
 	// Verdict is accept or reject.
 	Verdict Verdict
-	// Reason is the reason code (CodeOK for an accepted request).
-	Reason Code
+	// Reason is the reason code of the side that decided ("ok" for an accepted message; the
+	// inbound codes of gateway, the outbound codes of channel).
+	Reason string
 	// RequestID correlates the entry with access logs.
 	RequestID string
 }
 
-// SM3Sum returns SM3(b), for AuditRecord.SignedSM3.
-func SM3Sum(b []byte) []byte {
-	s := sm3.Sum(b)
-	return s[:]
+// Sink receives decisions: *Log, or a test double. gm_verify and gm_channel write through it.
+type Sink interface {
+	Append(Record) error
 }
+
+// ReasonOK is the Reason of an accepted message.
+const ReasonOK = "ok"
 
 // auditEntry is the JSON form of one line. Field order is the wire order.
 type auditEntry struct {
@@ -156,7 +159,7 @@ type auditEntry struct {
 	SignedSM3  string    `json:"signed_sm3,omitempty"`
 	Signature  string    `json:"signature,omitempty"`
 	Verdict    Verdict   `json:"verdict,omitempty"`
-	Reason     Code      `json:"reason,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
 	RequestID  string    `json:"request_id,omitempty"`
 
 	// checkpoint
@@ -191,14 +194,14 @@ func lineHash(line []byte) string {
 
 // clip bounds a text field.
 func clip(s string) string {
-	if len(s) <= MaxAuditFieldLen {
+	if len(s) <= MaxFieldLen {
 		return s
 	}
-	return strings.ToValidUTF8(s[:MaxAuditFieldLen-3], "") + "..."
+	return strings.ToValidUTF8(s[:MaxFieldLen-3], "") + "..."
 }
 
-// AuditOptions configures OpenAuditLog.
-type AuditOptions struct {
+// Options configures Open.
+type Options struct {
 	// Path is the base name; segments are written as Path.000001, Path.000002, ...
 	Path string
 	// Signer is the platform SM2 key signing checkpoints. Its Sign method is
@@ -228,13 +231,13 @@ type AuditOptions struct {
 	// Witness, when set, receives every checkpoint as a SignedHead (in the
 	// background, the newest first; the final one on Close), so that a tail cut
 	// back on this host shows against a record the host cannot rewrite.
-	Witness AuditWitness
+	Witness Witness
 }
 
-// AuditLog is an append-only, hash-chained, checkpointed audit log. It is safe
+// Log is an append-only, hash-chained, checkpointed audit log. It is safe
 // for concurrent use.
-type AuditLog struct {
-	opts AuditOptions
+type Log struct {
+	opts Options
 
 	mu        sync.Mutex
 	f         *os.File
@@ -262,8 +265,8 @@ type AuditLog struct {
 	syncFile func(*os.File) error // f.Sync; replaced by tests to inject failures
 }
 
-// AuditSegments returns the existing segment files of base in order.
-func AuditSegments(base string) ([]string, error) {
+// Segments returns the existing segment files of base in order.
+func Segments(base string) ([]string, error) {
 	matches, err := filepath.Glob(globEscape(base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]")
 	if err != nil {
 		return nil, err
@@ -301,30 +304,30 @@ func globEscape(s string) string {
 
 func segmentPath(base string, n int) string { return fmt.Sprintf("%s.%06d", base, n) }
 
-// OpenAuditLog opens (or creates) the log at opts.Path. When segments exist,
+// Open opens (or creates) the log at opts.Path. When segments exist,
 // it continues the chain of the last one; an incomplete last line (a write
 // that never returned success) is cut off first.
-func OpenAuditLog(opts AuditOptions) (*AuditLog, error) {
+func Open(opts Options) (*Log, error) {
 	if opts.Path == "" {
-		return nil, errors.New("gateway: audit log path required")
+		return nil, errors.New("audit: log path required")
 	}
 	if opts.Signer == nil {
-		return nil, errors.New("gateway: audit log checkpoint signer required")
+		return nil, errors.New("audit: log checkpoint signer required")
 	}
 	if !sm2.IsSM2PublicKey(opts.Signer.Public()) {
-		return nil, errors.New("gateway: audit checkpoint signer is not an SM2 key")
+		return nil, errors.New("audit: checkpoint signer is not an SM2 key")
 	}
 	if opts.CheckpointEvery <= 0 {
-		opts.CheckpointEvery = DefaultAuditCheckpointEvery
+		opts.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if opts.CheckpointInterval == 0 {
-		opts.CheckpointInterval = DefaultAuditCheckpointInterval
+		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if opts.MaxSegmentSize <= 0 {
-		opts.MaxSegmentSize = DefaultAuditMaxSegmentSize
+		opts.MaxSegmentSize = DefaultMaxSegmentSize
 	}
 	if opts.FsyncInterval <= 0 {
-		opts.FsyncInterval = DefaultAuditFsyncInterval
+		opts.FsyncInterval = DefaultFsyncInterval
 	}
 	if opts.FileMode == 0 {
 		opts.FileMode = 0o600
@@ -332,9 +335,9 @@ func OpenAuditLog(opts AuditOptions) (*AuditLog, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	l := &AuditLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{}),
+	l := &Log{opts: opts, stop: make(chan struct{}), done: make(chan struct{}),
 		headSig: make(chan struct{}, 1), witDone: make(chan struct{}), syncFile: (*os.File).Sync}
-	segs, err := AuditSegments(opts.Path)
+	segs, err := Segments(opts.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +360,7 @@ func OpenAuditLog(opts AuditOptions) (*AuditLog, error) {
 }
 
 // publishHeads sends the newest checkpoint to the witness until Close.
-func (l *AuditLog) publishHeads() {
+func (l *Log) publishHeads() {
 	defer close(l.witDone)
 	for {
 		select {
@@ -369,7 +372,7 @@ func (l *AuditLog) publishHeads() {
 	}
 }
 
-func (l *AuditLog) publishPending() {
+func (l *Log) publishPending() {
 	l.headMu.Lock()
 	h := l.head
 	l.head = nil
@@ -380,12 +383,12 @@ func (l *AuditLog) publishPending() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := l.opts.Witness.Publish(ctx, *h); err != nil {
-		l.report(fmt.Errorf("gateway: audit witness: %w", err))
+		l.report(fmt.Errorf("audit: witness: %w", err))
 	}
 }
 
 // resume reopens the last segment and restores the chain state.
-func (l *AuditLog) resume(path string) error {
+func (l *Log) resume(path string) error {
 	n, err := strconv.Atoi(path[len(path)-6:])
 	if err != nil {
 		return err
@@ -401,27 +404,27 @@ func (l *AuditLog) resume(path string) error {
 	}
 	size := st.Size()
 	// First line: the segment header.
-	head := make([]byte, min(size, MaxAuditLineLen+1))
+	head := make([]byte, min(size, MaxLineLen+1))
 	if _, err := f.ReadAt(head, 0); err != nil && err != io.EOF {
 		return fail(err)
 	}
 	i := bytes.IndexByte(head, '\n')
 	if i < 0 {
-		return fail(fmt.Errorf("gateway: audit segment %s has no complete header; move it away", path))
+		return fail(fmt.Errorf("audit: segment %s has no complete header; move it away", path))
 	}
 	var hdr auditEntry
-	if err := json.Unmarshal(head[:i], &hdr); err != nil || hdr.Type != AuditTypeSegment || hdr.LogID == "" {
-		return fail(fmt.Errorf("gateway: audit segment %s has a bad header", path))
+	if err := json.Unmarshal(head[:i], &hdr); err != nil || hdr.Type != TypeSegment || hdr.LogID == "" {
+		return fail(fmt.Errorf("audit: segment %s has a bad header", path))
 	}
 	// Last complete line.
-	tailLen := min(size, 2*MaxAuditLineLen+2)
+	tailLen := min(size, 2*MaxLineLen+2)
 	tail := make([]byte, tailLen)
 	if _, err := f.ReadAt(tail, size-tailLen); err != nil && err != io.EOF {
 		return fail(err)
 	}
 	end := bytes.LastIndexByte(tail, '\n')
 	if end < 0 {
-		return fail(fmt.Errorf("gateway: audit segment %s: last line too long", path))
+		return fail(fmt.Errorf("audit: segment %s: last line too long", path))
 	}
 	var cut []byte
 	if int64(end+1) != tailLen { // incomplete last line: never acknowledged
@@ -435,19 +438,19 @@ func (l *AuditLog) resume(path string) error {
 	last := tail[start:end]
 	var le auditEntry
 	if err := json.Unmarshal(last, &le); err != nil {
-		return fail(fmt.Errorf("gateway: audit segment %s: last line unreadable", path))
+		return fail(fmt.Errorf("audit: segment %s: last line unreadable", path))
 	}
 	l.f, l.size, l.segment, l.logID = f, size, n, hdr.LogID
 	l.seq, l.prev = le.Seq, lineHash(last)
 	l.gen++
 	l.sinceCkpt = 1 // force a checkpoint covering whatever is unsealed
-	if le.Type == AuditTypeCheckpoint {
+	if le.Type == TypeCheckpoint {
 		l.sinceCkpt = 0
 	}
 	if len(cut) > 0 {
 		// The crash is part of the record: what was cut, and its digest.
 		d := sm3.Sum(cut)
-		if err := l.writeLocked(&auditEntry{Type: AuditTypeRecovery, CutBytes: int64(len(cut)),
+		if err := l.writeLocked(&auditEntry{Type: TypeRecovery, CutBytes: int64(len(cut)),
 			CutSM3: hex.EncodeToString(d[:])}); err != nil {
 			l.f = nil
 			return fail(err)
@@ -463,7 +466,7 @@ func (l *AuditLog) resume(path string) error {
 // startSegment creates segment n and writes its header (linked to l.prev).
 // On failure the previous file and state are kept and the new file removed.
 // Caller holds l.mu (or is the constructor).
-func (l *AuditLog) startSegment(n int) error {
+func (l *Log) startSegment(n int) error {
 	path := segmentPath(l.opts.Path, n)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, l.opts.FileMode)
 	if err != nil {
@@ -472,12 +475,12 @@ func (l *AuditLog) startSegment(n int) error {
 	oldF, oldSize, oldSeg := l.f, l.size, l.segment
 	l.f, l.size, l.segment = f, 0, n
 	l.gen++
-	if err := l.writeLocked(&auditEntry{Type: AuditTypeSegment, LogID: l.logID, Segment: n}); err != nil {
+	if err := l.writeLocked(&auditEntry{Type: TypeSegment, LogID: l.logID, Segment: n}); err != nil {
 		f.Close()
 		os.Remove(path)
 		l.f, l.size, l.segment = oldF, oldSize, oldSeg
 		l.gen++
-		if errors.Is(err, ErrAuditBroken) && oldF != nil {
+		if errors.Is(err, ErrBroken) && oldF != nil {
 			l.broken = nil // the failed file is gone; the old one is intact
 		}
 		return err
@@ -491,7 +494,7 @@ func (l *AuditLog) startSegment(n int) error {
 
 // writeLocked assigns seq/prev/time, writes one line and advances the chain.
 // On failure it rolls the file back, or marks the log broken.
-func (l *AuditLog) writeLocked(e *auditEntry) error {
+func (l *Log) writeLocked(e *auditEntry) error {
 	if l.broken != nil {
 		return l.broken
 	}
@@ -500,11 +503,11 @@ func (l *AuditLog) writeLocked(e *auditEntry) error {
 	if e.Time == "" {
 		e.Time = l.opts.Now().UTC().Format(time.RFC3339Nano)
 	}
-	if e.Type == AuditTypeCheckpoint {
+	if e.Type == TypeCheckpoint {
 		e.Head = l.prev
 		sig, err := l.opts.Signer.Sign(rand.Reader, checkpointMessage(l.logID, e.Seq, l.segment, e.Time, e.Head), sm2.DefaultSM2SignerOpts)
 		if err != nil {
-			return fmt.Errorf("gateway: audit checkpoint signing: %w", err)
+			return fmt.Errorf("audit: checkpoint signing: %w", err)
 		}
 		e.Sig = base64.StdEncoding.EncodeToString(sig)
 		defer func() {
@@ -523,24 +526,24 @@ func (l *AuditLog) writeLocked(e *auditEntry) error {
 	if err != nil {
 		return err
 	}
-	if len(line) > MaxAuditLineLen {
-		return errors.New("gateway: audit entry too long")
+	if len(line) > MaxLineLen {
+		return errors.New("audit: entry too long")
 	}
 	line = append(line, '\n')
 	n, err := l.f.Write(line)
 	if err != nil {
 		if n > 0 {
 			if terr := l.f.Truncate(l.size); terr != nil {
-				l.broken = fmt.Errorf("%w: %w", ErrAuditBroken, err)
+				l.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 				return l.broken
 			}
 		}
-		return fmt.Errorf("gateway: audit write: %w", err)
+		return fmt.Errorf("audit: write: %w", err)
 	}
 	l.size += int64(n)
 	l.seq = e.Seq
 	l.prev = lineHash(line[:len(line)-1])
-	if e.Type == AuditTypeCheckpoint {
+	if e.Type == TypeCheckpoint {
 		l.sinceCkpt = 0
 	} else {
 		l.sinceCkpt++
@@ -550,15 +553,15 @@ func (l *AuditLog) writeLocked(e *auditEntry) error {
 
 // Append records one decision. When it returns nil the entry is in the file
 // (and on stable storage under FsyncAlways).
-func (l *AuditLog) Append(r AuditRecord) error {
+func (l *Log) Append(r Record) error {
 	e := &auditEntry{
-		Type:       AuditTypeDecision,
+		Type:       TypeDecision,
 		Direction:  Direction(clip(string(r.Direction))),
 		Scheme:     clip(r.Scheme),
 		KeyID:      clip(r.KeyID),
 		CertSerial: clip(r.CertSerial),
 		Verdict:    Verdict(clip(string(r.Verdict))),
-		Reason:     Code(clip(string(r.Reason))),
+		Reason:     clip(r.Reason),
 		RequestID:  clip(r.RequestID),
 	}
 	if !r.Time.IsZero() {
@@ -568,13 +571,13 @@ func (l *AuditLog) Append(r AuditRecord) error {
 		e.SignedSM3 = hex.EncodeToString(r.SignedSM3[:min(len(r.SignedSM3), 64)])
 	}
 	if len(r.Signature) > 0 {
-		e.Signature = base64.StdEncoding.EncodeToString(r.Signature[:min(len(r.Signature), MaxAuditSignatureLen)])
+		e.Signature = base64.StdEncoding.EncodeToString(r.Signature[:min(len(r.Signature), MaxSignatureLen)])
 	}
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return ErrAuditClosed
+		return ErrClosed
 	}
 	if err := l.writeLocked(e); err != nil {
 		l.mu.Unlock()
@@ -583,7 +586,7 @@ func (l *AuditLog) Append(r AuditRecord) error {
 	gen, off, f := l.gen, l.size, l.f
 	var ckErr error
 	if l.sinceCkpt >= l.opts.CheckpointEvery {
-		ckErr = l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint})
+		ckErr = l.writeLocked(&auditEntry{Type: TypeCheckpoint})
 	}
 	var rotErr error
 	if l.size >= l.opts.MaxSegmentSize {
@@ -604,19 +607,19 @@ func (l *AuditLog) Append(r AuditRecord) error {
 
 // rotateLocked seals the current segment with a checkpoint, syncs and closes
 // it, and starts the next segment linked to its last line.
-func (l *AuditLog) rotateLocked() error {
-	if err := l.writeLocked(&auditEntry{Type: AuditTypeRotate, NextSegment: l.segment + 1}); err != nil {
+func (l *Log) rotateLocked() error {
+	if err := l.writeLocked(&auditEntry{Type: TypeRotate, NextSegment: l.segment + 1}); err != nil {
 		return err
 	}
-	if err := l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint}); err != nil {
+	if err := l.writeLocked(&auditEntry{Type: TypeCheckpoint}); err != nil {
 		return err
 	}
 	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("gateway: audit sync before rotation: %w", err)
+		return fmt.Errorf("audit: sync before rotation: %w", err)
 	}
 	old := l.f
 	if err := l.startSegment(l.segment + 1); err != nil {
-		return fmt.Errorf("gateway: audit rotation: %w", err) // keep writing to the old segment
+		return fmt.Errorf("audit: rotation: %w", err) // keep writing to the old segment
 	}
 	old.Close()
 	return nil
@@ -624,7 +627,7 @@ func (l *AuditLog) rotateLocked() error {
 
 // syncTo makes sure everything up to off in generation gen is on disk,
 // sharing one fsync between concurrent callers.
-func (l *AuditLog) syncTo(f *os.File, gen uint64, off int64) error {
+func (l *Log) syncTo(f *os.File, gen uint64, off int64) error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	if l.syncedGen > gen || (l.syncedGen == gen && l.synced >= off) {
@@ -643,7 +646,7 @@ func (l *AuditLog) syncTo(f *os.File, gen uint64, off int64) error {
 		if rotated {
 			return nil
 		}
-		return fmt.Errorf("gateway: audit fsync: %w", err)
+		return fmt.Errorf("audit: fsync: %w", err)
 	}
 	l.syncedGen, l.synced = gen, curSize
 	return nil
@@ -651,17 +654,17 @@ func (l *AuditLog) syncTo(f *os.File, gen uint64, off int64) error {
 
 // Checkpoint writes a signed checkpoint now if entries were added since the
 // last one.
-func (l *AuditLog) Checkpoint() error {
+func (l *Log) Checkpoint() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return ErrAuditClosed
+		return ErrClosed
 	}
 	if l.sinceCkpt == 0 {
 		l.mu.Unlock()
 		return nil
 	}
-	err := l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint})
+	err := l.writeLocked(&auditEntry{Type: TypeCheckpoint})
 	gen, off, f := l.gen, l.size, l.f
 	l.mu.Unlock()
 	if err != nil {
@@ -673,13 +676,13 @@ func (l *AuditLog) Checkpoint() error {
 	return nil
 }
 
-func (l *AuditLog) report(err error) {
+func (l *Log) report(err error) {
 	if l.opts.OnError != nil && err != nil {
 		l.opts.OnError(err)
 	}
 }
 
-func (l *AuditLog) background() {
+func (l *Log) background() {
 	defer close(l.done)
 	var ckC, syncC <-chan time.Time
 	if l.opts.CheckpointInterval > 0 {
@@ -697,7 +700,7 @@ func (l *AuditLog) background() {
 		case <-l.stop:
 			return
 		case <-ckC:
-			if err := l.Checkpoint(); err != nil && !errors.Is(err, ErrAuditClosed) {
+			if err := l.Checkpoint(); err != nil && !errors.Is(err, ErrClosed) {
 				l.report(err)
 			}
 		case <-syncC:
@@ -723,7 +726,7 @@ func (l *AuditLog) background() {
 
 // Close writes a final checkpoint (so the file ends sealed), syncs and closes
 // the segment.
-func (l *AuditLog) Close() error {
+func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -731,7 +734,7 @@ func (l *AuditLog) Close() error {
 	}
 	var errs []error
 	if l.sinceCkpt > 0 {
-		errs = append(errs, l.writeLocked(&auditEntry{Type: AuditTypeCheckpoint}))
+		errs = append(errs, l.writeLocked(&auditEntry{Type: TypeCheckpoint}))
 	}
 	errs = append(errs, l.f.Sync(), l.f.Close())
 	l.closed = true
@@ -747,15 +750,15 @@ func (l *AuditLog) Close() error {
 // configuration reload passes the open log on to the new configuration, whose key vault now
 // holds the key. A different public key is refused: the chain's checkpoints are verified with
 // one certificate, so switching keys means closing this log and opening a new one.
-func (l *AuditLog) SetSigner(s crypto.Signer) error {
+func (l *Log) SetSigner(s crypto.Signer) error {
 	if s == nil {
-		return errors.New("gateway: audit log checkpoint signer required")
+		return errors.New("audit: log checkpoint signer required")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old, ok1 := l.opts.Signer.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok1 || !old.Equal(s.Public()) {
-		return errors.New("gateway: audit log checkpoints are signed with another key")
+		return errors.New("audit: log checkpoints are signed with another key")
 	}
 	l.opts.Signer = s
 	return nil
@@ -763,7 +766,7 @@ func (l *AuditLog) SetSigner(s crypto.Signer) error {
 
 // Head returns the current segment number, last seq and chain head (hex SM3
 // of the last line).
-func (l *AuditLog) Head() (segment int, seq uint64, head string) {
+func (l *Log) Head() (segment int, seq uint64, head string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.segment, l.seq, l.prev
@@ -839,24 +842,24 @@ type vline struct {
 }
 
 // VerifyFile checks the segments in paths (in chain order, e.g. from
-// AuditSegments) against the platform public key pub: the hash chain, the
+// Segments) against the platform public key pub: the hash chain, the
 // seq numbering, the segment links and every checkpoint signature. It returns
-// a report and, when the log is not intact, an error wrapping ErrAuditVerify
+// a report and, when the log is not intact, an error wrapping ErrVerify
 // that names the first edited, deleted, inserted or reordered entry. The files
 // are read into memory.
 func VerifyFile(paths []string, pub *ecdsa.PublicKey) (*VerifyReport, error) {
 	rep := &VerifyReport{}
 	if pub == nil || !sm2.IsSM2PublicKey(pub) {
-		return rep, fmt.Errorf("%w: an SM2 public key is required", ErrAuditVerify)
+		return rep, fmt.Errorf("%w: an SM2 public key is required", ErrVerify)
 	}
 	if len(paths) == 0 {
-		return rep, fmt.Errorf("%w: no files", ErrAuditVerify)
+		return rep, fmt.Errorf("%w: no files", ErrVerify)
 	}
 	datas := make([][]byte, len(paths))
 	for i, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return rep, fmt.Errorf("%w: %w", ErrAuditVerify, err)
+			return rep, fmt.Errorf("%w: %w", ErrVerify, err)
 		}
 		datas[i] = data
 	}
@@ -893,7 +896,7 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 	}
 	fail := func(v *vline, seq uint64, k FailureKind, format string, a ...any) (*VerifyReport, error) {
 		rep.Failure = &VerifyFailure{Path: v.path, Line: v.no, Seq: seq, Kind: k, Detail: fmt.Sprintf(format, a...)}
-		return rep, fmt.Errorf("%w: %s:%d (seq %d): %s: %s", ErrAuditVerify, v.path, v.no, seq, k, rep.Failure.Detail)
+		return rep, fmt.Errorf("%w: %s:%d (seq %d): %s: %s", ErrVerify, v.path, v.no, seq, k, rep.Failure.Detail)
 	}
 
 	var prevHash string
@@ -914,7 +917,7 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 		h := lineHash(v.raw)
 		first := i == 0
 		if v.no == 1 { // each file starts with its segment header
-			if e.Type != AuditTypeSegment {
+			if e.Type != TypeSegment {
 				if !first && e.Seq == prevSeq+1 {
 					return fail(v, e.Seq, FailSegment, "file does not start with a segment header")
 				}
@@ -934,27 +937,27 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 			} else if e.Segment != segment+1 && e.Seq == prevSeq+1 && e.Prev == prevHash {
 				return fail(v, e.Seq, FailSegment, "segment %d follows segment %d", e.Segment, segment)
 			}
-		} else if e.Type == AuditTypeSegment {
+		} else if e.Type == TypeSegment {
 			return fail(v, e.Seq, FailInserted, "segment header inside a file")
 		}
-		if first && e.Type != AuditTypeSegment {
+		if first && e.Type != TypeSegment {
 			return fail(v, e.Seq, FailSegment, "first file does not start with a segment header")
 		}
 
 		if e.Seq != prevSeq+1 || e.Prev != prevHash {
 			return classify(lines, i, prevSeq, prevHash, fail)
 		}
-		if e.Type != AuditTypeCheckpoint {
+		if e.Type != TypeCheckpoint {
 			pendingNext = 0 // anything after a rotation but its seal: the log went on
 		}
 		switch e.Type {
-		case AuditTypeSegment:
+		case TypeSegment:
 			segment = e.Segment
-		case AuditTypeDecision:
+		case TypeDecision:
 			rep.Decisions++
-		case AuditTypeRecovery:
+		case TypeRecovery:
 			rep.Recoveries++
-		case AuditTypeCheckpoint:
+		case TypeCheckpoint:
 			sig, err := base64.StdEncoding.DecodeString(e.Sig)
 			if err != nil || e.Head != e.Prev ||
 				!sm2.VerifyASN1WithSM2(pub, nil, checkpointMessage(rep.LogID, e.Seq, segment, e.Time, e.Head), sig) {
@@ -965,7 +968,7 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 			rep.checkpoints[e.Seq] = e.Head
 			sinceCkpt = -1
 		}
-		if e.Type == AuditTypeRotate {
+		if e.Type == TypeRotate {
 			pendingNext = e.NextSegment
 		}
 		sinceCkpt++
@@ -983,7 +986,7 @@ func verifyAudit(paths []string, datas [][]byte, pub *ecdsa.PublicKey) (*VerifyR
 
 // parseAuditLine decodes one line strictly.
 func parseAuditLine(raw []byte, e *auditEntry) error {
-	if len(raw) > MaxAuditLineLen {
+	if len(raw) > MaxLineLen {
 		return errors.New("line too long")
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -995,7 +998,7 @@ func parseAuditLine(raw []byte, e *auditEntry) error {
 		return errors.New("trailing data after entry")
 	}
 	switch e.Type {
-	case AuditTypeSegment, AuditTypeDecision, AuditTypeCheckpoint, AuditTypeRecovery, AuditTypeRotate:
+	case TypeSegment, TypeDecision, TypeCheckpoint, TypeRecovery, TypeRotate:
 	default:
 		return errors.New("unknown entry type")
 	}

@@ -1,4 +1,4 @@
-package gateway
+package audit
 
 import (
 	"bytes"
@@ -38,8 +38,8 @@ func (h SignedHead) Verify(pub *ecdsa.PublicKey) bool {
 		sm2.VerifyASN1WithSM2(pub, nil, checkpointMessage(h.LogID, h.Seq, h.Segment, h.Time, h.Head), sig)
 }
 
-// AuditWitness receives the signed heads of an audit log.
-type AuditWitness interface {
+// Witness receives the signed heads of an audit log.
+type Witness interface {
 	Publish(ctx context.Context, h SignedHead) error
 }
 
@@ -115,7 +115,7 @@ func (w *HTTPWitness) Publish(ctx context.Context, h SignedHead) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("gateway: audit witness answered %d", resp.StatusCode)
+		return fmt.Errorf("audit: witness answered %d", resp.StatusCode)
 	}
 	return nil
 }
@@ -124,11 +124,11 @@ func (w *HTTPWitness) Publish(ctx context.Context, h SignedHead) error {
 var (
 	// ErrWitnessTail: the witness holds a signed head newer than the log's end: entries were
 	// removed from the tail (or the newest segments deleted).
-	ErrWitnessTail = errors.New("gateway: audit log is shorter than its witnessed head (tail deleted)")
+	ErrWitnessTail = errors.New("audit: log is shorter than its witnessed head (tail deleted)")
 	// ErrWitnessMismatch: the log's checkpoint at a witnessed seq signs another head.
-	ErrWitnessMismatch = errors.New("gateway: audit log differs from its witnessed head")
+	ErrWitnessMismatch = errors.New("audit: log differs from its witnessed head")
 	// ErrWitnessNone: the witness holds no valid head for this log.
-	ErrWitnessNone = errors.New("gateway: the witness holds no signed head of this log")
+	ErrWitnessNone = errors.New("audit: the witness holds no signed head of this log")
 )
 
 // CheckWitness compares a verified log (rep from VerifyFile) with the heads a witness holds: the
@@ -183,44 +183,44 @@ func ParseSignedHeads(data []byte) ([]SignedHead, error) {
 	return out, nil
 }
 
-// AuditProblem is a reason why a log whose chain is intact is still not complete evidence.
-type AuditProblem string
+// Problem is a reason why a log whose chain is intact is still not complete evidence.
+type Problem string
 
 // Audit problems, in the order Problems reports them.
 const (
 	// ProblemTampered: the chain is broken (edited, deleted, inserted, reordered entries,
 	// forged checkpoints, malformed or truncated lines).
-	ProblemTampered AuditProblem = "tampered"
+	ProblemTampered Problem = "tampered"
 	// ProblemNoCheckpoint: no entry is sealed by a valid checkpoint: nothing ties the log to the
 	// platform key (for example a log written from scratch by someone without it).
-	ProblemNoCheckpoint AuditProblem = "no_checkpoint"
+	ProblemNoCheckpoint Problem = "no_checkpoint"
 	// ProblemTailDeleted: a witnessed head, or a sealed rotation, promises entries the log does
 	// not have: its tail or its newest segments were removed.
-	ProblemTailDeleted AuditProblem = "tail_deleted"
+	ProblemTailDeleted Problem = "tail_deleted"
 	// ProblemMidChainStart: the log starts after segment 1: the oldest segments are missing
 	// (archived or deleted).
-	ProblemMidChainStart AuditProblem = "mid_chain_start"
+	ProblemMidChainStart Problem = "mid_chain_start"
 	// ProblemUnsealedTail: entries after the last checkpoint are not covered by a signature
 	// (a log still being written, or entries appended without the key).
-	ProblemUnsealedTail AuditProblem = "unsealed_tail"
+	ProblemUnsealedTail Problem = "unsealed_tail"
 	// ProblemCrashRecovered: the log records restarts that cut a torn last line.
-	ProblemCrashRecovered AuditProblem = "crash_recovered"
+	ProblemCrashRecovered Problem = "crash_recovered"
 	// ProblemWitnessMismatch: the log's checkpoint at a witnessed seq signs another head.
-	ProblemWitnessMismatch AuditProblem = "witness_mismatch"
+	ProblemWitnessMismatch Problem = "witness_mismatch"
 )
 
-// AuditProblems lists every problem, for documentation and flag parsing.
-func AuditProblems() []AuditProblem {
-	return []AuditProblem{ProblemTampered, ProblemNoCheckpoint, ProblemTailDeleted, ProblemWitnessMismatch,
+// AllProblems lists every problem, for documentation and flag parsing.
+func AllProblems() []Problem {
+	return []Problem{ProblemTampered, ProblemNoCheckpoint, ProblemTailDeleted, ProblemWitnessMismatch,
 		ProblemMidChainStart, ProblemUnsealedTail, ProblemCrashRecovered}
 }
 
 // Problems lists what keeps the verified log from being complete evidence, most serious first.
 // verifyErr is VerifyFile's error; witnessErr is CheckWitness's (nil when no witness was asked).
-func (r *VerifyReport) Problems(verifyErr, witnessErr error) []AuditProblem {
-	var out []AuditProblem
+func (r *VerifyReport) Problems(verifyErr, witnessErr error) []Problem {
+	var out []Problem
 	if verifyErr != nil || r == nil || !r.OK {
-		return []AuditProblem{ProblemTampered}
+		return []Problem{ProblemTampered}
 	}
 	if r.Checkpoints == 0 && r.Entries > 0 {
 		out = append(out, ProblemNoCheckpoint)
