@@ -31,4 +31,3 @@ func BenchmarkAuditAppend(b *testing.B) {
 		})
 	}
 }
-

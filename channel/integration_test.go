@@ -19,7 +19,7 @@ import (
 // The production types fit the small interfaces.
 var (
 	_ audit.Sink = (*audit.Log)(nil)
-	_ DataKey   = (*keyvault.SM4Key)(nil)
+	_ DataKey    = (*keyvault.SM4Key)(nil)
 )
 
 // TestRealAuditLogAndHTTPS: an exchange over HTTPS writes a decision in a real audit.Log
