@@ -371,7 +371,9 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	} else if shared, ok := any(app).(interface{ AuditLog() *audit.Log }); ok {
 		h.audit = shared.AuditLog()
 	}
-	vo.Audit = h.audit
+	if h.audit != nil { // a nil *audit.Log in the interface would not be nil
+		vo.Audit = h.audit
+	}
 	if h.verifier, err = gateway.NewVerifier(vo); err != nil {
 		return fmt.Errorf("gm_verify: %w", err)
 	}
