@@ -74,7 +74,6 @@ func (t TextEncoding) Decode(s string) ([]byte, error) {
 	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
-
 const maxDERSig = 72 // 2 + 2*(2+33)
 
 var sm2N = sm2.P256().Params().N
