@@ -687,3 +687,91 @@ func unmarshalSchemeSettings(d *caddyfile.Dispenser, s *signing.Settings) error 
 }
 
 var _ caddyfile.Unmarshaler = (*ChannelTransport)(nil)
+
+// unmarshal reads gm_verify's replay block (syntax: Verify.UnmarshalCaddyfile).
+func (rc *ReplayConfig) unmarshal(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		var err error
+		switch d.Val() {
+		case "window":
+			err = durationArg(d, &rc.Window)
+		case "store":
+			err = oneArg(d, &rc.Store)
+		case "redis_address":
+			var addrs []string
+			if err = appendArgs(d, &addrs); err == nil {
+				rc.RedisAddress = append(rc.RedisAddress, addrs...)
+			}
+		case "redis_mode":
+			err = oneArg(d, &rc.RedisMode)
+		case "redis_sentinel_master":
+			err = oneArg(d, &rc.RedisSentinelMaster)
+		case "redis_username":
+			err = oneArg(d, &rc.RedisUsername)
+		case "redis_password_env":
+			err = oneArg(d, &rc.RedisPasswordEnv)
+		case "redis_sentinel_username":
+			err = oneArg(d, &rc.RedisSentinelUsername)
+		case "redis_sentinel_password_env":
+			err = oneArg(d, &rc.RedisSentinelPasswordEnv)
+		case "redis_prefix":
+			err = oneArg(d, &rc.RedisPrefix)
+		case "redis_db":
+			err = intArg(d, &rc.RedisDB)
+		case "redis_tls":
+			err = rc.unmarshalRedisTLS(d)
+		case "redis_timeout":
+			err = durationArg(d, &rc.RedisTimeout)
+		case "redis_replica_acks":
+			var n int
+			if err = intArg(d, &n); err == nil {
+				rc.RedisReplicaAcks = &n
+			}
+		case "fail_open":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			rc.FailOpen = true
+		case "max_entries":
+			err = intArg(d, &rc.MaxEntries)
+		default:
+			return d.Errf("unknown replay option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unmarshalRedisTLS reads `redis_tls [{ trusted_roots, client_cert, server_name }]`.
+func (rc *ReplayConfig) unmarshalRedisTLS(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if rc.RedisTLS == nil {
+		rc.RedisTLS = &RedisTLSConfig{}
+	}
+	t := rc.RedisTLS
+	for d.NextBlock(2) {
+		switch d.Val() {
+		case "trusted_roots":
+			if err := appendArgs(d, &t.TrustedRoots); err != nil {
+				return err
+			}
+		case "client_cert":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("client_cert: want <cert file> <key file>")
+			}
+			t.ClientCert, t.ClientKey = args[0], args[1]
+		case "server_name":
+			if err := oneArg(d, &t.ServerName); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown redis_tls option %q", d.Val())
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,7 +19,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 	"github.com/emmansun/gmsm/smx509"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/audit"
@@ -141,18 +141,106 @@ type ReplayConfig struct {
 	Window caddy.Duration `json:"window,omitempty"`
 	// Store is "memory" (default, one instance) or "redis" (shared by every instance).
 	Store string `json:"store,omitempty"`
-	// RedisAddress is host:port of Redis.
-	RedisAddress string `json:"redis_address,omitempty"`
-	// RedisPasswordEnv names the environment variable holding the Redis password.
+	// RedisAddress is where Redis is, as host:port: the server (redis_mode standalone, one
+	// address), Cluster seed nodes (cluster) or the Sentinels (sentinel). JSON: one string or a
+	// list.
+	RedisAddress RedisAddresses `json:"redis_address,omitempty"`
+	// RedisMode is how Redis runs: "standalone" (default), "cluster" or "sentinel".
+	RedisMode string `json:"redis_mode,omitempty"`
+	// RedisSentinelMaster is the master name the Sentinels monitor (sentinel mode, required).
+	RedisSentinelMaster string `json:"redis_sentinel_master,omitempty"`
+	// RedisUsername is the Redis ACL user (Redis 6+). Default: none (the "default" user).
+	RedisUsername string `json:"redis_username,omitempty"`
+	// RedisPasswordEnv names the environment variable holding the Redis password (of
+	// RedisUsername, or requirepass).
 	RedisPasswordEnv string `json:"redis_password_env,omitempty"`
-	// RedisPrefix prefixes nonce keys.
+	// RedisSentinelUsername is the Sentinels' own ACL user (sentinel mode). Default: none.
+	RedisSentinelUsername string `json:"redis_sentinel_username,omitempty"`
+	// RedisSentinelPasswordEnv names the environment variable holding the Sentinels' own
+	// password (their requirepass; sentinel mode). Default: none.
+	RedisSentinelPasswordEnv string `json:"redis_sentinel_password_env,omitempty"`
+	// RedisPrefix prefixes nonce keys (default gmgate:replay:; no '{' or '}' with a Cluster).
 	RedisPrefix string `json:"redis_prefix,omitempty"`
-	// RedisDB is the Redis database number.
+	// RedisDB is the Redis database number (default 0; a Cluster has only 0).
 	RedisDB int `json:"redis_db,omitempty"`
+	// RedisTLS, when present, connects to Redis (and the Sentinels) with TLS 1.2 or later.
+	RedisTLS *RedisTLSConfig `json:"redis_tls,omitempty"`
+	// RedisTimeout bounds a dial and each round trip to Redis (default 250ms); a check with
+	// RedisReplicaAcks takes up to two round trips.
+	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
+	// RedisReplicaAcks is the number of replicas that must acknowledge each nonce (Redis WAIT)
+	// before a request is accepted; fewer within redis_timeout refuse it (503
+	// replay_store_unavailable). Default 1 in sentinel mode (a failover then cannot lose an
+	// accepted nonce), 0 otherwise; 0 turns the wait off.
+	RedisReplicaAcks *int `json:"redis_replica_acks,omitempty"`
 	// FailOpen accepts requests when the store is unreachable (default: fail closed, 503).
 	FailOpen bool `json:"fail_open,omitempty"`
 	// MaxEntries bounds the memory store (default 1e6).
 	MaxEntries int `json:"max_entries,omitempty"`
+}
+
+// RedisTLSConfig is the TLS configuration of the Redis connection. Files are PEM.
+type RedisTLSConfig struct {
+	// TrustedRoots are the CA certificates the Redis server certificate must chain to.
+	// Default: the system roots.
+	TrustedRoots []string `json:"trusted_roots,omitempty"`
+	// ClientCert and ClientKey are gmgate's client certificate and key, for a Redis with
+	// tls-auth-clients. Default: none.
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
+	// ServerName is the name the server certificate must carry. Default: the host of the
+	// address dialled.
+	ServerName string `json:"server_name,omitempty"`
+}
+
+// RedisAddresses is one or more host:port addresses; in JSON a string or a list of strings.
+type RedisAddresses []string
+
+// MarshalJSON writes one address as a string (the historical form), several as a list.
+func (a RedisAddresses) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return json.Marshal(a[0])
+	}
+	return json.Marshal([]string(a))
+}
+
+// UnmarshalJSON reads a string or a list of strings.
+func (a *RedisAddresses) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = RedisAddresses{one}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errors.New("redis_address: want a host:port string or a list of them")
+	}
+	*a = list
+	return nil
+}
+
+// redisConfig maps the redis_* options to the gateway's Redis configuration, reading the
+// passwords from the environment.
+func (rc *ReplayConfig) redisConfig() *gateway.RedisConfig {
+	c := &gateway.RedisConfig{
+		Mode:             rc.RedisMode,
+		Addrs:            rc.RedisAddress,
+		SentinelMaster:   rc.RedisSentinelMaster,
+		Username:         rc.RedisUsername,
+		SentinelUsername: rc.RedisSentinelUsername,
+		DB:               rc.RedisDB,
+		Timeout:          time.Duration(rc.RedisTimeout),
+	}
+	if rc.RedisPasswordEnv != "" {
+		c.Password = os.Getenv(rc.RedisPasswordEnv)
+	}
+	if rc.RedisSentinelPasswordEnv != "" {
+		c.SentinelPassword = os.Getenv(rc.RedisSentinelPasswordEnv)
+	}
+	if t := rc.RedisTLS; t != nil {
+		c.TLS = &gateway.RedisTLS{RootFiles: t.TrustedRoots, CertFile: t.ClientCert, KeyFile: t.ClientKey, ServerName: t.ServerName}
+	}
+	return c
 }
 
 // EnvelopeConfig configures envelopes.
@@ -402,16 +490,22 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 		}
 		h.store, h.storeHolder = st, key
 	case "redis":
-		if rc.RedisAddress == "" {
+		if len(rc.RedisAddress) == 0 {
 			return nil, errors.New("redis_address required for the redis store")
 		}
-		opts := &redis.Options{Addr: rc.RedisAddress, DB: rc.RedisDB}
-		if rc.RedisPasswordEnv != "" {
-			opts.Password = os.Getenv(rc.RedisPasswordEnv)
+		conn := rc.redisConfig()
+		acks := conn.DefaultReplicaAcks()
+		if rc.RedisReplicaAcks != nil {
+			acks = *rc.RedisReplicaAcks
 		}
-		st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: redis.NewClient(opts),
-			Prefix: rc.RedisPrefix, CloseClient: true})
+		client, err := conn.NewClient()
 		if err != nil {
+			return nil, err
+		}
+		st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client,
+			Prefix: rc.RedisPrefix, Timeout: conn.Timeout, ReplicaAcks: acks, CloseClient: true})
+		if err != nil {
+			client.Close()
 			return nil, err
 		}
 		h.store = st
@@ -685,10 +779,22 @@ func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //		replay {
 //			window             <duration>
 //			store              memory|redis
-//			redis_address      <host:port>
+//			redis_address      <host:port...>
+//			redis_mode         standalone|cluster|sentinel
+//			redis_sentinel_master <name>
+//			redis_username     <ACL user>
 //			redis_password_env <environment variable>
+//			redis_sentinel_username <ACL user>
+//			redis_sentinel_password_env <environment variable>
 //			redis_prefix       <prefix>
 //			redis_db           <n>
+//			redis_tls {
+//				trusted_roots <pem file...>
+//				client_cert   <cert file> <key file>
+//				server_name   <name>
+//			}
+//			redis_timeout      <duration>
+//			redis_replica_acks <n>
 //			fail_open
 //			max_entries        <n>
 //		}
@@ -934,39 +1040,6 @@ func (o *SchemeOptions) unmarshal(d *caddyfile.Dispenser) error {
 		return nil
 	}
 	return d.Errf("unknown scheme option %q", d.Val())
-}
-
-func (rc *ReplayConfig) unmarshal(d *caddyfile.Dispenser) error {
-	for d.NextBlock(1) {
-		var err error
-		switch d.Val() {
-		case "window":
-			err = durationArg(d, &rc.Window)
-		case "store":
-			err = oneArg(d, &rc.Store)
-		case "redis_address":
-			err = oneArg(d, &rc.RedisAddress)
-		case "redis_password_env":
-			err = oneArg(d, &rc.RedisPasswordEnv)
-		case "redis_prefix":
-			err = oneArg(d, &rc.RedisPrefix)
-		case "redis_db":
-			err = intArg(d, &rc.RedisDB)
-		case "fail_open":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			rc.FailOpen = true
-		case "max_entries":
-			err = intArg(d, &rc.MaxEntries)
-		default:
-			return d.Errf("unknown replay option %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

@@ -121,7 +121,7 @@ func TestVerifyCaddyfileGolden(t *testing.T) {
 	}
 	// The JSON round-trips into the module type.
 	var v Verify
-	if err := json.Unmarshal(handlers[0], &v); err != nil || v.Replay.RedisAddress != "127.0.0.1:6379" || !v.Envelope.SealReply {
+	if err := json.Unmarshal(handlers[0], &v); err != nil || len(v.Replay.RedisAddress) != 1 || v.Replay.RedisAddress[0] != "127.0.0.1:6379" || !v.Envelope.SealReply {
 		t.Fatalf("unmarshal: %v %+v", err, v)
 	}
 }
