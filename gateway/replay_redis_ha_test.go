@@ -16,16 +16,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gmgate/gmgate/internal/attack"
 )
 
 // Tests of the Redis store against the deployments payment platforms run: a Redis Cluster, a
@@ -443,78 +443,18 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// sentinelSetup is the Sentinel deployment of scripts/test.sh.
-type sentinelSetup struct {
-	addrs    []string
-	master   string
-	password string
-	sc       *redis.SentinelClient
-}
-
-func sentinelEnv(t *testing.T) *sentinelSetup {
+// sentinelEnv returns the Sentinel setup of scripts/test.sh, healthy (a master with two online
+// replicas; a failover test restores it so).
+func sentinelEnv(t *testing.T) *attack.Sentinel {
 	t.Helper()
-	s := &sentinelSetup{addrs: redisEnv(t, "GMGATE_REDIS_SENTINEL_ADDRS", "Redis Sentinel setup"),
-		master: os.Getenv("GMGATE_REDIS_SENTINEL_MASTER"), password: os.Getenv("GMGATE_REDIS_SENTINEL_PASSWORD")}
-	if s.master == "" {
-		t.Fatal("GMGATE_REDIS_SENTINEL_ADDRS without GMGATE_REDIS_SENTINEL_MASTER")
+	s, ok := attack.SentinelFromEnv()
+	if !ok {
+		redisEnv(t, "GMGATE_REDIS_SENTINEL_ADDRS", "Redis Sentinel setup") // fails or skips
 	}
-	s.sc = redis.NewSentinelClient(&redis.Options{Addr: s.addrs[0], Password: s.password})
-	t.Cleanup(func() { s.sc.Close() })
-	return s
-}
-
-func (s *sentinelSetup) config() *RedisConfig {
-	return &RedisConfig{Mode: RedisSentinel, Addrs: s.addrs, SentinelMaster: s.master, SentinelPassword: s.password}
-}
-
-// masterClient returns a direct client of the current master and its address.
-func (s *sentinelSetup) masterClient(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	a, err := s.sc.GetMasterAddrByName(context.Background(), s.master).Result()
-	if err != nil {
+	if err := s.WaitHealthy(context.Background(), 2, 40*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort(a[0], a[1])
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	t.Cleanup(func() { c.Close() })
-	return c, addr
-}
-
-// waitHealthy waits (at most 40 s) until the Sentinels agree on a master that has two online
-// replicas, as scripts/test.sh sets it up (a failover test restores it so).
-func (s *sentinelSetup) waitHealthy(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(40 * time.Second)
-	var why string
-	for time.Now().Before(deadline) {
-		ok, err := s.sc.CkQuorum(ctx, s.master).Result()
-		why = fmt.Sprint("ckquorum: ", ok, err)
-		if err == nil {
-			a, err := s.sc.GetMasterAddrByName(ctx, s.master).Result()
-			if err == nil {
-				m := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(a[0], a[1]), MaxRetries: -1})
-				info, err := m.Info(ctx, "replication").Result()
-				m.Close()
-				why = fmt.Sprint("master ", a, ": ", info, err)
-				if err == nil && strings.Contains(info, "role:master") && strings.Count(info, "state=online") >= 2 {
-					return
-				}
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("the Sentinel setup is not healthy: %s", why)
-}
-
-// infoField returns field of an INFO reply.
-func infoField(info, field string) string {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			return v
-		}
-	}
-	return ""
+	return s
 }
 
 // TestRedisSentinelFailoverExactlyOnce: two stores with failover clients of their own, under
@@ -530,53 +470,27 @@ func infoField(info, field string) string {
 // is accepted a second time after the failover.)
 func TestRedisSentinelFailoverExactlyOnce(t *testing.T) {
 	s := sentinelEnv(t)
-	s.waitHealthy(t)
 	ctx := context.Background()
-	conf := s.config()
+	conf := &RedisConfig{Mode: RedisSentinel, Addrs: s.Addrs, SentinelMaster: s.Master, SentinelPassword: s.Password}
 	acks := conf.DefaultReplicaAcks()
 	if acks != 1 {
 		t.Fatalf("default replica acks in sentinel mode = %d, want 1", acks)
 	}
 	prefix := fmt.Sprintf("gmgate-test:sentinel:%d:", time.Now().UnixNano())
 	stores := []*RedisReplayStore{newHAStore(t, conf, prefix, acks), newHAStore(t, conf, prefix, acks)}
-
-	master, masterAddr := s.masterClient(t)
-	info, err := master.Info(ctx, "server", "replication").Result()
+	// Two replicas: one to promote, one to acknowledge for the new master after.
+	f, err := s.StageFailover(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid, _ := strconv.Atoi(infoField(info, "process_id"))
-	dir, err := master.ConfigGet(ctx, "dir").Result()
-	if pid <= 0 || err != nil {
-		t.Fatalf("master %s: process %d: %v", masterAddr, pid, err)
-	}
-	// scripts/test.sh wrote the master's command line there (redis-server rewrites its argv).
-	argv, err := os.ReadFile(filepath.Join(dir["dir"], "argv"))
-	if err != nil {
-		t.Fatalf("master %s: %v", masterAddr, err)
-	}
-	var replicaAddrs []string
-	for i := 0; ; i++ {
-		f := strings.Split(infoField(info, fmt.Sprint("slave", i)), ",")
-		if len(f) < 2 {
-			break
-		}
-		replicaAddrs = append(replicaAddrs, net.JoinHostPort(strings.TrimPrefix(f[0], "ip="), strings.TrimPrefix(f[1], "port=")))
-	}
-	if len(replicaAddrs) < 2 {
-		t.Fatalf("master %s has %d replicas, want 2 (one to promote, one to acknowledge after):\n%s", masterAddr, len(replicaAddrs), info)
-	}
-	// Restore the setup for the next run: the old master restarts with its own command line
-	// (same pidfile, so scripts/test.sh stops it) and the Sentinels make it a replica.
-	t.Cleanup(func() {
-		args := strings.Split(strings.TrimRight(string(argv), "\x00"), "\x00")
-		cmd := exec.Command(args[0], args[1:]...)
-		if err := cmd.Start(); err != nil {
+	defer f.Close()
+	t.Cleanup(func() { // the setup as it was, for the next run: the old master back as a replica
+		if err := f.Restart(); err != nil {
 			t.Errorf("restarting the old master: %v", err)
-			return
 		}
-		go cmd.Wait() // reaped if it ever exits while the test binary runs
-		s.waitHealthy(t)
+		if err := s.WaitHealthy(context.Background(), 2, 40*time.Second); err != nil {
+			t.Error(err)
+		}
 	})
 
 	// The load: fresh nonces to both stores at once, and every accepted nonce replayed.
@@ -606,6 +520,8 @@ func TestRedisSentinelFailoverExactlyOnce(t *testing.T) {
 		}
 		return err
 	}
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer halt()
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -643,37 +559,24 @@ func TestRedisSentinelFailoverExactlyOnce(t *testing.T) {
 	waitFor("accepted nonces before the failover", func() bool { return count("accepted/0") >= 20 })
 
 	// Cut the replicas off, store a nonce on the master alone, then kill the master.
-	for _, a := range replicaAddrs {
-		replica := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1})
-		err := replica.Do(ctx, "REPLICAOF", "127.0.0.1", strconv.Itoa(freeTCPPort(t))).Err()
-		replica.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := f.CutReplicas(ctx); err != nil {
+		t.Fatal(err)
 	}
-	waitFor("the master to see its replicas gone", func() bool {
-		info, err := master.Info(ctx, "replication").Result()
-		return err == nil && infoField(info, "connected_slaves") == "0"
-	})
 	const lost = "written-to-the-master-alone"
 	if err := check(stores[0], lost); !errors.Is(err, ErrReplayStoreUnavailable) {
 		t.Fatalf("nonce stored while no replica can acknowledge it = %v, want a refusal", err)
 	}
-	if n, _ := master.Exists(ctx, stores[0].Key("merchant-1", lost)).Result(); n != 1 {
+	if n, _ := f.Master.Exists(ctx, stores[0].Key("merchant-1", lost)).Result(); n != 1 {
 		t.Fatal("the refused nonce is not on the master: the cut-off did not happen as planned")
 	}
 	phase.Store(1)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := f.KillMaster(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("refusals while no master is reachable", func() bool { return count("unavailable/1") >= 1 })
-	waitFor("the Sentinels to promote the replica", func() bool {
-		a, err := s.sc.GetMasterAddrByName(ctx, s.master).Result()
-		return err == nil && slices.Contains(replicaAddrs, net.JoinHostPort(a[0], a[1]))
-	})
+	waitFor("the Sentinels to promote a replica", func() bool { _, ok := f.Promoted(ctx); return ok })
 	waitFor("acceptances after the failover", func() bool { return count("accepted/1") >= 20 })
-	close(stop)
-	wg.Wait()
+	halt()
 
 	// Every nonce accepted so far, sent again to both stores: replays, all of them.
 	mu.Lock()

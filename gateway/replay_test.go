@@ -241,7 +241,7 @@ func newRedisGuard(t *testing.T, addr string, failOpen bool) (*ReplayGuard, *Red
 func newRedisGuardTB(t testing.TB, addr string) (*ReplayGuard, *RedisReplayStore) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 32, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
-	st, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: "gmgate-test:" + t.Name() + ":", CloseClient: true})
+	st, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: "gmgate-test:" + t.Name() + ":", Timeout: 5 * time.Second, CloseClient: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -370,7 +370,9 @@ func TestVerifierSharedRedisExactlyOnce(t *testing.T) {
 	prefix := "gmgate:test:" + t.Name() + ":" + signing.SerialHex(big.NewInt(time.Now().UnixNano())) + ":"
 	mk := func() *Verifier {
 		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 32})
-		st, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: prefix, CloseClient: true})
+		// A generous bound: 200 checks at once under the race detector on a busy machine; the
+		// test is about exactly-once, not latency.
+		st, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: prefix, Timeout: 5 * time.Second, CloseClient: true})
 		if err != nil {
 			t.Fatal(err)
 		}

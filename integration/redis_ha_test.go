@@ -128,3 +128,191 @@ func TestRedisClusterTwoGateways(t *testing.T) {
 		t.Fatalf("the back end saw %d instructions, want %d", n, orders)
 	}
 }
+
+// haSentinelCaddyfile is one gateway instance with its nonces on a Sentinel-managed master
+// (default redis_replica_acks: 1).
+const haSentinelCaddyfile = `{
+	admin {ADMIN}
+	skip_install_trust
+	auto_https off
+	gmgate {
+		dev_pki {PKI}
+	}
+}
+
+http://127.0.0.1:{PORT} {
+	gm_verify {
+		scheme wechatpay-v3-sm2
+		replay {
+			store redis
+			redis_mode sentinel
+			redis_address {ADDRS}
+			redis_sentinel_master {MASTER}
+			redis_sentinel_password_env GMGATE_TEST_SENTINEL_PASSWORD
+			redis_prefix {PREFIX}
+		}
+	}
+	reverse_proxy {BACKEND}
+}
+`
+
+// TestRedisSentinelFailoverTwoGateways: two gmgate processes keep their nonces on a master
+// managed by three Sentinels. Under load (captured signed instructions, each sent to both
+// gateways at once) the master's replicas are cut off and the master is killed (SIGKILL); the
+// Sentinels promote a replica that lacks the master's last writes. Every instruction is accepted
+// at most once over both gateways and the whole run, including a replay of every instruction
+// after the failover; while no master is reachable (or no replica can acknowledge) the gateways
+// answer 503 replay_store_unavailable and the back end sees nothing; after the failover they
+// accept again without a restart.
+func TestRedisSentinelFailoverTwoGateways(t *testing.T) {
+	redisEnvAddrs(t, "GMGATE_REDIS_SENTINEL_ADDRS")
+	s, _ := attack.SentinelFromEnv()
+	ctx := context.Background()
+	if err := s.WaitHealthy(ctx, 2, 40*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	backend := fltStartBackend(t)
+	pkiDir := filepath.Join(t.TempDir(), "pki")
+	prefix := fmt.Sprintf("gmgate-e2e-sentinel-%d:", time.Now().UnixNano())
+	start := func() (string, *instance) {
+		port := freePort(t)
+		cf := strings.NewReplacer("{PKI}", pkiDir, "{PORT}", fmt.Sprint(port), "{ADDRS}", strings.Join(s.Addrs, " "),
+			"{MASTER}", s.Master, "{PREFIX}", prefix, "{BACKEND}", backend.addr).Replace(haSentinelCaddyfile)
+		inst := startGmgate(t, cf, "GMGATE_TEST_SENTINEL_PASSWORD="+s.Password)
+		return fmt.Sprintf("http://127.0.0.1:%d", port), inst
+	}
+	urlA, instA := start()
+	urlB, instB := start()
+	gateways := []string{urlA, urlB}
+
+	capture := &attack.Capture{}
+	c := fltClient(t, pkiDir, urlA)
+	c.Transport().Base = capture
+	const orders = 400
+	for i := 0; i < orders; i++ {
+		body := fmt.Sprintf(`{"mchid":"1900000001","out_trade_no":"GM-SENTINEL-%d","amount":{"total":%d}}`, i, i+1)
+		if _, err := c.Post(ctx, "/v3/pay/transactions/native", "application/json", []byte(body)); !errors.Is(err, attack.ErrCaptured) {
+			t.Fatalf("capture: %v", err)
+		}
+	}
+	reqs := capture.Requests()
+
+	f, err := s.StageFailover(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	t.Cleanup(func() {
+		if err := f.Restart(); err != nil {
+			t.Errorf("restarting the old master: %v", err)
+		}
+		if err := s.WaitHealthy(context.Background(), 2, 40*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+
+	var (
+		mu       sync.Mutex
+		accepted = make([]int, orders)
+		outcomes = map[string]int{}
+		phase    = "before"
+	)
+	send := func(i int, g string) {
+		status, body, err := reqs[i].Send(ctx, http.DefaultClient, g)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var e struct{ Code string }
+		json.Unmarshal(body, &e)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case status == http.StatusOK && strings.Contains(string(body), `"backend_call"`):
+			accepted[i]++
+			outcomes["accepted/"+phase]++
+		case status == http.StatusUnauthorized && e.Code == "replay":
+			outcomes["replay"]++
+		case status == http.StatusServiceUnavailable && e.Code == "replay_store_unavailable":
+			outcomes["unavailable/"+phase]++
+		default:
+			t.Errorf("order %d at %s: %d %s", i, g, status, body)
+		}
+	}
+	count := func(k string) int { mu.Lock(); defer mu.Unlock(); return outcomes[k] }
+	setPhase := func(p string) { mu.Lock(); phase = p; mu.Unlock() }
+	// The load: orders in sequence, each sent to both gateways at once, paced.
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				var both sync.WaitGroup
+				for _, g := range gateways {
+					both.Add(1)
+					go func() { defer both.Done(); send(i, g) }()
+				}
+				both.Wait()
+			}
+		}()
+	}
+	i := 0
+	feed := func(until func() bool, what string) {
+		t.Helper()
+		for !until() {
+			if i == orders {
+				close(next)
+				wg.Wait()
+				t.Fatalf("ran out of orders waiting for %s; outcomes %v", what, outcomes)
+			}
+			next <- i
+			i++
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	feed(func() bool { return count("accepted/before") >= 20 }, "acceptances before the failover")
+	if err := f.CutReplicas(ctx); err != nil {
+		t.Fatal(err)
+	}
+	setPhase("cut")
+	feed(func() bool { return count("unavailable/cut") >= 4 }, "refusals while no replica acknowledges")
+	if err := f.KillMaster(); err != nil {
+		t.Fatal(err)
+	}
+	setPhase("killed")
+	feed(func() bool { _, ok := f.Promoted(ctx); return ok && count("accepted/killed") >= 20 }, "acceptances after the failover")
+	close(next)
+	wg.Wait()
+
+	// Every order, accepted or not, sent again to both gateways: nothing accepted twice.
+	setPhase("replayed")
+	for k := 0; k < i; k++ {
+		for _, g := range gateways {
+			send(k, g)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for k, n := range accepted {
+		if n > 1 {
+			t.Errorf("order %d accepted %d times", k, n)
+		}
+		total += n
+	}
+	if outcomes["accepted/cut"] != 0 {
+		t.Errorf("%d orders accepted while no replica could acknowledge them", outcomes["accepted/cut"])
+	}
+	if outcomes["unavailable/killed"] == 0 {
+		t.Errorf("no refusal while the master was down: %v", outcomes)
+	}
+	if n := backend.calls.Load(); n != int64(total) {
+		t.Errorf("the back end saw %d instructions, %d were accepted", n, total)
+	}
+	if t.Failed() {
+		t.Logf("gateway A:\n%s\ngateway B:\n%s", instA.out, instB.out)
+	}
+	t.Logf("outcomes %v", outcomes)
+}
