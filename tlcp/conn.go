@@ -227,6 +227,11 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 		if !c.handshakeComplete.Load() || expectCCS {
 			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("application data before handshake completion")))
 		}
+		if c.hand.Len() > 0 {
+			// Inside a fragmented handshake message: taking it would overwrite (and
+			// so drop) any application data read before while the message completes.
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("application data inside a handshake message")))
+		}
 		if len(data) == 0 {
 			return c.retry()
 		}
