@@ -136,7 +136,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		health = 0
 	}
 	v, err := keyvault.Open(cfg,
-		keyvault.WithLogger(slog.New(zapslog.NewHandler(a.logger.Core()))),
+		keyvault.WithLogger(vaultLogger(a.logger)),
 		keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}),
 		keyvault.WithHealthInterval(health))
 	if err != nil {
@@ -456,4 +456,15 @@ func devKeys(dev *pki.DevPKI) []keyvault.KeyConfig {
 		key(DevBankEncKey, pki.DevBankEncBase),
 		key(DevBankPlatformSignKey, pki.DevBankPlatformBase),
 	}
+}
+
+// vaultLogger hands the vault a slog logger writing to l's core under the logger name
+// "<l's name>.keyvault" (zap names are not carried by the core, so without it every vault line
+// would be nameless).
+func vaultLogger(l *zap.Logger) *slog.Logger {
+	name := "keyvault"
+	if n := l.Name(); n != "" {
+		name = n + ".keyvault"
+	}
+	return slog.New(zapslog.NewHandler(l.Core(), zapslog.WithName(name)))
 }

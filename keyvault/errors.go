@@ -124,6 +124,16 @@ func ErrorKind(err error) string {
 	return "other"
 }
 
+// ErrorKinds lists every label ErrorKind can return for a non-nil error, the fallback "other"
+// last (for metric label sets and documentation tables).
+func ErrorKinds() []string {
+	out := make([]string, 0, len(errorKinds)+1)
+	for _, k := range errorKinds {
+		out = append(out, k.name)
+	}
+	return append(out, "other")
+}
+
 var errorKinds = []struct {
 	err  error
 	name string

@@ -33,3 +33,24 @@ func TestOpErrorUnavailable(t *testing.T) {
 func asUnavailable(err error, u *interface{ Unavailable() bool }) bool {
 	return errors.As(err, u) && (*u).Unavailable()
 }
+
+// ErrorKinds is exactly the set ErrorKind returns: each sentinel maps to its own listed label,
+// and a foreign error to the last one.
+func TestErrorKinds(t *testing.T) {
+	kinds := ErrorKinds()
+	listed := map[string]bool{}
+	for _, k := range kinds {
+		if listed[k] {
+			t.Fatalf("kind %q listed twice", k)
+		}
+		listed[k] = true
+	}
+	if len(kinds) != len(errorKinds)+1 || kinds[len(kinds)-1] != ErrorKind(errors.New("foreign")) {
+		t.Fatalf("ErrorKinds() = %v", kinds)
+	}
+	for i, k := range errorKinds {
+		if got := ErrorKind(opErr("op", "", "", k.err, nil)); got != kinds[i] {
+			t.Errorf("ErrorKind(%v) = %q, ErrorKinds lists %q", k.err, got, kinds[i])
+		}
+	}
+}

@@ -61,8 +61,9 @@ type NativeProfile struct {
 	Ciphertext string `json:"ciphertext"`
 }
 
-// Presets are the built-in vendor families.
-var Presets = map[string]NativeProfile{
+// presets are the built-in vendor families (read through Presets and ResolveProfile; never
+// written after init, so a caller cannot change the mechanism numbers another vault uses).
+var presets = map[string]NativeProfile{
 	// GM/T 0016-style numbering used by several Chinese HSM vendors.
 	"gmt0016": {
 		Name: "gmt0016", KeyTypeSM2: 0x80000004, SM2KeyGen: 0x80008001,
@@ -89,15 +90,25 @@ var Presets = map[string]NativeProfile{
 	},
 }
 
+// Presets returns a copy of the built-in vendor families, by preset name. Changing the copy
+// changes nothing the vault uses.
+func Presets() map[string]NativeProfile {
+	out := make(map[string]NativeProfile, len(presets))
+	for n, p := range presets {
+		out[n] = p
+	}
+	return out
+}
+
 // ResolveProfile applies overrides to a preset ("" = no preset: everything from overrides) and
 // checks that signing and decryption are possible.
 func ResolveProfile(preset string, over *MechanismConfig) (*NativeProfile, error) {
 	var p NativeProfile
 	if preset != "" {
-		base, ok := Presets[preset]
+		base, ok := presets[preset]
 		if !ok {
-			names := make([]string, 0, len(Presets))
-			for n := range Presets {
+			names := make([]string, 0, len(presets))
+			for n := range presets {
 				names = append(names, n)
 			}
 			sort.Strings(names)

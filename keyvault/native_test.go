@@ -63,9 +63,20 @@ func TestResolveProfile(t *testing.T) {
 			}
 		})
 	}
-	// Presets are not mutated by overrides.
-	if Presets["gmt0016"].SM2Decrypt != 0x80008200 {
+	// Presets are not mutated by overrides, nor through the copy Presets returns.
+	if presets["gmt0016"].SM2Decrypt != 0x80008200 {
 		t.Fatal("preset mutated")
+	}
+	cp := Presets()
+	p := cp["gmt0016"]
+	p.SM2Decrypt = 1
+	cp["gmt0016"] = p
+	delete(cp, "ibm")
+	if got, err := ResolveProfile("gmt0016", nil); err != nil || got.SM2Decrypt != 0x80008200 {
+		t.Fatalf("a change to the copy reached the vault: %+v %v", got, err)
+	}
+	if _, err := ResolveProfile("ibm", nil); err != nil {
+		t.Fatalf("deleting from the copy removed a preset: %v", err)
 	}
 }
 
