@@ -38,16 +38,23 @@ type ecVersion struct {
 	pub   *ecdsa.PublicKey
 }
 
-// ecVersions lists the SM2-curve EC key versions of object in a token.
-func (t *token) ecVersions(object string) ([]ecVersion, error) {
+// ecVersions lists the SM2-curve EC key versions that the reference selects in a token: public
+// keys labelled object@N (and, with id=, whose CKA_ID is the id); with id= alone, the one key
+// pair with that CKA_ID, as version 1.
+func (t *token) ecVersions(ref Ref) ([]ecVersion, error) {
 	var out []ecVersion
+	object := ref.Object
 	err := t.do("list", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		out = out[:0]
-		hs, err := findAll(ctx, s, []*pkcs11.Attribute{
+		tmpl := []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
-		}, 10000)
+		}
+		if len(ref.ID) > 0 {
+			tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, ref.ID))
+		}
+		hs, err := findAll(ctx, s, tmpl, 10000)
 		if err != nil {
 			return err
 		}
@@ -64,6 +71,9 @@ func (t *token) ecVersions(object string) ([]ecVersion, error) {
 			}
 			label := string(attrs[0].Value)
 			ver, ok := parseBlobLabel(object, label)
+			if object == "" {
+				ver, ok = 1, true
+			}
 			if !ok {
 				continue
 			}
@@ -73,14 +83,18 @@ func (t *token) ecVersions(object string) ([]ecVersion, error) {
 			}
 			out = append(out, ecVersion{ver, label, pub})
 		}
+		if object == "" && len(out) > 1 {
+			return opErr("load", "", t.name, ErrConfig, errorf(ErrConfig, "%d keys have CKA_ID %x; add object= to tell them apart", len(out), ref.ID))
+		}
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].ver < out[j].ver })
 	return out, err
 }
 
-// putECKey imports an SM2 scalar as a sensitive, non-extractable, derive-only EC key pair.
-func (t *token) putECKey(label string, priv *sm2.PrivateKey) error {
+// putECKey imports an SM2 scalar as a sensitive, non-extractable, derive-only EC key pair
+// labelled label, with CKA_ID id on both halves when id is set.
+func (t *token) putECKey(label string, id []byte, priv *sm2.PrivateKey) error {
 	d := make([]byte, 32)
 	priv.D.FillBytes(d)
 	defer zero(d)
@@ -92,37 +106,48 @@ func (t *token) putECKey(label string, priv *sm2.PrivateKey) error {
 		} else if !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
-		ph, err := ctx.CreateObject(s, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, ecPoint),
-		})
-		if err != nil {
-			return err
-		}
-		_, err = ctx.CreateObject(s, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE, d),
-		})
-		if err != nil {
-			_ = ctx.DestroyObject(s, ph)
-		}
-		return err
+		return createECPair(ctx, s, label, id, d, ecPoint)
 	})
+}
+
+// createECPair creates the public and private halves of a token_decrypt key.
+func createECPair(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, label string, id, d, ecPoint []byte) error {
+	withID := func(a []*pkcs11.Attribute) []*pkcs11.Attribute {
+		if len(id) > 0 {
+			a = append(a, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+		}
+		return a
+	}
+	ph, err := ctx.CreateObject(s, withID([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, ecPoint),
+	}))
+	if err != nil {
+		return err
+	}
+	_, err = ctx.CreateObject(s, withID([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, d),
+	}))
+	if err != nil {
+		_ = ctx.DestroyObject(s, ph)
+	}
+	return err
 }
 
 // ecdhX asks the token for x(d·C1) with CKM_ECDH1_DERIVE / CKD_NULL.
@@ -203,10 +228,10 @@ func finishSM2Decrypt(x2, c2, c3 []byte) ([]byte, error) {
 
 // deriveRemote decrypts inside the token; it cannot sign.
 type deriveRemote struct {
-	v     *Vault
-	e     *keyEntry
-	label string
-	last  atomic.Value
+	v    *Vault
+	e    *keyEntry
+	sel  objSel // the private key of the version
+	last atomic.Value
 }
 
 func (r *deriveRemote) tokenName() string {
@@ -236,7 +261,7 @@ func (r *deriveRemote) decrypt(c1c3c2 []byte) ([]byte, error) {
 		r.last.Store(t.name)
 		var x2 []byte
 		err := t.do("decrypt", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-			h, err := t.findObject(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.label)
+			h, err := t.findSel(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.sel)
 			if err != nil {
 				return err
 			}
@@ -266,7 +291,7 @@ func (r *deriveRemote) decrypt(c1c3c2 []byte) ([]byte, error) {
 // loadDerive loads the versions of a token_decrypt key (public keys only; the private key
 // stays in the token).
 func (v *Vault) loadDerive(e *keyEntry, t *token) error {
-	list, err := t.ecVersions(e.ref.Object)
+	list, err := t.ecVersions(e.ref)
 	if err != nil {
 		return err
 	}
@@ -276,13 +301,13 @@ func (v *Vault) loadDerive(e *keyEntry, t *token) error {
 	for _, f := range list {
 		k := &SM2Key{name: e.cfg.Name, version: f.ver, token: t.name, obs: v.opts.observer, pub: f.pub}
 		k.setUID(e.uid)
-		k.remote = &deriveRemote{v: v, e: e, label: f.label}
+		k.remote = &deriveRemote{v: v, e: e, sel: e.ref.objSel(f.label)}
 		e.setVersion(f.ver, &loadedVersion{sm2: k, token: t.name})
 	}
 	return nil
 }
 
-func (v *Vault) putDerive(t *token, label string, raw []byte) error {
+func (v *Vault) putDerive(t *token, label string, id, raw []byte) error {
 	priv, err := sm2.NewPrivateKey(raw)
 	if err != nil {
 		return errorf(ErrIntegrity, "invalid SM2 scalar")
@@ -293,5 +318,5 @@ func (v *Vault) putDerive(t *token, label string, raw []byte) error {
 			w[i] = 0
 		}
 	}()
-	return t.putECKey(label, priv)
+	return t.putECKey(label, id, priv)
 }

@@ -77,7 +77,7 @@ func TestOpenFaults(t *testing.T) {
 		{"token absent", Config{Tokens: []TokenConfig{tokenCfg("x", "no-such-token")}}, ErrTokenUnavailable},
 		{"ambiguous label", Config{Tokens: []TokenConfig{tokenCfg("x", tokPair)}}, ErrConfig},
 		{"missing object", Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: key("pkcs11:token=" + tokMain + ";object=does-not-exist")}, ErrKeyNotFound},
-		{"ref to unknown token", Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: key("pkcs11:token=elsewhere;object=x")}, ErrTokenUnavailable},
+		{"ref to unknown token", Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: key("pkcs11:token=elsewhere;object=x")}, ErrConfig},
 		{"inline PIN in ref", Config{Tokens: []TokenConfig{tokenCfg("main", tokMain)}, Keys: key(goodRef + "?pin-value=123456")}, ErrBadReference},
 		{"bad scheme", Config{Keys: key("http://x")}, ErrBadReference},
 		{"missing file", Config{Keys: key("file:/nonexistent/key.pem")}, ErrKeyNotFound},

@@ -282,6 +282,10 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 		ki := v.info(e)
 		return &ki, nil
 	}
+	if e.ref.Object == "" {
+		return nil, opErr(op, e.cfg.Name, "", ErrUnsupported,
+			errorf(ErrUnsupported, "a reference by id= alone names one existing key; add object= (the label of its versions) to generate, import or rotate"))
+	}
 	for _, t := range e.replicas {
 		if t.native != nil && e.cfg.Type == KeyTypeSM2 {
 			return nil, opErr(op, e.cfg.Name, t.name, ErrUnsupported,
@@ -295,7 +299,7 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 		vs, err := t.blobVersions(e.ref.Object)
 		if e.cfg.TokenDecrypt {
 			var evs []ecVersion
-			evs, err = t.ecVersions(e.ref.Object)
+			evs, err = t.ecVersions(e.ref)
 			vs = vs[:0]
 			for _, ev := range evs {
 				vs = append(vs, ev.ver)
@@ -323,7 +327,7 @@ func (v *Vault) store(e *keyEntry, op string, raw []byte, first bool) (*KeyInfo,
 	for _, t := range e.replicas {
 		var err error
 		if e.cfg.TokenDecrypt {
-			err = v.putDerive(t, label, raw)
+			err = v.putDerive(t, label, e.ref.ID, raw)
 		} else {
 			var blob []byte
 			blob, err = t.seal(aad, raw)

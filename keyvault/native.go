@@ -312,11 +312,11 @@ func parseECPoint(v []byte) (*ecdsa.PublicKey, error) {
 // nativeRemote performs SM2 operations on the token objects of one key version, spreading
 // calls over the key's replicas and failing over.
 type nativeRemote struct {
-	v     *Vault
-	e     *keyEntry
-	label string
-	pub   *ecdsa.PublicKey
-	last  atomic.Value // string
+	v    *Vault
+	e    *keyEntry
+	sel  objSel // the private key of the version
+	pub  *ecdsa.PublicKey
+	last atomic.Value // string
 }
 
 func (r *nativeRemote) tokenName() string {
@@ -336,7 +336,7 @@ func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11
 		}
 		r.last.Store(t.name)
 		err := t.do(op, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-			h, err := t.findObject(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.label)
+			h, err := t.findSel(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.sel)
 			if err != nil {
 				return err
 			}
@@ -440,10 +440,14 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 	var list []found
 	err := t.do("load", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		list = list[:0]
-		hs, err := findAll(ctx, s, []*pkcs11.Attribute{
+		tmpl := []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, t.native.KeyTypeSM2),
-		}, 10000)
+		}
+		if len(e.ref.ID) > 0 {
+			tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, e.ref.ID))
+		}
+		hs, err := findAll(ctx, s, tmpl, 10000)
 		if err != nil {
 			return err
 		}
@@ -457,7 +461,7 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 			}
 			label := string(attrs[0].Value)
 			ver, ok := parseBlobLabel(e.ref.Object, label)
-			if !ok && label == e.ref.Object {
+			if !ok && (label == e.ref.Object || e.ref.Object == "") {
 				ver, ok = 1, true
 			}
 			if !ok {
@@ -468,6 +472,9 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 				return opErr("load", e.cfg.Name, t.name, err, nil)
 			}
 			list = append(list, found{ver, label, pub})
+		}
+		if e.ref.Object == "" && len(list) > 1 {
+			return opErr("load", e.cfg.Name, t.name, ErrConfig, errorf(ErrConfig, "%d keys have CKA_ID %x; add object= to tell them apart", len(list), e.ref.ID))
 		}
 		return nil
 	})
@@ -480,7 +487,7 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 	for _, f := range list {
 		k := &SM2Key{name: e.cfg.Name, version: f.ver, token: t.name, obs: v.opts.observer, pub: f.pub}
 		k.setUID(e.uid)
-		k.remote = &nativeRemote{v: v, e: e, label: f.label, pub: f.pub}
+		k.remote = &nativeRemote{v: v, e: e, sel: e.ref.objSel(f.label), pub: f.pub}
 		e.setVersion(f.ver, &loadedVersion{sm2: k, token: t.name})
 	}
 	return nil

@@ -1,6 +1,7 @@
 package keyvault
 
 import (
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"os"
@@ -19,6 +20,7 @@ type module struct {
 	path string
 	ctx  *pkcs11.Ctx
 	refs int
+	info pkcs11.Info // C_GetInfo at load (library-* attributes of key references)
 }
 
 var modules = struct {
@@ -48,6 +50,11 @@ func acquireModule(path string) (*module, error) {
 		return nil, errorf(ErrModuleLoad, "C_Initialize of %s failed: %v", path, err)
 	}
 	m := &module{path: path, ctx: ctx, refs: 1}
+	if info, err := ctx.GetInfo(); err == nil {
+		info.ManufacturerID = trimInfo(info.ManufacturerID)
+		info.LibraryDescription = trimInfo(info.LibraryDescription)
+		m.info = info
+	}
 	modules.m[path] = m
 	return m, nil
 }
@@ -128,6 +135,7 @@ type token struct {
 	slot    uint
 	label   string
 	serial  string
+	found   tokenFacts // CK_TOKEN_INFO / CK_SLOT_INFO of the slot found at open (or re-found)
 	idle    []pkcs11.SessionHandle
 	handles map[string]pkcs11.ObjectHandle
 
@@ -179,7 +187,7 @@ func openToken(cfg TokenConfig, o *options) (*token, error) {
 		return nil, opErr("open", "", cfg.Name, ErrConfig, err)
 	}
 	if len(pin) == 0 {
-		return nil, opErr("open", "", cfg.Name, ErrConfig, errorf(ErrConfig, "set pin_env or pin_file (PINs are never inline)"))
+		return nil, opErr("open", "", cfg.Name, ErrConfig, errorf(ErrConfig, "set pin_env or pin_file, or pin-source in a key reference (PINs are never inline)"))
 	}
 	t.pin = pin
 	t.sem = make(chan struct{}, t.cfg.PoolSize)
@@ -217,13 +225,14 @@ func (t *token) findSlot() error {
 	}
 	var found []uint
 	var labels, serials []string
+	var facts []tokenFacts
 	for _, s := range slots {
 		ti, err := ctx.GetTokenInfo(s)
 		if err != nil {
 			continue
 		}
-		lbl := strings.TrimRight(ti.Label, " \x00")
-		ser := strings.TrimRight(ti.SerialNumber, " \x00")
+		lbl := trimInfo(ti.Label)
+		ser := trimInfo(ti.SerialNumber)
 		if t.cfg.TokenSerial != "" {
 			if ser != t.cfg.TokenSerial {
 				continue
@@ -234,6 +243,11 @@ func (t *token) findSlot() error {
 		found = append(found, s)
 		labels = append(labels, lbl)
 		serials = append(serials, ser)
+		f := tokenFacts{manufacturer: trimInfo(ti.ManufacturerID), model: trimInfo(ti.Model), slot: s}
+		if si, err := ctx.GetSlotInfo(s); err == nil {
+			f.slotDescription, f.slotManufacturer = trimInfo(si.SlotDescription), trimInfo(si.ManufacturerID)
+		}
+		facts = append(facts, f)
 	}
 	switch len(found) {
 	case 0:
@@ -243,7 +257,7 @@ func (t *token) findSlot() error {
 		return opErr("find_token", "", t.name, ErrConfig, errorf(ErrConfig, "%d tokens match label %q; select by token_serial", len(found), t.cfg.TokenLabel))
 	}
 	t.mu.Lock()
-	t.slot, t.label, t.serial = found[0], labels[0], serials[0]
+	t.slot, t.label, t.serial, t.found = found[0], labels[0], serials[0], facts[0]
 	t.mu.Unlock()
 	return nil
 }
@@ -438,29 +452,58 @@ func (t *token) dropHandles() {
 	t.mu.Unlock()
 }
 
+// objSel selects one token object of a class: by CKA_LABEL, by CKA_ID, or by both.
+type objSel struct {
+	label string
+	id    []byte // nil: any CKA_ID
+	byID  bool   // label == "" and id set: the label is not part of the selection
+}
+
+func (o objSel) template(class uint) []*pkcs11.Attribute {
+	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+	if !o.byID {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, o.label))
+	}
+	if len(o.id) > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, o.id))
+	}
+	return tmpl
+}
+
+// name is how the selection appears in errors (the label, else the ID in hex).
+func (o objSel) name() string {
+	if o.byID {
+		return "id=" + hex.EncodeToString(o.id)
+	}
+	return o.label
+}
+
 // findObject returns the handle of the single object with the given class and label, from the
 // cache when possible. It returns ErrKeyNotFound if there is none.
 func (t *token) findObject(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, label string) (pkcs11.ObjectHandle, error) {
-	key := strconv.FormatUint(uint64(class), 16) + "/" + label
+	return t.findSel(ctx, s, class, objSel{label: label})
+}
+
+// findSel returns the handle of the single object of the class that the selection names, from
+// the cache when possible: ErrKeyNotFound if there is none, ErrConfig if several match.
+func (t *token) findSel(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, sel objSel) (pkcs11.ObjectHandle, error) {
+	key := strconv.FormatUint(uint64(class), 16) + "/" + strconv.FormatBool(sel.byID) + "/" + hex.EncodeToString(sel.id) + "/" + sel.label
 	t.mu.Lock()
 	h, ok := t.handles[key]
 	t.mu.Unlock()
 	if ok {
 		return h, nil
 	}
-	hs, err := findAll(ctx, s, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-	}, 2)
+	hs, err := findAll(ctx, s, sel.template(class), 2)
 	if err != nil {
 		return 0, err
 	}
 	switch len(hs) {
 	case 0:
-		return 0, opErr("find", label, t.name, ErrKeyNotFound, nil)
+		return 0, opErr("find", sel.name(), t.name, ErrKeyNotFound, nil)
 	case 1:
 	default:
-		return 0, opErr("find", label, t.name, ErrConfig, errorf(ErrConfig, "several objects share the label"))
+		return 0, opErr("find", sel.name(), t.name, ErrConfig, errorf(ErrConfig, "several objects match the label and id"))
 	}
 	t.mu.Lock()
 	t.handles[key] = hs[0]
@@ -604,3 +647,6 @@ func (s TokenStatus) String() string {
 	}
 	return s.Name + " (label " + s.Label + ", serial " + s.Serial + ", " + s.Mode + "): " + state
 }
+
+// trimInfo drops the blank padding of a CK_*_INFO text field.
+func trimInfo(s string) string { return strings.TrimRight(s, " \x00") }

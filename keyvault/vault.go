@@ -95,7 +95,11 @@ func Open(cfg Config, opts ...Option) (*Vault, error) {
 	if err := v.validate(cfg); err != nil {
 		return nil, err
 	}
-	for _, tc := range cfg.Tokens {
+	tokens, err := applyPINSources(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, tc := range tokens {
 		t, err := openToken(tc, &v.opts)
 		if err != nil {
 			if errors.Is(err, ErrTokenUnavailable) && len(cfg.Tokens) > 1 {
@@ -153,7 +157,7 @@ func (v *Vault) validate(cfg Config) error {
 		if k.Type != KeyTypeSM2 && k.Type != KeyTypeSM4 {
 			return errorf(ErrConfig, "key %s: type must be sm2 or sm4", k.Name)
 		}
-		if k.TokenDecrypt && (k.Type != KeyTypeSM2 || !strings.HasPrefix(k.Ref, "pkcs11:")) {
+		if ref, err := ParseRef(k.Ref); k.TokenDecrypt && (k.Type != KeyTypeSM2 || err == nil && ref.Scheme != "pkcs11") {
 			return errorf(ErrConfig, "key %s: token_decrypt needs an sm2 key with a pkcs11: reference", k.Name)
 		}
 	}
@@ -183,34 +187,8 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 		return nil, opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
 	}
 	if ref.Scheme == "pkcs11" {
-		configured := map[string]bool{}
-		for _, tc := range cfg.Tokens {
-			configured[tc.Name] = true
-		}
-		if len(kc.Tokens) > 0 {
-			for _, n := range kc.Tokens {
-				if !configured[n] {
-					return nil, opErr("config", kc.Name, n, ErrConfig, errorf(ErrConfig, "unknown token"))
-				}
-				if t := v.byName[n]; t != nil {
-					e.replicas = append(e.replicas, t)
-				}
-			}
-		} else {
-			for _, t := range v.tokens {
-				if ref.Serial != "" && ref.Serial != t.serial {
-					continue
-				}
-				if ref.Token != "" && ref.Token != t.label && ref.Token != t.cfg.TokenLabel && ref.Token != t.name {
-					continue
-				}
-				e.replicas = append(e.replicas, t)
-			}
-			// Absent tokens that would have matched by configured label still count as
-			// replicas for error reporting purposes only; nothing to add here.
-		}
-		if len(e.replicas) == 0 {
-			return nil, opErr("config", kc.Name, "", ErrTokenUnavailable, errorf(ErrTokenUnavailable, "no available token matches %s", ref.String()))
+		if err := v.selectReplicas(e, cfg); err != nil {
+			return nil, err
 		}
 	}
 	if kc.Certificate != "" {
@@ -228,6 +206,64 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 		e.certs = certs
 	}
 	return e, nil
+}
+
+// selectReplicas finds the open tokens the key's reference selects. A token named in the key's
+// tokens list must agree with every token, slot, library and module attribute of the reference
+// (ErrConfig naming the contradiction otherwise); without a list, the replicas are the open
+// tokens that agree. No configured token that could agree is ErrConfig; only absent ones,
+// ErrTokenUnavailable. id= and type= must be honourable on every replica.
+func (v *Vault) selectReplicas(e *keyEntry, cfg Config) error {
+	kc, ref := e.cfg, e.ref
+	configured := map[string]TokenConfig{}
+	for _, tc := range cfg.Tokens {
+		configured[tc.Name] = tc
+	}
+	if len(kc.Tokens) > 0 {
+		for _, n := range kc.Tokens {
+			tc, ok := configured[n]
+			if !ok {
+				return opErr("config", kc.Name, n, ErrConfig, errorf(ErrConfig, "unknown token"))
+			}
+			t := v.byName[n]
+			why := ref.configMismatch(tc)
+			if t != nil && why == "" {
+				why = ref.tokenMismatch(t)
+			}
+			if why != "" {
+				return opErr("config", kc.Name, n, ErrConfig, errorf(ErrConfig, "the key's reference contradicts its token: %s", why))
+			}
+			if t != nil {
+				e.replicas = append(e.replicas, t)
+			}
+		}
+	} else {
+		var whys []string
+		for _, t := range v.tokens {
+			if why := ref.tokenMismatch(t); why != "" {
+				whys = append(whys, t.name+": "+why)
+				continue
+			}
+			e.replicas = append(e.replicas, t)
+		}
+		if len(e.replicas) == 0 {
+			for _, a := range v.absent {
+				if ref.configMismatch(configured[a.Name]) == "" {
+					return opErr("config", kc.Name, "", ErrTokenUnavailable, errorf(ErrTokenUnavailable, "no available token matches %s", ref.String()))
+				}
+			}
+			return opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "no configured token matches %s (%s)", ref.String(), strings.Join(whys, "; ")))
+		}
+	}
+	if len(e.replicas) == 0 {
+		return opErr("config", kc.Name, "", ErrTokenUnavailable, errorf(ErrTokenUnavailable, "no available token matches %s", ref.String()))
+	}
+	for _, t := range e.replicas {
+		if err := ref.checkObjectAttrs(kc, t); err != nil {
+			return opErr("config", kc.Name, t.name, ErrBadReference, err)
+		}
+	}
+	return nil
 }
 
 // replicaOrder returns the replicas to try: healthy ones first, rotating the starting point.
