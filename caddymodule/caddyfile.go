@@ -9,14 +9,28 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/signing"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("gmgate", parseGmgateOption)
+	httpcaddyfile.RegisterHandlerDirective("gm_verify", parseVerifyCaddyfile)
+	// Authentication comes before anything that can answer or route the request (respond, handle,
+	// route, reverse_proxy...), so no directive can bypass verification; encode stays outside so
+	// the signed reply bytes are the uncompressed ones.
+	httpcaddyfile.RegisterDirectiveOrder("gm_verify", httpcaddyfile.After, "encode")
+	httpcaddyfile.RegisterHandlerDirective("tlcp_vars", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		v := new(TLCPVars)
+		return v, v.UnmarshalCaddyfile(h.Dispenser)
+	})
+	httpcaddyfile.RegisterDirectiveOrder("tlcp_vars", httpcaddyfile.After, "vars")
 }
 
 // parseGmgateOption sets up the gmgate app from the global option block:
@@ -774,4 +788,394 @@ func (rc *ReplayConfig) unmarshalRedisTLS(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseVerifyCaddyfile sets up the handler from Caddyfile tokens.
+func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	v := new(Verify)
+	err := v.UnmarshalCaddyfile(h.Dispenser)
+	return v, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	gm_verify [<matcher>] {
+//		scheme wechatpay-v3-sm2|http-sig-sm2|form-sm2|unionpay-sm2 {
+//			user_id            <SM2 user ID>
+//			user_id_from_key_id
+//			signature_encoding der|raw
+//			text_encoding      base64|hex
+//			label              <RFC 9421 label>
+//			components         <component...>
+//			sign_field         <field>
+//			key_id_field       <field>
+//			merchant_id_field  <field>
+//			nonce_field        <field>
+//			timestamp_field    <field> [<layout>|unix]
+//		}
+//		trusted_roots    <pem file...>
+//		intermediates    <pem file...>
+//		identities {
+//			file            <cert file...>
+//			dir             <directory>
+//			vault           <vault key name...>
+//			reload_interval <duration>
+//		}
+//		crls             <crl file...>
+//		bind_tlcp_client none|cert|subject
+//		replay {
+//			window             <duration>
+//			store              memory|redis
+//			redis_address      <host:port...>
+//			redis_mode         standalone|cluster|sentinel
+//			redis_sentinel_master <name>
+//			redis_username     <ACL user>
+//			redis_password_env <environment variable>
+//			redis_sentinel_username <ACL user>
+//			redis_sentinel_password_env <environment variable>
+//			redis_prefix       <prefix>
+//			redis_db           <n>
+//			redis_tls {
+//				trusted_roots <pem file...>
+//				client_cert   <cert file> <key file>
+//				server_name   <name>
+//			}
+//			redis_timeout      <duration>
+//			redis_replica_acks <n>
+//			fail_open
+//			max_entries        <n>
+//		}
+//		max_body_size    <size>
+//		max_reply_size   <size>
+//		header_prefix    <prefix>
+//		envelope {
+//			decrypt_key <vault key name>
+//			seal_reply
+//			order       auto|seal_then_sign|sign_then_seal
+//			allow_cbc
+//		}
+//		reply_signing {
+//			key <vault key name>
+//			off
+//		}
+//		audit <path> {
+//			checkpoint_every <entries>
+//			max_segment_size <size>
+//			signing_key      <vault key name>
+//		}
+//	}
+func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "scheme":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Scheme = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				if h.SchemeOptions == nil {
+					h.SchemeOptions = &SchemeOptions{}
+				}
+				if err := h.SchemeOptions.unmarshal(d); err != nil {
+					return err
+				}
+			}
+		case "trusted_roots":
+			if err := appendArgs(d, &h.TrustedRoots); err != nil {
+				return err
+			}
+		case "intermediates":
+			if err := appendArgs(d, &h.Intermediates); err != nil {
+				return err
+			}
+		case "crls":
+			if err := appendArgs(d, &h.CRLs); err != nil {
+				return err
+			}
+		case "identities":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Identities == nil {
+				h.Identities = &IdentitiesConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "file", "files":
+					if err := appendArgs(d, &h.Identities.Files); err != nil {
+						return err
+					}
+				case "dir":
+					if err := oneArg(d, &h.Identities.Dir); err != nil {
+						return err
+					}
+				case "vault":
+					if err := appendArgs(d, &h.Identities.Vault); err != nil {
+						return err
+					}
+				case "reload_interval":
+					if err := durationArg(d, &h.Identities.ReloadInterval); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown identities option %q", d.Val())
+				}
+			}
+		case "bind_tlcp_client":
+			if err := oneArg(d, &h.BindTLCPClient); err != nil {
+				return err
+			}
+			if _, err := gateway.ParseBinding(h.BindTLCPClient); err != nil {
+				return d.Err(err.Error())
+			}
+		case "replay":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Replay == nil {
+				h.Replay = &ReplayConfig{}
+			}
+			if err := h.Replay.unmarshal(d); err != nil {
+				return err
+			}
+		case "max_body_size":
+			if err := sizeArg(d, &h.MaxBodySize); err != nil {
+				return err
+			}
+		case "max_reply_size":
+			if err := sizeArg(d, &h.MaxReplySize); err != nil {
+				return err
+			}
+		case "header_prefix":
+			if err := oneArg(d, &h.HeaderPrefix); err != nil {
+				return err
+			}
+		case "envelope":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Envelope == nil {
+				h.Envelope = &EnvelopeConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "decrypt_key":
+					if err := oneArg(d, &h.Envelope.DecryptKey); err != nil {
+						return err
+					}
+				case "seal_reply":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Envelope.SealReply = true
+				case "allow_cbc":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.Envelope.AllowCBC = true
+				case "order":
+					if err := oneArg(d, &h.Envelope.Order); err != nil {
+						return err
+					}
+					if _, err := gateway.ParseEnvelopeOrder(h.Envelope.Order); err != nil {
+						return d.Err(err.Error())
+					}
+				default:
+					return d.Errf("unknown envelope option %q", d.Val())
+				}
+			}
+		case "reply_signing":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.ReplySigning == nil {
+				h.ReplySigning = &ReplySigningConfig{}
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "key":
+					if err := oneArg(d, &h.ReplySigning.Key); err != nil {
+						return err
+					}
+				case "off":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.ReplySigning.Disabled = true
+				default:
+					return d.Errf("unknown reply_signing option %q", d.Val())
+				}
+			}
+		case "audit":
+			if h.Audit == nil {
+				h.Audit = &VerifyAuditConfig{}
+			}
+			if d.NextArg() {
+				h.Audit.Path = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "path":
+					if err := oneArg(d, &h.Audit.Path); err != nil {
+						return err
+					}
+				case "checkpoint_every":
+					if err := intArg(d, &h.Audit.CheckpointEvery); err != nil {
+						return err
+					}
+				case "max_segment_size", "max_size": // max_segment_size: as in gmgate { audit }
+					if d.Val() == "max_size" {
+						deprecated(d, "audit max_size", "max_segment_size")
+					}
+					if err := sizeArg(d, &h.Audit.MaxSize); err != nil {
+						return err
+					}
+				case "signing_key", "key": // signing_key: as in gmgate { audit }
+					if d.Val() == "key" {
+						deprecated(d, "audit key", "signing_key")
+					}
+					if err := oneArg(d, &h.Audit.Key); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown audit option %q", d.Val())
+				}
+			}
+		default:
+			return d.Errf("unknown gm_verify option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (o *SchemeOptions) unmarshal(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "user_id":
+		return oneArg(d, &o.UserID)
+	case "user_id_from_key_id": // the name gm_channel uses (signing.Settings)
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		o.UserIDMode = "key_id"
+		return nil
+	case "user_id_mode":
+		deprecated(d, "user_id_mode key_id", "user_id_from_key_id")
+		return oneArg(d, &o.UserIDMode)
+	case "signature_encoding":
+		return oneArg(d, &o.SignatureEncoding)
+	case "text_encoding":
+		return oneArg(d, &o.TextEncoding)
+	case "label":
+		return oneArg(d, &o.Label)
+	case "components":
+		return appendArgs(d, &o.Components)
+	case "sign_field":
+		return oneArg(d, &o.SignField)
+	case "key_id_field":
+		return oneArg(d, &o.KeyIDField)
+	case "merchant_id_field": // the name gm_channel uses (signing.Settings)
+		return oneArg(d, &o.MerchantField)
+	case "merchant_field":
+		deprecated(d, "merchant_field", "merchant_id_field")
+		return oneArg(d, &o.MerchantField)
+	case "nonce_field":
+		return oneArg(d, &o.NonceField)
+	case "timestamp_field":
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		o.TimestampField = d.Val()
+		if d.NextArg() {
+			o.TimestampLayout = d.Val()
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	}
+	return d.Errf("unknown scheme option %q", d.Val())
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func appendArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("bad number %q", s)
+	}
+	*dst = n
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur < 0 {
+		return d.Errf("bad duration %q", s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<40 {
+		return d.Errf("bad size %q", s)
+	}
+	*dst = int64(n)
+	return nil
+}
+
+// UnmarshalCaddyfile: `tlcp_vars` takes no options.
+func (*TLCPVars) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// deprecated warns, with the file and line, that an old option spelling was used; it keeps working.
+func deprecated(d *caddyfile.Dispenser, old, now string) {
+	caddy.Log().Named("gmgate.caddyfile").Warn("deprecated option spelling: use "+now,
+		zap.String("option", old), zap.String("file", d.File()), zap.Int("line", d.Line()))
 }

@@ -80,7 +80,21 @@ const goldenVerifyJSON = `{"audit":{"checkpoint_every":100,"max_size":10000000,"
 // TestVerifyCaddyfileGolden adapts a Caddyfile and checks the gm_verify JSON exactly, and that
 // gm_verify is ordered before reverse_proxy although written after it.
 func TestVerifyCaddyfileGolden(t *testing.T) {
-	out, warns, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(verifyCaddyfile), nil)
+	// The option names gm_channel and the gmgate audit block use adapt to the same JSON as the
+	// older gm_verify spellings (still accepted, with a deprecation warning in the log).
+	unified := strings.NewReplacer("user_id_mode key_id", "user_id_from_key_id", "merchant_field", "merchant_id_field",
+		"max_size 10MB", "max_segment_size 10MB").Replace(verifyCaddyfile)
+	if unified == verifyCaddyfile {
+		t.Fatal("the golden Caddyfile no longer uses the old spellings: the alias check tests nothing")
+	}
+	for _, src := range []string{verifyCaddyfile, unified} {
+		checkVerifyGolden(t, src)
+	}
+}
+
+func checkVerifyGolden(t *testing.T, src string) {
+	t.Helper()
+	out, warns, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), nil)
 	if err != nil {
 		t.Fatalf("adapt: %v", err)
 	}

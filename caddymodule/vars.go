@@ -6,7 +6,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/gmgate/gmgate/tlcp"
@@ -14,11 +13,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(TLCPVars{})
-	httpcaddyfile.RegisterHandlerDirective("tlcp_vars", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		v := new(TLCPVars)
-		return v, v.UnmarshalCaddyfile(h.Dispenser)
-	})
-	httpcaddyfile.RegisterDirectiveOrder("tlcp_vars", httpcaddyfile.After, "vars")
 }
 
 // TLCPVars is the `http.handlers.tlcp_vars` handler: for requests that arrived over TLCP it sets
@@ -40,15 +34,6 @@ func (TLCPVars) CaddyModule() caddy.ModuleInfo {
 func (TLCPVars) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	setTLCPPlaceholders(r)
 	return next.ServeHTTP(w, r)
-}
-
-// UnmarshalCaddyfile: `tlcp_vars` takes no options.
-func (*TLCPVars) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() || d.NextBlock(0) {
-		return d.ArgErr()
-	}
-	return nil
 }
 
 // tlcpState returns the TLCP state of the connection r came on.
