@@ -14,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/signing"
@@ -984,7 +985,7 @@ func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					if err := oneArg(d, &h.Envelope.Order); err != nil {
 						return err
 					}
-					if _, err := gateway.ParseEnvelopeOrder(h.Envelope.Order); err != nil {
+					if _, err := envelope.ParseOrder(h.Envelope.Order); err != nil {
 						return d.Err(err.Error())
 					}
 				default:

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -376,12 +377,12 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	vo := gateway.VerifierOptions{Scheme: h.scheme, Identities: ids, Replay: guard, MaxBodySize: h.MaxBodySize,
 		Binding: bind, HeaderPrefix: h.HeaderPrefix, RequestIDHeader: "X-Request-Id",
 		OnAuditError: func(err error) { h.logger.Error("gm_verify: audit write failed", zap.Error(err)) }}
-	var order gateway.EnvelopeOrder
+	var order envelope.Order
 	if e := h.Envelope; e != nil {
-		if order, err = gateway.ParseEnvelopeOrder(e.Order); err != nil {
+		if order, err = envelope.ParseOrder(e.Order); err != nil {
 			return fmt.Errorf("gm_verify: envelope: %w", err)
 		}
-		if _, err := gateway.ResolveEnvelopeOrder(order, h.scheme.Name()); err != nil {
+		if _, err := envelope.Resolve(order, signing.SignsInHeader(h.scheme.Name())); err != nil {
 			return fmt.Errorf("gm_verify: envelope: %w", err)
 		}
 		vo.EnvelopeOrder = order
@@ -396,7 +397,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("gm_verify: envelope key %q has no certificate", e.DecryptKey)
 			}
 			max := int(h.MaxBodySize)
-			vo.Opener = &gateway.EnvelopeOpener{Cert: cs[0], Key: dec, MaxSize: max}
+			vo.Opener = &envelope.Opener{Cert: cs[0], Key: dec, MaxSize: max}
 		}
 		h.sealReply = e.SealReply
 	}
@@ -418,11 +419,11 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 			cert = cs[0]
 		}
 		h.reply = &gateway.ReplySigner{Signer: signer, Cert: cert, Order: order}
-		resolved, _ := gateway.ResolveEnvelopeOrder(order, h.scheme.Name())
+		resolved, _ := envelope.Resolve(order, signing.SignsInHeader(h.scheme.Name()))
 		if h.sealReply {
 			h.reply.Seal = func(plain []byte, enc *smx509.Certificate) ([]byte, error) {
 				// Sign-then-seal replies are opened before their signature is checked: GCM.
-				return gateway.SealEnvelope(plain, enc, gateway.SealOptions{GCM: resolved == gateway.SignThenSeal})
+				return envelope.Seal(plain, enc, envelope.SealOptions{GCM: resolved == envelope.SignThenSeal})
 			}
 		}
 	}

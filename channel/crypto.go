@@ -17,6 +17,8 @@ import (
 	"github.com/emmansun/gmsm/pkcs7"
 	"github.com/emmansun/gmsm/sm4"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/envelope"
 )
 
 // DataKey is a per-channel SM4 data key. *keyvault.SM4Key satisfies it; NewSM4DataKey makes an
@@ -167,18 +169,11 @@ func (e *Encryption) open(c []byte, aad string) ([]byte, error) {
 	return e.Key.OpenGCM(c, []byte(aad))
 }
 
-// openEnvelope parses and opens a PKCS#7 EnvelopedData; parser panics are turned into errors.
-func openEnvelope(der []byte, cert *smx509.Certificate, key crypto.Decrypter) (out []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, errors.New("malformed envelope")
-		}
-	}()
-	p7, err := pkcs7.Parse(der)
-	if err != nil {
-		return nil, errors.New("malformed envelope")
-	}
-	pt, err := p7.Decrypt(cert, key)
+// openEnvelope opens a PKCS#7 EnvelopedData with envelope.Opener, the one opener of gmgate
+// (structure, recipient, bounds, key size checked; parser panics turned into errors). The bank
+// reply it opens was verified first.
+func openEnvelope(der []byte, cert *smx509.Certificate, key crypto.Decrypter) ([]byte, error) {
+	pt, err := (&envelope.Opener{Cert: cert, Key: key, MaxSize: len(der) + 1}).Open(der)
 	if err != nil {
 		return nil, errors.New("envelope cannot be opened")
 	}

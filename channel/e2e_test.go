@@ -53,7 +53,7 @@ func profiles() []profile {
 			}, ctype: "application/x-www-form-urlencoded", body: payForm},
 		{name: "unionpay-body-envelope", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "body", Cipher: "sm2-envelope"},
-			enc: envelope(TargetBody), ctype: "application/json", body: payJSON},
+			enc: envelopeRule(TargetBody), ctype: "application/json", body: payJSON},
 		{name: "http-sig-body-gcm", scheme: signing.Settings{Name: "http-sig-sm2"},
 			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "body", Cipher: "sm4-gcm", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
@@ -61,7 +61,7 @@ func profiles() []profile {
 			}, ctype: "application/json", body: payJSON},
 		{name: "http-sig-fields-envelope", scheme: signing.Settings{Name: "http-sig-sm2"},
 			sim: banksim.Profile{Scheme: banksim.HTTPSig, Target: "fields", Cipher: "sm2-envelope", Fields: sensitive()},
-			enc: envelope(TargetFields), ctype: "application/json", body: payJSON},
+			enc: envelopeRule(TargetFields), ctype: "application/json", body: payJSON},
 		{name: "wechatpay-body-cbc", scheme: signing.Settings{Name: "wechatpay-v3-sm2"},
 			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm4-cbc", SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
@@ -75,7 +75,7 @@ func profiles() []profile {
 	}
 }
 
-func envelope(target string) func(p *banksim.TestPKI) Encryption {
+func envelopeRule(target string) func(p *banksim.TestPKI) Encryption {
 	return func(p *banksim.TestPKI) Encryption {
 		e := Encryption{Target: target, Cipher: CipherEnvelope, BankEncCert: p.BankEnc.Cert,
 			PlatformEncCert: p.PlatformEnc.Cert, PlatformDecrypter: p.PlatformEnc.Key}

@@ -52,7 +52,7 @@ func fuzzProfiles() []profile {
 				return Encryption{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()}
 			}},
 		{name: "wechatpay", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
-			enc: envelope(TargetBody)},
+			enc: envelopeRule(TargetBody)},
 	}
 }
 
@@ -117,8 +117,8 @@ func FuzzDecryptReply(f *testing.F) {
 		{Target: TargetBody, Cipher: CipherSM4GCM, Key: mustKey()},
 		{Target: TargetBody, Cipher: CipherSM4CBC, Key: mustKey()},
 		{Target: TargetFields, Cipher: CipherSM4GCM, Fields: sensitive(), Key: mustKey()},
-		envelope(TargetBody)(p),
-		envelope(TargetFields)(p),
+		envelopeRule(TargetBody)(p),
+		envelopeRule(TargetFields)(p),
 	}
 	for i := range rules {
 		if err := rules[i].check(); err != nil {

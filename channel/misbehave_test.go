@@ -33,7 +33,7 @@ func TestMisbehavingBank(t *testing.T) {
 			}},
 		{name: "wechatpay-body-envelope", scheme: signing.Settings{Name: "wechatpay-v3-sm2"},
 			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
-			enc: envelope(TargetBody)},
+			enc: envelopeRule(TargetBody)},
 	}
 	cases := []struct {
 		mb   banksim.Misbehaviour

@@ -8,6 +8,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
@@ -158,20 +159,24 @@ type EnvelopeConfig struct {
 	// SealThenSign for header schemes (wechatpay-v3-sm2, http-sig-sm2: the signature covers the
 	// bytes on the wire), SignThenSeal for body schemes (form-sm2, unionpay-sm2: the signature
 	// is a body field, so the signed body is sealed). Replies are checked in the mirror order.
-	// The gateway follows the same rule (gateway.ResolveEnvelopeOrder, gm_verify's
+	// The gateway follows the same rule (envelope.Resolve, gm_verify's
 	// `envelope { order auto|seal_then_sign|sign_then_seal }`); a non-default order must be
 	// configured on both sides. See docs/signing.md.
 	Order EnvelopeOrder
+
+	// AllowCBC opens SM4-CBC replies in sign-then-seal order, where the reply is decrypted before
+	// its signature can be checked. Off (default): only SM4-GCM is opened there (the gateway seals
+	// such replies with GCM), so a man in the middle cannot use the terminal as a padding oracle.
+	AllowCBC bool
 }
 
-// EnvelopeOrder is the order of signing and sealing.
-type EnvelopeOrder int
+// EnvelopeOrder is the order of signing and sealing: envelope.Order, the one contract of the
+// gateway and the SDK.
+type EnvelopeOrder = envelope.Order
 
+// The orders (see envelope.Order).
 const (
-	// OrderAuto picks the order from the scheme (see EnvelopeConfig.Order).
-	OrderAuto EnvelopeOrder = iota
-	// SealThenSign seals the body, then signs the envelope bytes.
-	SealThenSign
-	// SignThenSeal signs the plaintext body, then seals the signed body.
-	SignThenSeal
+	OrderAuto    = envelope.OrderAuto
+	SealThenSign = envelope.SealThenSign
+	SignThenSeal = envelope.SignThenSeal
 )

@@ -1,26 +1,26 @@
 package client
 
 import (
-	"bytes"
 	"crypto"
-	"encoding/asn1"
-	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"mime"
 	"strings"
 
 	"github.com/emmansun/gmsm/pkcs"
 	"github.com/emmansun/gmsm/pkcs7"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/envelope"
 )
 
-// EnvelopeContentType is the Content-Type of a sealed body: DER PKCS#7 EnvelopedData.
-const EnvelopeContentType = "application/pkcs7-mime; smime-type=enveloped-data"
+// EnvelopeContentType is the Content-Type of a sealed body (envelope.ContentType).
+const EnvelopeContentType = envelope.ContentType
 
-// HeaderInnerContentType carries the Content-Type of the body inside an envelope, so that the
-// gateway can restore it before forwarding.
-const HeaderInnerContentType = "Gm-Inner-Content-Type"
+// HeaderInnerContentType carries the Content-Type of the body inside an envelope
+// (envelope.HeaderInnerContentType).
+const HeaderInnerContentType = envelope.HeaderInnerContentType
 
 // maxEnvelopeOverhead bounds how much larger a sealed body may be than its plaintext.
 const maxEnvelopeOverhead = 8 << 10
@@ -50,41 +50,27 @@ func seal(content []byte, recipient *smx509.Certificate, c pkcs.Cipher) ([]byte,
 	return out, nil
 }
 
-// Open opens an SM2 digital envelope (DER, or Base64 of DER) addressed to cert with key. Both
-// the GM/T 0010 and the PKCS#7 OID sets are accepted. Input larger than limit bytes is refused.
-// Errors wrap ErrReplyEnvelope and say nothing about the plaintext.
-func Open(data []byte, cert *smx509.Certificate, key crypto.Decrypter, limit int64) (plain []byte, err error) {
+// Open opens an SM2 digital envelope (DER, PEM or Base64 of DER) addressed to cert with key
+// through envelope.Opener, the gateway's own opener with its strict checks (structure,
+// recipient, bounds, key size). Both the GM/T 0010 and the PKCS#7 OID sets are accepted. Input
+// larger than limit bytes is refused. Errors wrap ErrReplyEnvelope and say nothing about the
+// plaintext.
+func Open(data []byte, cert *smx509.Certificate, key crypto.Decrypter, limit int64) ([]byte, error) {
+	return open(data, cert, key, limit, false)
+}
+
+// open is Open; requireAEAD refuses SM4-CBC before decrypting (a sign-then-seal reply).
+func open(data []byte, cert *smx509.Certificate, key crypto.Decrypter, limit int64, requireAEAD bool) ([]byte, error) {
 	if cert == nil || key == nil {
 		return nil, fmt.Errorf("%w: no decryption key configured", ErrReplyEnvelope)
 	}
-	if limit > 0 && int64(len(data)) > limit {
-		return nil, fmt.Errorf("%w: envelope too large", ErrReplyEnvelope)
+	if limit <= 0 || limit > math.MaxInt32 {
+		limit = envelope.DefaultMaxSize
 	}
-	der := data
-	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] != 0x30 {
-		d, derr := base64.StdEncoding.DecodeString(string(t))
-		if derr != nil {
-			return nil, fmt.Errorf("%w: neither DER nor Base64", ErrReplyEnvelope)
-		}
-		der = d
-	}
-	defer func() {
-		// The BER/DER parser sees untrusted input: a panic in it must not kill the terminal.
-		if r := recover(); r != nil {
-			plain, err = nil, fmt.Errorf("%w: malformed envelope", ErrReplyEnvelope)
-		}
-	}()
-	var outer asn1.RawValue
-	if rest, err := asn1.Unmarshal(der, &outer); err != nil || len(rest) != 0 {
-		return nil, fmt.Errorf("%w: not a single DER structure", ErrReplyEnvelope)
-	}
-	p7, err := pkcs7.Parse(der)
+	o := &envelope.Opener{Cert: cert, Key: key, MaxSize: int(limit), RequireAEAD: requireAEAD}
+	plain, err := o.Open(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: malformed envelope", ErrReplyEnvelope)
-	}
-	plain, err = p7.Decrypt(cert, key)
-	if err != nil {
-		return nil, fmt.Errorf("%w: cannot decrypt (wrong recipient or corrupted)", ErrReplyEnvelope)
+		return nil, fmt.Errorf("%w: %v", ErrReplyEnvelope, err)
 	}
 	return plain, nil
 }

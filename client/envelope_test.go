@@ -143,3 +143,29 @@ func signedReply(t testing.TB, p *testPKI, scheme string, body []byte, now time.
 	}
 	return m
 }
+
+// TestSignThenSealReplyRefusesCBC: a sign-then-seal reply is opened before its signature is
+// checked, so the SDK opens only SM4-GCM there unless EnvelopeConfig.AllowCBC: a man in the
+// middle cannot learn a reply's plaintext from how the terminal reacts to its padding.
+func TestSignThenSealReplyRefusesCBC(t *testing.T) {
+	p := getPKI(t)
+	msg := []byte(`{"ok":true}`)
+	cbc, err := Seal(msg, p.termEnc.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcm, err := SealGCM(msg, p.termEnc.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, cert := p.termEnc.Key.(crypto.Decrypter), p.termEnc.Certificate
+	if _, err := open(cbc, cert, key, 1<<20, true); err == nil {
+		t.Fatal("CBC opened where authenticated encryption is required")
+	}
+	if got, err := open(gcm, cert, key, 1<<20, true); err != nil || string(got) != string(msg) {
+		t.Fatalf("GCM: %q %v", got, err)
+	}
+	if got, err := Open(cbc, cert, key, 1<<20); err != nil || string(got) != string(msg) {
+		t.Fatalf("CBC where allowed: %q %v", got, err)
+	}
+}

@@ -256,7 +256,11 @@ func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rh.Set("Content-Type", ct)
 	rm := &signing.Message{Kind: signing.Response, Status: http.StatusOK, Header: rh, Body: reply}
 	doSeal := func() {
-		env, err := Seal(rm.Body, s.p.termEnc.Certificate)
+		sealFn := Seal
+		if !s.headerScheme() { // sign-then-seal: GCM, as the gateway seals such replies
+			sealFn = SealGCM
+		}
+		env, err := sealFn(rm.Body, s.p.termEnc.Certificate)
 		if err != nil {
 			s.t.Error(err)
 		}

@@ -110,7 +110,7 @@ func NewTransport(cfg Config) (*Transport, error) {
 	}
 	t := &Transport{
 		scheme:      sch,
-		headerBased: cfg.Scheme == signing.WechatPayName || cfg.Scheme == signing.HTTPSigName,
+		headerBased: signing.SignsInHeader(cfg.Scheme),
 		key:         cfg.Key,
 		platform:    append([]*smx509.Certificate(nil), cfg.PlatformCerts...),
 		keyIDs:      make(map[string]*smx509.Certificate, len(cfg.PlatformKeyIDs)),
@@ -387,7 +387,8 @@ func (t *Transport) verifyReply(status int, header http.Header, body []byte) (*R
 			return fail(ErrReplyEnvelope, errors.New("no envelope key configured"), "")
 		}
 		if t.order == SignThenSeal {
-			p, err := Open(body, t.env.Cert, t.env.Key, t.maxReply+maxEnvelopeOverhead)
+			// Opened before its signature is checked: authenticated encryption only (AllowCBC).
+			p, err := open(body, t.env.Cert, t.env.Key, t.maxReply+maxEnvelopeOverhead, !t.env.AllowCBC)
 			if err != nil {
 				return fail(ErrReplyEnvelope, err, "")
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/internal/attack"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -36,7 +37,7 @@ func TestAttackPaddingOracle(t *testing.T) {
 	if err := scheme.Sign(m, key, time.Now(), ""); err != nil {
 		t.Fatal(err)
 	}
-	captured, err := SealEnvelope(m.Body, platEnc.Enc.Cert, SealOptions{}) // SM4-CBC
+	captured, err := envelope.Seal(m.Body, platEnc.Enc.Cert, envelope.SealOptions{}) // SM4-CBC
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestAttackPaddingOracle(t *testing.T) {
 	want := m.Body[block*16 : (block+1)*16]
 
 	// The helper against a real oracle: the opener's padding check.
-	raw := &EnvelopeOpener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
+	raw := &envelope.Opener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
 	got, n, err := env.RecoverBlock(block, func(der []byte) bool { _, err := raw.Open(der); return err == nil })
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("oracle loop against the bare opener: %q after %d queries (%v), want %q", got, n, err, want)
@@ -60,13 +61,13 @@ func TestAttackPaddingOracle(t *testing.T) {
 	}{{"default (CBC refused before decryption)", false}, {"allow_cbc (one uniform refusal)", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newTestVerifier(t, p, func(o *VerifierOptions) {
-				o.Scheme, o.Opener, o.EnvelopeOrder, o.AllowCBC = scheme, raw, SignThenSeal, tc.allowCBC
+				o.Scheme, o.Opener, o.EnvelopeOrder, o.AllowCBC = scheme, raw, envelope.SignThenSeal, tc.allowCBC
 			})
 			seen := map[string]int{}
 			answer := func(der []byte) string {
 				r := httptest.NewRequest(http.MethodPost, "/pay", bytes.NewReader(der))
-				r.Header.Set("Content-Type", EnvelopeContentType)
-				r.Header.Set(HeaderInnerContentType, "application/x-www-form-urlencoded")
+				r.Header.Set("Content-Type", envelope.ContentType)
+				r.Header.Set(envelope.HeaderInnerContentType, "application/x-www-form-urlencoded")
 				_, err := v.Verify(context.Background(), r, nil)
 				w := httptest.NewRecorder()
 				WriteError(w, CodeOf(err))
@@ -84,18 +85,18 @@ func TestAttackPaddingOracle(t *testing.T) {
 			}
 			// The genuine request still works where it should: CBC only with the opt-in, GCM always.
 			r := httptest.NewRequest(http.MethodPost, "/pay", bytes.NewReader(captured))
-			r.Header.Set("Content-Type", EnvelopeContentType)
-			r.Header.Set(HeaderInnerContentType, "application/x-www-form-urlencoded")
+			r.Header.Set("Content-Type", envelope.ContentType)
+			r.Header.Set(envelope.HeaderInnerContentType, "application/x-www-form-urlencoded")
 			if _, err := v.Verify(context.Background(), r, nil); (err == nil) != tc.allowCBC {
 				t.Fatalf("genuine CBC envelope: %v", err)
 			}
-			gcm, err := SealEnvelope(m.Body, platEnc.Enc.Cert, SealOptions{GCM: true})
+			gcm, err := envelope.Seal(m.Body, platEnc.Enc.Cert, envelope.SealOptions{GCM: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			r = httptest.NewRequest(http.MethodPost, "/pay", bytes.NewReader(gcm))
-			r.Header.Set("Content-Type", EnvelopeContentType)
-			r.Header.Set(HeaderInnerContentType, "application/x-www-form-urlencoded")
+			r.Header.Set("Content-Type", envelope.ContentType)
+			r.Header.Set(envelope.HeaderInnerContentType, "application/x-www-form-urlencoded")
 			res, err := v.Verify(context.Background(), r, nil)
 			if tc.allowCBC {
 				if CodeOf(err) != CodeReplay { // the CBC copy of the same signed form came first

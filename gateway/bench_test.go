@@ -13,6 +13,8 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/envelope"
 )
 
 var benchSeq atomic.Int64
@@ -50,7 +52,7 @@ func BenchmarkEnvelopeOpen(b *testing.B) {
 	key, _ := sm2.GenerateKey(rand.Reader)
 	cert := newEncCert(b, key, 3, encUsage)
 	env, _ := pkcs7.EncryptSM(pkcs.SM4GCM, make([]byte, 1024), []*smx509.Certificate{cert})
-	o := &EnvelopeOpener{Cert: cert, Key: key}
+	o := &envelope.Opener{Cert: cert, Key: key}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := o.Open(env); err != nil {

@@ -14,7 +14,7 @@
 //
 // # Digital envelopes
 //
-// EnvelopeOpener opens a request body that is a PKCS#7 EnvelopedData
+// envelope.Opener opens a request body that is a PKCS#7 EnvelopedData
 // (content type 1.2.840.113549.1.7.3 or GM/T 0010 1.2.156.10197.6.1.4.2.3)
 // whose content is encrypted with SM4-CBC (1.2.156.10197.1.104.2, or the bare
 // SM4 OID with an IV) or SM4-GCM (1.2.156.10197.1.104.8) under a 16-byte key,
@@ -25,7 +25,7 @@
 // padding and line breaks optional). Decoding uses gmsm's pkcs7 through a
 // pkcs7.Session that calls the platform key's crypto.Decrypter, so the key
 // never has to be a concrete *sm2.PrivateKey (HSM and vault keys work when
-// their Decrypt accepts the ASN.1 ciphertext with nil options). SealEnvelope
+// their Decrypt accepts the ASN.1 ciphertext with nil options). envelope.Seal
 // produces the same structure for a client's encryption certificate.
 //
 // EncryptedFields opens JSON bodies whose listed fields are encrypted, in one

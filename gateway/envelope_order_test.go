@@ -11,39 +11,40 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )
 
 func TestResolveEnvelopeOrder(t *testing.T) {
 	for _, tc := range []struct {
-		in     EnvelopeOrder
+		in     envelope.Order
 		scheme string
-		want   EnvelopeOrder
+		want   envelope.Order
 		ok     bool
 	}{
-		{OrderAuto, signing.WechatPayName, SealThenSign, true},
-		{OrderAuto, signing.HTTPSigName, SealThenSign, true},
-		{OrderAuto, signing.FormName, SignThenSeal, true},
-		{OrderAuto, signing.UnionPayName, SignThenSeal, true},
-		{SignThenSeal, signing.WechatPayName, SignThenSeal, true},
-		{SealThenSign, signing.FormName, 0, false},
-		{SealThenSign, signing.UnionPayName, 0, false},
-		{EnvelopeOrder(9), signing.WechatPayName, 0, false},
+		{envelope.OrderAuto, signing.WechatPayName, envelope.SealThenSign, true},
+		{envelope.OrderAuto, signing.HTTPSigName, envelope.SealThenSign, true},
+		{envelope.OrderAuto, signing.FormName, envelope.SignThenSeal, true},
+		{envelope.OrderAuto, signing.UnionPayName, envelope.SignThenSeal, true},
+		{envelope.SignThenSeal, signing.WechatPayName, envelope.SignThenSeal, true},
+		{envelope.SealThenSign, signing.FormName, 0, false},
+		{envelope.SealThenSign, signing.UnionPayName, 0, false},
+		{envelope.Order(9), signing.WechatPayName, 0, false},
 	} {
-		got, err := ResolveEnvelopeOrder(tc.in, tc.scheme)
+		got, err := envelope.Resolve(tc.in, signing.SignsInHeader(tc.scheme))
 		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
 			t.Errorf("%v %s: %v %v", tc.in, tc.scheme, got, err)
 		}
 	}
-	for s, want := range map[string]EnvelopeOrder{"": OrderAuto, "auto": OrderAuto, "seal_then_sign": SealThenSign,
-		"Sign-Then-Seal": SignThenSeal} {
-		if got, err := ParseEnvelopeOrder(s); err != nil || got != want || (s != "" && want.String() != s && s != "Sign-Then-Seal") {
-			t.Errorf("ParseEnvelopeOrder(%q) = %v %v", s, got, err)
+	for s, want := range map[string]envelope.Order{"": envelope.OrderAuto, "auto": envelope.OrderAuto, "seal_then_sign": envelope.SealThenSign,
+		"Sign-Then-Seal": envelope.SignThenSeal} {
+		if got, err := envelope.ParseOrder(s); err != nil || got != want || (s != "" && want.String() != s && s != "Sign-Then-Seal") {
+			t.Errorf("envelope.ParseOrder(%q) = %v %v", s, got, err)
 		}
 	}
-	if _, err := ParseEnvelopeOrder("sometimes"); err == nil {
-		t.Error("ParseEnvelopeOrder accepted an unknown order")
+	if _, err := envelope.ParseOrder("sometimes"); err == nil {
+		t.Error("envelope.ParseOrder accepted an unknown order")
 	}
 }
 
@@ -61,7 +62,7 @@ func orderBody(scheme string) (string, []byte) {
 // clientRequest builds a request the way the client SDK does: seal-then-sign (signature over
 // the envelope, sent with the envelope Content-Type) or sign-then-seal (signature over the
 // plaintext with its own Content-Type, then sealed).
-func clientRequest(t *testing.T, p *testPKI, enc *smx509.Certificate, scheme string, order EnvelopeOrder) (*http.Request, []byte) {
+func clientRequest(t *testing.T, p *testPKI, enc *smx509.Certificate, scheme string, order envelope.Order) (*http.Request, []byte) {
 	t.Helper()
 	sch, err := signing.Lookup(scheme)
 	if err != nil {
@@ -72,15 +73,15 @@ func clientRequest(t *testing.T, p *testPKI, enc *smx509.Certificate, scheme str
 	m := &signing.Message{Kind: signing.Request, Method: "POST", Target: "/pay?x=1", Authority: "gw.example", Scheme: "http",
 		Header: h, Body: body}
 	seal := func() {
-		sealed, err := SealEnvelope(m.Body, enc, SealOptions{GCM: order == SignThenSeal}) // as client.Transport
+		sealed, err := envelope.Seal(m.Body, enc, envelope.SealOptions{GCM: order == envelope.SignThenSeal}) // as client.Transport
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.Set(HeaderInnerContentType, h.Get("Content-Type"))
-		h.Set("Content-Type", EnvelopeContentType)
+		h.Set(envelope.HeaderInnerContentType, h.Get("Content-Type"))
+		h.Set("Content-Type", envelope.ContentType)
 		m.Body = sealed
 	}
-	if order == SealThenSign {
+	if order == envelope.SealThenSign {
 		seal()
 	}
 	k := signing.Key{Signer: p.good.Sign.Key, Cert: p.good.Sign.Cert, MerchantID: testMchID}
@@ -91,7 +92,7 @@ func clientRequest(t *testing.T, p *testPKI, enc *smx509.Certificate, scheme str
 		t.Fatal(err)
 	}
 	plain := m.Body
-	if order == SignThenSeal {
+	if order == envelope.SignThenSeal {
 		seal()
 	} else {
 		plain = body
@@ -112,15 +113,15 @@ func TestEnvelopeOrderAgreement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opener := &EnvelopeOpener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
+	opener := &envelope.Opener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
 	for _, scheme := range signing.Names() {
-		orders := []EnvelopeOrder{SignThenSeal}
-		if HeaderScheme(scheme) {
-			orders = append(orders, SealThenSign)
+		orders := []envelope.Order{envelope.SignThenSeal}
+		if signing.SignsInHeader(scheme) {
+			orders = append(orders, envelope.SealThenSign)
 		}
 		for _, order := range orders {
-			for _, configured := range []EnvelopeOrder{OrderAuto, order} {
-				if configured == OrderAuto && ((HeaderScheme(scheme) && order != SealThenSign) || (!HeaderScheme(scheme) && order != SignThenSeal)) {
+			for _, configured := range []envelope.Order{envelope.OrderAuto, order} {
+				if configured == envelope.OrderAuto && ((signing.SignsInHeader(scheme) && order != envelope.SealThenSign) || (!signing.SignsInHeader(scheme) && order != envelope.SignThenSeal)) {
 					continue // auto picks the other order; covered by the mismatch check
 				}
 				t.Run(scheme+"/"+order.String()+"/configured-"+configured.String(), func(t *testing.T) {
@@ -132,18 +133,18 @@ func TestEnvelopeOrderAgreement(t *testing.T) {
 						t.Fatalf("resolved order %v", v.EnvelopeOrder())
 					}
 					r, plain := clientRequest(t, p, platEnc.Enc.Cert, scheme, order)
-					wantCT := r.Header.Get(HeaderInnerContentType)
+					wantCT := r.Header.Get(envelope.HeaderInnerContentType)
 					res, err := v.Verify(context.Background(), r, nil)
 					if err != nil || !res.Opened {
 						t.Fatalf("Verify: %v", err)
 					}
 					got, _ := io.ReadAll(r.Body)
-					if !bytes.Equal(got, plain) || r.Header.Get("Content-Type") != wantCT || r.Header.Get(HeaderInnerContentType) != "" {
+					if !bytes.Equal(got, plain) || r.Header.Get("Content-Type") != wantCT || r.Header.Get(envelope.HeaderInnerContentType) != "" {
 						t.Fatalf("forwarded %q with %v", got, r.Header)
 					}
 					// The other order is refused.
-					if HeaderScheme(scheme) {
-						other := SealThenSign + SignThenSeal - order
+					if signing.SignsInHeader(scheme) {
+						other := envelope.SealThenSign + envelope.SignThenSeal - order
 						r, _ := clientRequest(t, p, platEnc.Enc.Cert, scheme, other)
 						if _, err := v.Verify(context.Background(), r, nil); err == nil {
 							t.Fatalf("a %v request accepted by a %v verifier", other, order)
@@ -151,24 +152,26 @@ func TestEnvelopeOrderAgreement(t *testing.T) {
 					}
 					// The reply, sealed for the client in the same order.
 					rs := &ReplySigner{Signer: p.platform.Key, Cert: p.platform.Cert, Order: configured,
-						Seal: func(b []byte, c *smx509.Certificate) ([]byte, error) { return SealEnvelope(b, c, SealOptions{}) }}
+						Seal: func(b []byte, c *smx509.Certificate) ([]byte, error) {
+							return envelope.Seal(b, c, envelope.SealOptions{})
+						}}
 					rct, rbody := orderBody(scheme)
 					rh := http.Header{"Content-Type": {rct}}
 					out, err := rs.Sign(sch, 200, rh, rbody, p.good.Enc.Cert)
 					if err != nil {
 						t.Fatal(err)
 					}
-					if rh.Get("Content-Type") != EnvelopeContentType || rh.Get(HeaderInnerContentType) != rct {
+					if rh.Get("Content-Type") != envelope.ContentType || rh.Get(envelope.HeaderInnerContentType) != rct {
 						t.Fatalf("reply headers %v", rh)
 					}
-					clientOpen := &EnvelopeOpener{Cert: p.good.Enc.Cert, Key: p.good.Enc.Key}
+					clientOpen := &envelope.Opener{Cert: p.good.Enc.Cert, Key: p.good.Enc.Key}
 					signed, vh := out, rh
-					if order == SignThenSeal { // open first, verify the plaintext with its own type
+					if order == envelope.SignThenSeal { // open first, verify the plaintext with its own type
 						if signed, err = clientOpen.Open(out); err != nil {
 							t.Fatal(err)
 						}
 						vh = rh.Clone()
-						restoreContentType(vh)
+						envelope.RestoreContentType(vh)
 					}
 					sd, err := sch.Parse(&signing.Message{Kind: signing.Response, Status: 200, Header: vh, Body: signed})
 					if err != nil {
@@ -177,7 +180,7 @@ func TestEnvelopeOrderAgreement(t *testing.T) {
 					if err := sch.Verify(sd, &p.platform.Key.PublicKey); err != nil {
 						t.Fatalf("reply verify: %v", err)
 					}
-					if order == SealThenSign {
+					if order == envelope.SealThenSign {
 						if signed, err = clientOpen.Open(out); err != nil {
 							t.Fatal(err)
 						}
@@ -191,7 +194,7 @@ func TestEnvelopeOrderAgreement(t *testing.T) {
 	}
 	// A body scheme cannot be configured seal-then-sign.
 	_, err = NewVerifier(VerifierOptions{Scheme: signing.NewForm(), Identities: p.identities,
-		Replay: &ReplayGuard{Store: NewMemoryReplayStore(MemoryReplayOptions{})}, Opener: opener, EnvelopeOrder: SealThenSign})
+		Replay: &ReplayGuard{Store: NewMemoryReplayStore(MemoryReplayOptions{})}, Opener: opener, EnvelopeOrder: envelope.SealThenSign})
 	if err == nil {
 		t.Fatal("form-sm2 with seal_then_sign accepted")
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/gmgate/gmgate/envelope"
 )
 
 // Code is a stable, client-visible reason code for a rejected inbound request.
@@ -183,9 +185,9 @@ func CodeOf(err error) Code {
 		return CodeMalformedHeader
 	case errors.Is(err, ErrReplayStoreUnavailable), errors.Is(err, ErrReplayStoreFull):
 		return CodeReplayStoreUnavailable
-	case errors.Is(err, ErrBodyTooLarge):
+	case errors.Is(err, ErrBodyTooLarge), errors.Is(err, envelope.ErrTooLarge):
 		return CodeBodyTooLarge
-	case errors.Is(err, ErrKeyUnavailable):
+	case errors.Is(err, ErrKeyUnavailable), errors.Is(err, envelope.ErrKeyUnavailable):
 		return CodeKeyUnavailable
 	case errors.Is(err, ErrEnvelope):
 		return CodeEnvelopeInvalid
@@ -210,5 +212,5 @@ func keyUnavailable(err error) error {
 	return nil
 }
 
-// ErrEnvelope is the root of every envelope error (errors.Is(err, ErrEnvelope)).
-var ErrEnvelope = errors.New("gateway: envelope cannot be opened")
+// ErrEnvelope is the root of every envelope error: envelope.ErrInvalid (code envelope_invalid).
+var ErrEnvelope = envelope.ErrInvalid

@@ -10,6 +10,8 @@ import (
 	"github.com/emmansun/gmsm/pkcs"
 	"github.com/emmansun/gmsm/pkcs7"
 	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/envelope"
 )
 
 // vaultErr is a key failure as keyvault reports it: Unavailable says whether it is the key's
@@ -40,11 +42,6 @@ func TestKeyUnavailableIsNotTheClientsFault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fields := &EncryptedFields{Fields: []string{"card_no"}}
-	sealed, err := fields.Seal([]byte(`{"card_no":"6222020000000000","amount":1}`), &key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name   string
 		err    error
@@ -58,16 +55,12 @@ func TestKeyUnavailableIsNotTheClientsFault(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := failingDecrypter{pub: &key.PublicKey, err: tc.err}
-			_, err := (&EnvelopeOpener{Cert: cert, Key: d}).Open(env)
+			_, err := (&envelope.Opener{Cert: cert, Key: d}).Open(env)
 			if c := CodeOf(err); c != tc.code || c.HTTPStatus() != tc.status {
 				t.Errorf("envelope: %v -> %s (%d), want %s (%d)", err, c, c.HTTPStatus(), tc.code, tc.status)
 			}
-			_, err = fields.Open(sealed, d)
-			if c := CodeOf(err); c != tc.code {
-				t.Errorf("encrypted fields: %v -> %s, want %s", err, c, tc.code)
-			}
 			// The Verifier keeps the code (it maps other opener errors to envelope_invalid).
-			v := &Verifier{o: VerifierOptions{Opener: &EnvelopeOpener{Cert: cert, Key: d}}}
+			v := &Verifier{o: VerifierOptions{Opener: &envelope.Opener{Cert: cert, Key: d}}}
 			if _, err := v.open(env); CodeOf(err) != tc.code {
 				t.Errorf("verifier: %v -> %s, want %s", err, CodeOf(err), tc.code)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/signing"
 )
 
@@ -31,11 +32,11 @@ type ReplySigner struct {
 	// Seal, when set, envelopes the reply body for the client's encryption
 	// certificate whenever one is given to Sign.
 	Seal ReplySealer
-	// Order is the envelope order of sealed replies: SealThenSign signs the
-	// envelope bytes, SignThenSeal seals the signed body. OrderAuto: by
+	// Order is the envelope order of sealed replies: envelope.SealThenSign signs the
+	// envelope bytes, envelope.SignThenSeal seals the signed body. envelope.OrderAuto: by
 	// scheme, as ResolveEnvelopeOrder (the client SDK opens or verifies
 	// first by the same rule).
-	Order EnvelopeOrder
+	Order envelope.Order
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -56,14 +57,14 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 		h = http.Header{}
 	}
 	sealing := s.Seal != nil && clientEnc != nil
-	order := OrderAuto
+	order := envelope.OrderAuto
 	if sealing {
 		var err error
-		if order, err = ResolveEnvelopeOrder(s.Order, scheme.Name()); err != nil {
+		if order, err = envelope.Resolve(s.Order, signing.SignsInHeader(scheme.Name())); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrReplySign, err)
 		}
 	}
-	if sealing && order == SealThenSign {
+	if sealing && order == envelope.SealThenSign {
 		sealed, err := s.seal(h, body, clientEnc)
 		if err != nil {
 			return nil, err
@@ -88,7 +89,7 @@ func (s *ReplySigner) Sign(scheme signing.Scheme, status int, h http.Header, bod
 	if err := scheme.Sign(m, signing.Key{Signer: s.Signer, KeyID: keyID, Cert: s.Cert}, now(), ""); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrReplySign, err)
 	}
-	if sealing && order == SignThenSeal {
+	if sealing && order == envelope.SignThenSeal {
 		return s.seal(h, m.Body, clientEnc)
 	}
 	return m.Body, nil
@@ -102,11 +103,11 @@ func (s *ReplySigner) seal(h http.Header, body []byte, clientEnc *smx509.Certifi
 		return nil, fmt.Errorf("%w: envelope: %w", ErrReplySign, err)
 	}
 	if ct := h.Get("Content-Type"); ct != "" {
-		h.Set(HeaderInnerContentType, ct)
+		h.Set(envelope.HeaderInnerContentType, ct)
 	} else {
-		h.Del(HeaderInnerContentType)
+		h.Del(envelope.HeaderInnerContentType)
 	}
-	h.Set("Content-Type", EnvelopeContentType)
+	h.Set("Content-Type", envelope.ContentType)
 	h.Del("Content-Encoding")
 	return sealed, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/signing"
 )
 
@@ -37,7 +38,7 @@ const (
 
 // BodyOpener opens an encrypted request body (an SM2 digital envelope or
 // JSON with encrypted fields) after its signature has been verified.
-// *EnvelopeOpener implements it. Errors should wrap ErrEnvelope.
+// *envelope.Opener implements it. Errors should wrap ErrEnvelope.
 type BodyOpener interface {
 	Open(body []byte) ([]byte, error)
 }
@@ -60,17 +61,17 @@ type VerifierOptions struct {
 	// MaxBodySize bounds the request body (default DefaultMaxBodySize).
 	MaxBodySize int64
 	// Opener, when set, opens every non-empty request body (see
-	// EnvelopeOrder); the opened body is what gets forwarded, with the
+	// envelope.Order); the opened body is what gets forwarded, with the
 	// Content-Type named by Gm-Inner-Content-Type.
 	Opener BodyOpener
-	// EnvelopeOrder says what the request signature covers when an Opener
-	// is set: the envelope bytes (SealThenSign: verify, then open) or the
-	// plaintext (SignThenSeal: open, then verify the opened body with the
-	// inner Content-Type). OrderAuto: SealThenSign for header schemes,
-	// SignThenSeal for body schemes, the client SDK's rule.
-	EnvelopeOrder EnvelopeOrder
-	// AllowCBC, with SignThenSeal, accepts SM4-CBC envelopes. Without it an
-	// *EnvelopeOpener refuses them before decrypting (RequireAEAD): CBC
+	// envelope.Order says what the request signature covers when an Opener
+	// is set: the envelope bytes (envelope.SealThenSign: verify, then open) or the
+	// plaintext (envelope.SignThenSeal: open, then verify the opened body with the
+	// inner Content-Type). envelope.OrderAuto: envelope.SealThenSign for header schemes,
+	// envelope.SignThenSeal for body schemes, the client SDK's rule.
+	EnvelopeOrder envelope.Order
+	// AllowCBC, with envelope.SignThenSeal, accepts SM4-CBC envelopes. Without it an
+	// *envelope.Opener refuses them before decrypting (RequireAEAD): CBC
 	// decrypted before the signature is checked is a padding oracle. With it,
 	// every failure from opening through signature verification answers the
 	// same envelope_invalid after the same work (one SM2 verification), so
@@ -93,7 +94,7 @@ type VerifierOptions struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
-	decoy *decoyVerify // set by NewVerifier for AllowCBC with SignThenSeal
+	decoy *decoyVerify // set by NewVerifier for AllowCBC with envelope.SignThenSeal
 }
 
 // Verifier runs the whole inbound verification of a payment instruction:
@@ -123,18 +124,18 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 	}
 	opts.HeaderPrefix = http.CanonicalHeaderKey(opts.HeaderPrefix)
 	if opts.Opener != nil {
-		o, err := ResolveEnvelopeOrder(opts.EnvelopeOrder, opts.Scheme.Name())
+		o, err := envelope.Resolve(opts.EnvelopeOrder, signing.SignsInHeader(opts.Scheme.Name()))
 		if err != nil {
 			return nil, err
 		}
 		opts.EnvelopeOrder = o
-		if eo, ok := opts.Opener.(*EnvelopeOpener); ok && o == SignThenSeal && !opts.AllowCBC && !eo.RequireAEAD {
+		if eo, ok := opts.Opener.(*envelope.Opener); ok && o == envelope.SignThenSeal && !opts.AllowCBC && !eo.RequireAEAD {
 			strict := *eo
 			strict.RequireAEAD = true
 			opts.Opener = &strict
 		}
 	}
-	if opts.AllowCBC && opts.Opener != nil && opts.EnvelopeOrder == SignThenSeal {
+	if opts.AllowCBC && opts.Opener != nil && opts.EnvelopeOrder == envelope.SignThenSeal {
 		d, err := newDecoyVerify()
 		if err != nil {
 			return nil, err
@@ -150,9 +151,9 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 // Scheme returns the verifier's signature scheme.
 func (v *Verifier) Scheme() signing.Scheme { return v.o.Scheme }
 
-// EnvelopeOrder returns the resolved envelope order (OrderAuto when no
+// EnvelopeOrder returns the resolved envelope order (envelope.OrderAuto when no
 // Opener is configured).
-func (v *Verifier) EnvelopeOrder() EnvelopeOrder { return v.o.EnvelopeOrder }
+func (v *Verifier) EnvelopeOrder() envelope.Order { return v.o.EnvelopeOrder }
 
 // HeaderPrefix returns the canonical identity header prefix.
 func (v *Verifier) HeaderPrefix() string { return v.o.HeaderPrefix }
@@ -239,7 +240,7 @@ func requestMessage(r *http.Request, body []byte) *signing.Message {
 // exact raw body). r, when not nil, only supplies the request ID for the
 // audit entry. It does not modify r.
 //
-// With an Opener and SignThenSeal, the body is opened first (an envelope that
+// With an Opener and envelope.SignThenSeal, the body is opened first (an envelope that
 // cannot be opened is envelope_invalid before any signature check) and the
 // signature is verified over the plaintext with the inner Content-Type.
 func (v *Verifier) VerifyMessage(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate) (*Result, error) {
@@ -284,7 +285,7 @@ type verifyState struct {
 
 func (v *Verifier) verifyMessage(ctx context.Context, m *signing.Message, r *http.Request, tlcpPeer *smx509.Certificate, st *verifyState) (*Result, error) {
 	openedFirst := false
-	if v.o.Opener != nil && v.o.EnvelopeOrder == SignThenSeal && len(m.Body) > 0 {
+	if v.o.Opener != nil && v.o.EnvelopeOrder == envelope.SignThenSeal && len(m.Body) > 0 {
 		plain, err := v.open(m.Body)
 		if err != nil {
 			v.audit(r, nil, nil, CodeOf(err))
@@ -294,7 +295,7 @@ func (v *Verifier) verifyMessage(ctx context.Context, m *signing.Message, r *htt
 		if h == nil {
 			h = http.Header{}
 		}
-		restoreContentType(h)
+		envelope.RestoreContentType(h)
 		opened := *m
 		opened.Header, opened.Body = h, plain
 		m, openedFirst = &opened, true
@@ -385,7 +386,7 @@ func (v *Verifier) install(r *http.Request, res *Result) {
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(res.Body)), nil }
 	if res.Opened {
 		r.Header.Del("Content-Encoding")
-		restoreContentType(r.Header)
+		envelope.RestoreContentType(r.Header)
 	}
 	r.Header.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	StripIdentityHeaders(r.Header, v.o.HeaderPrefix)

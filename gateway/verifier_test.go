@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/internal/wechatsdk"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -523,10 +524,10 @@ func TestVerifierRealEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opener := &EnvelopeOpener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
+	opener := &envelope.Opener{Cert: platEnc.Enc.Cert, Key: platEnc.Enc.Key}
 	v := newTestVerifier(t, p, func(o *VerifierOptions) { o.Opener = opener })
 	plain := []byte(`{"card_no":"6222020200000000000"}`)
-	sealed, err := SealEnvelope(plain, platEnc.Enc.Cert, SealOptions{Base64: true})
+	sealed, err := envelope.Seal(plain, platEnc.Enc.Cert, envelope.SealOptions{Base64: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +538,7 @@ func TestVerifierRealEnvelope(t *testing.T) {
 	if got, _ := io.ReadAll(r.Body); !bytes.Equal(got, plain) {
 		t.Fatalf("opened %q", got)
 	}
-	wrong, err := SealEnvelope(plain, p.good.Enc.Cert, SealOptions{Base64: true})
+	wrong, err := envelope.Seal(plain, p.good.Enc.Cert, envelope.SealOptions{Base64: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +548,9 @@ func TestVerifierRealEnvelope(t *testing.T) {
 	}
 	// Sealed, signed reply.
 	rs := &ReplySigner{Signer: p.platform.Key, Cert: p.platform.Cert,
-		Seal: func(b []byte, c *smx509.Certificate) ([]byte, error) { return SealEnvelope(b, c, SealOptions{}) }}
+		Seal: func(b []byte, c *smx509.Certificate) ([]byte, error) {
+			return envelope.Seal(b, c, envelope.SealOptions{})
+		}}
 	h := http.Header{}
 	body, err := rs.Sign(signing.NewWechatPay(), 200, h, []byte(`{"ok":true}`), p.good.Enc.Cert)
 	if err != nil {
@@ -557,7 +560,7 @@ func TestVerifierRealEnvelope(t *testing.T) {
 	if err != nil || signing.NewWechatPay().Verify(sd, &p.platform.Key.PublicKey) != nil {
 		t.Fatalf("reply signature: %v", err)
 	}
-	back, err := (&EnvelopeOpener{Cert: p.good.Enc.Cert, Key: p.good.Enc.Key}).Open(body)
+	back, err := (&envelope.Opener{Cert: p.good.Enc.Cert, Key: p.good.Enc.Key}).Open(body)
 	if err != nil || string(back) != `{"ok":true}` {
 		t.Fatalf("client opening the reply: %q %v", back, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -234,11 +235,11 @@ func TestVerifyBadInputRealBinary(t *testing.T) {
 	oneByte := append([]byte(nil), order...)
 	oneByte[len(oneByte)-3] ^= 0x01
 	replayed := post("replay-original", valid(order), order)
-	sealedForSomeoneElse, err := gateway.SealEnvelope(order, g.clientEnc, gateway.SealOptions{})
+	sealedForSomeoneElse, err := envelope.Seal(order, g.clientEnc, envelope.SealOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealedOK, err := gateway.SealEnvelope(order, g.serverEnc, gateway.SealOptions{})
+	sealedOK, err := envelope.Seal(order, g.serverEnc, envelope.SealOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

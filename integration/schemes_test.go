@@ -19,7 +19,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/client"
-	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )
@@ -107,7 +107,7 @@ func schOrder(scheme string, n int) (contentType string, body []byte, orderNo st
 // certificate, gm_verify opens it (the back end sees plaintext) and seals the reply for the
 // client's TLCP encryption certificate, in both orders where the scheme allows them.
 func TestSchemesRealBinaryClientSDK(t *testing.T) {
-	if client.HeaderInnerContentType != gateway.HeaderInnerContentType || client.EnvelopeContentType != gateway.EnvelopeContentType {
+	if client.HeaderInnerContentType != envelope.HeaderInnerContentType || client.EnvelopeContentType != envelope.ContentType {
 		t.Fatal("client and gateway disagree on the envelope header names")
 	}
 	var routes []schRoute
@@ -115,7 +115,7 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 		routes = append(routes, schRoute{name: s, scheme: s})
 		routes = append(routes, schRoute{name: s + "-sealed-auto", scheme: s, sealed: true})
 		routes = append(routes, schRoute{name: s + "-sealed-sign-then-seal", scheme: s, sealed: true, order: client.SignThenSeal})
-		if gateway.HeaderScheme(s) {
+		if signing.SignsInHeader(s) {
 			routes = append(routes, schRoute{name: s + "-sealed-seal-then-sign", scheme: s, sealed: true, order: client.SealThenSign})
 		}
 	}
@@ -229,8 +229,8 @@ func TestSchemesRealBinaryClientSDK(t *testing.T) {
 				}
 			}
 			if schIsEnvelope(s.header.Get("Content-Type")) || s.header.Get("Content-Type") != ct ||
-				s.header.Get(gateway.HeaderInnerContentType) != "" {
-				t.Fatalf("back end Content-Type %q (inner %q)", s.header.Get("Content-Type"), s.header.Get(gateway.HeaderInnerContentType))
+				s.header.Get(envelope.HeaderInnerContentType) != "" {
+				t.Fatalf("back end Content-Type %q (inner %q)", s.header.Get("Content-Type"), s.header.Get(envelope.HeaderInnerContentType))
 			}
 			if s.header.Get("X-Gm-Client-Serial") != clientSerial || s.header.Get("X-Gm-Client-Subject") != subject ||
 				s.header.Get("X-Gm-Verify-Scheme") != rt.scheme {

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
-	"github.com/gmgate/gmgate/internal/wechatsdk"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gmgate/gmgate/internal/wechatsdk"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"

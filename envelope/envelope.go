@@ -1,4 +1,4 @@
-package gateway
+package envelope
 
 import (
 	"bytes"
@@ -19,33 +19,43 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 )
 
-// Envelope errors. Every one wraps ErrEnvelope (reason code envelope_invalid),
-// except ErrEnvelopeTooLarge which also wraps ErrBodyTooLarge (code
-// body_too_large). Decryption failures of the content key and of the content
+// Errors. Every one wraps ErrInvalid. Decryption failures of the content key and of the content
 // are deliberately the same error (no padding or key oracle).
 var (
-	// ErrEnvelopeTooLarge: the body exceeds the configured bound.
-	ErrEnvelopeTooLarge = fmt.Errorf("%w: %w", ErrEnvelope, ErrBodyTooLarge)
-	// ErrEnvelopeFormat: not DER/PEM/Base64 of a PKCS#7 EnvelopedData, or not
-	// valid JSON / field encoding.
-	ErrEnvelopeFormat = fmt.Errorf("%w: malformed", ErrEnvelope)
-	// ErrEnvelopeAlgorithm: content encryption other than SM4-CBC or SM4-GCM.
-	ErrEnvelopeAlgorithm = fmt.Errorf("%w: unsupported algorithm", ErrEnvelope)
-	// ErrEnvelopeRecipient: the envelope is not addressed to the platform certificate.
-	ErrEnvelopeRecipient = fmt.Errorf("%w: not addressed to this gateway", ErrEnvelope)
-	// ErrEnvelopeDecrypt: the content key or the content could not be decrypted.
-	ErrEnvelopeDecrypt = fmt.Errorf("%w: decryption failed", ErrEnvelope)
-	// ErrEnvelopeField: a listed JSON field is missing (when required), not a
-	// string, or decrypts to something that is not UTF-8 text.
-	ErrEnvelopeField = fmt.Errorf("%w: bad encrypted field", ErrEnvelope)
+	// ErrInvalid is the root of every envelope error: the envelope cannot be opened.
+	ErrInvalid = errors.New("envelope cannot be opened")
+	// ErrTooLarge: the body exceeds the configured bound.
+	ErrTooLarge = fmt.Errorf("%w: too large", ErrInvalid)
+	// ErrFormat: not DER/PEM/Base64 of a PKCS#7 EnvelopedData.
+	ErrFormat = fmt.Errorf("%w: malformed", ErrInvalid)
+	// ErrAlgorithm: content encryption other than SM4-CBC or SM4-GCM, or SM4-CBC where
+	// Opener.RequireAEAD asks for authenticated encryption.
+	ErrAlgorithm = fmt.Errorf("%w: unsupported algorithm", ErrInvalid)
+	// ErrRecipient: the envelope is not addressed to the opener's certificate.
+	ErrRecipient = fmt.Errorf("%w: not addressed to this recipient", ErrInvalid)
+	// ErrDecrypt: the content key or the content could not be decrypted.
+	ErrDecrypt = fmt.Errorf("%w: decryption failed", ErrInvalid)
+	// ErrKeyUnavailable: the recipient's own key failed (an HSM token gone), not the input; it
+	// does not wrap ErrInvalid, so nobody blames the sender.
+	ErrKeyUnavailable = errors.New("envelope: the recipient key is unavailable")
 )
+
+// keyUnavailable returns err wrapped in ErrKeyUnavailable when the key reports the failure as
+// its own (an Unavailable() true method, as the key vault's errors have), or nil.
+func keyUnavailable(err error) error {
+	var u interface{ Unavailable() bool }
+	if errors.As(err, &u) && u.Unavailable() {
+		return fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
+	}
+	return nil
+}
 
 // Bounds of envelopes.
 const (
-	// DefaultMaxEnvelopeSize bounds a decoded envelope or JSON body (1 MiB).
-	DefaultMaxEnvelopeSize = 1 << 20
-	// MaxEnvelopeRecipients bounds the RecipientInfos of an envelope.
-	MaxEnvelopeRecipients = 16
+	// DefaultMaxSize bounds a decoded envelope or JSON body (1 MiB).
+	DefaultMaxSize = 1 << 20
+	// MaxRecipients bounds the RecipientInfos of an envelope.
+	MaxRecipients = 16
 	// maxEncryptedKeyLen bounds an SM2-encrypted content key
 	// (ASN.1 C1C3C2 of a 16..32-byte key is about 140 bytes).
 	maxEncryptedKeyLen = 512
@@ -78,10 +88,10 @@ type envEncryptedContentInfo struct {
 	EncryptedContent           asn1.RawValue `asn1:"tag:0,optional"`
 }
 
-// EnvelopeOpener opens SM2 digital envelopes (PKCS#7 / GM/T 0010
+// Opener opens SM2 digital envelopes (PKCS#7 / GM/T 0010
 // EnvelopedData, SM2-encrypted SM4 content key) addressed to the platform
 // encryption certificate.
-type EnvelopeOpener struct {
+type Opener struct {
 	// Cert is the platform encryption certificate; the envelope must name it
 	// (issuer and serial, or subject key identifier). Required.
 	Cert *smx509.Certificate
@@ -89,57 +99,57 @@ type EnvelopeOpener struct {
 	// (GM/T 0009, C1C3C2) SM2 ciphertext of the content key and nil options,
 	// which is the convention of gmsm's *sm2.PrivateKey. Required.
 	Key crypto.Decrypter
-	// MaxSize bounds the decoded envelope (default DefaultMaxEnvelopeSize).
+	// MaxSize bounds the decoded envelope (default DefaultMaxSize).
 	MaxSize int
 	// AllowCFCA also accepts content keys encrypted in the legacy CFCA form
 	// (raw C1C2C3 without the 0x04 prefix), tried only after the ASN.1 form
 	// failed; Key must then also accept gmsm's *sm2.DecrypterOpts.
 	AllowCFCA bool
 	// RequireAEAD refuses content encrypted with SM4-CBC before anything is
-	// decrypted (ErrEnvelopeAlgorithm): only SM4-GCM, whose tag rejects any
+	// decrypted (ErrAlgorithm): only SM4-GCM, whose tag rejects any
 	// change to a captured envelope, is opened. Set it wherever decryption
 	// precedes the signature check (sign-then-seal): there a CBC envelope makes
 	// the gateway a padding oracle for captured envelopes.
 	RequireAEAD bool
 }
 
-func (o *EnvelopeOpener) maxSize() int {
+func (o *Opener) maxSize() int {
 	if o.MaxSize > 0 {
 		return o.MaxSize
 	}
-	return DefaultMaxEnvelopeSize
+	return DefaultMaxSize
 }
 
-// DecodeEnvelopeBody returns the DER bytes of a body that is DER, PEM or
+// DecodeBody returns the DER bytes of a body that is DER, PEM or
 // Base64 (standard or URL alphabet, padded or not, whitespace ignored).
-func DecodeEnvelopeBody(body []byte, max int) ([]byte, error) {
+func DecodeBody(body []byte, max int) ([]byte, error) {
 	if max <= 0 {
-		max = DefaultMaxEnvelopeSize
+		max = DefaultMaxSize
 	}
 	if len(body) > max/3*4+4096 {
-		return nil, ErrEnvelopeTooLarge
+		return nil, ErrTooLarge
 	}
 	if len(body) > 0 && body[0] == 0x30 { // DER: binary, never trimmed
 		if len(body) > max {
-			return nil, ErrEnvelopeTooLarge
+			return nil, ErrTooLarge
 		}
 		return body, nil
 	}
 	b := bytes.TrimSpace(body)
 	if len(b) == 0 {
-		return nil, ErrEnvelopeFormat
+		return nil, ErrFormat
 	}
 	var der []byte
 	switch {
 	case bytes.HasPrefix(b, []byte("-----BEGIN ")):
 		blk, _ := pem.Decode(b)
 		if blk == nil {
-			return nil, ErrEnvelopeFormat
+			return nil, ErrFormat
 		}
 		switch blk.Type {
 		case "PKCS7", "CMS", "ENVELOPED DATA":
 		default:
-			return nil, ErrEnvelopeFormat
+			return nil, ErrFormat
 		}
 		der = blk.Bytes
 	default:
@@ -154,11 +164,11 @@ func DecodeEnvelopeBody(body []byte, max int) ([]byte, error) {
 		var err error
 		der, err = decodeBase64Any(compact)
 		if err != nil {
-			return nil, ErrEnvelopeFormat
+			return nil, ErrFormat
 		}
 	}
 	if len(der) > max {
-		return nil, ErrEnvelopeTooLarge
+		return nil, ErrTooLarge
 	}
 	return der, nil
 }
@@ -180,24 +190,24 @@ func decodeBase64Any(s []byte) ([]byte, error) {
 	return out[:n], nil
 }
 
-// checkEnvelopeStructure validates the outer structure of a DER envelope and
+// checkStructure validates the outer structure of a DER envelope and
 // reports whether its content encryption is authenticated (SM4-GCM).
-func checkEnvelopeStructure(der []byte) (aead bool, err error) {
+func checkStructure(der []byte) (aead bool, err error) {
 	var ci envContentInfo
 	rest, err := asn1.Unmarshal(der, &ci)
 	if err != nil || len(rest) != 0 {
-		return false, ErrEnvelopeFormat
+		return false, ErrFormat
 	}
 	if !ci.ContentType.Equal(pkcs7.OIDEnvelopedData) && !ci.ContentType.Equal(pkcs7.SM2OIDEnvelopedData) {
-		return false, ErrEnvelopeFormat
+		return false, ErrFormat
 	}
 	var ed envEnvelopedData
 	rest, err = asn1.Unmarshal(ci.Content.Bytes, &ed)
 	if err != nil || len(rest) != 0 {
-		return false, ErrEnvelopeFormat
+		return false, ErrFormat
 	}
-	if len(ed.RecipientInfos) == 0 || len(ed.RecipientInfos) > MaxEnvelopeRecipients {
-		return false, ErrEnvelopeFormat
+	if len(ed.RecipientInfos) == 0 || len(ed.RecipientInfos) > MaxRecipients {
+		return false, ErrFormat
 	}
 	alg := ed.EncryptedContentInfo.ContentEncryptionAlgorithm
 	switch {
@@ -207,10 +217,10 @@ func checkEnvelopeStructure(der []byte) (aead bool, err error) {
 	case alg.Algorithm.Equal(oidSM4) && len(alg.Parameters.FullBytes) > 0:
 		// bare SM4 OID with an IV parameter: gmsm treats it as SM4-CBC
 	default:
-		return false, ErrEnvelopeAlgorithm
+		return false, ErrAlgorithm
 	}
 	if len(ed.EncryptedContentInfo.EncryptedContent.Bytes) == 0 {
-		return false, ErrEnvelopeFormat
+		return false, ErrFormat
 	}
 	return aead, nil
 }
@@ -228,7 +238,7 @@ type decrypterSession struct {
 // DecryptDataKey implements pkcs7.Session.
 func (s *decrypterSession) DecryptDataKey(enc []byte, _ crypto.PrivateKey, _ *smx509.Certificate, _ any) ([]byte, error) {
 	if len(enc) == 0 || len(enc) > maxEncryptedKeyLen {
-		return nil, ErrEnvelopeDecrypt
+		return nil, ErrDecrypt
 	}
 	k, err := s.d.Decrypt(rand.Reader, enc, nil)
 	if err != nil && s.allowCFCA && enc[0] != 0x04 {
@@ -239,11 +249,11 @@ func (s *decrypterSession) DecryptDataKey(enc []byte, _ crypto.PrivateKey, _ *sm
 	}
 	if err != nil {
 		s.keyErr = keyUnavailable(err)
-		return nil, ErrEnvelopeDecrypt
+		return nil, ErrDecrypt
 	}
 	if len(k) != sm4KeySize {
 		wipe(k)
-		return nil, ErrEnvelopeDecrypt
+		return nil, ErrDecrypt
 	}
 	s.key = k
 	return k, nil
@@ -256,47 +266,47 @@ func wipe(b []byte) {
 }
 
 // Open decrypts body (DER, PEM or Base64 of an EnvelopedData) and returns the
-// plaintext. Errors wrap ErrEnvelope and carry no key material.
+// plaintext. Errors wrap ErrInvalid (or are ErrKeyUnavailable) and carry no key material.
 //
 // Verify the request signature over the envelope bytes before calling Open:
 // an unauthenticated caller must not be able to use the gateway as a
 // decryption oracle for captured envelopes.
-func (o *EnvelopeOpener) Open(body []byte) (plain []byte, err error) {
+func (o *Opener) Open(body []byte) (plain []byte, err error) {
 	if o.Cert == nil || o.Key == nil {
-		return nil, fmt.Errorf("%w: opener has no certificate or key", ErrEnvelope)
+		return nil, fmt.Errorf("%w: opener has no certificate or key", ErrInvalid)
 	}
-	der, err := DecodeEnvelopeBody(body, o.maxSize())
+	der, err := DecodeBody(body, o.maxSize())
 	if err != nil {
 		return nil, err
 	}
-	aead, err := checkEnvelopeStructure(der)
+	aead, err := checkStructure(der)
 	if err != nil {
 		return nil, err
 	}
 	if o.RequireAEAD && !aead {
-		return nil, ErrEnvelopeAlgorithm
+		return nil, ErrAlgorithm
 	}
 	sess := &decrypterSession{d: o.Key, allowCFCA: o.AllowCFCA}
 	defer func() {
 		wipe(sess.key)
 		if r := recover(); r != nil { // defence in depth around the ASN.1 library
-			plain, err = nil, ErrEnvelopeFormat
+			plain, err = nil, ErrFormat
 		}
 	}()
 	p7, err := pkcs7.ParseWithSession(sess, der)
 	if err != nil {
-		return nil, ErrEnvelopeFormat
+		return nil, ErrFormat
 	}
 	recips, err := p7.GetRecipients()
 	if err != nil || !addressedTo(recips, o.Cert) {
-		return nil, ErrEnvelopeRecipient
+		return nil, ErrRecipient
 	}
 	plain, err = p7.Decrypt(o.Cert, o.Key)
 	if err != nil {
 		if sess.keyErr != nil {
 			return nil, sess.keyErr
 		}
-		return nil, ErrEnvelopeDecrypt
+		return nil, ErrDecrypt
 	}
 	return plain, nil
 }
@@ -342,22 +352,22 @@ type SealOptions struct {
 	Base64 bool
 }
 
-// SealEnvelope encrypts plain for the client's encryption certificate
+// Seal encrypts plain for the client's encryption certificate
 // (SM2-encrypted SM4 content key, ASN.1 key encoding, issuer-and-serial
 // recipient), as gmsm's pkcs7.EncryptSM / pkcs7.Encrypt produce it.
-func SealEnvelope(plain []byte, recipient *smx509.Certificate, opts SealOptions) ([]byte, error) {
+func Seal(plain []byte, recipient *smx509.Certificate, opts SealOptions) ([]byte, error) {
 	if recipient == nil {
-		return nil, errors.New("gateway: seal: no recipient certificate")
+		return nil, errors.New("envelope: seal: no recipient certificate")
 	}
 	pub, ok := recipient.PublicKey.(*ecdsa.PublicKey)
 	if !ok || !sm2.IsSM2PublicKey(pub) {
-		return nil, errors.New("gateway: seal: recipient certificate has no SM2 key")
+		return nil, errors.New("envelope: seal: recipient certificate has no SM2 key")
 	}
 	if recipient.KeyUsage != 0 && recipient.KeyUsage&(smx509.KeyUsageKeyEncipherment|smx509.KeyUsageDataEncipherment|smx509.KeyUsageKeyAgreement) == 0 {
-		return nil, errors.New("gateway: seal: recipient certificate is not an encryption certificate")
+		return nil, errors.New("envelope: seal: recipient certificate is not an encryption certificate")
 	}
-	if len(plain) > DefaultMaxEnvelopeSize*16 {
-		return nil, errors.New("gateway: seal: content too large")
+	if len(plain) > DefaultMaxSize*16 {
+		return nil, errors.New("envelope: seal: content too large")
 	}
 	var c pkcs.Cipher = pkcs.SM4CBC
 	if opts.GCM {
@@ -371,7 +381,7 @@ func SealEnvelope(plain []byte, recipient *smx509.Certificate, opts SealOptions)
 		der, err = pkcs7.EncryptSM(c, plain, []*smx509.Certificate{recipient})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("gateway: seal: %w", err)
+		return nil, fmt.Errorf("envelope: seal: %w", err)
 	}
 	if opts.Base64 {
 		out := make([]byte, base64.StdEncoding.EncodedLen(len(der)))
