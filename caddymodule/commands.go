@@ -25,27 +25,46 @@ import (
 	"github.com/gmgate/gmgate/pki"
 )
 
+// CommandPrefix starts the name of every gmgate subcommand registered with Caddy
+// (gmgate-pki, gmgate-vault, gmgate-audit, gmgate-demo): Caddy panics at start when two plugins
+// register one command name, and "pki" or "audit" are names another plugin may want. The gmgate
+// binary also accepts the short names (ShortCommand).
+const CommandPrefix = "gmgate-"
+
+// ShortCommands are the gmgate subcommands the gmgate binary accepts without CommandPrefix.
+var shortCommands = map[string]bool{"pki": true, "vault": true, "audit": true, "demo": true}
+
+// ShortCommand rewrites a gmgate binary's arguments so that `gmgate audit verify ...` runs the
+// registered gmgate-audit command; other arguments are returned unchanged.
+func ShortCommand(args []string) []string {
+	if len(args) > 1 && shortCommands[args[1]] {
+		out := append([]string{args[0], CommandPrefix + args[1]}, args[2:]...)
+		return out
+	}
+	return args
+}
+
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "pki",
+		Name:      CommandPrefix + "pki",
 		Usage:     "init|issue|show|crl ...",
 		Short:     "Manages GM (SM2) certificates: root CA, TLCP server/client pairs, platform certificates, CRLs",
 		CobraFunc: pkiCommand,
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "vault",
+		Name:      CommandPrefix + "vault",
 		Usage:     "init|generate|import|list|export-public|csr|rotate --config <Caddyfile> ...",
 		Short:     "Manages the keys of the gmgate key vault declared in a config",
 		CobraFunc: vaultCommand,
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "audit",
+		Name:      CommandPrefix + "audit",
 		Usage:     "verify --cert <platform cert> <log file...>",
 		Short:     "Verifies the hash chain and signed checkpoints of gmgate audit logs",
 		CobraFunc: auditCommand,
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "demo",
+		Name:      CommandPrefix + "demo",
 		Usage:     "pay [--url https://localhost:8443] [--dir <development PKI dir>] [--suite <TLCP suite>]",
 		Short:     "Sends one SM2-signed payment over TLCP as the development PKI's demo terminal (Caddyfile.example)",
 		CobraFunc: demoCommand, // demo.go

@@ -3,14 +3,20 @@
 package main
 
 import (
+	"os"
+
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	// The same import as a Caddy built with `xcaddy build --with github.com/gmgate/gmgate`.
 	_ "github.com/gmgate/gmgate"
+	"github.com/gmgate/gmgate/caddymodule"
 )
 
 func main() {
+	// gmgate's own commands are registered as gmgate-pki, gmgate-vault, gmgate-audit and
+	// gmgate-demo (no clash with other plugins); in this binary the short names work too.
+	os.Args = caddymodule.ShortCommand(os.Args)
 	caddycmd.Main()
 }
