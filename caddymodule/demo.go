@@ -48,7 +48,7 @@ func demoCommand(cmd *cobra.Command) {
 	pay.Flags().Int("amount", 1, "the amount, in fen")
 	pay.Flags().Duration("timeout", 15*time.Second, "time for the whole exchange")
 	cmd.AddCommand(pay)
-	cmd.Use = "demo pay"
+	cmd.Use = CommandPrefix + "demo pay"
 }
 
 type demoOptions struct {
