@@ -343,7 +343,7 @@ func TestOpsDocCommands(t *testing.T) {
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "{") {
 			continue // the `gmgate { ... }` global option, not a command
 		}
-		root := cobraOf(fields[0])
+		root := cobraOf(ShortCommand([]string{"gmgate", fields[0]})[1]) // the gmgate binary's short names
 		if root == nil {
 			t.Errorf("`gmgate %s`: no command %q", line, fields[0])
 			continue
