@@ -110,13 +110,11 @@ func (s *RedisReplayStore) CheckAndStore(ctx context.Context, keyID, nonce strin
 		ms = 1
 	}
 	key := s.Key(keyID, nonce)
-	if s.acks == 0 {
-		ctx, cancel := context.WithTimeout(ctx, s.timeout)
-		defer cancel()
-		return setNXResult(s.c.Do(ctx, "SET", key, "1", "NX", "PX", ms).Result())
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	if s.acks == 0 {
+		return setNXResult(s.c.Do(ctx, "SET", key, "1", "NX", "PX", ms).Result())
+	}
 	// WAIT counts the replicas that acknowledged every write of its connection so far, so it
 	// must follow the SET on the same connection of the same node: a pipeline on the client of
 	// the master that holds the key (for a Cluster, the master of the key's slot). It waits at

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,4 +318,90 @@ func TestRedisSentinelFailoverTwoGateways(t *testing.T) {
 		t.Logf("gateway A:\n%s\ngateway B:\n%s", instA.out, instB.out)
 	}
 	t.Logf("outcomes %v", outcomes)
+}
+
+// TestRedisValidateConnectsToNothing: `gmgate validate` and `gmgate adapt` of a configuration
+// with a Sentinel-managed and a Cluster replay store provision the stores without contacting
+// Redis (the listeners standing for the Sentinels and the Cluster see no connection), and the
+// adapted JSON has no null field.
+func TestRedisValidateConnectsToNothing(t *testing.T) {
+	var conns atomic.Int32
+	listen := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	dir := t.TempDir()
+	cf := fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+	auto_https off
+	gmgate {
+		dev_pki %s/pki
+	}
+}
+
+http://127.0.0.1:%d {
+	gm_verify {
+		replay {
+			store redis
+			redis_mode sentinel
+			redis_address %s %s
+			redis_sentinel_master pay
+			redis_username gmgate
+		}
+	}
+	respond ok
+}
+
+http://127.0.0.1:%d {
+	gm_verify {
+		replay {
+			store redis
+			redis_mode cluster
+			redis_address %s
+			redis_timeout 2s
+			redis_replica_acks 1
+			redis_tls
+		}
+	}
+	respond ok
+}
+`, dir, freePort(t), listen(), listen(), freePort(t), listen())
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
+	validate := exec.Command(gmgateBin(t), "validate", "--config", path, "--adapter", "caddyfile")
+	validate.Env = env
+	if out, err := validate.CombinedOutput(); err != nil {
+		t.Fatalf("gmgate validate: %v\n%s", err, out)
+	}
+	adapt := exec.Command(gmgateBin(t), "adapt", "--config", path, "--adapter", "caddyfile")
+	adapt.Env = env
+	out, err := adapt.Output()
+	if err != nil {
+		t.Fatalf("gmgate adapt: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "null") || !strings.Contains(string(out), `"redis_timeout":2000000000`) {
+		t.Fatalf("adapted JSON: %s", out)
+	}
+	time.Sleep(200 * time.Millisecond) // a lazy background dial would show by now
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("validate/adapt opened %d connections to Redis", n)
+	}
 }
