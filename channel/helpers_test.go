@@ -3,6 +3,7 @@ package channel
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -37,12 +38,19 @@ func getPKI(t testing.TB) *banksim.TestPKI {
 type memAudit struct {
 	mu   sync.Mutex
 	recs []audit.Record
+	// failAccepts makes that many accept entries fail after they were recorded, as an
+	// audit.Log whose fsync fails after the write (audit.TestFsyncFailureAfterWrite).
+	failAccepts int
 }
 
 func (a *memAudit) Append(r audit.Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, r)
+	if a.failAccepts > 0 && r.Verdict == audit.VerdictAccept {
+		a.failAccepts--
+		return errors.New("audit: fsync: injected EIO")
+	}
 	return nil
 }
 

@@ -110,6 +110,26 @@ func TestBodyLimits(t *testing.T) {
 	}
 }
 
+// TestAuditFailureWithholdsReply: the bank's verified reply is accepted, its audit entry is
+// written but the fsync fails: the reply is withheld (channel_internal_error) and a reject entry
+// for the same request follows the accept, so the log's last word is the outcome the caller saw.
+func TestAuditFailureWithholdsReply(t *testing.T) {
+	p := getPKI(t)
+	pr := profile{name: "auditfail", scheme: signing.Settings{Name: "wechatpay-v3-sm2"}, sim: banksim.Profile{Scheme: banksim.WechatPay}}
+	sim := startSim(t, p, pr, nil)
+	tr, evidence, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, nil)
+	evidence.failAccepts = 1
+	resp, body := do(t, tr, http.MethodPost, sim.URL+"/v3/pay", "application/json", payJSON, map[string]string{"X-Request-Id": "req-fsync"})
+	if resp.StatusCode != CodeInternal.Status() || jsonMap(t, body)["code"] != string(CodeInternal) || strings.Contains(string(body), "respCode") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	recs := evidence.all()
+	if len(recs) != 2 || recs[0].Verdict != audit.VerdictAccept || recs[1].Verdict != audit.VerdictReject ||
+		recs[1].Reason != string(CodeInternal) || recs[0].RequestID != "req-fsync" || recs[1].RequestID != "req-fsync" {
+		t.Fatalf("audit %+v", recs)
+	}
+}
+
 // TestCodes: every code has a message and a status; unknown errors map to internal.
 func TestCodes(t *testing.T) {
 	seen := map[string]bool{}
