@@ -132,8 +132,8 @@ func TestOpsDocErrorCodes(t *testing.T) {
 	var gwCodes []string
 	for _, c := range gateway.Codes() {
 		gwCodes = append(gwCodes, string(c))
-		if row, ok := gw[string(c)]; ok && (len(row) < 3 || row[0] != strconv.Itoa(c.HTTPStatus())) {
-			t.Errorf("gateway code %s: doc row %q, want status %d in the second column", c, row, c.HTTPStatus())
+		if row, ok := gw[string(c)]; ok && (len(row) < 3 || row[0] != strconv.Itoa(c.Status())) {
+			t.Errorf("gateway code %s: doc row %q, want status %d in the second column", c, row, c.Status())
 		}
 	}
 	compareSets(t, "gateway code", gwCodes, gw)

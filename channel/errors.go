@@ -1,22 +1,22 @@
 package channel
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
+
+	"github.com/gmgate/gmgate/refusal"
 )
 
-// Code is a stable reason code of a channel failure. It is sent to the back end in the JSON body
-// of a synthesized 502 reply, written in the audit entry and reported as the metric result.
-type Code string
+// Code is a stable reason code of a channel failure (the one refusal type, refusal.Code). It is
+// sent to the back end in the JSON body of a synthesized reply, written in the audit entry and
+// reported as the metric result.
+type Code = refusal.Code
 
 // Codes.
 const (
 	// CodeOK marks an accepted (verified) bank reply; never sent as an error.
-	CodeOK Code = "ok"
+	CodeOK = refusal.OK
 	// CodeRequestTooLarge: the back end's request body exceeds the configured limit.
 	CodeRequestTooLarge Code = "request_too_large"
 	// CodeRequestEncryptFailed: the request could not be encrypted (e.g. a listed field is not
@@ -53,71 +53,35 @@ const (
 	CodeInternal Code = "channel_internal_error"
 )
 
-var codeMessages = map[Code]string{
-	CodeRequestTooLarge:        "request body is too large for the bank channel",
-	CodeRequestEncryptFailed:   "request could not be encrypted for the bank",
-	CodeRequestSignFailed:      "request could not be signed for the bank",
-	CodeBankTimeout:            "bank did not answer in time",
-	CodeBankUnreachable:        "bank is unreachable or dropped the connection",
-	CodeBankReplyTooLarge:      "bank reply is too large",
-	CodeBankSignatureMissing:   "bank reply is not signed",
-	CodeBankReplyMalformed:     "bank reply is malformed",
-	CodeBankCertificateUnknown: "bank reply is signed with an unknown certificate",
-	CodeBankCertificateInvalid: "bank certificate is not valid now",
-	CodeBankSignatureInvalid:   "bank reply signature is invalid",
-	CodeBankDecryptFailed:      "bank reply cannot be decrypted",
-	CodeBankReplyStale:         "bank reply is outside the accepted time window",
-	CodeBankReplyUnbound:       "bank reply does not answer this request",
-	CodeBankReplyReplayed:      "bank reply was already received",
-	CodeInternal:               "bank channel internal error",
-}
+// HeaderChannelError names the header set on synthesized failure replies (value: the code).
+const HeaderChannelError = "X-Gmgate-Channel-Error"
+
+// refusals is the outbound code set: 413 for CodeRequestTooLarge, 502 for every other failure.
+var refusals = refusal.NewCatalog("channel", CodeInternal, HeaderChannelError,
+	refusal.Def{Code: CodeRequestTooLarge, Status: http.StatusRequestEntityTooLarge, Message: "request body is too large for the bank channel"},
+	refusal.Def{Code: CodeRequestEncryptFailed, Status: http.StatusBadGateway, Message: "request could not be encrypted for the bank"},
+	refusal.Def{Code: CodeRequestSignFailed, Status: http.StatusBadGateway, Message: "request could not be signed for the bank"},
+	refusal.Def{Code: CodeBankTimeout, Status: http.StatusBadGateway, Message: "bank did not answer in time"},
+	refusal.Def{Code: CodeBankUnreachable, Status: http.StatusBadGateway, Message: "bank is unreachable or dropped the connection"},
+	refusal.Def{Code: CodeBankReplyTooLarge, Status: http.StatusBadGateway, Message: "bank reply is too large"},
+	refusal.Def{Code: CodeBankSignatureMissing, Status: http.StatusBadGateway, Message: "bank reply is not signed"},
+	refusal.Def{Code: CodeBankReplyMalformed, Status: http.StatusBadGateway, Message: "bank reply is malformed"},
+	refusal.Def{Code: CodeBankCertificateUnknown, Status: http.StatusBadGateway, Message: "bank reply is signed with an unknown certificate"},
+	refusal.Def{Code: CodeBankCertificateInvalid, Status: http.StatusBadGateway, Message: "bank certificate is not valid now"},
+	refusal.Def{Code: CodeBankSignatureInvalid, Status: http.StatusBadGateway, Message: "bank reply signature is invalid"},
+	refusal.Def{Code: CodeBankReplyStale, Status: http.StatusBadGateway, Message: "bank reply is outside the accepted time window"},
+	refusal.Def{Code: CodeBankReplyUnbound, Status: http.StatusBadGateway, Message: "bank reply does not answer this request"},
+	refusal.Def{Code: CodeBankReplyReplayed, Status: http.StatusBadGateway, Message: "bank reply was already received"},
+	refusal.Def{Code: CodeBankDecryptFailed, Status: http.StatusBadGateway, Message: "bank reply cannot be decrypted"},
+	refusal.Def{Code: CodeInternal, Status: http.StatusBadGateway, Message: "bank channel internal error"},
+)
 
 // Codes returns every failure code (all codes but CodeOK), in a stable order.
-func Codes() []Code {
-	return []Code{CodeRequestTooLarge, CodeRequestEncryptFailed, CodeRequestSignFailed,
-		CodeBankTimeout, CodeBankUnreachable, CodeBankReplyTooLarge, CodeBankSignatureMissing,
-		CodeBankReplyMalformed, CodeBankCertificateUnknown, CodeBankCertificateInvalid,
-		CodeBankSignatureInvalid, CodeBankReplyStale, CodeBankReplyUnbound, CodeBankReplyReplayed,
-		CodeBankDecryptFailed, CodeInternal}
-}
+func Codes() []Code { return refusals.Codes() }
 
-// Message returns the fixed client-facing message of c.
-func (c Code) Message() string {
-	if m, ok := codeMessages[c]; ok {
-		return m
-	}
-	return "bank channel error"
-}
-
-// Status returns the HTTP status of the synthesized reply for c: 413 for CodeRequestTooLarge,
-// 502 for every other failure, 200 for CodeOK.
-func (c Code) Status() int {
-	switch c {
-	case CodeOK:
-		return http.StatusOK
-	case CodeRequestTooLarge:
-		return http.StatusRequestEntityTooLarge
-	}
-	return http.StatusBadGateway
-}
-
-// Error is a channel failure: a code plus an internal cause (never sent to the back end; it
-// holds no key material and no message body).
-type Error struct {
-	Code  Code
-	Cause error
-}
-
-// Error implements error.
-func (e *Error) Error() string {
-	if e.Cause == nil {
-		return "channel: " + string(e.Code)
-	}
-	return "channel: " + string(e.Code) + ": " + e.Cause.Error()
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Cause }
+// Error is a channel failure (the one refusal error type): a code plus an internal cause (never
+// sent to the back end; it holds no key material and no message body).
+type Error = refusal.Error
 
 func fail(code Code, cause error) *Error { return &Error{Code: code, Cause: cause} }
 
@@ -125,49 +89,14 @@ func failf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Cause: fmt.Errorf(format, args...)}
 }
 
-// CodeOf returns the Code of err when it is (or wraps) an *Error, else CodeInternal.
-func CodeOf(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	if err == nil {
-		return CodeOK
-	}
-	return CodeInternal
-}
+// CodeOf returns the Code of err when it is (or wraps) an *Error with a channel code, CodeOK for
+// nil, else CodeInternal.
+func CodeOf(err error) Code { return refusals.Of(err) }
 
-// ErrorBody is the JSON body of a synthesized failure reply.
-type ErrorBody struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
-}
-
-// HeaderChannelError names the header set on synthesized failure replies (value: the code).
-const HeaderChannelError = "X-Gmgate-Channel-Error"
-
-// ErrorResponse builds the synthesized reply for code: status Code.Status(), JSON
-// {"code","message"}, no bank data.
-func ErrorResponse(req *http.Request, code Code) *http.Response {
-	body, _ := json.Marshal(ErrorBody{Code: code, Message: code.Message()})
-	h := make(http.Header)
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set(HeaderChannelError, string(code))
-	st := code.Status()
-	return &http.Response{
-		Status:        strconv.Itoa(st) + " " + http.StatusText(st),
-		StatusCode:    st,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          newBytesBody(body),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
-}
+// ErrorResponse builds the synthesized reply for code: its status, JSON {"code","message"},
+// no-store, nosniff, X-Gmgate-Channel-Error, no bank data. A code that is not a channel failure
+// code (CodeOK included) is answered as channel_internal_error.
+func ErrorResponse(req *http.Request, code Code) *http.Response { return refusals.Response(req, code) }
 
 // isSafeText reports whether s is short printable ASCII (used for header values we echo).
 func isSafeText(s string) bool {

@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 )
@@ -489,30 +489,9 @@ func readAllBounded(r io.Reader, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// gatewayError extracts code and message from a gateway error body {"code":..,"message":..},
-// keeping only short printable ASCII.
+// gatewayError extracts code and message from a gateway refusal body {"code":..,"message":..}
+// (refusal.ParseBody: short printable ASCII only).
 func gatewayError(body []byte) (code, msg string) {
-	if len(body) == 0 || len(body) > 4096 {
-		return "", ""
-	}
-	var e struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(body, &e) != nil {
-		return "", ""
-	}
-	return printable(e.Code, 64), printable(e.Message, 256)
-}
-
-func printable(s string, max int) string {
-	if len(s) > max {
-		s = s[:max]
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return ""
-		}
-	}
-	return s
+	code, msg, _ = refusal.ParseBody(body)
+	return code, msg
 }

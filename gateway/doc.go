@@ -57,5 +57,7 @@
 //
 // Code, CodeOf, WriteError: every rejection maps to one stable code, an HTTP
 // status (401, 400 for malformed input, 413, 503) and a JSON body
-// {"code":..., "message":...} that carries no internal detail.
+// {"code":..., "message":...} that carries no internal detail. Code and Error are
+// refusal.Code and refusal.Error; the body is written by package refusal, the one
+// refusal writer gm_channel uses too.
 package gateway

@@ -1,24 +1,23 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/gmgate/gmgate/envelope"
+	"github.com/gmgate/gmgate/refusal"
 )
 
-// Code is a stable, client-visible reason code for a rejected inbound request.
-// Codes are written in audit entries and in the JSON error body; they carry no
-// internal detail.
-type Code string
+// Code is a stable, client-visible reason code for a rejected inbound request (the one
+// refusal type, refusal.Code). Codes are written in audit entries and in the JSON error body;
+// they carry no internal detail.
+type Code = refusal.Code
 
 // Reason codes of the inbound side.
 const (
 	// CodeOK records an accepted request in the audit log; never sent as an error.
-	CodeOK Code = "ok"
+	CodeOK = refusal.OK
 	// CodeMissingSignature: the request carries no signature.
 	CodeMissingSignature Code = "missing_signature"
 	// CodeMalformedHeader: the signature header or parameters cannot be parsed.
@@ -54,127 +53,51 @@ const (
 	CodeInternal Code = "internal_error"
 )
 
-var codeInfo = map[Code]struct {
-	status int
-	msg    string
-}{
-	CodeOK:                     {http.StatusOK, "ok"},
-	CodeMissingSignature:       {http.StatusUnauthorized, "request signature is missing"},
-	CodeMalformedHeader:        {http.StatusBadRequest, "signature header or parameters are malformed"},
-	CodeUnknownKey:             {http.StatusUnauthorized, "signing key is unknown"},
-	CodeCertExpired:            {http.StatusUnauthorized, "signing certificate has expired"},
-	CodeCertNotYetValid:        {http.StatusUnauthorized, "signing certificate is not yet valid"},
-	CodeCertRevoked:            {http.StatusUnauthorized, "signing certificate is revoked"},
-	CodeCertWrongUsage:         {http.StatusUnauthorized, "signing certificate is not allowed for this use"},
-	CodeCertUntrusted:          {http.StatusUnauthorized, "signing certificate is not trusted"},
-	CodeBadSignature:           {http.StatusUnauthorized, "signature verification failed"},
-	CodeTimestampOutOfWindow:   {http.StatusUnauthorized, "request timestamp is outside the accepted window"},
-	CodeReplay:                 {http.StatusUnauthorized, "request was already received"},
-	CodeReplayStoreUnavailable: {http.StatusServiceUnavailable, "request freshness cannot be verified now"},
-	CodeEnvelopeInvalid:        {http.StatusBadRequest, "encrypted content cannot be opened"},
-	CodeKeyUnavailable:         {http.StatusServiceUnavailable, "the gateway's key is unavailable now; try again later"},
-	CodeBodyTooLarge:           {http.StatusRequestEntityTooLarge, "request body is too large"},
-	CodeInternal:               {http.StatusInternalServerError, "internal error"},
-}
+// refusals is the inbound code set: 401 for authentication failures, 400 for malformed input,
+// 503 when freshness or the gateway's key cannot be checked now, 413 for an oversized body, 500
+// for anything unexpected.
+var refusals = refusal.NewCatalog("gateway", CodeInternal, "",
+	refusal.Def{Code: CodeMissingSignature, Status: http.StatusUnauthorized, Message: "request signature is missing"},
+	refusal.Def{Code: CodeMalformedHeader, Status: http.StatusBadRequest, Message: "signature header or parameters are malformed"},
+	refusal.Def{Code: CodeUnknownKey, Status: http.StatusUnauthorized, Message: "signing key is unknown"},
+	refusal.Def{Code: CodeCertExpired, Status: http.StatusUnauthorized, Message: "signing certificate has expired"},
+	refusal.Def{Code: CodeCertNotYetValid, Status: http.StatusUnauthorized, Message: "signing certificate is not yet valid"},
+	refusal.Def{Code: CodeCertRevoked, Status: http.StatusUnauthorized, Message: "signing certificate is revoked"},
+	refusal.Def{Code: CodeCertWrongUsage, Status: http.StatusUnauthorized, Message: "signing certificate is not allowed for this use"},
+	refusal.Def{Code: CodeCertUntrusted, Status: http.StatusUnauthorized, Message: "signing certificate is not trusted"},
+	refusal.Def{Code: CodeBadSignature, Status: http.StatusUnauthorized, Message: "signature verification failed"},
+	refusal.Def{Code: CodeTimestampOutOfWindow, Status: http.StatusUnauthorized, Message: "request timestamp is outside the accepted window"},
+	refusal.Def{Code: CodeReplay, Status: http.StatusUnauthorized, Message: "request was already received"},
+	refusal.Def{Code: CodeReplayStoreUnavailable, Status: http.StatusServiceUnavailable, Message: "request freshness cannot be verified now"},
+	refusal.Def{Code: CodeEnvelopeInvalid, Status: http.StatusBadRequest, Message: "encrypted content cannot be opened"},
+	refusal.Def{Code: CodeKeyUnavailable, Status: http.StatusServiceUnavailable, Message: "the gateway's key is unavailable now; try again later"},
+	refusal.Def{Code: CodeBodyTooLarge, Status: http.StatusRequestEntityTooLarge, Message: "request body is too large"},
+	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
+)
 
-// Codes returns every defined code except CodeOK, in a stable order.
-func Codes() []Code {
-	return []Code{
-		CodeMissingSignature, CodeMalformedHeader, CodeUnknownKey, CodeCertExpired,
-		CodeCertNotYetValid, CodeCertRevoked, CodeCertWrongUsage, CodeCertUntrusted,
-		CodeBadSignature, CodeTimestampOutOfWindow, CodeReplay, CodeReplayStoreUnavailable,
-		CodeEnvelopeInvalid, CodeKeyUnavailable, CodeBodyTooLarge, CodeInternal,
-	}
-}
+// Codes returns every inbound code except CodeOK, in a stable order.
+func Codes() []Code { return refusals.Codes() }
 
-// Known reports whether c is a defined code.
-func (c Code) Known() bool { _, ok := codeInfo[c]; return ok }
-
-// HTTPStatus returns the HTTP status for c: 401 for authentication failures,
-// 400 for malformed input, 503 when the replay store is unavailable, 413 for
-// an oversized body, 500 for unknown codes.
-func (c Code) HTTPStatus() int {
-	if i, ok := codeInfo[c]; ok {
-		return i.status
-	}
-	return http.StatusInternalServerError
-}
-
-// Message returns the fixed client-facing message for c.
-func (c Code) Message() string {
-	if i, ok := codeInfo[c]; ok {
-		return i.msg
-	}
-	return codeInfo[CodeInternal].msg
-}
-
-// ErrorBody is the JSON body of an error response.
-type ErrorBody struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
-}
-
-// Body returns the JSON error body for c. Unknown codes become internal_error.
-func (c Code) Body() []byte {
-	if !c.Known() || c == CodeOK {
-		c = CodeInternal
-	}
-	b, _ := json.Marshal(ErrorBody{Code: c, Message: c.Message()})
-	return b
-}
-
-// WriteError writes the status and JSON body for c. Nothing from the
+// WriteError writes the refusal for c (status, JSON body, no-store, nosniff); a code that is not
+// an inbound refusal code (CodeOK included) is written as internal_error. Nothing from the
 // underlying error is ever written.
-func WriteError(w http.ResponseWriter, c Code) {
-	if !c.Known() || c == CodeOK {
-		c = CodeInternal
-	}
-	b := c.Body()
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(c.HTTPStatus())
-	_, _ = w.Write(b)
-}
+func WriteError(w http.ResponseWriter, c Code) { refusals.Write(w, c) }
 
-// Error attaches a Code to an internal error. Error() includes the cause for
-// logs; only the Code reaches the client.
-type Error struct {
-	Code Code
-	Err  error
-}
-
-// Error implements error.
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return "gateway: " + string(e.Code)
-	}
-	return "gateway: " + string(e.Code) + ": " + e.Err.Error()
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
+// Error attaches a Code to an internal error (the one refusal error type). Error() includes the
+// cause for logs; only the Code reaches the client.
+type Error = refusal.Error
 
 // WithCode wraps err with code c (nil err stays nil).
-func WithCode(c Code, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &Error{Code: c, Err: err}
-}
+func WithCode(c Code, err error) error { return refusal.Wrap(c, err) }
 
-// CodeOf maps an error to its Code: a *Error anywhere in the chain wins, then
-// the sentinel errors of this package; anything else is CodeInternal, and nil
-// is CodeOK.
+// CodeOf maps an error to its Code: a *Error with an inbound code anywhere in the chain wins,
+// then the sentinel errors of this package; anything else is CodeInternal, and nil is CodeOK.
 func CodeOf(err error) Code {
 	if err == nil {
 		return CodeOK
 	}
-	var e *Error
-	if errors.As(err, &e) && e.Code.Known() {
-		return e.Code
+	if c, ok := refusals.Find(err); ok {
+		return c
 	}
 	switch {
 	case errors.Is(err, ErrReplay):

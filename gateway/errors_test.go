@@ -27,8 +27,8 @@ func TestCodeStatusAndBody(t *testing.T) {
 		if !ok {
 			t.Fatalf("code %q not in table", c)
 		}
-		if c.HTTPStatus() != st {
-			t.Errorf("%s: status %d, want %d", c, c.HTTPStatus(), st)
+		if c.Status() != st {
+			t.Errorf("%s: status %d, want %d", c, c.Status(), st)
 		}
 		if seen[c.Message()] {
 			t.Errorf("%s: message not distinct", c)
@@ -51,7 +51,7 @@ func TestCodeStatusAndBody(t *testing.T) {
 			t.Errorf("%s: body %v", c, body)
 		}
 	}
-	if Code("nope").HTTPStatus() != 500 || !strings.Contains(string(Code("nope").Body()), "internal_error") {
+	if Code("nope").Status() != 500 || !strings.Contains(string(refusals.Body(Code("nope"))), "internal_error") {
 		t.Error("unknown code not mapped to internal_error")
 	}
 	rec := httptest.NewRecorder()
@@ -85,7 +85,7 @@ func TestCodeOf(t *testing.T) {
 			t.Errorf("CodeOf(%v) = %s, want %s", tc.err, got, tc.want)
 		}
 		if tc.err != nil {
-			if b := string(CodeOf(tc.err).Body()); strings.Contains(b, "hunter2") || strings.Contains(b, "10.0.0.7") {
+			if b := string(refusals.Body(CodeOf(tc.err))); strings.Contains(b, "hunter2") || strings.Contains(b, "10.0.0.7") {
 				t.Errorf("body leaks detail: %s", b)
 			}
 		}

@@ -40,7 +40,7 @@ func FuzzVerifierRequest(f *testing.F) {
 		if r.Header.Get("X-Gm-Client-Serial") != "forged" {
 			t.Fatal("rejected request modified")
 		}
-		if st := c.HTTPStatus(); st != http.StatusUnauthorized && st != http.StatusBadRequest && st != http.StatusRequestEntityTooLarge {
+		if st := c.Status(); st != http.StatusUnauthorized && st != http.StatusBadRequest && st != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d for %s", st, c)
 		}
 	})

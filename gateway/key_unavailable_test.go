@@ -56,8 +56,8 @@ func TestKeyUnavailableIsNotTheClientsFault(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := failingDecrypter{pub: &key.PublicKey, err: tc.err}
 			_, err := (&envelope.Opener{Cert: cert, Key: d}).Open(env)
-			if c := CodeOf(err); c != tc.code || c.HTTPStatus() != tc.status {
-				t.Errorf("envelope: %v -> %s (%d), want %s (%d)", err, c, c.HTTPStatus(), tc.code, tc.status)
+			if c := CodeOf(err); c != tc.code || c.Status() != tc.status {
+				t.Errorf("envelope: %v -> %s (%d), want %s (%d)", err, c, c.Status(), tc.code, tc.status)
 			}
 			// The Verifier keeps the code (it maps other opener errors to envelope_invalid).
 			v := &Verifier{o: VerifierOptions{Opener: &envelope.Opener{Cert: cert, Key: d}}}

@@ -264,8 +264,8 @@ func TestVerifierBadInputs(t *testing.T) {
 			if res != nil || err == nil {
 				t.Fatalf("accepted: %+v", res)
 			}
-			if c := CodeOf(err); c != tc.want || c.HTTPStatus() != tc.status {
-				t.Fatalf("code %s (%d), want %s (%d): %v", c, c.HTTPStatus(), tc.want, tc.status, err)
+			if c := CodeOf(err); c != tc.want || c.Status() != tc.status {
+				t.Fatalf("code %s (%d), want %s (%d): %v", c, c.Status(), tc.want, tc.status, err)
 			}
 			if r.Header.Get("X-Gm-Client-Subject") != "CN=forged" {
 				t.Fatal("headers of a rejected request were changed")

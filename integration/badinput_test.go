@@ -24,6 +24,7 @@ import (
 	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/signing"
 )
 
@@ -418,7 +419,7 @@ func TestVerifyBadInputRealBinary(t *testing.T) {
 				}
 			}
 			if tc.code != "" {
-				var eb gateway.ErrorBody
+				var eb refusal.Body
 				if err := json.Unmarshal(res.body, &eb); err != nil || string(eb.Code) != tc.code {
 					t.Errorf("body %q (%v), want code %s", res.body, err, tc.code)
 				}
