@@ -164,7 +164,7 @@ func New(cfg Config) (*BankChannel, error) {
 	}
 	keyID := cfg.PlatformKeyID
 	if keyID == "" {
-		if isParamScheme(cfg.Scheme.Name) {
+		if !signing.SignsInHeader(cfg.Scheme.Name) {
 			keyID = signing.SerialDecimal(cfg.PlatformCert.SerialNumber)
 		} else {
 			keyID = signing.SerialHex(cfg.PlatformCert.SerialNumber)

@@ -78,19 +78,9 @@ type Transport struct {
 // NewTransport builds the signing Transport for cfg (BaseURL and Timeout are not used). When
 // cfg.Transport is nil it builds an http.Transport dialling TLCP (cfg.TLCP) or TLS.
 func NewTransport(cfg Config) (*Transport, error) {
-	sch, err := signing.Lookup(cfg.Scheme)
+	sch, err := signing.New(cfg.Scheme, cfg.SchemeOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
-	}
-	switch cfg.Scheme {
-	case signing.WechatPayName:
-		sch = signing.NewWechatPay(cfg.SchemeOptions...)
-	case signing.HTTPSigName:
-		sch = signing.NewHTTPSig(cfg.SchemeOptions...)
-	case signing.FormName:
-		sch = signing.NewForm(cfg.SchemeOptions...)
-	case signing.UnionPayName:
-		sch = signing.NewUnionPay(cfg.SchemeOptions...)
 	}
 	if cfg.Key.Signer == nil {
 		return nil, errors.New("client: Config.Key.Signer is required")

@@ -112,30 +112,5 @@ func (s Settings) Build() (Scheme, error) {
 	if s.AuthSchema != "" {
 		opts = append(opts, WithAuthSchema(s.AuthSchema))
 	}
-	switch s.Name {
-	case UnionPayName:
-		return NewUnionPay(opts...), nil
-	case HTTPSigName:
-		return NewHTTPSig(opts...), nil
-	case WechatPayName:
-		return NewWechatPay(opts...), nil
-	case FormName:
-		return NewForm(opts...), nil
-	case "":
-		return nil, errors.New("signing: no scheme named")
-	}
-	return nil, fmt.Errorf("signing: unknown scheme %q (one of %s)", s.Name, strings.Join(Names(), ", "))
-}
-
-// SignatureHeaders lists the HTTP headers a scheme carries its signature in (none for the
-// parameter schemes, whose signature is inside the body).
-func SignatureHeaders(name string) []string {
-	switch name {
-	case HTTPSigName:
-		return []string{"Signature", "Signature-Input", "Content-Digest"}
-	case WechatPayName:
-		return []string{HeaderWechatpayTimestamp, HeaderWechatpayNonce, HeaderWechatpaySignature,
-			HeaderWechatpaySerial, HeaderWechatpaySignatureType}
-	}
-	return nil
+	return New(s.Name, opts...)
 }

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -133,32 +132,6 @@ var (
 	// another's value); such messages are neither signed nor accepted.
 	ErrAmbiguousParams = fmt.Errorf("%w: parameters do not split back from their signed string", ErrMalformedBody)
 )
-
-var registry = map[string]func() Scheme{
-	WechatPayName: func() Scheme { return NewWechatPay() },
-	HTTPSigName:   func() Scheme { return NewHTTPSig() },
-	FormName:      func() Scheme { return NewForm() },
-	UnionPayName:  func() Scheme { return NewUnionPay() },
-}
-
-// Lookup returns the built-in scheme called name with its default settings.
-func Lookup(name string) (Scheme, error) {
-	f, ok := registry[name]
-	if !ok {
-		return nil, fmt.Errorf("signing: unknown scheme %q", name)
-	}
-	return f(), nil
-}
-
-// Names lists the built-in scheme names, sorted.
-func Names() []string {
-	out := make([]string, 0, len(registry))
-	for n := range registry {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
 
 func errf(base error, format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{base}, args...)...)
