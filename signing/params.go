@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // paramScheme is the shared core of form-sm2 and unionpay-sm2: a flat set of parameters in a
@@ -263,6 +264,15 @@ func (p *paramScheme) sign(m *Message, k Key, now time.Time, nonce string) error
 	}
 	if err := p.checkUnambiguous(params); err != nil {
 		return err
+	}
+	if format == jsonBody {
+		// encoding/json writes invalid UTF-8 as U+FFFD: the body would carry other bytes
+		// than the ones signed, and the signature would never verify.
+		for k, v := range params {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return errf(ErrMalformedBody, "JSON parameter is not valid UTF-8")
+			}
+		}
 	}
 	uid := k.UserID
 	if uid == nil {

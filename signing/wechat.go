@@ -69,6 +69,9 @@ func (w *WechatPay) Sign(m *Message, k Key, now time.Time, nonce string) error {
 	if keyID == "" {
 		return errf(ErrMalformedHeader, "no key ID (serial_no)")
 	}
+	if m.Kind != Response && !wechatRequestLine(m) {
+		return errf(ErrMalformedHeader, "method or target not representable")
+	}
 	ts := strconv.FormatInt(now.Unix(), 10)
 	if m.Header == nil {
 		m.Header = make(map[string][]string)
@@ -144,8 +147,8 @@ func (w *WechatPay) Parse(m *Message) (*Signed, error) {
 	if err != nil || len(sig) == 0 {
 		return nil, errf(ErrMalformedHeader, "signature encoding")
 	}
-	if m.Method == "" || m.Target == "" {
-		return nil, errf(ErrMalformedHeader, "request without method or target")
+	if !wechatRequestLine(m) {
+		return nil, errf(ErrMalformedHeader, "bad request method or target")
 	}
 	p := map[string]string{"schema": schema}
 	return &Signed{
@@ -232,6 +235,23 @@ func verifySigned(s *Signed, pub *ecdsa.PublicKey) error {
 		return ErrMissingSignature
 	}
 	return VerifySM2(pub, s.SignedBytes, s.Signature, s.UserID, s.Encoding)
+}
+
+// wechatRequestLine reports whether m's method is a token and its target non-empty, bounded
+// and free of control characters and spaces, as on any HTTP request line. The signed string
+// joins them with newlines, so a newline in either would let bytes move between the method,
+// target, timestamp, nonce and body lines of the same signed string (found by
+// FuzzWechatSignedStringDifferential).
+func wechatRequestLine(m *Message) bool {
+	if !isToken(m.Method) || m.Target == "" || len(m.Target) > MaxHeaderLen {
+		return false
+	}
+	for i := 0; i < len(m.Target); i++ {
+		if c := m.Target[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func wechatRequestString(method, target, ts, nonce string, body []byte) []byte {
