@@ -461,8 +461,8 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 			}
 			label := string(attrs[0].Value)
 			ver, ok := parseBlobLabel(e.ref.Object, label)
-			if !ok && (label == e.ref.Object || e.ref.Object == "") {
-				ver, ok = 1, true
+			if e.ref.Object == "" || (!ok && label == e.ref.Object) {
+				ver, ok = 1, true // id= alone names one key pair, whatever its label
 			}
 			if !ok {
 				continue
