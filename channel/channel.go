@@ -11,6 +11,7 @@
 package channel
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"errors"
@@ -69,6 +70,7 @@ type BankChannel struct {
 	name       string
 	scheme     signing.Scheme
 	schemeName string
+	nonceField string // the body parameter carrying the request's nonce (body schemes)
 	key        signing.Key
 	certs      map[string]*smx509.Certificate
 	enc        Encryption
@@ -115,10 +117,13 @@ func New(cfg Config) (*BankChannel, error) {
 			return nil, fmt.Errorf("channel: bank roots: %w", err)
 		}
 	}
-	bc := &BankChannel{name: cfg.Name, scheme: sch, schemeName: cfg.Scheme.Name,
+	bc := &BankChannel{name: cfg.Name, scheme: sch, schemeName: cfg.Scheme.Name, nonceField: cfg.Scheme.NonceField,
 		certs: map[string]*smx509.Certificate{}, enc: cfg.Encryption, now: cfg.Now}
 	if bc.now == nil {
 		bc.now = time.Now
+	}
+	if f, ok := signing.SchemeFacts(cfg.Scheme.Name); ok && bc.nonceField == "" {
+		bc.nonceField = f.NonceField
 	}
 	window := cfg.ReplyWindow
 	switch {
@@ -243,8 +248,13 @@ func (b *BankChannel) RequestNonce(m *signing.Message, plain []byte) string {
 	}
 	s, err := b.scheme.Parse(&signing.Message{Kind: signing.Request, Method: m.Method, Target: m.Target,
 		Authority: m.Authority, Scheme: m.Scheme, Header: m.Header, Body: m.Body})
-	if err != nil || s.Nonce == "" || !strings.Contains(string(plain), s.Nonce) {
+	if err != nil || s.Nonce == "" {
 		return ""
+	}
+	trimmed := bytes.TrimSpace(plain)
+	params, err := signing.ParseParams(trimmed, len(trimmed) > 0 && trimmed[0] == '{')
+	if err != nil || params[b.nonceField] != s.Nonce {
+		return "" // the nonce was drawn for an enveloped body: the bank echoes the inner one
 	}
 	return s.Nonce
 }

@@ -30,6 +30,9 @@ type Facts struct {
 	NonceField, TimestampField string
 	// ReplySigned lists what the signature of a reply covers by default.
 	ReplySigned []string
+	// ReplyEchoesNonce: a reply carries the request's nonce field back (unionpay-sm2 orderId),
+	// which binds it to its request.
+	ReplyEchoesNonce bool
 
 	build func(...Option) Scheme
 }
@@ -49,7 +52,7 @@ var schemes = []Facts{
 		build:       func(o ...Option) Scheme { return NewHTTPSig(o...) },
 	},
 	{
-		Name: UnionPayName, NonceField: "orderId", TimestampField: "txnTime",
+		Name: UnionPayName, NonceField: "orderId", TimestampField: "txnTime", ReplyEchoesNonce: true,
 		ReplySigned: []string{"body parameters except signature (SM3 hex digest of the signed string)"},
 		build:       func(o ...Option) Scheme { return NewUnionPay(o...) },
 	},

@@ -95,7 +95,11 @@ const replyClockSkew = 30 * time.Second
 
 // ReplyEchoesNonce reports whether the scheme's replies carry the request's nonce field back
 // (unionpay-sm2: orderId), which binds a reply to its request.
-func ReplyEchoesNonce(name string) bool { return name == UnionPayName }
+// It reads the scheme-facts table.
+func ReplyEchoesNonce(name string) bool {
+	f, ok := SchemeFacts(name)
+	return ok && f.ReplyEchoesNonce
+}
 
 // ErrReplyStatus: the reply's HTTP status is not covered by its signature and contradicts what
 // the signed body says (a success status on a signed error, an error status on a signed result).
