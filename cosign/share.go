@@ -1,0 +1,103 @@
+package cosign
+
+import (
+	"crypto/ecdsa"
+	"io"
+	"sync"
+
+	"filippo.io/bigmod"
+)
+
+// Share is one party's half of a collaborative SM2 key: the secret d_i in [1, n-1] and its
+// partial public key P_i = d_i^-1 G. The terminal's share is d_1, the platform's d_2; the
+// algebra is symmetric. A Share is safe for concurrent use; Destroy wipes it.
+type Share struct {
+	mu   sync.RWMutex
+	d    *bigmod.Nat // nil once destroyed
+	dInv *bigmod.Nat
+	pub  []byte
+}
+
+// GenerateShare draws a fresh share from rand (crypto/rand.Reader in production).
+func GenerateShare(rand io.Reader) (*Share, error) {
+	d, err := randomScalar(rand)
+	if err != nil {
+		return nil, err
+	}
+	return newShare(d), nil
+}
+
+// ParseShare reads a share encoded by Bytes (32 bytes, big-endian, in [1, n-1]). It does not
+// keep b; the caller wipes it.
+func ParseShare(b []byte) (*Share, error) {
+	d, err := parseScalar(b)
+	if err != nil {
+		return nil, err
+	}
+	return newShare(d), nil
+}
+
+func newShare(d *bigmod.Nat) *Share {
+	dInv := invert(d)
+	k := scalarBytes(dInv)
+	x, y := curve.ScalarBaseMult(k)
+	clear(k)
+	return &Share{d: d, dInv: dInv, pub: point{x, y}.bytes()}
+}
+
+// Bytes returns d_i (32 bytes). The caller owns the copy and must wipe it.
+func (s *Share) Bytes() []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.d == nil {
+		return nil
+	}
+	return scalarBytes(s.d)
+}
+
+// PartialPublicKey returns P_i = d_i^-1 G, 65 bytes uncompressed: what the party sends its peer
+// during derivation (Tongsuo: sm2_threshold -derive -inkey A.key -pubout A-pub.key).
+func (s *Share) PartialPublicKey() []byte { return append([]byte(nil), s.pub...) }
+
+// Destroy wipes the share; every later operation fails with ErrUsed.
+func (s *Share) Destroy() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wipe(s.d, s.dInv)
+	s.d, s.dInv = nil, nil
+}
+
+// JointPublicKey derives the joint public key P = d_i^-1 P_peer - G from the peer's partial
+// public key (validated: on the curve, not the identity). It refuses a joint key at infinity
+// (d_1 d_2 = 1, i.e. d = 0).
+func (s *Share) JointPublicKey(peerPartial []byte) (*ecdsa.PublicKey, error) {
+	peer, err := parsePoint(peerPartial)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.d == nil {
+		return nil, ErrUsed
+	}
+	k := scalarBytes(s.dInv)
+	defer clear(k)
+	// d_i^-1 P_peer + (n-1) G = d_i^-1 P_peer - G, one call into gmsm.
+	p, err := checked(curve.CombinedMult(peer.x, peer.y, nMinus1, k))
+	if err != nil {
+		return nil, err
+	}
+	return &ecdsa.PublicKey{Curve: curve, X: p.x, Y: p.y}, nil
+}
+
+// MarshalPublicKey encodes an SM2 public key as 65 bytes uncompressed.
+func MarshalPublicKey(pub *ecdsa.PublicKey) []byte { return point{pub.X, pub.Y}.bytes() }
+
+// ParsePublicKey reads and validates a 65-byte uncompressed SM2 public key.
+func ParsePublicKey(b []byte) (*ecdsa.PublicKey, error) {
+	p, err := parsePoint(b)
+	if err != nil {
+		return nil, err
+	}
+	return &ecdsa.PublicKey{Curve: curve, X: p.x, Y: p.y}, nil
+}
