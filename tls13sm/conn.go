@@ -1,0 +1,740 @@
+package tls13sm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+)
+
+// Record content types (RFC 8446 5.1).
+const (
+	recordTypeChangeCipherSpec uint8 = 20
+	recordTypeAlert            uint8 = 21
+	recordTypeHandshake        uint8 = 22
+	recordTypeApplicationData  uint8 = 23
+)
+
+// Conn is a TLS 1.3 (RFC 8998 profile) connection, client or server side.
+// It implements net.Conn.
+type Conn struct {
+	conn     net.Conn
+	isClient bool
+	config   *Config
+
+	handshakeMu       sync.Mutex
+	handshakeErr      error
+	handshakeComplete atomic.Bool
+	handshakeFn       func(context.Context) error
+
+	// Connection state, set by the handshake.
+	cipherSuite      uint16
+	didResume        bool
+	didHRR           bool // a HelloRetryRequest was sent or received
+	serverName       string
+	alpn             string
+	peerCertificates []*smx509.Certificate
+	verifiedChains   [][]*smx509.Certificate
+
+	// resumptionSecret is kept after the handshake for tickets (client side: to
+	// turn received NewSessionTickets into sessions).
+	resumptionSecret []byte
+	ticketsSeen      int
+
+	in, out halfConn
+
+	rbuf     []byte // read buffer: rbuf[rstart:rend] is unconsumed
+	rstart   int
+	rend     int
+	input    []byte       // unread application data
+	hand     bytes.Buffer // pending handshake bytes
+	retries  int          // records in a row that did not advance
+	sentCH   bool         // a ClientHello was sent or received (CCS allowed from here on)
+	peerFin  bool         // the peer's Finished was received (CCS no longer allowed)
+	firstRec bool         // the first record was written
+
+	outBuf    []byte
+	innerBuf  []byte // inner plaintext of the record being sealed
+	sendBuf   []byte // buffered handshake flight
+	buffering bool
+
+	closeNotifySent bool
+}
+
+// halfConn is one direction's record protection.
+type halfConn struct {
+	sync.Mutex
+	err    error
+	prot   *recordProtection // nil: plaintext
+	seq    uint64
+	secret []byte // current traffic secret (for KeyUpdate)
+	suite  uint16
+}
+
+// setTrafficSecret installs a new traffic secret and resets the sequence number.
+func (hc *halfConn) setTrafficSecret(suite uint16, secret []byte) error {
+	p, err := newProtection(suite, secret)
+	if err != nil {
+		return err
+	}
+	if hc.secret != nil {
+		zero(hc.secret)
+	}
+	hc.prot, hc.seq, hc.suite = p, 0, suite
+	hc.secret = append([]byte(nil), secret...)
+	return nil
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines of the underlying connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the underlying connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// NetConn returns the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.conn }
+
+// sendAlertLocked sends an alert; c.out must be held.
+func (c *Conn) sendAlertLocked(a Alert) error {
+	level := uint8(alertLevelError)
+	if a == AlertCloseNotify || a == AlertUserCanceled {
+		level = alertLevelWarning
+	}
+	if c.out.err != nil && level == alertLevelError {
+		return c.out.err
+	}
+	c.buffering = false
+	if len(c.sendBuf) > 0 { // an alert ends any pending flight
+		c.conn.Write(c.sendBuf) //nolint:errcheck // best effort
+		c.sendBuf = c.sendBuf[:0]
+	}
+	_, err := c.writeRecordLocked(recordTypeAlert, []byte{level, byte(a)})
+	if a == AlertCloseNotify {
+		c.closeNotifySent = true
+	}
+	if level == alertLevelError {
+		ae := &AlertError{Alert: a}
+		c.out.err = ae
+		if err == nil {
+			err = ae
+		}
+	}
+	return err
+}
+
+// fatal sends a fatal alert for cause and returns the AlertError.
+func (c *Conn) fatal(a Alert, cause error) error {
+	c.out.Lock()
+	c.sendAlertLocked(a) //nolint:errcheck // best effort; the cause is returned
+	c.out.Unlock()
+	return &AlertError{Alert: a, Err: cause}
+}
+
+// fail converts err to an AlertError, sending the alert if err carries a local one.
+func (c *Conn) fail(err error) error {
+	var ae *AlertError
+	if errors.As(err, &ae) {
+		if ae.Remote {
+			return err
+		}
+		if c.out.err == nil {
+			return c.fatal(ae.Alert, ae.Err)
+		}
+	}
+	return err
+}
+
+// readRecord reads and processes one record. c.in must be held.
+func (c *Conn) readRecord() error {
+	if c.in.err != nil {
+		return c.in.err
+	}
+	if err := c.fill(recordHeaderLen); err != nil {
+		return c.readErr(err)
+	}
+	hdr := c.rbuf[c.rstart : c.rstart+recordHeaderLen]
+	typ := hdr[0]
+	vers := uint16(hdr[1])<<8 | uint16(hdr[2])
+	n := int(hdr[3])<<8 | int(hdr[4])
+	if vers>>8 != 3 {
+		return c.inErr(c.fatal(AlertProtocolVersion, fmt.Errorf("record version 0x%04X", vers)))
+	}
+	if n > maxCiphertext || (c.in.prot == nil && n > maxPlaintext) {
+		return c.inErr(c.fatal(AlertRecordOverflow, fmt.Errorf("record of %d bytes", n)))
+	}
+	if err := c.fill(recordHeaderLen + n); err != nil {
+		return c.readErr(err)
+	}
+	record := c.rbuf[c.rstart : c.rstart+recordHeaderLen+n]
+	c.rstart += recordHeaderLen + n
+	payload := record[recordHeaderLen:]
+
+	// A single change_cipher_spec byte 0x01 may arrive, unprotected, between
+	// the first ClientHello and the peer's Finished (RFC 8446 5, D.4); it is
+	// dropped. Anything else of that type is refused.
+	if typ == recordTypeChangeCipherSpec {
+		if n != 1 || payload[0] != 1 || !c.sentCH || c.peerFin {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("unexpected change_cipher_spec")))
+		}
+		return c.retry()
+	}
+
+	if c.in.prot != nil {
+		if typ != recordTypeApplicationData {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("unprotected record of type %d after key change", typ)))
+		}
+		if n < aeadTagLen+1 {
+			return c.inErr(c.fatal(AlertBadRecordMAC, errors.New("short protected record")))
+		}
+		nonce := c.in.prot.nonce(c.in.seq)
+		plain, err := c.in.prot.aead.Open(payload[:0], nonce[:], payload, record[:recordHeaderLen])
+		if err != nil {
+			return c.inErr(c.fatal(AlertBadRecordMAC, errors.New("record authentication failed")))
+		}
+		c.in.seq++
+		if c.in.seq == 0 {
+			return c.inErr(c.fatal(AlertInternalError, errors.New("read sequence number wrapped")))
+		}
+		// Strip the padding and find the real content type.
+		i := len(plain) - 1
+		for i >= 0 && plain[i] == 0 {
+			i--
+		}
+		if i < 0 {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("protected record without content type")))
+		}
+		typ, payload = plain[i], plain[:i]
+		if len(payload) > maxPlaintext {
+			return c.inErr(c.fatal(AlertRecordOverflow, errors.New("inner plaintext too long")))
+		}
+		if typ == recordTypeChangeCipherSpec {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("protected change_cipher_spec")))
+		}
+	}
+
+	switch typ {
+	case recordTypeAlert:
+		if len(payload) != 2 || c.hand.Len() > 0 {
+			return c.inErr(c.fatal(AlertDecodeError, errors.New("malformed alert")))
+		}
+		a := Alert(payload[1])
+		if a == AlertCloseNotify {
+			return c.inErr(io.EOF)
+		}
+		if a == AlertUserCanceled && payload[0] == alertLevelWarning {
+			return c.retry()
+		}
+		return c.inErr(&AlertError{Alert: a, Remote: true})
+	case recordTypeHandshake:
+		if len(payload) == 0 {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("empty handshake record")))
+		}
+		if c.hand.Len()+len(payload) > c.config.maxHandshake()+4 {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("too much buffered handshake data")))
+		}
+		c.hand.Write(payload)
+		c.retries = 0
+		return nil
+	case recordTypeApplicationData:
+		if c.in.prot == nil || !c.handshakeComplete.Load() {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("application data before the handshake completed")))
+		}
+		if c.hand.Len() > 0 {
+			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("application data inside a handshake message")))
+		}
+		if len(payload) == 0 {
+			return c.retry()
+		}
+		c.input = payload
+		c.retries = 0
+		return nil
+	}
+	return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("record of unknown type %d", typ)))
+}
+
+// fill makes at least n unconsumed bytes available in c.rbuf[c.rstart:c.rend].
+func (c *Conn) fill(n int) error {
+	if c.rend-c.rstart >= n {
+		return nil
+	}
+	if c.rstart > 0 && c.rstart == c.rend {
+		c.rstart, c.rend = 0, 0
+	}
+	if len(c.rbuf)-c.rstart < n {
+		size := len(c.rbuf)
+		if size < 4096 {
+			size = 4096
+		}
+		if size < n {
+			size = recordHeaderLen + maxCiphertext
+		}
+		if size != len(c.rbuf) {
+			nb := make([]byte, size)
+			c.rend = copy(nb, c.rbuf[c.rstart:c.rend])
+			c.rbuf = nb
+		} else {
+			c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
+		}
+		c.rstart = 0
+	}
+	for c.rend-c.rstart < n {
+		m, err := c.conn.Read(c.rbuf[c.rend:])
+		c.rend += m
+		if err != nil {
+			if c.rend-c.rstart >= n {
+				return nil
+			}
+			if err == io.EOF && c.rend > c.rstart {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// readErr records a read error as permanent unless it is a timeout.
+func (c *Conn) readErr(err error) error {
+	if err == io.EOF && !c.handshakeComplete.Load() {
+		err = io.ErrUnexpectedEOF
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	c.in.err = err
+	return err
+}
+
+func (c *Conn) inErr(err error) error {
+	c.in.err = err
+	return err
+}
+
+// retry counts records that do not advance the connection.
+func (c *Conn) retry() error {
+	c.retries++
+	if c.retries > maxUselessRecords {
+		return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("too many records without progress")))
+	}
+	return nil
+}
+
+// readHandshakeBytes reads one complete handshake message (header included).
+func (c *Conn) readHandshakeBytes() ([]byte, error) {
+	for c.hand.Len() < 4 {
+		if err := c.readRecord(); err != nil {
+			return nil, err
+		}
+	}
+	h := c.hand.Bytes()
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if n > c.config.maxHandshake() {
+		return nil, c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("handshake message of %d bytes exceeds the limit", n)))
+	}
+	for c.hand.Len() < 4+n {
+		if err := c.readRecord(); err != nil {
+			return nil, err
+		}
+	}
+	msg := make([]byte, 4+n)
+	copy(msg, c.hand.Next(4+n))
+	if c.hand.Len() == 0 {
+		c.hand.Reset()
+	}
+	return msg, nil
+}
+
+// readHandshake reads the next message, which must be of type typ, into m.
+// A wrong type is unexpected_message; a malformed body decode_error.
+func (c *Conn) readHandshake(typ uint8, m handshakeMessage) error {
+	data, err := c.readHandshakeBytes()
+	if err != nil {
+		return err
+	}
+	if data[0] != typ {
+		return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("got handshake message %d, want %d", data[0], typ)))
+	}
+	if !m.unmarshal(data) {
+		return c.inErr(c.fatal(AlertDecodeError, fmt.Errorf("malformed handshake message %d", typ)))
+	}
+	return nil
+}
+
+// keyChangeBoundary refuses a key change in the middle of a handshake message
+// (RFC 8446 5.1: messages must not span key changes).
+func (c *Conn) keyChangeBoundary() error {
+	if c.hand.Len() > 0 {
+		return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("handshake data spans a key change")))
+	}
+	return nil
+}
+
+// writeRecordLocked writes data as records of type typ. c.out must be held.
+func (c *Conn) writeRecordLocked(typ uint8, data []byte) (int, error) {
+	if c.out.err != nil {
+		return 0, c.out.err
+	}
+	written := 0
+	for first := true; first || len(data) > 0; first = false {
+		m := len(data)
+		if m > maxPlaintext {
+			m = maxPlaintext
+		}
+		out := c.outBuf[:0]
+		if c.out.prot == nil {
+			vers := versionTLS12
+			if !c.firstRec && typ == recordTypeHandshake && c.isClient {
+				vers = versionTLS10 // the initial ClientHello, as most stacks send it
+			}
+			out = append(out, typ, byte(vers>>8), byte(vers), byte(m>>8), byte(m))
+			out = append(out, data[:m]...)
+		} else {
+			l := m + 1 + aeadTagLen
+			out = append(out, recordTypeApplicationData, 0x03, 0x03, byte(l>>8), byte(l))
+			// The inner plaintext is built in its own buffer: gmsm's CCM Seal
+			// (v0.44.1) authenticates its plaintext argument after encrypting
+			// into dst, so sealing in place would MAC the ciphertext.
+			inner := append(c.innerBuf[:0], data[:m]...)
+			inner = append(inner, typ)
+			c.innerBuf = inner
+			nonce := c.out.prot.nonce(c.out.seq)
+			out = c.out.prot.aead.Seal(out[:recordHeaderLen], nonce[:], inner, out[:recordHeaderLen])
+			c.out.seq++
+			if c.out.seq == 0 {
+				c.out.err = errors.New("tls13sm: write sequence number wrapped")
+				return written, c.out.err
+			}
+		}
+		c.firstRec = true
+		c.outBuf = out
+		if c.buffering {
+			c.sendBuf = append(c.sendBuf, out...)
+		} else if _, err := c.conn.Write(out); err != nil {
+			c.out.err = err
+			return written, err
+		}
+		written += m
+		data = data[m:]
+	}
+	return written, nil
+}
+
+// writeHandshake writes one handshake message and adds it to the transcript.
+func (c *Conn) writeHandshake(msg []byte, transcript interface{ Write([]byte) (int, error) }) error {
+	if msg == nil {
+		return c.fatal(AlertInternalError, errors.New("cannot marshal handshake message"))
+	}
+	c.out.Lock()
+	defer c.out.Unlock()
+	if transcript != nil {
+		transcript.Write(msg) //nolint:errcheck // hash writes do not fail
+	}
+	_, err := c.writeRecordLocked(recordTypeHandshake, msg)
+	return err
+}
+
+// writeCCS writes the middlebox-compatibility change_cipher_spec (RFC 8446 D.4).
+func (c *Conn) writeCCS() error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.out.err != nil {
+		return c.out.err
+	}
+	rec := []byte{recordTypeChangeCipherSpec, 3, 3, 0, 1, 1}
+	if c.buffering {
+		c.sendBuf = append(c.sendBuf, rec...)
+		return nil
+	}
+	_, err := c.conn.Write(rec)
+	if err != nil {
+		c.out.err = err
+	}
+	return err
+}
+
+func (c *Conn) startFlight() {
+	c.out.Lock()
+	c.buffering = true
+	c.out.Unlock()
+}
+
+func (c *Conn) flush() error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	c.buffering = false
+	if len(c.sendBuf) == 0 {
+		return nil
+	}
+	_, err := c.conn.Write(c.sendBuf)
+	c.sendBuf = c.sendBuf[:0]
+	if err != nil {
+		c.out.err = err
+	}
+	return err
+}
+
+func (c *Conn) setWriteSecret(suite uint16, secret []byte) error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	return c.out.setTrafficSecret(suite, secret)
+}
+
+func (c *Conn) setReadSecret(suite uint16, secret []byte) error {
+	if err := c.keyChangeBoundary(); err != nil {
+		return err
+	}
+	return c.in.setTrafficSecret(suite, secret)
+}
+
+// Write writes application data, in records of at most 16 KiB.
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.closeNotifySent {
+		return 0, errors.New("tls13sm: write after close_notify")
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	return c.writeRecordLocked(recordTypeApplicationData, b)
+}
+
+// Read reads application data. Post-handshake messages (NewSessionTicket,
+// KeyUpdate) are processed on the way.
+func (c *Conn) Read(b []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.in.Lock()
+	defer c.in.Unlock()
+	for len(c.input) == 0 {
+		if err := c.readRecord(); err != nil {
+			return 0, err
+		}
+		for c.hand.Len() > 0 {
+			if err := c.handlePostHandshake(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	n := copy(b, c.input)
+	c.input = c.input[n:]
+	return n, nil
+}
+
+// handlePostHandshake processes one post-handshake message. c.in must be held.
+func (c *Conn) handlePostHandshake() error {
+	data, err := c.readHandshakeBytes()
+	if err != nil {
+		return err
+	}
+	if err := c.retry(); err != nil {
+		return err
+	}
+	switch {
+	case data[0] == typeKeyUpdate:
+		var m keyUpdateMsg
+		if !m.unmarshal(data) {
+			return c.inErr(c.fatal(AlertDecodeError, errors.New("malformed KeyUpdate")))
+		}
+		return c.handleKeyUpdate(&m)
+	case data[0] == typeNewSessionTicket && c.isClient:
+		var m newSessionTicketMsg
+		if !m.unmarshal(data) {
+			return c.inErr(c.fatal(AlertDecodeError, errors.New("malformed NewSessionTicket")))
+		}
+		return c.handleNewSessionTicket(&m)
+	}
+	return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("unexpected post-handshake message type %d", data[0])))
+}
+
+// handleKeyUpdate switches the read key and, if asked, answers with a
+// KeyUpdate of our own before any further data (RFC 8446 4.6.3).
+func (c *Conn) handleKeyUpdate(m *keyUpdateMsg) error {
+	if m.value > 1 {
+		return c.inErr(c.fatal(AlertIllegalParameter, errors.New("KeyUpdate request_update out of range")))
+	}
+	if err := c.keyChangeBoundary(); err != nil {
+		return err
+	}
+	next := nextTrafficSecret(c.in.secret)
+	err := c.in.setTrafficSecret(c.in.suite, next)
+	zero(next)
+	if err != nil {
+		return c.inErr(c.fatal(AlertInternalError, err))
+	}
+	if m.updateRequested {
+		c.out.Lock()
+		defer c.out.Unlock()
+		if c.closeNotifySent {
+			return nil
+		}
+		return c.sendKeyUpdateLocked(false)
+	}
+	return nil
+}
+
+// sendKeyUpdateLocked sends a KeyUpdate and switches the write key. c.out must be held.
+func (c *Conn) sendKeyUpdateLocked(requestPeer bool) error {
+	msg := (&keyUpdateMsg{updateRequested: requestPeer}).marshal()
+	if _, err := c.writeRecordLocked(recordTypeHandshake, msg); err != nil {
+		return err
+	}
+	next := nextTrafficSecret(c.out.secret)
+	defer zero(next)
+	if err := c.out.setTrafficSecret(c.out.suite, next); err != nil {
+		c.out.err = err
+		return err
+	}
+	return nil
+}
+
+// updateKeys sends a KeyUpdate (asking the peer to update too if requestPeer).
+func (c *Conn) updateKeys(requestPeer bool) error {
+	if err := c.Handshake(); err != nil {
+		return err
+	}
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.closeNotifySent {
+		return errors.New("tls13sm: key update after close_notify")
+	}
+	return c.sendKeyUpdateLocked(requestPeer)
+}
+
+// Close sends close_notify (after a completed handshake) and closes the connection.
+func (c *Conn) Close() error {
+	var alertErr error
+	if c.handshakeComplete.Load() {
+		if err := c.closeNotify(); err != nil {
+			alertErr = err
+		}
+	}
+	if err := c.conn.Close(); err != nil {
+		return err
+	}
+	return alertErr
+}
+
+// CloseWrite sends close_notify without closing the connection.
+func (c *Conn) CloseWrite() error {
+	if !c.handshakeComplete.Load() {
+		return errors.New("tls13sm: CloseWrite before handshake completion")
+	}
+	return c.closeNotify()
+}
+
+func (c *Conn) closeNotify() error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.closeNotifySent {
+		return nil
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	err := c.sendAlertLocked(AlertCloseNotify)
+	c.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck
+	return err
+}
+
+// Handshake runs the handshake if it has not run yet.
+func (c *Conn) Handshake() error {
+	return c.HandshakeContext(context.Background())
+}
+
+// HandshakeContext runs the handshake; ctx cancellation or Config.HandshakeTimeout abort it.
+func (c *Conn) HandshakeContext(ctx context.Context) error {
+	if c.handshakeComplete.Load() {
+		return nil
+	}
+	c.handshakeMu.Lock()
+	defer c.handshakeMu.Unlock()
+	if c.handshakeErr != nil {
+		return c.handshakeErr
+	}
+	if c.handshakeComplete.Load() {
+		return nil
+	}
+	if c.config == nil {
+		c.handshakeErr = errors.New("tls13sm: nil Config")
+		return c.handshakeErr
+	}
+	if err := c.config.validate(); err != nil {
+		c.handshakeErr = err
+		return err
+	}
+	if c.config.HandshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
+		defer cancel()
+	}
+	var interrupted atomic.Bool
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			interrupted.Store(true)
+			c.conn.SetDeadline(time.Unix(1, 0)) //nolint:errcheck
+		})
+		defer func() {
+			if !stop() || interrupted.Load() {
+				c.conn.SetDeadline(time.Time{}) //nolint:errcheck
+			}
+		}()
+	}
+	c.in.Lock()
+	err := c.handshakeFn(ctx)
+	if err != nil {
+		err = c.fail(err)
+	}
+	c.in.Unlock()
+	if err == nil {
+		c.out.Lock()
+		c.buffering = false
+		c.sendBuf = nil
+		c.out.Unlock()
+		c.handshakeComplete.Store(true)
+		return nil
+	}
+	if interrupted.Load() && ctx.Err() != nil {
+		err = fmt.Errorf("tls13sm: handshake interrupted: %w", ctx.Err())
+	}
+	c.handshakeErr = err
+	return err
+}
+
+// ConnectionState returns details about the connection.
+func (c *Conn) ConnectionState() ConnectionState {
+	c.handshakeMu.Lock()
+	defer c.handshakeMu.Unlock()
+	return ConnectionState{
+		Version:            VersionTLS13,
+		HandshakeComplete:  c.handshakeComplete.Load(),
+		DidResume:          c.didResume,
+		CipherSuite:        c.cipherSuite,
+		ServerName:         c.serverName,
+		NegotiatedProtocol: c.alpn,
+		PeerCertificates:   c.peerCertificates,
+		VerifiedChains:     c.verifiedChains,
+	}
+}
