@@ -457,4 +457,3 @@ func Server(conn net.Conn, config *Config) *Conn {
 	c.handshakeFn = c.serverHandshake
 	return c
 }
-

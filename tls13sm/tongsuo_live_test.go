@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,12 +26,12 @@ import (
 // (../shared/interop/tongsuo/pki), so each side also verifies certificates it did not make.
 
 type livePKI struct {
-	caFile                     string
-	pool                       *smx509.CertPool
-	serverCertFile, serverKey  string
-	clientCertFile, clientKey  string
-	server, client             *Certificate
-	serverLeaf                 *smx509.Certificate
+	caFile                    string
+	pool                      *smx509.CertPool
+	serverCertFile, serverKey string
+	clientCertFile, clientKey string
+	server, client            *Certificate
+	serverLeaf                *smx509.Certificate
 }
 
 func loadPEMCert(t *testing.T, path string) *smx509.Certificate {
@@ -111,9 +112,9 @@ type echoServer struct {
 }
 
 type serverResult struct {
-	st     ConnectionState
-	hrr    bool
-	err    error
+	st  ConnectionState
+	hrr bool
+	err error
 }
 
 func startEchoServer(t *testing.T, cfg *Config) *echoServer {
@@ -231,4 +232,158 @@ func TestTongsuoLiveOurServer(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startSServer runs `tongsuo s_server -tls1_3 -www` with the RFC 8998 profile and waits until
+// it accepts.
+func startSServer(t *testing.T, bin string, p *livePKI, extra ...string) string {
+	t.Helper()
+	port := liveFreePort(t)
+	args := append([]string{"s_server", "-accept", fmt.Sprint(port), "-tls1_3",
+		"-ciphersuites", "TLS_SM4_GCM_SM3:TLS_SM4_CCM_SM3", "-groups", "curveSM2", "-sigalgs", "sm2sig_sm3",
+		"-cert", p.serverCertFile, "-key", p.serverKey, "-CAfile", p.caFile, "-www", "-quiet"}, extra...)
+	cmd := exec.Command(bin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tongsuo s_server did not start: %v\n%s", err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// getRoot sends GET / over c and returns the whole response (s_server -www answers with
+// an HTML page describing the session, then closes).
+func getRoot(c net.Conn) (string, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestTongsuoLiveOurClient: our client against Tongsuo's s_server: both suites, with and
+// without client authentication, resumption with Tongsuo's ticket, a KeyUpdate we request
+// (Tongsuo must answer with its own), and a HelloRetryRequest with a cookie (-stateless).
+func TestTongsuoLiveOurClient(t *testing.T) {
+	bin := testenv.TongsuoBin(t)
+	p := tongsuoPKI(t)
+	for _, s := range liveSuites {
+		for _, withCert := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/clientcert=%v", s.name, withCert), func(t *testing.T) {
+				var extra []string
+				if withCert {
+					extra = append(extra, "-Verify", "1")
+				}
+				addr := startSServer(t, bin, p, extra...)
+				cfg := &Config{RootCAs: p.pool, ServerName: "localhost", CipherSuites: []uint16{s.id},
+					ClientSessionCache: NewLRUClientSessionCache(4)}
+				if withCert {
+					cfg.Certificate = p.client
+				}
+				for i, wantResume := range []bool{false, true, true} {
+					c, err := Dial("tcp", addr, cfg)
+					if err != nil {
+						t.Fatalf("connection %d: %v", i, err)
+					}
+					st := c.ConnectionState()
+					if i == 2 {
+						// Ask Tongsuo to update its keys too; the response arrives under its new keys.
+						if err := c.updateKeys(true); err != nil {
+							t.Fatalf("KeyUpdate: %v", err)
+						}
+					}
+					page, err := getRoot(c)
+					c.Close()
+					if err != nil || !strings.HasPrefix(page, "HTTP/1.0 200") {
+						t.Fatalf("connection %d: %v\n%s", i, err, page)
+					}
+					if st.CipherSuite != s.id || st.DidResume != wantResume {
+						t.Fatalf("connection %d: suite %#x resumed %v, want %#x %v", i, st.CipherSuite, st.DidResume, s.id, wantResume)
+					}
+					if !strings.Contains(page, "Cipher is "+s.name) {
+						t.Fatalf("connection %d: s_server reports another cipher:\n%s", i, page)
+					}
+					if wantResume && !strings.Contains(page, "Reused, TLSv1.3") {
+						t.Fatalf("connection %d: s_server does not report a resumed session:\n%s", i, page)
+					}
+					if withCert && !strings.Contains(page, "peer-client") {
+						t.Fatalf("connection %d: s_server did not see our client certificate:\n%s", i, page)
+					}
+					if len(st.VerifiedChains) == 0 {
+						t.Fatalf("connection %d: server chain not verified", i)
+					}
+				}
+			})
+		}
+	}
+	t.Run("HelloRetryRequest with cookie", func(t *testing.T) {
+		// -stateless makes s_server answer every first ClientHello with a cookie HRR; it
+		// works in its echo mode (not -www), where what we send is printed on its stdout.
+		port := liveFreePort(t)
+		cmd := exec.Command(bin, "s_server", "-accept", fmt.Sprint(port), "-tls1_3", "-stateless",
+			"-ciphersuites", "TLS_SM4_GCM_SM3", "-groups", "curveSM2", "-sigalgs", "sm2sig_sm3",
+			"-cert", p.serverCertFile, "-key", p.serverKey, "-quiet")
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		var c *Conn
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if c, err = Dial("tcp", addr, &Config{RootCAs: p.pool, ServerName: "localhost"}); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+		}
+		defer c.Close()
+		if !c.didHRR {
+			t.Fatal("no HelloRetryRequest seen")
+		}
+		if _, err := io.WriteString(c, "payment-ping-after-hrr\n"); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "payment-ping-after-hrr"); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("s_server did not receive our data:\n%s", out.String())
+			}
+		}
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
