@@ -200,6 +200,16 @@ type Config struct {
 	caNamesSet  bool
 
 	verifyCache verifyCache
+
+	// keyLog, set by tests only, receives each traffic secret with its NSS
+	// key-log label and the client random, to compare with a peer's key log.
+	keyLog func(label string, clientRandom, secret []byte)
+}
+
+func (c *Config) logKey(label string, clientRandom, secret []byte) {
+	if c.keyLog != nil {
+		c.keyLog(label, clientRandom, secret)
+	}
 }
 
 // ErrCertificateRevoked may be wrapped by VerifyPeerCertificate errors to

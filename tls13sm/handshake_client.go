@@ -244,6 +244,8 @@ func (hs *clientHandshakeState) processServerHello(sh *serverHelloMsg) error {
 	defer zero(cHS)
 	sHS := deriveSecret(hsSecret, labelServerHandshake, hs.transcript)
 	defer zero(sHS)
+	c.config.logKey("CLIENT_HANDSHAKE_TRAFFIC_SECRET", hs.hello.random, cHS)
+	c.config.logKey("SERVER_HANDSHAKE_TRAFFIC_SECRET", hs.hello.random, sHS)
 	if err := c.setReadSecret(hs.suite, sHS); err != nil {
 		return err
 	}
@@ -295,6 +297,8 @@ func (hs *clientHandshakeState) processServerHello(sh *serverHelloMsg) error {
 	sAP := deriveSecret(master, labelServerApplication, hs.transcript)
 	defer zero(sAP)
 
+	c.config.logKey("CLIENT_TRAFFIC_SECRET_0", hs.hello.random, cAP)
+	c.config.logKey("SERVER_TRAFFIC_SECRET_0", hs.hello.random, sAP)
 	c.startFlight()
 	if err := c.writeCCS(); err != nil {
 		return err

@@ -305,6 +305,8 @@ func (hs *serverHandshakeState) finish() error {
 	defer zero(cHS)
 	sHS := deriveSecret(hsSecret, labelServerHandshake, hs.transcript)
 	defer zero(sHS)
+	c.config.logKey("CLIENT_HANDSHAKE_TRAFFIC_SECRET", hs.hello.random, cHS)
+	c.config.logKey("SERVER_HANDSHAKE_TRAFFIC_SECRET", hs.hello.random, sHS)
 	if err := c.setWriteSecret(hs.suite, sHS); err != nil {
 		return wrapAlert(AlertInternalError, err)
 	}
@@ -354,6 +356,8 @@ func (hs *serverHandshakeState) finish() error {
 	defer zero(cAP)
 	sAP := deriveSecret(master, labelServerApplication, hs.transcript)
 	defer zero(sAP)
+	c.config.logKey("CLIENT_TRAFFIC_SECRET_0", hs.hello.random, cAP)
+	c.config.logKey("SERVER_TRAFFIC_SECRET_0", hs.hello.random, sAP)
 	if err := c.setWriteSecret(hs.suite, sAP); err != nil {
 		return wrapAlert(AlertInternalError, err)
 	}

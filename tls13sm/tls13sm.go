@@ -107,5 +107,6 @@ func (c *Config) cloneWithServerName(name string) *Config {
 		CipherSuites: c.CipherSuites, NextProtos: c.NextProtos, SessionTicketsDisabled: c.SessionTicketsDisabled,
 		SessionTicketLifetime: c.SessionTicketLifetime, ClientSessionCache: c.ClientSessionCache,
 		HandshakeTimeout: c.HandshakeTimeout, MaxHandshakeMessageSize: c.MaxHandshakeMessageSize,
+		keyLog: c.keyLog,
 	}
 }
