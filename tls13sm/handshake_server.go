@@ -39,6 +39,11 @@ func (c *Conn) serverHandshake(ctx context.Context) error {
 	if err := hs.processClientHello(); err != nil {
 		return err
 	}
+	// Nothing may follow the final ClientHello in its record: the next
+	// records are under the handshake keys (RFC 8446 5.1).
+	if err := c.keyChangeBoundary(); err != nil {
+		return err
+	}
 	if err := hs.checkForResumption(); err != nil {
 		return err
 	}

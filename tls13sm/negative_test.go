@@ -1,0 +1,394 @@
+package tls13sm
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/ecdh"
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/internal/attack"
+)
+
+// baseHello is a valid RFC 8998 ClientHello with a fresh curveSM2 share.
+func baseHello(t *testing.T) *clientHelloMsg {
+	t.Helper()
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &clientHelloMsg{
+		vers: versionTLS12, random: make([]byte, 32), sessionID: make([]byte, 32),
+		cipherSuites: []uint16{TLS_SM4_GCM_SM3}, compressionMethods: []uint8{0}, serverName: "server.test",
+		supportedVersions: []uint16{VersionTLS13}, supportedGroups: []uint16{groupCurveSM2},
+		signatureAlgorithms: []uint16{schemeSM2SM3},
+		keyShares:           []keyShare{{group: groupCurveSM2, data: k.PublicKey().Bytes()}},
+	}
+	rand.Read(h.random)
+	return h
+}
+
+func plainRecord(typ uint8, body []byte) []byte {
+	return append([]byte{typ, 3, 3, byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+// serverAlertFor sends raw to a fresh server and returns the alert it sends back, after
+// checking that its Handshake error names the same alert.
+func serverAlertFor(t *testing.T, cfg *Config, raw ...[]byte) Alert {
+	t.Helper()
+	sraw, craw := tcpPair(t)
+	s := Server(sraw, cfg)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Handshake() }()
+	for _, r := range raw {
+		if _, err := craw.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	craw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got Alert
+	for {
+		rec, err := attack.ReadRecord(craw)
+		if err != nil {
+			t.Fatalf("no alert from the server: %v", err)
+		}
+		if rec[0] == recordTypeAlert {
+			if len(rec) != 7 || rec[5] != alertLevelError {
+				t.Fatalf("malformed alert record %x", rec)
+			}
+			got = Alert(rec[6])
+			break
+		}
+	}
+	serr := <-errc
+	if a, ok := alertOf(serr); !ok || a != got {
+		t.Fatalf("server error %v does not name the alert it sent (%v)", serr, got)
+	}
+	return got
+}
+
+// TestServerRefusesOutsideProfile: each ClientHello outside the strict RFC 8998 profile is
+// refused with its exact alert (RFC 8446 4.1.1, 4.2, 9.2).
+func TestServerRefusesOutsideProfile(t *testing.T) {
+	badPoint := append([]byte{4}, bytes.Repeat([]byte{0xAB}, 64)...)
+	cases := []struct {
+		name   string
+		mutate func(h *clientHelloMsg)
+		want   Alert
+	}{
+		{"no supported_versions (TLS 1.2 client)", func(h *clientHelloMsg) { h.supportedVersions = nil }, AlertProtocolVersion},
+		{"only TLS 1.2 in supported_versions", func(h *clientHelloMsg) { h.supportedVersions = []uint16{versionTLS12} }, AlertProtocolVersion},
+		{"only AES suites", func(h *clientHelloMsg) { h.cipherSuites = []uint16{0x1301, 0x1302} }, AlertHandshakeFailure},
+		{"ECDSA signature scheme only", func(h *clientHelloMsg) { h.signatureAlgorithms = []uint16{0x0403} }, AlertHandshakeFailure},
+		{"RSA-PSS and ECDSA only", func(h *clientHelloMsg) { h.signatureAlgorithms = []uint16{0x0804, 0x0403, 0x0807} }, AlertHandshakeFailure},
+		{"no signature_algorithms", func(h *clientHelloMsg) { h.signatureAlgorithms = nil }, AlertMissingExtension},
+		{"signature_algorithms_cert without SM2", func(h *clientHelloMsg) { h.signatureAlgorithmsCert = []uint16{0x0403} }, AlertHandshakeFailure},
+		{"x25519 only", func(h *clientHelloMsg) {
+			h.supportedGroups = []uint16{0x001d}
+			h.keyShares = []keyShare{{group: 0x001d, data: bytes.Repeat([]byte{9}, 32)}}
+		}, AlertHandshakeFailure},
+		{"no supported_groups", func(h *clientHelloMsg) { h.supportedGroups = nil }, AlertMissingExtension},
+		{"no key_share", func(h *clientHelloMsg) { h.keyShares = nil }, AlertMissingExtension},
+		{"share for a group not in supported_groups", func(h *clientHelloMsg) {
+			h.keyShares = append(h.keyShares, keyShare{group: 0x0017, data: bytes.Repeat([]byte{4}, 65)})
+		}, AlertIllegalParameter},
+		{"duplicate curveSM2 shares", func(h *clientHelloMsg) { h.keyShares = append(h.keyShares, h.keyShares[0]) }, AlertIllegalParameter},
+		{"curveSM2 share not on the curve", func(h *clientHelloMsg) { h.keyShares[0].data = badPoint }, AlertIllegalParameter},
+		{"curveSM2 share of the wrong length", func(h *clientHelloMsg) { h.keyShares[0].data = h.keyShares[0].data[:33] }, AlertIllegalParameter},
+		{"compression", func(h *clientHelloMsg) { h.compressionMethods = []uint8{1, 0} }, AlertIllegalParameter},
+		{"early data", func(h *clientHelloMsg) { h.earlyData = true }, AlertIllegalParameter},
+		{"PSK without psk_key_exchange_modes", func(h *clientHelloMsg) {
+			h.pskIdentities = []pskIdentity{{label: []byte("ticket"), obfuscatedTicketAge: 1}}
+			h.pskBinders = [][]byte{make([]byte, 32)}
+		}, AlertMissingExtension},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := baseHello(t)
+			tc.mutate(h)
+			raw := h.marshal()
+			if raw == nil {
+				t.Fatal("marshal failed")
+			}
+			if got := serverAlertFor(t, serverConfig(t), plainRecord(recordTypeHandshake, raw)); got != tc.want {
+				t.Fatalf("alert %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestServerRefusesMalformedInput: framing and encoding errors.
+func TestServerRefusesMalformedInput(t *testing.T) {
+	good := baseHello(t).marshal()
+	pskNotLast := func() []byte {
+		h := baseHello(t)
+		h.pskModes = []uint8{pskModeDHE}
+		h.pskIdentities = []pskIdentity{{label: []byte("ticket"), obfuscatedTicketAge: 1}}
+		h.pskBinders = [][]byte{make([]byte, 32)}
+		raw := h.marshal()
+		// Append an empty extension after pre_shared_key and fix up the lengths.
+		raw = append(raw, 0xFF, 0x01, 0, 0)
+		n := len(raw) - 4
+		raw[1], raw[2], raw[3] = byte(n>>16), byte(n>>8), byte(n)
+		extStart := 4 + 2 + 32 + 1 + 32 + 2 + 2 + 2
+		el := len(raw) - extStart - 2
+		raw[extStart], raw[extStart+1] = byte(el>>8), byte(el)
+		return raw
+	}()
+	truncated := append([]byte(nil), good[:len(good)-3]...)
+	truncated[1], truncated[2], truncated[3] = 0, byte((len(truncated)-4)>>8), byte(len(truncated)-4)
+	cases := []struct {
+		name string
+		raw  [][]byte
+		want Alert
+	}{
+		{"truncated ClientHello body", [][]byte{plainRecord(recordTypeHandshake, truncated)}, AlertDecodeError},
+		{"pre_shared_key not last", [][]byte{plainRecord(recordTypeHandshake, pskNotLast)}, AlertIllegalParameter},
+		{"record over 2^14 bytes", [][]byte{plainRecord(recordTypeHandshake, make([]byte, maxPlaintext+1))}, AlertRecordOverflow},
+		{"application data before the handshake", [][]byte{plainRecord(recordTypeApplicationData, []byte("GET /"))}, AlertUnexpectedMessage},
+		{"change_cipher_spec before ClientHello", [][]byte{plainRecord(recordTypeChangeCipherSpec, []byte{1})}, AlertUnexpectedMessage},
+		{"ServerHello sent to a server", [][]byte{plainRecord(recordTypeHandshake, (&serverHelloMsg{vers: versionTLS12, random: make([]byte, 32), cipherSuite: TLS_SM4_GCM_SM3}).marshal())}, AlertUnexpectedMessage},
+		{"empty handshake record", [][]byte{plainRecord(recordTypeHandshake, nil)}, AlertUnexpectedMessage},
+		{"handshake message over the size limit", [][]byte{plainRecord(recordTypeHandshake, []byte{typeClientHello, 0x10, 0, 0})}, AlertUnexpectedMessage},
+		{"ClientHello and more in the same record", [][]byte{plainRecord(recordTypeHandshake, append(append([]byte(nil), good...), typeFinished, 0, 0, 32))}, AlertUnexpectedMessage},
+		{"not TLS at all", [][]byte{[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")}, AlertProtocolVersion},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := serverAlertFor(t, serverConfig(t), tc.raw...); got != tc.want {
+				t.Fatalf("alert %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSecondClientHelloChecked: after a HelloRetryRequest the second ClientHello must carry
+// exactly one curveSM2 share and keep everything else (RFC 8446 4.1.2).
+func TestSecondClientHelloChecked(t *testing.T) {
+	first := func() *clientHelloMsg {
+		h := baseHello(t)
+		h.supportedGroups = []uint16{0x0017, groupCurveSM2}
+		h.keyShares = []keyShare{{group: 0x0017, data: bytes.Repeat([]byte{4}, 65)}}
+		return h
+	}
+	cases := []struct {
+		name   string
+		second func(h1 *clientHelloMsg) *clientHelloMsg
+		want   Alert
+	}{
+		{"still no curveSM2 share", func(h1 *clientHelloMsg) *clientHelloMsg { return h1 }, AlertIllegalParameter},
+		{"new random", func(h1 *clientHelloMsg) *clientHelloMsg {
+			h := baseHello(t)
+			h.supportedGroups = h1.supportedGroups
+			return h
+		}, AlertIllegalParameter},
+		{"dropped the selected suite", func(h1 *clientHelloMsg) *clientHelloMsg {
+			h := *h1
+			h.cipherSuites = []uint16{TLS_SM4_CCM_SM3}
+			h.keyShares = baseHello(t).keyShares
+			return &h
+		}, AlertIllegalParameter},
+		{"two shares", func(h1 *clientHelloMsg) *clientHelloMsg {
+			h := *h1
+			h.keyShares = append(baseHello(t).keyShares, h1.keyShares[0])
+			return &h
+		}, AlertIllegalParameter},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h1 := first()
+			raw1 := append([]byte(nil), h1.marshal()...)
+			h2 := tc.second(h1)
+			raw2 := h2.marshal()
+			got := serverAlertFor(t, serverConfig(t), plainRecord(recordTypeHandshake, raw1),
+				plainRecord(recordTypeChangeCipherSpec, []byte{1}), plainRecord(recordTypeHandshake, raw2))
+			if got != tc.want {
+				t.Fatalf("alert %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClientAuthAlerts: certificate problems end with the alert that names them, on both sides.
+func TestClientAuthAlerts(t *testing.T) {
+	p := getPKI(t)
+	rogueKey := mustKey(t)
+	rogueCA := issue(t, certSpec{cn: "rogue CA", usage: 0x60, isCA: true}, rogueKey, nil, nil)
+	rogueClient := func() *Certificate {
+		k := mustKey(t)
+		c := issue(t, certSpec{cn: "rogue terminal", usage: 1, eku: nil}, k, rogueCA, rogueKey)
+		return &Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k}
+	}()
+	// A hostile client sends an encryption-only certificate (keyEncipherment|dataEncipherment);
+	// ours would refuse to use it, so its prepared state is forced.
+	encOnly := leafCert(t, p, certSpec{cn: "enc-only terminal", usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment})
+	forcePrepared(t, encOnly)
+	expired := leafCert(t, p, certSpec{cn: "expired terminal", usage: 1, notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
+	cases := []struct {
+		name       string
+		auth       ClientAuthType
+		cert       *Certificate
+		revoke     bool
+		wantServer Alert
+	}{
+		{"required but none sent", RequireAndVerifyClientCert, nil, false, AlertCertificateRequired},
+		{"required (any) but none sent", RequireAnyClientCert, nil, false, AlertCertificateRequired},
+		{"untrusted CA", RequireAndVerifyClientCert, rogueClient, false, AlertUnknownCA},
+		{"encryption-only key usage", RequireAndVerifyClientCert, encOnly, false, AlertUnsupportedCertificate},
+		{"expired", RequireAndVerifyClientCert, expired, false, AlertCertificateExpired},
+		{"revoked", RequireAndVerifyClientCert, p.client, true, AlertCertificateRevoked},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg := serverConfig(t)
+			scfg.ClientAuth = tc.auth
+			if tc.revoke {
+				scfg.VerifyPeerCertificate = func([][]byte, [][]*smx509.Certificate) error { return ErrCertificateRevoked }
+			}
+			ccfg := clientConfig(t)
+			ccfg.Certificate = tc.cert
+			s, c, serr, _ := handshakePair(t, scfg, ccfg)
+			if a, ok := alertOf(serr); !ok || a != tc.wantServer {
+				t.Fatalf("server: %v, want %v", serr, tc.wantServer)
+			}
+			// The client learns it on its first read (its handshake ended with its Finished).
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err := c.Read(make([]byte, 1))
+			var ae *AlertError
+			if !errors.As(err, &ae) || !ae.Remote || ae.Alert != tc.wantServer {
+				t.Fatalf("client read: %v, want remote %v", err, tc.wantServer)
+			}
+			_ = s
+		})
+	}
+}
+
+// TestClientRefusesServerCertificate: the client's side of the certificate checks.
+func TestClientRefusesServerCertificate(t *testing.T) {
+	p := getPKI(t)
+	wrongName := leafCert(t, p, certSpec{cn: "other.test", dns: []string{"other.test"}, usage: 1, eku: nil})
+	cases := []struct {
+		name string
+		cfg  func(c *Config)
+		cert *Certificate
+		want Alert
+	}{
+		{"untrusted root", func(c *Config) { c.RootCAs = nil }, p.server, AlertUnknownCA},
+		{"wrong host name", func(c *Config) {}, wrongName, AlertBadCertificate},
+		{"revoked", func(c *Config) {
+			c.VerifyPeerCertificate = func([][]byte, [][]*smx509.Certificate) error { return ErrCertificateRevoked }
+		}, p.server, AlertCertificateRevoked},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg := serverConfig(t)
+			scfg.Certificate = tc.cert
+			ccfg := clientConfig(t)
+			tc.cfg(ccfg)
+			_, _, serr, cerr := handshakePair(t, scfg, ccfg)
+			if a, ok := alertOf(cerr); !ok || a != tc.want {
+				t.Fatalf("client: %v, want %v", cerr, tc.want)
+			}
+			var ae *AlertError
+			if !errors.As(serr, &ae) || !ae.Remote || ae.Alert != tc.want {
+				t.Fatalf("server: %v, want remote %v", serr, tc.want)
+			}
+		})
+	}
+}
+
+// TestTamperedRecordsRefused: a man in the middle who flips one bit of any protected record
+// (server flight, client Finished, application data) ends the connection with bad_record_mac;
+// one who rewrites the ClientHello (suite order, to steer the choice) is caught at once: the
+// handshake keys are derived over the transcript, so the server's first protected record
+// does not authenticate for the client.
+func TestTamperedRecordsRefused(t *testing.T) {
+	cases := []struct {
+		name     string
+		toServer bool
+		index    int
+		mutate   func(rec []byte) []byte
+		want     Alert
+		side     string // which side detects it and sends the alert
+	}{
+		{"server EncryptedExtensions..Finished record", false, 2, flipLast, AlertBadRecordMAC, "client"},
+		{"client Finished record", true, 2, flipLast, AlertBadRecordMAC, "server"},
+		{"ClientHello suite order rewritten", true, 0, func(rec []byte) []byte {
+			i := bytes.Index(rec, []byte{0, 4, 0x00, 0xC6, 0x00, 0xC7})
+			if i < 0 {
+				panic("suite list not found")
+			}
+			out := append([]byte(nil), rec...)
+			out[i+2], out[i+3], out[i+4], out[i+5] = 0x00, 0xC7, 0x00, 0xC6
+			return out
+		}, AlertBadRecordMAC, "client"}, // the server's keys cover the rewritten hello: its first protected record fails
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			es := startEchoServer(t, serverConfig(t))
+			proxy, err := attack.StartRecordProxy(es.addr, func(toServer bool, i int, rec []byte) [][]byte {
+				if toServer == tc.toServer && i == tc.index {
+					return [][]byte{tc.mutate(rec)}
+				}
+				return [][]byte{rec}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			raw, err := net.Dial("tcp", proxy.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			c := Client(raw, clientConfig(t))
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			cerr := c.Handshake()
+			if cerr == nil {
+				_, cerr = io.WriteString(c, "ping\n")
+				if cerr == nil {
+					_, cerr = c.Read(make([]byte, 16))
+				}
+			}
+			r := es.next(t)
+			local, remote := cerr, r.err
+			if tc.side == "server" {
+				local, remote = r.err, cerr
+			}
+			if a, ok := alertOf(local); !ok || a != tc.want {
+				t.Fatalf("%s: %v, want %v", tc.side, local, tc.want)
+			}
+			// The peer either receives the alert or, when the alert itself is protected with
+			// keys it does not share (the rewritten hello), fails the same way locally.
+			var ae *AlertError
+			if !errors.As(remote, &ae) || ae.Alert != tc.want {
+				t.Fatalf("peer of the %s: %v, want %v", tc.side, remote, tc.want)
+			}
+		})
+	}
+}
+
+func flipLast(rec []byte) []byte {
+	out := append([]byte(nil), rec...)
+	out[len(out)-1] ^= 0x01
+	return out
+}
+
+// forcePrepared makes cert usable by our client even when prepareCert would refuse it (a
+// hostile peer's view).
+func forcePrepared(t *testing.T, cert *Certificate) {
+	t.Helper()
+	leaf, err := smx509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.once.Do(func() {
+		cert.prep = &preparedCert{leaf: leaf, signer: cert.PrivateKey.(crypto.Signer), certMsg: cert.Certificate}
+	})
+}
