@@ -249,7 +249,9 @@ func (c *Conn) readRecord() error {
 			return c.inErr(c.fatal(AlertUnexpectedMessage, errors.New("too much buffered handshake data")))
 		}
 		c.hand.Write(payload)
-		c.retries = 0
+		if !c.handshakeComplete.Load() {
+			c.retries = 0 // after the handshake only application data counts as progress
+		}
 		return nil
 	case recordTypeApplicationData:
 		if c.in.prot == nil || !c.handshakeComplete.Load() {
@@ -311,7 +313,9 @@ func (c *Conn) fill(n int) error {
 
 // readErr records a read error as permanent unless it is a timeout.
 func (c *Conn) readErr(err error) error {
-	if err == io.EOF && !c.handshakeComplete.Load() {
+	// Only close_notify ends a stream cleanly; a bare TCP close is a
+	// truncation (an attacker cutting a payment reply short), never io.EOF.
+	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	var ne net.Error

@@ -3,6 +3,11 @@ package tls13sm
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -390,5 +395,47 @@ func forcePrepared(t *testing.T, cert *Certificate) {
 	}
 	cert.once.Do(func() {
 		cert.prep = &preparedCert{leaf: leaf, signer: cert.PrivateKey.(crypto.Signer), certMsg: cert.Certificate}
+	})
+}
+
+// TestClientRefusesNonSM2Certificates: a hostile peer that pairs the SM suites with an ECDSA
+// P-256 certificate is refused with unsupported_certificate, by our client (server
+// certificate, even with InsecureSkipVerify) and by our server (client certificate).
+func TestClientRefusesNonSM2Certificates(t *testing.T) {
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "server.test"},
+		DNSNames: []string{"server.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ecKey.PublicKey, ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecCert := func() *Certificate {
+		c := &Certificate{Certificate: [][]byte{der}, PrivateKey: ecKey}
+		forcePrepared(t, c)
+		return c
+	}
+	t.Run("server certificate", func(t *testing.T) {
+		scfg := serverConfig(t)
+		scfg.Certificate = ecCert()
+		ccfg := clientConfig(t)
+		ccfg.InsecureSkipVerify = true
+		_, _, _, cerr := handshakePair(t, scfg, ccfg)
+		if a, ok := alertOf(cerr); !ok || a != AlertUnsupportedCertificate {
+			t.Fatalf("client: %v, want unsupported_certificate", cerr)
+		}
+	})
+	t.Run("client certificate", func(t *testing.T) {
+		scfg := serverConfig(t)
+		scfg.ClientAuth = RequireAnyClientCert // even unverified, the key type is checked
+		ccfg := clientConfig(t)
+		ccfg.Certificate = ecCert()
+		_, _, serr, _ := handshakePair(t, scfg, ccfg)
+		if a, ok := alertOf(serr); !ok || a != AlertUnsupportedCertificate {
+			t.Fatalf("server: %v, want unsupported_certificate", serr)
+		}
 	})
 }

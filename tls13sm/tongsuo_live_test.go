@@ -3,6 +3,7 @@ package tls13sm
 import (
 	"bufio"
 	"context"
+	"errors"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -386,4 +387,81 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestTongsuoLiveRefusals: what the strict profile refuses, against the real peer. Our server
+// refuses s_client offers outside RFC 8998 with handshake_failure; a Tongsuo s_server holding
+// only an ECDSA P-256 certificate refuses our client (which offers sm2sig_sm3 only); a server
+// chain we do not trust is refused with unknown_ca.
+func TestTongsuoLiveRefusals(t *testing.T) {
+	bin := testenv.TongsuoBin(t)
+	p := tongsuoPKI(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"ECDSA signature scheme only", []string{"-ciphersuites", "TLS_SM4_GCM_SM3", "-groups", "curveSM2", "-sigalgs", "ecdsa_secp256r1_sha256"}},
+		{"AES suite only", []string{"-ciphersuites", "TLS_AES_128_GCM_SHA256", "-groups", "curveSM2", "-sigalgs", "sm2sig_sm3"}},
+		{"P-256 group only", []string{"-ciphersuites", "TLS_SM4_GCM_SM3", "-groups", "P-256", "-sigalgs", "sm2sig_sm3"}},
+	} {
+		t.Run("our server/"+tc.name, func(t *testing.T) {
+			es := startEchoServer(t, &Config{Certificate: p.server})
+			out, err := runSClient(t, bin, es.addr, append(tc.args, "-CAfile", p.caFile)...)
+			if err == nil || strings.Contains(out, "echo:ping") {
+				t.Fatalf("s_client succeeded:\n%s", out)
+			}
+			r := es.next(t)
+			if a, ok := alertOf(r.err); !ok || a != AlertHandshakeFailure {
+				t.Fatalf("server: %v, want handshake_failure", r.err)
+			}
+			if !strings.Contains(out, "alert handshake failure") {
+				t.Fatalf("s_client did not report our handshake_failure alert:\n%s", out)
+			}
+		})
+	}
+	t.Run("our client/ECDSA certificate with the SM suite", func(t *testing.T) {
+		dir := t.TempDir()
+		key, certFile := filepath.Join(dir, "ec.key"), filepath.Join(dir, "ec.crt")
+		for _, args := range [][]string{
+			{"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key},
+			{"req", "-new", "-x509", "-sha256", "-key", key, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+				"-addext", "keyUsage=critical,digitalSignature", "-days", "2", "-out", certFile},
+		} {
+			if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+		}
+		port := liveFreePort(t)
+		cmd := exec.Command(bin, "s_server", "-accept", fmt.Sprint(port), "-tls1_3", "-ciphersuites", "TLS_SM4_GCM_SM3",
+			"-groups", "curveSM2", "-cert", certFile, "-key", key, "-www", "-quiet")
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			_, err = Dial("tcp", addr, &Config{RootCAs: p.pool, ServerName: "localhost", InsecureSkipVerify: true})
+			var ne *net.OpError
+			if !errors.As(err, &ne) || time.Now().After(deadline) {
+				break
+			}
+		}
+		// Measured: Tongsuo 8.5 does not serve an ECDSA certificate to a client that offers only
+		// sm2sig_sm3; it ends the handshake with handshake_failure. (Our client's refusal of such
+		// a certificate, were a server to send it, is TestClientRefusesNonSM2Certificates.)
+		var ae *AlertError
+		if !errors.As(err, &ae) || !ae.Remote || ae.Alert != AlertHandshakeFailure {
+			t.Fatalf("client: %v, want Tongsuo's handshake_failure\n%s", err, out.String())
+		}
+	})
+	t.Run("our client/untrusted server chain", func(t *testing.T) {
+		addr := startSServer(t, bin, p)
+		_, err := Dial("tcp", addr, &Config{RootCAs: getPKI(t).pool, ServerName: "localhost"})
+		if a, ok := alertOf(err); !ok || a != AlertUnknownCA {
+			t.Fatalf("client: %v, want unknown_ca", err)
+		}
+	})
 }
