@@ -77,20 +77,35 @@ type Options struct {
 
 // Log is an append-only, hash-chained, checkpointed audit log. It is safe
 // for concurrent use.
+//
+// Entries are chained in the order Append takes the lock, queued in a batch, and written to the
+// file one batch per write (group commit): while one appender writes a batch, the entries of the
+// appenders arriving meanwhile collect in the next batch, which the first of them writes when the
+// write in progress returns. Batches reach the file in chain order; Append returns only once its
+// batch is in the file (and, under FsyncAlways, on stable storage: one fsync covers every batch
+// written before it). A failed write refuses its batch and every entry queued behind it (they are
+// chained to it), and the chain goes on from the last line in the file.
 type Log struct {
 	opts Options
 
-	mu        sync.Mutex
-	f         *os.File
-	gen       uint64 // incremented when the file changes
-	size      int64
-	segment   int
-	logID     string
-	seq       uint64 // seq of the last written line
-	prev      string // hash of the last written line
-	sinceCkpt int    // lines since the last checkpoint
-	closed    bool
-	broken    error
+	mu         sync.Mutex
+	written    *sync.Cond // on mu: a batch was written or refused
+	f          *os.File
+	gen        uint64 // incremented when the file changes
+	size       int64  // bytes in f (written batches)
+	segment    int
+	logID      string
+	seq        uint64 // seq of the last queued line
+	prev       string // hash of the last queued line
+	sinceCkpt  int    // lines since the last checkpoint (queued)
+	wseq       uint64 // seq of the last line in the file
+	wprev      string // hash of the last line in the file
+	wSinceCkpt int    // sinceCkpt as of the last line in the file
+	cur        *batch // lines queued behind the write in progress
+	writing    bool   // a batch is being written (outside mu)
+	spare      []byte // buffer of the last written batch, for the next one
+	closed     bool
+	broken     error
 
 	syncMu    sync.Mutex
 	syncedGen uint64
@@ -99,11 +114,28 @@ type Log struct {
 	stop chan struct{}
 	done chan struct{}
 
-	headMu   sync.Mutex
-	head     *SignedHead   // newest checkpoint not yet published
-	headSig  chan struct{} // signals head
-	witDone  chan struct{}
-	syncFile func(*os.File) error // f.Sync; replaced by tests to inject failures
+	headMu    sync.Mutex
+	head      *SignedHead   // newest checkpoint not yet published
+	headSig   chan struct{} // signals head
+	witDone   chan struct{}
+	syncFile  func(*os.File) error                // f.Sync; replaced by tests to inject failures
+	writeFile func(*os.File, []byte) (int, error) // f.Write; replaced by tests
+}
+
+// batch is a run of encoded lines written with one write.
+type batch struct {
+	buf       []byte
+	lastSeq   uint64
+	lastHash  string
+	sinceCkpt int
+	head      *SignedHead // newest checkpoint in the batch
+	done      bool        // written (err nil) or refused
+	err       error
+	syncErr   error // FsyncAlways: the fsync that followed the write failed
+	// where it landed, for the fsync of FsyncAlways
+	f   *os.File
+	gen uint64
+	end int64
 }
 
 // Segments returns the existing segment files of base in order.
@@ -177,7 +209,9 @@ func Open(opts Options) (*Log, error) {
 		opts.Now = time.Now
 	}
 	l := &Log{opts: opts, stop: make(chan struct{}), done: make(chan struct{}),
-		headSig: make(chan struct{}, 1), witDone: make(chan struct{}), syncFile: (*os.File).Sync}
+		headSig: make(chan struct{}, 1), witDone: make(chan struct{}), syncFile: (*os.File).Sync,
+		writeFile: (*os.File).Write, cur: &batch{}}
+	l.written = sync.NewCond(&l.mu)
 	segs, err := Segments(opts.Path)
 	if err != nil {
 		return nil, err
@@ -189,6 +223,7 @@ func Open(opts Options) (*Log, error) {
 		}
 		l.logID = hex.EncodeToString(id[:])
 		l.prev = auditGenesis(l.logID)
+		l.wprev = l.prev
 		if err := l.startSegment(1); err != nil {
 			return nil, err
 		}
@@ -288,10 +323,11 @@ func (l *Log) resume(path string) error {
 	if le.Type == TypeCheckpoint {
 		l.sinceCkpt = 0
 	}
+	l.wseq, l.wprev, l.wSinceCkpt = l.seq, l.prev, l.sinceCkpt
 	if len(cut) > 0 {
 		// The crash is part of the record: what was cut, and its digest.
 		d := sm3.Sum(cut)
-		if err := l.writeLocked(&auditEntry{Type: TypeRecovery, CutBytes: int64(len(cut)),
+		if err := l.writeNowLocked(&auditEntry{Type: TypeRecovery, CutBytes: int64(len(cut)),
 			CutSM3: hex.EncodeToString(d[:])}); err != nil {
 			l.f = nil
 			return fail(err)
@@ -316,7 +352,7 @@ func (l *Log) startSegment(n int) error {
 	oldF, oldSize, oldSeg := l.f, l.size, l.segment
 	l.f, l.size, l.segment = f, 0, n
 	l.gen++
-	if err := l.writeLocked(&auditEntry{Type: TypeSegment, LogID: l.logID, Segment: n}); err != nil {
+	if err := l.writeNowLocked(&auditEntry{Type: TypeSegment, LogID: l.logID, Segment: n}); err != nil {
 		f.Close()
 		os.Remove(path)
 		l.f, l.size, l.segment = oldF, oldSize, oldSeg
@@ -333,9 +369,9 @@ func (l *Log) startSegment(n int) error {
 	return nil
 }
 
-// writeLocked assigns seq/prev/time, writes one line and advances the chain.
-// On failure it rolls the file back, or marks the log broken.
-func (l *Log) writeLocked(e *auditEntry) error {
+// queueLocked assigns seq/prev/time to e (signing it when it is a checkpoint), encodes it and
+// queues it in the current batch. Caller holds l.mu.
+func (l *Log) queueLocked(e *auditEntry) error {
 	if l.broken != nil {
 		return l.broken
 	}
@@ -351,17 +387,6 @@ func (l *Log) writeLocked(e *auditEntry) error {
 			return fmt.Errorf("audit: checkpoint signing: %w", err)
 		}
 		e.Sig = base64.StdEncoding.EncodeToString(sig)
-		defer func() {
-			if l.opts.Witness != nil && l.seq == e.Seq { // written
-				l.headMu.Lock()
-				l.head = &SignedHead{LogID: l.logID, Seq: e.Seq, Segment: l.segment, Time: e.Time, Head: e.Head, Sig: e.Sig}
-				l.headMu.Unlock()
-				select {
-				case l.headSig <- struct{}{}:
-				default:
-				}
-			}
-		}()
 	}
 	line, err := json.Marshal(e)
 	if err != nil {
@@ -370,26 +395,174 @@ func (l *Log) writeLocked(e *auditEntry) error {
 	if len(line) > MaxLineLen {
 		return errors.New("audit: entry too long")
 	}
-	line = append(line, '\n')
-	n, err := l.f.Write(line)
-	if err != nil {
-		if n > 0 {
-			if terr := l.f.Truncate(l.size); terr != nil {
-				l.broken = fmt.Errorf("%w: %w", ErrBroken, err)
-				return l.broken
-			}
-		}
-		return fmt.Errorf("audit: write: %w", err)
+	b := l.cur
+	start := len(b.buf)
+	b.buf = append(b.buf, line...)
+	l.queuedLocked(b, start, e.Type)
+	if e.Type == TypeCheckpoint && l.opts.Witness != nil {
+		b.head = &SignedHead{LogID: l.logID, Seq: e.Seq, Segment: l.segment, Time: e.Time, Head: e.Head, Sig: e.Sig}
 	}
-	l.size += int64(n)
-	l.seq = e.Seq
-	l.prev = lineHash(line[:len(line)-1])
-	if e.Type == TypeCheckpoint {
+	return nil
+}
+
+// Encoding of a decision with Seq 0 and Prev "": the part between is encoded before taking the
+// lock, and the line is completed with the seq and prev the chain gives it (both need no JSON
+// escaping, so the line is byte for byte what json.Marshal gives for the whole entry).
+const (
+	tmplPrefix = `{"seq":0`
+	tmplSuffix = `"prev":""}`
+)
+
+// encodeDecision encodes e (Seq and Prev unset) for queueDecisionLocked.
+func encodeDecision(e *auditEntry) ([]byte, error) {
+	t, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(t, []byte(tmplPrefix)) || !bytes.HasSuffix(t, []byte(tmplSuffix)) {
+		return nil, errors.New("audit: unexpected entry encoding")
+	}
+	mid := t[len(tmplPrefix) : len(t)-len(tmplSuffix)]
+	// seq (at most 20 digits) and prev (64 hex digits) complete the line.
+	if len(`{"seq":`)+20+len(mid)+len(`"prev":"`)+2*sm3.Size+len(`"}`) > MaxLineLen {
+		return nil, errors.New("audit: entry too long")
+	}
+	return mid, nil
+}
+
+// queueDecisionLocked queues the decision encoded by encodeDecision. Caller holds l.mu.
+func (l *Log) queueDecisionLocked(mid []byte) error {
+	if l.broken != nil {
+		return l.broken
+	}
+	b := l.cur
+	start := len(b.buf)
+	b.buf = append(b.buf, `{"seq":`...)
+	b.buf = strconv.AppendUint(b.buf, l.seq+1, 10)
+	b.buf = append(b.buf, mid...)
+	b.buf = append(b.buf, `"prev":"`...)
+	b.buf = append(b.buf, l.prev...)
+	b.buf = append(b.buf, `"}`...)
+	l.queuedLocked(b, start, TypeDecision)
+	return nil
+}
+
+// queuedLocked advances the chain over the line b.buf[start:] and ends it.
+func (l *Log) queuedLocked(b *batch, start int, typ string) {
+	l.seq++
+	l.prev = lineHash(b.buf[start:])
+	b.buf = append(b.buf, '\n')
+	if typ == TypeCheckpoint {
 		l.sinceCkpt = 0
 	} else {
 		l.sinceCkpt++
 	}
-	return nil
+	b.lastSeq, b.lastHash, b.sinceCkpt = l.seq, l.prev, l.sinceCkpt
+}
+
+// waitWriterLocked waits until no batch is being written. Caller holds l.mu; it is released
+// while waiting.
+func (l *Log) waitWriterLocked() {
+	for l.writing {
+		l.written.Wait()
+	}
+}
+
+// writeBatchLocked writes the current batch. Caller holds l.mu and no write is in progress;
+// with unlock, l.mu is released during the write (appenders queue the next batch meanwhile),
+// else held (rotation, segment start, Close: nothing may come between).
+func (l *Log) writeBatchLocked(unlock bool) *batch {
+	b := l.cur
+	l.cur = &batch{buf: l.spare[:0]}
+	l.spare = nil
+	f := l.f
+	var n int
+	var err error
+	if unlock {
+		l.writing = true
+		gen, end := l.gen, l.size+int64(len(b.buf))
+		l.mu.Unlock()
+		n, err = l.writeFile(f, b.buf)
+		if err == nil && n == len(b.buf) && l.opts.Fsync == FsyncAlways {
+			// Group commit: the appenders arriving during this fsync queue the next batch,
+			// which gets one write and one fsync in turn.
+			b.syncErr = l.syncWritten(f, gen, end)
+		}
+		l.mu.Lock()
+		l.writing = false
+	} else {
+		n, err = l.writeFile(f, b.buf)
+	}
+	if err == nil && n != len(b.buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		err = fmt.Errorf("audit: write: %w", err)
+		if n > 0 {
+			if terr := f.Truncate(l.size); terr != nil {
+				l.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+				err = l.broken
+			}
+		}
+		// The lines queued behind this batch are chained to it: refused with it. The chain
+		// goes on from the last line in the file.
+		l.seq, l.prev, l.sinceCkpt = l.wseq, l.wprev, l.wSinceCkpt
+		next := l.cur
+		next.done, next.err = true, err
+		l.cur = &batch{buf: next.buf[:0]}
+		next.buf = nil
+	} else {
+		l.size += int64(n)
+		l.wseq, l.wprev, l.wSinceCkpt = b.lastSeq, b.lastHash, b.sinceCkpt
+		b.f, b.gen, b.end = f, l.gen, l.size
+		if b.head != nil {
+			l.headMu.Lock()
+			l.head = b.head
+			l.headMu.Unlock()
+			select {
+			case l.headSig <- struct{}{}:
+			default:
+			}
+		}
+	}
+	b.done, b.err = true, err
+	if cap(b.buf) <= 1<<20 {
+		l.spare = b.buf[:0]
+	}
+	b.buf = nil
+	l.written.Broadcast()
+	return b
+}
+
+// commitLocked returns once b is written or refused: it waits for the write in progress and
+// writes the next batch itself when nobody else does. Caller holds l.mu.
+func (l *Log) commitLocked(b *batch) error {
+	for !b.done {
+		if l.writing {
+			l.written.Wait()
+		} else {
+			l.writeBatchLocked(true)
+		}
+	}
+	return b.err
+}
+
+// flushLocked writes what is queued, holding l.mu. Caller holds l.mu and has waited for the
+// writer (waitWriterLocked) since it last released l.mu.
+func (l *Log) flushLocked() error {
+	if len(l.cur.buf) == 0 {
+		return nil
+	}
+	return l.writeBatchLocked(false).err
+}
+
+// writeNowLocked queues e and writes it (with whatever is queued) before returning, holding
+// l.mu throughout. Caller holds l.mu and no write is in progress.
+func (l *Log) writeNowLocked(e *auditEntry) error {
+	if err := l.queueLocked(e); err != nil {
+		return err
+	}
+	return l.flushLocked()
 }
 
 // Append records one decision. When it returns nil the entry is in the file
@@ -405,14 +578,19 @@ func (l *Log) Append(r Record) error {
 		Reason:     clip(r.Reason),
 		RequestID:  clip(r.RequestID),
 	}
-	if !r.Time.IsZero() {
-		e.Time = r.Time.UTC().Format(time.RFC3339Nano)
+	if r.Time.IsZero() {
+		r.Time = l.opts.Now()
 	}
+	e.Time = r.Time.UTC().Format(time.RFC3339Nano)
 	if len(r.SignedSM3) > 0 {
 		e.SignedSM3 = hex.EncodeToString(r.SignedSM3[:min(len(r.SignedSM3), 64)])
 	}
 	if len(r.Signature) > 0 {
 		e.Signature = base64.StdEncoding.EncodeToString(r.Signature[:min(len(r.Signature), MaxSignatureLen)])
+	}
+	mid, err := encodeDecision(e)
+	if err != nil {
+		return err
 	}
 
 	l.mu.Lock()
@@ -420,19 +598,19 @@ func (l *Log) Append(r Record) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	if err := l.writeLocked(e); err != nil {
+	if err := l.queueDecisionLocked(mid); err != nil {
 		l.mu.Unlock()
 		return err
 	}
-	gen, off, f := l.gen, l.size, l.f
-	var ckErr error
+	b := l.cur
+	var ckErr, rotErr error
 	if l.sinceCkpt >= l.opts.CheckpointEvery {
-		ckErr = l.writeLocked(&auditEntry{Type: TypeCheckpoint})
+		ckErr = l.queueLocked(&auditEntry{Type: TypeCheckpoint})
 	}
-	var rotErr error
-	if l.size >= l.opts.MaxSegmentSize {
+	if l.size+int64(len(l.cur.buf)) >= l.opts.MaxSegmentSize {
 		rotErr = l.rotateLocked()
 	}
+	err = l.commitLocked(b)
 	l.mu.Unlock()
 	if ckErr != nil {
 		l.report(ckErr)
@@ -440,19 +618,33 @@ func (l *Log) Append(r Record) error {
 	if rotErr != nil {
 		l.report(rotErr)
 	}
+	if err != nil {
+		return err
+	}
 	if l.opts.Fsync == FsyncAlways {
-		return l.syncTo(f, gen, off)
+		if b.syncErr != nil {
+			return b.syncErr
+		}
+		return l.syncTo(b.f, b.gen, b.end)
 	}
 	return nil
 }
 
 // rotateLocked seals the current segment with a checkpoint, syncs and closes
-// it, and starts the next segment linked to its last line.
+// it, and starts the next segment linked to its last line. It writes what is
+// queued first, holding l.mu throughout.
 func (l *Log) rotateLocked() error {
-	if err := l.writeLocked(&auditEntry{Type: TypeRotate, NextSegment: l.segment + 1}); err != nil {
+	l.waitWriterLocked()
+	if l.size+int64(len(l.cur.buf)) < l.opts.MaxSegmentSize {
+		return nil // another appender rotated while this one waited
+	}
+	if err := l.queueLocked(&auditEntry{Type: TypeRotate, NextSegment: l.segment + 1}); err != nil {
 		return err
 	}
-	if err := l.writeLocked(&auditEntry{Type: TypeCheckpoint}); err != nil {
+	if err := l.queueLocked(&auditEntry{Type: TypeCheckpoint}); err != nil {
+		return err
+	}
+	if err := l.flushLocked(); err != nil {
 		return err
 	}
 	if err := l.f.Sync(); err != nil {
@@ -493,6 +685,21 @@ func (l *Log) syncTo(f *os.File, gen uint64, off int64) error {
 	return nil
 }
 
+// syncWritten syncs f, whose generation gen holds end bytes, right after the write of a batch
+// (FsyncAlways), outside l.mu.
+func (l *Log) syncWritten(f *os.File, gen uint64, end int64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.syncedGen > gen || (l.syncedGen == gen && l.synced >= end) {
+		return nil
+	}
+	if err := l.syncFile(f); err != nil {
+		return fmt.Errorf("audit: fsync: %w", err)
+	}
+	l.syncedGen, l.synced = gen, end
+	return nil
+}
+
 // Checkpoint writes a signed checkpoint now if entries were added since the
 // last one.
 func (l *Log) Checkpoint() error {
@@ -505,14 +712,21 @@ func (l *Log) Checkpoint() error {
 		l.mu.Unlock()
 		return nil
 	}
-	err := l.writeLocked(&auditEntry{Type: TypeCheckpoint})
-	gen, off, f := l.gen, l.size, l.f
+	if err := l.queueLocked(&auditEntry{Type: TypeCheckpoint}); err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	b := l.cur
+	err := l.commitLocked(b)
 	l.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	if l.opts.Fsync == FsyncAlways {
-		return l.syncTo(f, gen, off)
+		if b.syncErr != nil {
+			return b.syncErr
+		}
+		return l.syncTo(b.f, b.gen, b.end)
 	}
 	return nil
 }
@@ -573,12 +787,13 @@ func (l *Log) Close() error {
 		l.mu.Unlock()
 		return nil
 	}
+	l.closed = true
+	l.waitWriterLocked()
 	var errs []error
 	if l.sinceCkpt > 0 {
-		errs = append(errs, l.writeLocked(&auditEntry{Type: TypeCheckpoint}))
+		errs = append(errs, l.queueLocked(&auditEntry{Type: TypeCheckpoint}))
 	}
-	errs = append(errs, l.f.Sync(), l.f.Close())
-	l.closed = true
+	errs = append(errs, l.flushLocked(), l.f.Sync(), l.f.Close())
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
@@ -606,9 +821,9 @@ func (l *Log) SetSigner(s crypto.Signer) error {
 }
 
 // Head returns the current segment number, last seq and chain head (hex SM3
-// of the last line).
+// of the last line in the file).
 func (l *Log) Head() (segment int, seq uint64, head string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.segment, l.seq, l.prev
+	return l.segment, l.wseq, l.wprev
 }
