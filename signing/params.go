@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -90,57 +89,6 @@ func parseFormParams(body []byte) (map[string]string, error) {
 			return nil, errf(ErrMalformedBody, "duplicate parameter")
 		}
 		out[key] = val
-	}
-	return out, nil
-}
-
-func parseJSONParams(body []byte) (map[string]string, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
-		return nil, errf(ErrMalformedBody, "not a JSON object")
-	}
-	out := map[string]string{}
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return nil, errf(ErrMalformedBody, "bad JSON")
-		}
-		key, ok := kt.(string)
-		if !ok || key == "" {
-			return nil, errf(ErrMalformedBody, "bad JSON key")
-		}
-		vt, err := dec.Token()
-		if err != nil {
-			return nil, errf(ErrMalformedBody, "bad JSON")
-		}
-		var val string
-		switch v := vt.(type) {
-		case string:
-			val = v
-		case json.Number:
-			val = v.String()
-		case bool:
-			val = strconv.FormatBool(v)
-		case nil:
-			val = ""
-		default:
-			return nil, errf(ErrMalformedBody, "nested JSON value")
-		}
-		if _, dup := out[key]; dup {
-			return nil, errf(ErrMalformedBody, "duplicate parameter")
-		}
-		if len(out) >= MaxParams {
-			return nil, errf(ErrMalformedBody, "too many parameters")
-		}
-		out[key] = val
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, errf(ErrMalformedBody, "bad JSON")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errf(ErrMalformedBody, "trailing data after JSON object")
 	}
 	return out, nil
 }
@@ -325,21 +273,17 @@ func rewriteJSON(orig []byte, params map[string]string) ([]byte, error) {
 }
 
 func jsonText(r json.RawMessage) string {
-	var v any
-	d := json.NewDecoder(bytes.NewReader(r))
-	d.UseNumber()
-	if d.Decode(&v) != nil {
+	p := jsonScan{b: r}
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == 'n' {
+		return "\x00" // null is kept as it was, never equal to a parameter
+	}
+	v, err := p.value()
+	p.space()
+	if err != nil || p.i != len(p.b) {
 		return "\x00"
 	}
-	switch x := v.(type) {
-	case string:
-		return x
-	case json.Number:
-		return x.String()
-	case bool:
-		return strconv.FormatBool(x)
-	}
-	return "\x00"
+	return v
 }
 
 func (p *paramScheme) parse(m *Message) (*Signed, error) {

@@ -222,6 +222,11 @@ func TestRender(t *testing.T) {
 		"go run ./integration/cmd/gmload -duration 10s",
 		"| 1.18 (200 µs ÷ 170 µs) | ≤ 1.25 | **met** |",
 		"| 4.00 ms (6.00 − 2.00) | < 5.00 ms | **met** |",
+		// Issue 14, target 1 at half peak: 200 µs ÷ (170 + 2 × 80 µs) = 0.61; at the peak
+		// 200 ÷ (170 + 2 × 100) = 0.54. Per hop (100 µs each, 85 µs of SM2 each): 15 µs.
+		"| 0.61 (200 µs ÷ (170 + 2 × 80 µs)) | ≤ 1.30 | **met** |",
+		"| 0.54 (200 µs ÷ (170 + 2 × 100 µs)) | ≤ 1.30 | **met** |",
+		"| half peak | 15 µs | 15 µs | 80 µs | 0.19 | 0.19 |",
 		"not run (`-soak 0`)",
 		"![throughput",
 	} {
@@ -234,8 +239,17 @@ func TestRender(t *testing.T) {
 	r.HalfGW.Rate = 50
 	buf.Reset()
 	r.render(&buf)
-	if md := buf.String(); strings.Count(md, "**not met**") != 2 {
+	// 300 µs ÷ (170 + 160) = 0.91: issue 14's target still met at half peak.
+	if md := buf.String(); strings.Count(md, "**not met**") != 2 || !strings.Contains(md, "| 0.91 (300 µs ÷ (170 + 2 × 80 µs)) | ≤ 1.30 | **met** |") {
 		t.Errorf("want two targets not met:\n%s", md)
+	}
+	// A gateway at 500 µs per request misses it: 500 ÷ 330 = 1.52.
+	r.HalfGW = step("gateway", 8, 500, 250*time.Millisecond, 9*time.Millisecond)
+	r.HalfGW.Rate = 50
+	buf.Reset()
+	r.render(&buf)
+	if md := buf.String(); !strings.Contains(md, "| 1.52 (500 µs ÷ (170 + 2 × 80 µs)) | ≤ 1.30 | **not met** |") {
+		t.Errorf("target 1 not judged:\n%s", md)
 	}
 
 	// A soak that kept growing is reported as not flat.

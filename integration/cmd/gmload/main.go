@@ -320,6 +320,15 @@ func run(cfg config, cmdLine string) error {
 	}
 	log.Printf("half rate %.0f/s: gateway p50 %v p99 %v cpu %v/req | baseline p50 %v p99 %v", rate,
 		r.HalfGW.Lat.P50, r.HalfGW.Lat.P99, r.HalfGW.CPUPerReq(), r.HalfBL.Lat.P50, r.HalfBL.Lat.P99)
+	costs := meanCosts(r.Costs, sm2Costs{})
+	for _, x := range []struct {
+		name   string
+		gw, bl stepResult
+	}{{"half peak", r.HalfGW, r.HalfBL}, {"peak", r.PeakGW, r.PeakBL}} {
+		c := newCostTarget(x.gw, x.bl, newBound(costs, x.gw.Requests, x.gw.HSFull, x.gw.BankConns))
+		log.Printf("target 1 at %s: gateway %v/req ÷ (SM2 bound %v + 2 × Caddy hop %v) = %.2f (≤ %.2f); non-SM2 per hop: ingress %v egress %v",
+			x.name, c.GW, c.Bound, c.Hop, c.Ratio, targetCostRatio, c.IngressRest, c.EgressRest)
+	}
 
 	// Soak at the same rate, RSS sampled every 10 s.
 	if cfg.soak > 0 {
