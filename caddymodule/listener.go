@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/pki"
@@ -291,7 +292,7 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger, key: connKey(c.LocalAddr(), c.RemoteAddr())}
+	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger}
 	if l.stateful {
 		return &tlcpStateConn{tc}, nil
 	}
@@ -303,7 +304,7 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 type tlcpConn struct {
 	*tlcp.Conn
 	logger *zap.Logger
-	key    string // liveConns key: local|remote address
+	key    string // liveConns key: local|remote address, set once the handshake succeeded (under mu)
 	once   sync.Once
 	// viewOnce/viewed: the handlers' view, computed on first use after the handshake.
 	viewOnce sync.Once
@@ -317,21 +318,26 @@ func (c *tlcpConn) handshake() error {
 	c.once.Do(func() {
 		start := time.Now()
 		err := c.Conn.Handshake()
-		st := c.Conn.ConnectionState()
-		suite := "none"
-		if st.CipherSuite != 0 {
-			suite = tlcp.CipherSuiteName(st.CipherSuite)
-		}
-		tlcpHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
 		if err != nil {
+			st := c.Conn.ConnectionState()
+			suite := "none"
+			if st.CipherSuite != 0 {
+				suite = tlcp.CipherSuiteName(st.CipherSuite)
+			}
+			tlcpHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
 			c.hsErr = err
 			c.logger.Debug("TLCP handshake failed", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
 			return
 		}
-		tlcpHandshakeSeconds.WithLabelValues(suite, fmt.Sprint(st.DidResume)).Observe(time.Since(start).Seconds())
+		st := c.Conn.ConnectionState()
+		m := handshakeMetricsFor(st.CipherSuite)
+		m.ok.Inc()
+		m.seconds[b2i(st.DidResume)].Observe(time.Since(start).Seconds())
+		key := connKey(c.LocalAddr(), c.RemoteAddr())
 		c.mu.Lock()
 		if !c.closed {
-			liveConns.Store(c.key, c)
+			c.key = key
+			liveConns.Store(key, c)
 		}
 		c.mu.Unlock()
 	})
@@ -358,7 +364,9 @@ func (c *tlcpConn) Write(b []byte) (int, error) {
 func (c *tlcpConn) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	liveConns.CompareAndDelete(c.key, c)
+	if c.key != "" {
+		liveConns.CompareAndDelete(c.key, c)
+	}
 	c.mu.Unlock()
 	return c.Conn.Close()
 }
@@ -407,6 +415,33 @@ func handshakeResult(err error) string {
 		return "eof"
 	}
 	return "error"
+}
+
+// handshakeMetrics are the collectors' children for the successful handshakes of one suite,
+// resolved once (not per connection: WithLabelValues hashes and looks up the labels).
+type handshakeMetrics struct {
+	ok      prometheus.Counter
+	seconds [2]prometheus.Observer // by resumed: false, true
+}
+
+var handshakeMetricsBySuite sync.Map // uint16 -> *handshakeMetrics
+
+func handshakeMetricsFor(suite uint16) *handshakeMetrics {
+	if m, ok := handshakeMetricsBySuite.Load(suite); ok {
+		return m.(*handshakeMetrics)
+	}
+	name := tlcp.CipherSuiteName(suite)
+	m := &handshakeMetrics{ok: tlcpHandshakes.WithLabelValues(name, "ok"), seconds: [2]prometheus.Observer{
+		tlcpHandshakeSeconds.WithLabelValues(name, "false"), tlcpHandshakeSeconds.WithLabelValues(name, "true")}}
+	v, _ := handshakeMetricsBySuite.LoadOrStore(suite, m)
+	return v.(*handshakeMetrics)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // liveConns maps "local|remote" to the established TLCP connection, for the HTTP handlers.

@@ -51,6 +51,7 @@ type config struct {
 	rounds, clients  int
 	idle             int
 	out              string
+	pprof            string
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "n", 2, "concurrent clients")
 	flag.IntVar(&cfg.idle, "idle", 1000, "idle connections opened for the memory measurement")
 	flag.StringVar(&cfg.out, "out", "", "markdown report file (default: standard output)")
+	flag.StringVar(&cfg.pprof, "pprof", "", "directory for CPU profiles of the Caddy TLCP site under the full ECC and resumed rows (empty: none)")
 	flag.Parse()
 	if *bare != "" {
 		if err := serveBare(*bare, *pkiDir); err != nil {
@@ -115,10 +117,11 @@ https://localhost:{PORT} {
 
 // server is one measured process.
 type server struct {
-	name string
-	addr string
-	pid  int
-	stop func()
+	name  string
+	addr  string
+	pid   int
+	admin string // admin endpoint of a gmgate process ("" for the bare server)
+	stop  func()
 }
 
 func run(cfg config) error {
@@ -187,6 +190,11 @@ func run(cfg config) error {
 	}); err != nil {
 		return fmt.Errorf("idle tls 1.3: %w", err)
 	}
+	if cfg.pprof != "" {
+		if err := profileSite(site, dev, root, cfg); err != nil {
+			return err
+		}
+	}
 	log.Printf("idle: tlcp %.1f KiB/conn, tls 1.3 %.1f KiB/conn", rep.IdleTLCP.PerConnKiB(), rep.IdleTLS13.PerConnKiB())
 	rep.Finished = time.Now()
 	var w io.Writer = os.Stdout
@@ -215,7 +223,7 @@ func startCaddy(bin, dir, caddyfile, pkiDir, name string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &server{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), pid: p.Cmd.Process.Pid, stop: p.Stop}, nil
+	return &server{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), pid: p.Cmd.Process.Pid, admin: p.Admin, stop: p.Stop}, nil
 }
 
 // startBare runs this program with -serve-bare as the bare tlcp server.
@@ -475,4 +483,39 @@ func measureIdle(s *server, k int, secure func(net.Conn) (net.Conn, error)) (idl
 		return idleResult{}, err
 	}
 	return idleResult{Conns: k, Before: before, With: with}, nil
+}
+
+// profileSite writes CPU profiles of the Caddy TLCP site while the clients load it with full ECC
+// handshakes and with resumptions (go tool pprof -top <gmgate binary> FILE).
+func profileSite(site *server, dev *pki.DevPKI, root *smx509.CertPool, cfg config) error {
+	if err := os.MkdirAll(cfg.pprof, 0o755); err != nil {
+		return err
+	}
+	for _, r := range []row{rows[0], rows[len(rows)-1]} {
+		secs := max(int(cfg.duration.Seconds()), 2)
+		done := make(chan error, 1)
+		go func() {
+			_, err := measureConns(site, clientConfig(dev, root, r), r, cfg.clients, 0, time.Duration(secs+1)*time.Second)
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", site.admin, secs))
+		if err != nil {
+			return err
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		name := filepath.Join(cfg.pprof, "tlcpsite-"+strings.Fields(r.Name)[0]+".pprof")
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			return err
+		}
+		if err := <-done; err != nil {
+			return err
+		}
+		log.Printf("profile of %s: %s", r.Name, name)
+	}
+	return nil
 }
