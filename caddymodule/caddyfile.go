@@ -1180,3 +1180,78 @@ func deprecated(d *caddyfile.Dispenser, old, now string) {
 	caddy.Log().Named("gmgate.caddyfile").Warn("deprecated option spelling: use "+now,
 		zap.String("option", old), zap.String("file", d.File()), zap.Int("line", d.Line()))
 }
+
+// gm_cosign (issue 17: collaborative SM2, package cosign/platform)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("gm_cosign", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		c := new(Cosign)
+		return c, c.UnmarshalCaddyfile(h.Dispenser)
+	})
+	// gm_cosign answers the co-operation requests it is given itself, like respond.
+	httpcaddyfile.RegisterDirectiveOrder("gm_cosign", httpcaddyfile.Before, "respond")
+}
+
+// UnmarshalCaddyfile sets up gm_cosign. Syntax:
+//
+//	gm_cosign [<matcher>] {
+//		share_dir          <directory>
+//		seal_key           <vault SM4 key>
+//		auth               token|cert|cert_or_token
+//		token_key          <vault SM4 key>
+//		max_token_lifetime <duration>
+//		rate_per_minute    <n>
+//		burst              <n>
+//		max_failures       <n>
+//		lockout            <duration>
+//		point_window       <duration>
+//		max_points         <n>
+//		bind_instruction
+//		user_id            <SM2 user ID>
+//	}
+func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "share_dir":
+			err = oneArg(d, &h.ShareDir)
+		case "seal_key":
+			err = oneArg(d, &h.SealKey)
+		case "auth":
+			err = oneArg(d, &h.Auth)
+		case "token_key":
+			err = oneArg(d, &h.TokenKey)
+		case "max_token_lifetime":
+			err = durationArg(d, &h.MaxTokenLifetime)
+		case "rate_per_minute":
+			err = intArg(d, &h.RatePerMinute)
+		case "burst":
+			err = intArg(d, &h.Burst)
+		case "max_failures":
+			err = intArg(d, &h.MaxFailures)
+		case "lockout":
+			err = durationArg(d, &h.Lockout)
+		case "point_window":
+			err = durationArg(d, &h.PointWindow)
+		case "max_points":
+			err = intArg(d, &h.MaxPoints)
+		case "bind_instruction":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.BindInstruction = true
+		case "user_id":
+			err = oneArg(d, &h.UserID)
+		default:
+			return d.Errf("unknown gm_cosign option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

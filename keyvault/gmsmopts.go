@@ -9,24 +9,10 @@ import (
 	"github.com/gmgate/gmgate/pki"
 )
 
-// signerOptionFields reads the user ID and forceGMSign flag of a gmsm signer option. gmsm keeps
-// them unexported; reading them (never writing) lets native-mode tokens receive the same user
-// ID a software key would use.
+// signerOptionFields reads the user ID and forceGMSign flag of a gmsm signer option (one
+// implementation, in pki, shared with the collaborative signer of the client SDK).
 func signerOptionFields(o *sm2.SM2SignerOption) (uid []byte, forceGM bool) {
-	if o == nil {
-		return nil, false
-	}
-	v := reflect.ValueOf(o).Elem()
-	if f := v.FieldByName("uid"); f.IsValid() && f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Uint8 {
-		uid = append([]byte(nil), f.Bytes()...)
-	}
-	if f := v.FieldByName("forceGMSign"); f.IsValid() && f.Kind() == reflect.Bool {
-		forceGM = f.Bool()
-	}
-	if forceGM && len(uid) == 0 {
-		uid = []byte(pki.DefaultUserID)
-	}
-	return uid, forceGM
+	return pki.SM2SignerOptionFields(o)
 }
 
 // decrypterOrderC1C2C3 reports whether gmsm decrypter options ask for C1C2C3 splicing.

@@ -1,0 +1,43 @@
+package platform
+
+import (
+	"net/http"
+
+	"github.com/gmgate/gmgate/refusal"
+)
+
+// Refusal codes of gm_cosign (catalog "cosign"; disjoint from gm_verify's and gm_channel's).
+const (
+	CodeMalformedRequest refusal.Code = "cosign_malformed_request"
+	CodeUnauthenticated  refusal.Code = "cosign_unauthenticated"
+	CodeWrongTerminal    refusal.Code = "cosign_wrong_terminal"
+	CodeLocked           refusal.Code = "cosign_locked"
+	CodeRateLimited      refusal.Code = "cosign_rate_limited"
+	CodeInvalidPoint     refusal.Code = "cosign_invalid_point"
+	CodeInvalidScalar    refusal.Code = "cosign_invalid_scalar"
+	CodeReusedPoint      refusal.Code = "cosign_reused_point"
+	CodeUnknownKey       refusal.Code = "cosign_unknown_key"
+	CodeKeyExists        refusal.Code = "cosign_key_exists"
+	CodeBindingMismatch  refusal.Code = "cosign_binding_mismatch"
+	CodeUnavailable      refusal.Code = "cosign_unavailable"
+	CodeInternal         refusal.Code = "cosign_internal"
+)
+
+// Refusals is gm_cosign's code catalog.
+var Refusals = refusal.NewCatalog("cosign", CodeInternal, "",
+	refusal.Def{Code: CodeMalformedRequest, Status: http.StatusBadRequest, Message: "co-operation request is malformed"},
+	refusal.Def{Code: CodeUnauthenticated, Status: http.StatusUnauthorized, Message: "terminal session is not authenticated"},
+	refusal.Def{Code: CodeWrongTerminal, Status: http.StatusForbidden, Message: "terminal session is not for this key"},
+	refusal.Def{Code: CodeLocked, Status: http.StatusLocked, Message: "key is locked after repeated failures"},
+	refusal.Def{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Message: "too many co-operations for this key"},
+	refusal.Def{Code: CodeInvalidPoint, Status: http.StatusBadRequest, Message: "point is not a valid SM2 point"},
+	refusal.Def{Code: CodeInvalidScalar, Status: http.StatusBadRequest, Message: "scalar is malformed or out of range"},
+	refusal.Def{Code: CodeReusedPoint, Status: http.StatusConflict, Message: "ephemeral point was already used"},
+	refusal.Def{Code: CodeUnknownKey, Status: http.StatusNotFound, Message: "key is unknown"},
+	refusal.Def{Code: CodeKeyExists, Status: http.StatusConflict, Message: "key already exists"},
+	refusal.Def{Code: CodeBindingMismatch, Status: http.StatusBadRequest, Message: "digest is not of the payment instruction"},
+	refusal.Def{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "co-operation is unavailable now"},
+	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
+)
+
+func refuse(c refusal.Code, cause error) error { return &refusal.Error{Code: c, Cause: cause} }
