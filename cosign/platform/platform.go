@@ -305,6 +305,9 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	}
 	switch op {
 	case OpSign:
+		if len(req.E) != cosign.ScalarSize {
+			return nil, rec, refuse(CodeInvalidScalar, errors.New("e is not 32 bytes"))
+		}
 		rec.SignedSM3 = append([]byte(nil), req.E...)
 		if s.cfg.BindInstruction {
 			if len(req.Instruction) == 0 {

@@ -268,18 +268,30 @@ func TestServiceRefusals(t *testing.T) {
 			_, c := f.call(OpSign, f.token("nobody", OpSign), Request{KeyID: "nobody", E: make([]byte, 32), Q1: g})
 			return c
 		}, CodeUnknownKey},
-		{"identity Q1", func() refusal.Code { _, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.Q1 = identity }); return c }, CodeInvalidPoint},
-		{"off-curve Q1", func() refusal.Code { _, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.Q1 = offCurve }); return c }, CodeInvalidPoint},
+		{"identity Q1", func() refusal.Code {
+			_, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.Q1 = identity })
+			return c
+		}, CodeInvalidPoint},
+		{"off-curve Q1", func() refusal.Code {
+			_, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.Q1 = offCurve })
+			return c
+		}, CodeInvalidPoint},
 		{"compressed Q1", func() refusal.Code {
 			_, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.Q1 = append([]byte{2 + g[64]&1}, g[1:33]...) })
 			return c
 		}, CodeInvalidPoint},
-		{"short e", func() refusal.Code { _, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.E = r.E[:31] }); return c }, CodeInvalidScalar},
+		{"short e", func() refusal.Code {
+			_, c := f.sign(tm, tok, []byte("m"), func(r *Request) { r.E = r.E[:31] })
+			return c
+		}, CodeInvalidScalar},
 		{"first use of a Q1", func() refusal.Code {
 			_, c := f.sign(tm, tok, []byte("m"), func(r *Request) { reusedQ1 = r.Q1 })
 			return c
 		}, refusal.OK},
-		{"reused Q1", func() refusal.Code { _, c := f.sign(tm, tok, []byte("m2"), func(r *Request) { r.Q1 = reusedQ1 }); return c }, CodeReusedPoint},
+		{"reused Q1", func() refusal.Code {
+			_, c := f.sign(tm, tok, []byte("m2"), func(r *Request) { r.Q1 = reusedQ1 })
+			return c
+		}, CodeReusedPoint},
 		{"reused T1 (as Q1 before)", func() refusal.Code {
 			_, c := f.call(OpDecrypt, tok, Request{KeyID: tm.id, T1: reusedQ1})
 			return c
