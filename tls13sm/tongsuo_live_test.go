@@ -3,8 +3,8 @@ package tls13sm
 import (
 	"bufio"
 	"context"
-	"errors"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
