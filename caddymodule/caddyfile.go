@@ -1255,3 +1255,103 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
+
+// ---- tls13sm (listener wrapper caddy.listeners.tls13sm) ----
+
+// UnmarshalCaddyfile sets up the RFC 8998 listener wrapper:
+//
+//	tls13sm {
+//		sign_key <vault key name>
+//		client_auth none|request|require|verify_if_given|require_and_verify
+//		client_ca <PEM file...>
+//		crl <CRL file...>
+//		cipher_suites TLS_SM4_GCM_SM3|TLS_SM4_CCM_SM3...
+//		session_tickets off
+//		session_lifetime <duration>
+//		ticket_key <vault SM4 key name>
+//		handshake_timeout <duration>
+//		max_handshake_message_size <size>
+//		peek_timeout <duration>
+//		max_pending_per_source <n>
+//	}
+func (w *TLS13SMListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // wrapper name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "sign_key":
+			if !d.Args(&w.SignKey) {
+				return d.ArgErr()
+			}
+		case "client_auth":
+			if !d.Args(&w.ClientAuth) {
+				return d.ArgErr()
+			}
+			if _, err := parseClientAuth(w.ClientAuth); err != nil {
+				return d.Err(err.Error())
+			}
+		case "client_ca":
+			w.ClientCAs = append(w.ClientCAs, d.RemainingArgs()...)
+		case "crl", "crls":
+			w.CRLs = append(w.CRLs, d.RemainingArgs()...)
+		case "cipher_suites":
+			w.CipherSuites = d.RemainingArgs()
+			if _, err := parseTLS13SMSuites(w.CipherSuites); err != nil {
+				return d.Err(err.Error())
+			}
+		case "session_tickets":
+			if !d.Args(&w.SessionTickets) || w.SessionTickets != "off" {
+				return d.Errf("session_tickets: only \"off\" is accepted")
+			}
+		case "ticket_key":
+			if !d.Args(&w.TicketKey) {
+				return d.ArgErr()
+			}
+		case "session_lifetime", "handshake_timeout", "peek_timeout":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: want a positive duration, got %q", opt, v)
+			}
+			switch opt {
+			case "session_lifetime":
+				w.SessionLifetime = caddy.Duration(dur)
+			case "handshake_timeout":
+				w.HandshakeTimeout = caddy.Duration(dur)
+			default:
+				w.PeekTimeout = caddy.Duration(dur)
+			}
+		case "max_pending_per_source":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_pending_per_source: a positive number, got %q", v)
+			}
+			w.MaxPendingPerSource = n
+		case "max_handshake_message_size":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n < 1024 || n > 1<<24 {
+				return d.Errf("max_handshake_message_size: want a size between 1KB and 16MB, got %q", v)
+			}
+			w.MaxHandshakeMessageSize = int(n)
+		default:
+			return d.Errf("unknown tls13sm option %q", opt)
+		}
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*TLS13SMListenerWrapper)(nil)

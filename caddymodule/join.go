@@ -13,7 +13,8 @@ func init() {
 }
 
 // JoinListenerWrapper merges the TLCP connections that a dual-stack `tlcp` wrapper terminated
-// back into the server after Caddy's TLS listener. Put it right after the `tls` placeholder.
+// (and the RFC 8998 connections of a `tls13sm` wrapper) back into the server after Caddy's TLS
+// listener. Put it right after the `tls` placeholder.
 type JoinListenerWrapper struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -24,13 +25,16 @@ func (JoinListenerWrapper) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// WrapListener merges the parked TLCP listener of the same address into ln.
+// WrapListener merges the parked TLCP listener of the same address into ln, and the parked
+// RFC 8998 listener of the `tls13sm` wrapper.
 func (JoinListenerWrapper) WrapListener(ln net.Listener) net.Listener {
-	parked := joins.take(ln.Addr().String())
-	if parked == nil {
-		return ln
+	addr := ln.Addr().String()
+	for _, key := range []string{addr, addr + tls13smJoinSuffix} {
+		if parked := joins.take(key); parked != nil {
+			ln = newJoinedListener(ln, parked)
+		}
 	}
-	return newJoinedListener(ln, parked)
+	return ln
 }
 
 // joinRegistry hands a dual-stack TLCP listener from `tlcp` to `tlcp_join` by address.

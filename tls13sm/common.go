@@ -63,6 +63,16 @@ const (
 	RequireAndVerifyClientCert
 )
 
+// requiresCert reports whether the mode refuses a client without a certificate.
+func (t ClientAuthType) requiresCert() bool {
+	return t == RequireAnyClientCert || t == RequireAndVerifyClientCert
+}
+
+// verifiesCert reports whether the mode verifies a client certificate that is sent.
+func (t ClientAuthType) verifiesCert() bool {
+	return t == VerifyClientCertIfGiven || t == RequireAndVerifyClientCert
+}
+
 // String returns the name of the client authentication mode.
 func (t ClientAuthType) String() string {
 	switch t {

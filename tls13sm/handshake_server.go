@@ -243,12 +243,12 @@ func (hs *serverHandshakeState) checkForResumption() error {
 	if s.serverName != hello.serverName || s.alpn != hs.alpn {
 		return nil
 	}
-	if len(s.peerCerts) == 0 && c.config.ClientAuth >= RequireAnyClientCert {
+	if len(s.peerCerts) == 0 && c.config.ClientAuth.requiresCert() {
 		return nil
 	}
 	if len(s.peerCerts) > 0 {
 		// Time and revocation may have changed since the full handshake.
-		if err := c.verifyPeer(s.peerCerts, false, c.config.ClientAuth >= VerifyClientCertIfGiven); err != nil {
+		if err := c.verifyPeer(s.peerCerts, false, c.config.ClientAuth.verifiesCert()); err != nil {
 			c.peerCertificates, c.verifiedChains = nil, nil
 			return nil
 		}
@@ -408,12 +408,12 @@ func (hs *serverHandshakeState) readClientCertificate() error {
 	}
 	hs.transcript.Write(cm.raw)
 	if len(cm.certificates) == 0 {
-		if c.config.ClientAuth >= RequireAnyClientCert {
+		if c.config.ClientAuth.requiresCert() {
 			return newAlert(AlertCertificateRequired, "client sent no certificate")
 		}
 		return nil
 	}
-	if err := c.verifyPeer(cm.certificates, false, c.config.ClientAuth >= VerifyClientCertIfGiven); err != nil {
+	if err := c.verifyPeer(cm.certificates, false, c.config.ClientAuth.verifiesCert()); err != nil {
 		return err
 	}
 	cv := new(certificateVerifyMsg)

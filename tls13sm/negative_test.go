@@ -439,3 +439,59 @@ func TestClientRefusesNonSM2Certificates(t *testing.T) {
 		}
 	})
 }
+
+// TestClientAuthModes: each mode against a client with no certificate, a valid one and one of
+// an untrusted CA (the five modes mean what they mean in crypto/tls).
+func TestClientAuthModes(t *testing.T) {
+	p := getPKI(t)
+	rogueKey := mustKey(t)
+	rogueCA := issue(t, certSpec{cn: "rogue CA", usage: smx509.KeyUsageCertSign, isCA: true}, rogueKey, nil, nil)
+	rk := mustKey(t)
+	rc := issue(t, certSpec{cn: "rogue terminal", usage: smx509.KeyUsageDigitalSignature}, rk, rogueCA, rogueKey)
+	rogue := &Certificate{Certificate: [][]byte{rc.Raw}, PrivateKey: rk}
+	type outcome struct {
+		ok       bool
+		alert    Alert
+		verified bool
+	}
+	cases := []struct {
+		mode                ClientAuthType
+		none, valid, untrus outcome
+	}{
+		{NoClientCert, outcome{ok: true}, outcome{ok: true}, outcome{ok: true}},
+		{RequestClientCert, outcome{ok: true}, outcome{ok: true}, outcome{ok: true}},
+		{RequireAnyClientCert, outcome{alert: AlertCertificateRequired}, outcome{ok: true}, outcome{ok: true}},
+		{VerifyClientCertIfGiven, outcome{ok: true}, outcome{ok: true, verified: true}, outcome{alert: AlertUnknownCA}},
+		{RequireAndVerifyClientCert, outcome{alert: AlertCertificateRequired}, outcome{ok: true, verified: true}, outcome{alert: AlertUnknownCA}},
+	}
+	for _, tc := range cases {
+		for _, cl := range []struct {
+			name string
+			cert *Certificate
+			want outcome
+		}{{"none", nil, tc.none}, {"valid", p.client, tc.valid}, {"untrusted", rogue, tc.untrus}} {
+			t.Run(tc.mode.String()+"/"+cl.name, func(t *testing.T) {
+				scfg := serverConfig(t)
+				scfg.ClientAuth = tc.mode
+				ccfg := clientConfig(t)
+				ccfg.Certificate = cl.cert
+				s, _, serr, _ := handshakePair(t, scfg, ccfg)
+				if cl.want.ok {
+					if serr != nil {
+						t.Fatalf("server: %v", serr)
+					}
+					if got := len(s.ConnectionState().VerifiedChains) > 0; got != cl.want.verified {
+						t.Fatalf("verified %v, want %v", got, cl.want.verified)
+					}
+					if tc.mode != NoClientCert && cl.cert != nil && len(s.ConnectionState().PeerCertificates) == 0 {
+						t.Fatal("certificate not recorded")
+					}
+					return
+				}
+				if a, ok := alertOf(serr); !ok || a != cl.want.alert {
+					t.Fatalf("server: %v, want %v", serr, cl.want.alert)
+				}
+			})
+		}
+	}
+}
