@@ -185,3 +185,27 @@ func TestChannelTLCPSessionCache(t *testing.T) {
 		t.Error("session_cache 0 accepted")
 	}
 }
+
+func TestTLS13SMCaddyfile(t *testing.T) {
+	wrap := func(block string) string {
+		return "{\n\tadmin off\n\tservers :8443 {\n\t\tlistener_wrappers {\n\t\t\ttls13sm {\n" + block + "\n\t\t\t}\n\t\t\ttls\n\t\t\ttlcp_join\n\t\t}\n\t}\n}\nhttps://localhost:8443 {\n\trespond ok\n}\n"
+	}
+	good := "\t\t\t\tsign_key server-sign\n\t\t\t\tclient_auth require_and_verify\n\t\t\t\tcipher_suites TLS_SM4_CCM_SM3 TLS_SM4_GCM_SM3\n\t\t\t\tsession_lifetime 30m\n\t\t\t\tticket_key tickets\n\t\t\t\tmax_handshake_message_size 32KB\n\t\t\t\tpeek_timeout 5s\n\t\t\t\tmax_pending_per_source 8"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(wrap(good)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"wrapper":"tls13sm"`, `"sign_key":"server-sign"`, `"client_auth":"require_and_verify"`,
+		`"cipher_suites":["TLS_SM4_CCM_SM3","TLS_SM4_GCM_SM3"]`, `"session_lifetime":1800000000000`, `"ticket_key":"tickets"`,
+		`"max_handshake_message_size":32000`, `"max_pending_per_source":8`} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("adapted config lacks %s:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"cipher_suites TLS_AES_128_GCM_SHA256", "client_auth maybe", "session_tickets on",
+		"session_lifetime -1s", "max_handshake_message_size 10", "peek_timeout soon", "unknown_option 1"} {
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(wrap("\t\t\t\t"+bad)), nil); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

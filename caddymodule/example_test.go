@@ -72,8 +72,8 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 		listen   string
 		wrappers []string
 	}{
-		// The ingress: TLCP and TLS on one port.
-		{":8443", []string{"tlcp+dual_stack", "tls", "tlcp_join"}},
+		// The ingress: TLCP, RFC 8998 and TLS on one port.
+		{":8443", []string{"tlcp+dual_stack", "tls13sm", "tls", "tlcp_join"}},
 		// The demo bank: TLCP only, with the demo bank's keys.
 		{"127.0.0.1:9443", []string{"tlcp(" + DevBankSignKey + ")"}},
 		// The demo back end and the egress: plain HTTP on loopback only (the egress signs
