@@ -569,6 +569,10 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			t.TLCP = c
+		case "tls13sm":
+			if t.TLS13SM, err = parseChannelTLS13SM(d); err != nil {
+				return err
+			}
 		case "max_body_size", "retries":
 			var v string
 			if v, err = one(); err == nil {
@@ -1355,3 +1359,60 @@ func (w *TLS13SMListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) erro
 }
 
 var _ caddyfile.Unmarshaler = (*TLS13SMListenerWrapper)(nil)
+
+// parseChannelTLS13SM reads gm_channel's RFC 8998 link block:
+//
+//	tls13sm {
+//		sign_key <vault key name>
+//		server_name <name>
+//		cipher_suites TLS_SM4_GCM_SM3|TLS_SM4_CCM_SM3...
+//		crls <CRL file...>
+//		session_cache <size>|off
+//		handshake_timeout <duration>
+//	}
+func parseChannelTLS13SM(d *caddyfile.Dispenser) (*ChannelTLS13SM, error) {
+	c := &ChannelTLS13SM{}
+	for d.NextBlock(1) {
+		opt := d.Val()
+		var v string
+		switch opt {
+		case "sign_key", "server_name", "session_cache", "handshake_timeout":
+			if !d.Args(&v) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		}
+		switch opt {
+		case "sign_key":
+			c.SignKey = v
+		case "server_name":
+			c.ServerName = v
+		case "cipher_suites":
+			c.CipherSuites = d.RemainingArgs()
+			if _, err := parseTLS13SMSuites(c.CipherSuites); err != nil {
+				return nil, d.Err(err.Error())
+			}
+		case "crls", "crl":
+			c.CRLs = append(c.CRLs, d.RemainingArgs()...)
+			if len(c.CRLs) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "session_cache":
+			if v == "off" {
+				c.SessionCacheSize = -1
+			} else if n, err := strconv.Atoi(v); err != nil || n <= 0 {
+				return nil, d.Errf("session_cache: a positive size or off, got %q", v)
+			} else {
+				c.SessionCacheSize = n
+			}
+		case "handshake_timeout":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("handshake_timeout: want a positive duration, got %q", v)
+			}
+			c.HandshakeTimeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("unknown tls13sm option %q", opt)
+		}
+	}
+	return c, nil
+}

@@ -209,3 +209,24 @@ func TestTLS13SMCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+func TestChannelTLS13SMCaddyfile(t *testing.T) {
+	src := func(block string) string {
+		return "{\n\tadmin off\n}\n:9002 {\n\treverse_proxy 127.0.0.1:9443 {\n\t\ttransport gm_channel {\n\t\t\tbank b\n\t\t\ttls13sm {\n" + block + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
+	}
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src("\t\t\t\tsign_key platform-tls\n\t\t\t\tserver_name bank.example\n\t\t\t\tcipher_suites TLS_SM4_GCM_SM3\n\t\t\t\tsession_cache off\n\t\t\t\thandshake_timeout 3s\n\t\t\t\tcrls /etc/bank.crl")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"tls13sm":{`, `"sign_key":"platform-tls"`, `"server_name":"bank.example"`, `"cipher_suites":["TLS_SM4_GCM_SM3"]`,
+		`"session_cache_size":-1`, `"handshake_timeout":3000000000`, `"crls":["/etc/bank.crl"]`} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("adapted config lacks %s:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"cipher_suites ECC_SM4_GCM_SM3", "session_cache 0", "handshake_timeout never", "sign_key", "enc_key x"} {
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src("\t\t\t\t"+bad)), nil); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
+	"github.com/gmgate/gmgate/tls13sm"
 )
 
 func init() {
@@ -58,6 +59,9 @@ type ChannelTransport struct {
 	// TLCP, when set, makes the link to the bank TLCP (GB/T 38636-2020). Otherwise the
 	// transport speaks what the inner HTTP transport is configured for.
 	TLCP *ChannelTLCP `json:"tlcp,omitempty"`
+	// TLS13SM, when set, makes the link to the bank TLS 1.3 with the SM suites of RFC 8998
+	// (package tls13sm). It excludes TLCP.
+	TLS13SM *ChannelTLS13SM `json:"tls13sm,omitempty"`
 
 	// MaxBodySize bounds the back end's request body and the bank's reply body, in bytes.
 	// Default 1 MiB.
@@ -130,6 +134,66 @@ type ChannelTLCP struct {
 	// bank's verified chain on every full handshake and again before a cached session is resumed
 	// (a revoked or expired bank certificate ends resumption too); reloaded when they change.
 	CRLs []string `json:"crls,omitempty"`
+}
+
+// ChannelTLS13SM configures an RFC 8998 (TLS 1.3 with SM suites) link to the bank.
+type ChannelTLS13SM struct {
+	// SignKey names the vault SM2 signing key (with certificate) presented to the bank for
+	// mutual authentication. Default: none (no client certificate).
+	SignKey string `json:"sign_key,omitempty"`
+	// ServerName is checked against the bank's certificate and sent as SNI. Default: the
+	// upstream's host.
+	ServerName string `json:"server_name,omitempty"`
+	// CipherSuites in preference order: TLS_SM4_GCM_SM3, TLS_SM4_CCM_SM3 (the default).
+	CipherSuites []string `json:"cipher_suites,omitempty"`
+	// HandshakeTimeout bounds the handshake. Default 10s.
+	HandshakeTimeout caddy.Duration `json:"handshake_timeout,omitempty"`
+	// SessionCacheSize is the number of bank tickets kept for resumption. Default 64;
+	// negative: off.
+	SessionCacheSize int `json:"session_cache_size,omitempty"`
+	// CRLs are CRL files of the bank's CAs, checked on every full handshake and before a
+	// ticket is used; reloaded when they change.
+	CRLs []string `json:"crls,omitempty"`
+}
+
+func (c *ChannelTLS13SM) config(app *App, roots []*smx509.Certificate) (*tls13sm.Config, error) {
+	cfg := &tls13sm.Config{ServerName: c.ServerName, RootCAs: smx509.NewCertPool()}
+	switch size := c.SessionCacheSize; {
+	case size == 0:
+		cfg.ClientSessionCache = tls13sm.NewLRUClientSessionCache(64)
+	case size > 0:
+		cfg.ClientSessionCache = tls13sm.NewLRUClientSessionCache(size)
+	}
+	for _, r := range roots {
+		cfg.RootCAs.AddCert(r)
+	}
+	if len(c.CRLs) > 0 {
+		crls, err := pki.NewCRLStore(c.CRLs, pki.CRLOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("tls13sm: loading CRLs: %w", err)
+		}
+		cfg.VerifyPeerCertificate = revocationCheck(crls)
+	}
+	var err error
+	if cfg.CipherSuites, err = parseTLS13SMSuites(c.CipherSuites); err != nil {
+		return nil, err
+	}
+	if c.SignKey != "" {
+		chain, err := app.Certificates(c.SignKey)
+		if err != nil || len(chain) == 0 {
+			return nil, fmt.Errorf("tls13sm: key %q has no certificate configured", c.SignKey)
+		}
+		signer, err := app.Signer(c.SignKey)
+		if err != nil {
+			return nil, fmt.Errorf("tls13sm: key %q: %w", c.SignKey, err)
+		}
+		cert := &tls13sm.Certificate{PrivateKey: signer, Leaf: chain[0]}
+		for _, ch := range chain {
+			cert.Certificate = append(cert.Certificate, ch.Raw)
+		}
+		cfg.Certificate = cert
+	}
+	return cfg, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -254,6 +318,23 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		}
 		t.useTLS = true
 	}
+	if t.TLS13SM != nil {
+		if t.TLCP != nil {
+			return fmt.Errorf("gm_channel %s: tlcp and tls13sm exclude each other", t.Bank)
+		}
+		tc, err := t.TLS13SM.config(app, bankRoots)
+		if err != nil {
+			return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+		}
+		err = channel.UseTLS13SM(inner.Transport, channel.TLS13SMTransportConfig{
+			Config:           tc,
+			HandshakeTimeout: time.Duration(t.TLS13SM.HandshakeTimeout),
+		})
+		if err != nil {
+			return err
+		}
+		t.useTLS = true
+	}
 	t.rt, err = channel.NewTransport(ch, channel.TransportOptions{
 		Inner:           inner.Transport,
 		Audit:           auditSink(app),
@@ -261,8 +342,8 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		MaxBody:         t.MaxBodySize,
 		ResponseTimeout: time.Duration(t.ResponseTimeout),
 		Retries:         t.Retries,
-		// A mutually authenticated TLCP link vouches for the bank's status and headers.
-		TrustedLink:  t.TLCP != nil && t.TLCP.SignKey != "",
+		// A mutually authenticated TLCP (or RFC 8998) link vouches for the bank's status and headers.
+		TrustedLink:  t.TLCP != nil && t.TLCP.SignKey != "" || t.TLS13SM != nil && t.TLS13SM.SignKey != "",
 		ReplyHeaders: t.ReplyHeaders,
 		OnError: func(bank string, code channel.Code, err error) {
 			t.logger.Warn("bank channel failure", zap.String("bank", bank), zap.String("code", string(code)), zap.Error(err))

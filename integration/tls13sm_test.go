@@ -6,15 +6,19 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/integration/banksim"
 	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/tlcp"
@@ -155,3 +159,125 @@ func TestTLS13SMOnePort(t *testing.T) {
 		}
 	})
 }
+
+const channelTLS13SMCaddyfile = `{
+	admin {ADMIN}
+	gmgate {
+		vault {
+			key platform-sign file:{DIR}/platform_sign.key {
+				certificate {DIR}/platform_sign.pem
+			}
+			key platform-tls-sign file:{DIR}/platform_tlcp_sign.key {
+				certificate {DIR}/platform_tlcp_sign.pem
+			}
+		}
+	}
+}
+
+http://127.0.0.1:{EGRESS} {
+	reverse_proxy {BANK} {
+		transport gm_channel {
+			bank banksim
+			scheme unionpay-sm2
+			platform_key platform-sign
+			bank_cert {DIR}/bank_sign.pem
+			bank_root {DIR}/bank_root.pem
+			tls13sm {
+				sign_key platform-tls-sign
+				server_name localhost
+				cipher_suites TLS_SM4_CCM_SM3
+			}
+			response_timeout 5s
+		}
+	}
+}
+`
+
+// TestChannelEgressOverTLS13SM: gm_channel reaches a bank that speaks RFC 8998 (the bank
+// simulator behind our tls13sm server, mutual authentication against the platform root): the
+// request is signed, verified by the bank, and the bank's signed reply verified.
+func TestChannelEgressOverTLS13SM(t *testing.T) {
+	tp, err := banksim.NewTestPKI("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bank, err := banksim.New(banksim.FromTestPKI(tp, banksim.Profile{Scheme: banksim.UnionPay}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	platformPool := smx509.NewCertPool()
+	platformPool.AddCert(tp.PlatformRoot.Cert)
+	var suite atomicSuite
+	scfg := &tls13sm.Config{
+		Certificate: &tls13sm.Certificate{Certificate: [][]byte{tp.BankServer.Sign.Cert.Raw, tp.BankRoot.Cert.Raw}, PrivateKey: tp.BankServer.Sign.Key},
+		ClientCAs:   platformPool, ClientAuth: tls13sm.RequireAndVerifyClientCert,
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bank.Serve(&suiteListener{Listener: tls13sm.NewListener(ln, scfg), suite: &suite}, "https"); err != nil {
+		t.Fatal(err)
+	}
+	defer bank.Close()
+
+	dir := t.TempDir()
+	writeIssuedFiles(t, dir, "platform_sign", tp.PlatformSign)
+	writeIssuedFiles(t, dir, "platform_tlcp_sign", tp.PlatformTLCP.Sign)
+	writeIssuedFiles(t, dir, "bank_sign", &pki.Issued{Cert: tp.BankSign.Cert})
+	writeIssuedFiles(t, dir, "bank_root", &pki.Issued{Cert: tp.BankRoot.Cert})
+	egress := freePort(t)
+	cf := strings.NewReplacer("{EGRESS}", fmt.Sprint(egress), "{BANK}", ln.Addr().String(), "{DIR}", dir).Replace(channelTLS13SMCaddyfile)
+	inst := startGmgate(t, cf)
+
+	form := url.Values{"orderId": {"GM202612040001"}, "txnAmt": {"100"}, "merId": {"898000000000001"},
+		"txnTime": {"20261204060000"}, "accNo": {"6216610000000000001"}}
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/gateway/api/appTransReq.do", egress),
+		"application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "GM202612040001") {
+		t.Fatalf("status %d: %s\n%s", resp.StatusCode, body, inst.out)
+	}
+	if got := bank.Received(); len(got) != 1 || !got[0].Verified {
+		t.Fatalf("bank did not verify the request: %+v", got)
+	}
+	if s := suite.load(); s != tls13sm.TLS_SM4_CCM_SM3 {
+		t.Fatalf("bank link negotiated %#x, want TLS_SM4_CCM_SM3", s)
+	}
+}
+
+// suiteListener records the suite of the connections it accepted (after their handshake).
+type suiteListener struct {
+	net.Listener
+	suite *atomicSuite
+}
+
+func (l *suiteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &suiteConn{Conn: c.(*tls13sm.Conn), suite: l.suite}, nil
+}
+
+type suiteConn struct {
+	*tls13sm.Conn
+	suite *atomicSuite
+}
+
+func (c *suiteConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if st := c.Conn.ConnectionState(); st.HandshakeComplete {
+		c.suite.store(st.CipherSuite)
+	}
+	return n, err
+}
+
+type atomicSuite struct{ v atomic.Uint32 }
+
+func (a *atomicSuite) store(s uint16) { a.v.Store(uint32(s)) }
+func (a *atomicSuite) load() uint16   { return uint16(a.v.Load()) }
