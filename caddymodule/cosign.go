@@ -4,22 +4,34 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/cosign/platform"
+	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
 )
 
 func init() {
 	caddy.RegisterModule(Cosign{})
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:      CommandPrefix + "cosign",
+		Usage:     "list|destroy|token --config <Caddyfile> ...",
+		Short:     "Manages gm_cosign's platform shares (list, destroy) and issues terminal session tokens",
+		CobraFunc: cosignCommand,
+	})
+	shortCommands["cosign"] = true
 }
 
 // Cosign is the `http.handlers.gm_cosign` handler: the platform side of collaborative SM2
@@ -170,6 +182,83 @@ func (h *Cosign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	setTLCPPlaceholders(r)
 	h.svc.ServeHTTP(w, r)
 	return nil
+}
+
+// cosignCommand: `gmgate cosign list|destroy|token`, on the vault the config declares.
+func cosignCommand(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringP("config", "c", "Caddyfile", "config declaring the vault (gmgate { vault { ... } })")
+	cmd.PersistentFlags().StringP("adapter", "a", "", "config adapter (default: by file name)")
+	cmd.PersistentFlags().Bool("json", false, "print JSON for scripts")
+	shares := func(c *cobra.Command, v *keyvault.Vault) (*sealstore.Store, error) {
+		dir, _ := c.Flags().GetString("share-dir")
+		key, _ := c.Flags().GetString("seal-key")
+		if dir == "" || key == "" {
+			return nil, errors.New("--share-dir and --seal-key are required (gm_cosign's share_dir and seal_key)")
+		}
+		return sealstore.Open(dir, sealstore.VaultKey(v, key))
+	}
+	withVault := func(do func(c *cobra.Command, v *keyvault.Vault, args []string) (any, error)) func(*cobra.Command, []string) error {
+		return func(c *cobra.Command, args []string) error {
+			v, err := openVaultFromConfig(c)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			out, err := do(c, v, args)
+			if err != nil {
+				return err
+			}
+			return printResult(c, out)
+		}
+	}
+	list := &cobra.Command{Use: "list --share-dir <dir> --seal-key <vault SM4 key>", Short: "Lists the terminal keys that have a platform share",
+		Args: cobra.NoArgs, RunE: withVault(func(c *cobra.Command, v *keyvault.Vault, _ []string) (any, error) {
+			st, err := shares(c, v)
+			if err != nil {
+				return nil, err
+			}
+			ids, err := st.List(platform.ShareKind)
+			out := make([]string, 0, len(ids))
+			for _, id := range ids {
+				out = append(out, string(id))
+			}
+			slices.Sort(out)
+			return strings.Join(out, "\n"), err
+		})}
+	destroy := &cobra.Command{Use: "destroy <key ID>... --share-dir <dir> --seal-key <vault SM4 key>",
+		Short: "Destroys the platform share of terminal keys: they can never sign or decrypt again",
+		Args:  cobra.MinimumNArgs(1), RunE: withVault(func(c *cobra.Command, v *keyvault.Vault, args []string) (any, error) {
+			st, err := shares(c, v)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range args {
+				if err := st.Destroy(platform.ShareKind, []byte(id)); err != nil {
+					return nil, fmt.Errorf("%s: %w", id, err)
+				}
+			}
+			return fmt.Sprintf("destroyed %d platform share(s)", len(args)), nil
+		})}
+	token := &cobra.Command{Use: "token <key ID> --token-key <vault SM4 key> [--ops sign,decrypt] [--ttl 5m]",
+		Short: "Prints a session token for a terminal key (what the operator's login service issues)",
+		Args:  cobra.ExactArgs(1), RunE: withVault(func(c *cobra.Command, v *keyvault.Vault, args []string) (any, error) {
+			name, _ := c.Flags().GetString("token-key")
+			ops, _ := c.Flags().GetStringSlice("ops")
+			ttl, _ := c.Flags().GetDuration("ttl")
+			k, err := v.SM4(name)
+			if err != nil {
+				return nil, err
+			}
+			return platform.IssueToken(k, args[0], ops, time.Now().Add(ttl))
+		})}
+	for _, sc := range []*cobra.Command{list, destroy} {
+		sc.Flags().String("share-dir", "", "gm_cosign's share_dir")
+		sc.Flags().String("seal-key", "", "gm_cosign's seal_key")
+	}
+	token.Flags().String("token-key", "", "gm_cosign's token_key")
+	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt")
+	token.Flags().Duration("ttl", 5*time.Minute, "validity (at most gm_cosign's max_token_lifetime)")
+	cmd.AddCommand(list, destroy, token)
 }
 
 // Interface guards

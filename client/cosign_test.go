@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -218,4 +219,25 @@ func TestCoSignerRefusalsAndLyingPlatform(t *testing.T) {
 
 func b64(pub ecdsa.PublicKey) string {
 	return base64.StdEncoding.EncodeToString(elliptic.Marshal(pub.Curve, pub.X, pub.Y)) //nolint:staticcheck // test encoding only
+}
+
+// FuzzOpenCoSigner: a hostile key file never panics and never opens without the PIN's key.
+func FuzzOpenCoSigner(f *testing.F) {
+	d := make([]byte, 0, 200)
+	d = append(d, sealMagic...)
+	d = append(d, 0, 1, 0x86, 0xa0) // 100000
+	d = append(d, make([]byte, 16)...)
+	d = append(d, 1, 'k')
+	d = append(d, make([]byte, 65+12+48)...)
+	f.Add(d)
+	f.Add([]byte(sealMagic))
+	cfg := CoSignConfig{URL: "http://127.0.0.1:1"}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > len(sealMagic)+4 && binary.BigEndian.Uint32(b[len(sealMagic):]) > MinPINIterations {
+			return // a valid header costs a full PBKDF2 per run: the checks before it are what is fuzzed
+		}
+		if cs, err := OpenCoSigner(cfg, b, []byte("0000")); err == nil {
+			t.Fatalf("opened a forged key file: %s", cs.KeyID())
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -237,7 +238,26 @@ func TestCosignRealBinary(t *testing.T) {
 	// A lost d_2 (another platform's share) cannot help a thief: covered in package cosign; a lost
 	// d_1 alone cannot produce a signature without a session (above).
 
-	// 5. Every co-operation is audited and counted.
+	// 5. `gmgate cosign token` issues a session token the running handler accepts, and
+	// `gmgate cosign list|destroy` manage the sealed shares.
+	cfgFile := filepath.Join(dir, "Caddyfile.cli")
+	if err := os.WriteFile(cfgFile, []byte(strings.ReplaceAll(cf(cosignCaddyfile), "{ADMIN}", "off")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(gmgateBin(t), append([]string{"cosign"}, append(args, "--config", cfgFile)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("gmgate cosign %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]))
+	}
+	cliTok := cli("token", "terminal-0042", "--token-key", "cosign-token", "--ops", "sign", "--ttl", "1m")
+	if st, code := post("sign", cliTok, sreq(q1())); st != 200 {
+		t.Errorf("token from gmgate cosign token: %d %s", st, code)
+	}
+
+	// 6. Every co-operation is audited and counted.
 	m := scrapeMetrics(t, inst.admin)
 	for _, want := range []map[string]string{
 		{"op": "sign", "code": "ok"}, {"op": "decrypt", "code": "ok"},
@@ -263,6 +283,20 @@ func TestCosignRealBinary(t *testing.T) {
 			t.Errorf("audit log lacks %q", want)
 		}
 	}
+	shareArgs := []string{"--share-dir", filepath.Join(dir, "shares"), "--seal-key", "cosign-seal"}
+	if got := cli(append([]string{"list"}, shareArgs...)...); !strings.Contains(got, "terminal-0043") {
+		t.Errorf("gmgate cosign list: %q", got)
+	}
+	cli(append([]string{"destroy", "terminal-0042"}, shareArgs...)...)
+	inst = startGmgate(t, cf(cosignCaddyfile))
+	if _, err := signing.SignSM2(cs, instr, nil, signing.DER); err == nil {
+		t.Error("a terminal whose platform share was destroyed still signs")
+	}
+	if st, code := post("sign", signTok("terminal-0042"), sreq(q1())); st != 404 || code != string(platform.CodeUnknownKey) {
+		t.Errorf("after destroy: %d %s", st, code)
+	}
+	inst.stop()
+
 	// Binding: each accepted co-signature's entry carries SM3 of the instruction, the same value
 	// gm_verify's entry for that payment carries, so the evidence joins.
 	cosigned, verified := cosignAuditSM3(t, filepath.Join(dir, "audit", "audit.log"))

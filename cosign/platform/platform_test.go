@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -90,7 +92,7 @@ func (k hmacKey) VerifyHMACSM3(d, tag []byte) error {
 }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	svc   *Service
 	aud   *memAudit
 	mac   hmacKey
@@ -99,7 +101,7 @@ type fixture struct {
 	codes []refusal.Code
 }
 
-func newFixture(t *testing.T, mod func(*Config)) *fixture {
+func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	f := &fixture{t: t, aud: &memAudit{}, mac: hmacKey("token key for tests"), now: time.Unix(1_800_000_000, 0)}
 	cfg := Config{
 		Shares: &memShares{m: map[string][][]byte{}}, Audit: f.aud, TokenMAC: f.mac,
@@ -435,12 +437,13 @@ func TestServiceDestroy(t *testing.T) {
 }
 
 func FuzzServiceRequest(f *testing.F) {
-	fx := newFixture(&testing.T{}, func(c *Config) { c.RatePerMinute = 1 << 30; c.Burst = 1 << 30; c.MaxFailures = 1 << 30 })
+	fx := newFixture(f, func(c *Config) { c.RatePerMinute = 1 << 30; c.Burst = 1 << 30; c.MaxFailures = 1 << 30 })
 	f.Add([]byte(`{"key_id":"k","e":"AAAA","q1":"BA=="}`), "sign")
 	f.Add([]byte(`{"key_id":"k","p1":"BA=="}`), "keygen")
 	f.Fuzz(func(t *testing.T, body []byte, op string) {
-		r := httptest.NewRequest(http.MethodPost, "/cosign/"+strings.ReplaceAll(op, "%", ""), bytes.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+string(body))
+		r := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: "/cosign/" + op}, Header: http.Header{},
+			Body: io.NopCloser(bytes.NewReader(body))}
+		r.Header.Set("Authorization", "Bearer "+strings.ToValidUTF8(string(body), ""))
 		w := httptest.NewRecorder()
 		fx.svc.ServeHTTP(w, r)
 		if w.Code == http.StatusOK {
