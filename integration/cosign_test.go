@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,13 +109,19 @@ func TestCosignRealBinary(t *testing.T) {
 
 	// 1. Enrol the terminal's collaborative key before gm_verify needs its certificate: a first
 	// instance serves gm_cosign only, the certificate is issued, then the full configuration runs.
-	port := freePort(t)
+	// Each instance gets a fresh port (a port just released may be taken by a parallel test).
+	var port int
+	var base string
 	enrolOnly := strings.Replace(cosignCaddyfile, "files {DIR}/terminal.pem", "files {DIR}/pki/"+pki.DevClientSignBase+".pem", 1)
 	cf := func(src string) string {
 		return strings.NewReplacer("{DIR}", dir, "{PORT}", fmt.Sprint(port), "{BACKEND}", backend.URL).Replace(src)
 	}
-	inst := startGmgate(t, cf(enrolOnly))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	start := func(src string) *instance {
+		port = freePort(t)
+		base = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return startGmgate(t, cf(src))
+	}
+	inst := start(enrolOnly)
 	ccfg := client.CoSignConfig{URL: base + "/cosign", Token: issue("terminal-0042"), SendInstruction: true}
 	cs, err := client.EnrollCoSigner(ccfg, "terminal-0042")
 	if err != nil {
@@ -128,6 +135,10 @@ func TestCosignRealBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherSealed, err := other.SealWithIterations([]byte("1357"), client.MinPINIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
 	inst.stop()
 
 	cert, err := dev.Root.IssueFor(cs.Public(), pki.RoleSign, pki.IssueOptions{CommonName: "terminal-0042"})
@@ -137,10 +148,15 @@ func TestCosignRealBinary(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "terminal.pem"), pki.EncodeCertificatesPEM(cert), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inst = startGmgate(t, cf(cosignCaddyfile))
+	inst = start(cosignCaddyfile)
 
 	// 2. The reopened (PIN) key signs payment instructions through the unchanged SDK; gm_verify accepts.
+	ccfg.URL = base + "/cosign"
 	cs, err = client.OpenCoSigner(ccfg, sealed, []byte("246810"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err = client.OpenCoSigner(client.CoSignConfig{URL: base + "/cosign", Token: issue("terminal-0043")}, otherSealed, []byte("1357"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,8 +248,9 @@ func TestCosignRealBinary(t *testing.T) {
 	if st, code := post("sign", signTok("terminal-0043"), map[string]any{"key_id": "terminal-0043", "e": e, "q1": q1(), "instruction": instr}); st != 423 || code != string(platform.CodeLocked) {
 		t.Errorf("locked out: %d %s", st, code)
 	}
-	if _, err := signing.SignSM2(other, instr, nil, signing.DER); err == nil {
-		t.Error("locked terminal's SDK still signs")
+	var ce *client.CoSignError
+	if _, err := signing.SignSM2(other, instr, nil, signing.DER); !errors.As(err, &ce) || ce.Code != string(platform.CodeLocked) {
+		t.Errorf("locked terminal's SDK: %v", err)
 	}
 	// A lost d_2 (another platform's share) cannot help a thief: covered in package cosign; a lost
 	// d_1 alone cannot produce a signature without a session (above).
@@ -288,9 +305,14 @@ func TestCosignRealBinary(t *testing.T) {
 		t.Errorf("gmgate cosign list: %q", got)
 	}
 	cli(append([]string{"destroy", "terminal-0042"}, shareArgs...)...)
-	inst = startGmgate(t, cf(cosignCaddyfile))
-	if _, err := signing.SignSM2(cs, instr, nil, signing.DER); err == nil {
-		t.Error("a terminal whose platform share was destroyed still signs")
+	inst = start(cosignCaddyfile)
+	ccfg.URL = base + "/cosign"
+	if cs, err = client.OpenCoSigner(ccfg, sealed, []byte("246810")); err != nil {
+		t.Fatal(err)
+	}
+	var gone *client.CoSignError
+	if _, err := signing.SignSM2(cs, instr, nil, signing.DER); !errors.As(err, &gone) || gone.Code != string(platform.CodeUnknownKey) {
+		t.Errorf("after destroy, the SDK: %v", err)
 	}
 	if st, code := post("sign", signTok("terminal-0042"), sreq(q1())); st != 404 || code != string(platform.CodeUnknownKey) {
 		t.Errorf("after destroy: %d %s", st, code)
