@@ -12,6 +12,7 @@ import (
 	"github.com/emmansun/gmsm/kdf"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 )
 
@@ -44,24 +45,24 @@ type ecVersion struct {
 func (t *token) ecVersions(ref Ref) ([]ecVersion, error) {
 	var out []ecVersion
 	object := ref.Object
-	err := t.do("list", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("list", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		out = out[:0]
-		tmpl := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
+		tmpl := []*p11.Attribute{
+			p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+			p11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+			p11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
 		}
 		if len(ref.ID) > 0 {
-			tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, ref.ID))
+			tmpl = append(tmpl, p11.NewAttribute(pkcs11.CKA_ID, ref.ID))
 		}
 		hs, err := findAll(ctx, s, tmpl, 10000)
 		if err != nil {
 			return err
 		}
 		for _, h := range hs {
-			attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
-				pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
+			attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{
+				p11.NewAttribute(pkcs11.CKA_LABEL, nil),
+				p11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
 			})
 			if err != nil {
 				if classify(err) != classOther {
@@ -100,7 +101,7 @@ func (t *token) putECKey(label string, id []byte, priv *sm2.PrivateKey) error {
 	defer zero(d)
 	point := append([]byte{4}, append(priv.X.FillBytes(make([]byte, 32)), priv.Y.FillBytes(make([]byte, 32))...)...)
 	ecPoint, _ := asn1.Marshal(point)
-	return t.do("store", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	return t.do("store", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		if _, err := t.findObject(ctx, s, pkcs11.CKO_PRIVATE_KEY, label); err == nil {
 			return opErr("store", label, t.name, ErrExists, nil)
 		} else if !errors.Is(err, ErrKeyNotFound) {
@@ -111,38 +112,38 @@ func (t *token) putECKey(label string, id []byte, priv *sm2.PrivateKey) error {
 }
 
 // createECPair creates the public and private halves of a token_decrypt key.
-func createECPair(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, label string, id, d, ecPoint []byte) error {
-	withID := func(a []*pkcs11.Attribute) []*pkcs11.Attribute {
+func createECPair(ctx *p11.Ctx, s p11.SessionHandle, label string, id, d, ecPoint []byte) error {
+	withID := func(a []*p11.Attribute) []*p11.Attribute {
 		if len(id) > 0 {
-			a = append(a, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+			a = append(a, p11.NewAttribute(pkcs11.CKA_ID, id))
 		}
 		return a
 	}
-	ph, err := ctx.CreateObject(s, withID([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
-		pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, ecPoint),
+	ph, err := ctx.CreateObject(s, withID([]*p11.Attribute{
+		p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		p11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		p11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		p11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		p11.NewAttribute(pkcs11.CKA_LABEL, label),
+		p11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
+		p11.NewAttribute(pkcs11.CKA_EC_POINT, ecPoint),
 	}))
 	if err != nil {
 		return err
 	}
-	_, err = ctx.CreateObject(s, withID([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, d),
+	_, err = ctx.CreateObject(s, withID([]*p11.Attribute{
+		p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		p11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		p11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		p11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		p11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(pkcs11.CKA_DERIVE, true),
+		p11.NewAttribute(pkcs11.CKA_SIGN, false),
+		p11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		p11.NewAttribute(pkcs11.CKA_LABEL, label),
+		p11.NewAttribute(pkcs11.CKA_EC_PARAMS, sm2ECParams()),
+		p11.NewAttribute(pkcs11.CKA_VALUE, d),
 	}))
 	if err != nil {
 		_ = ctx.DestroyObject(s, ph)
@@ -151,21 +152,21 @@ func createECPair(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, label string, id, d, 
 }
 
 // ecdhX asks the token for x(d·C1) with CKM_ECDH1_DERIVE / CKD_NULL.
-func (t *token) ecdhX(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, key pkcs11.ObjectHandle, c1 []byte) ([]byte, error) {
-	params := pkcs11.NewECDH1DeriveParams(pkcs11.CKD_NULL, nil, c1)
-	h, err := ctx.DeriveKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDH1_DERIVE, params)}, key, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+func (t *token) ecdhX(ctx *p11.Ctx, s p11.SessionHandle, key p11.ObjectHandle, c1 []byte) ([]byte, error) {
+	params := p11.NewECDH1DeriveParams(pkcs11.CKD_NULL, nil, c1)
+	h, err := ctx.DeriveKey(s, []*p11.Mechanism{p11.NewMechanism(pkcs11.CKM_ECDH1_DERIVE, params)}, key, []*p11.Attribute{
+		p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		p11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+		p11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+		p11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		p11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+		p11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer ctx.DestroyObject(s, h)
-	attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+	attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_VALUE, nil)})
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +261,7 @@ func (r *deriveRemote) decrypt(c1c3c2 []byte) ([]byte, error) {
 		}
 		r.last.Store(t.name)
 		var x2 []byte
-		err := t.do("decrypt", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		err := t.do("decrypt", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 			h, err := t.findSel(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.sel)
 			if err != nil {
 				return err

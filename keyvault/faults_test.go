@@ -11,14 +11,15 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 )
 
 // helperCtx is a second handle on the SoftHSM2 module, used to break things behind the
 // vault's back. It shares the process-wide C_Initialize with the vault and never finalizes.
-func helperCtx(t testing.TB) *pkcs11.Ctx {
+func helperCtx(t testing.TB) *p11.Ctx {
 	t.Helper()
-	ctx := pkcs11.New(softhsmModule)
+	ctx := p11.New(softhsmModule)
 	if ctx == nil {
 		t.Fatal("cannot load SoftHSM2 module")
 	}
@@ -30,7 +31,7 @@ func helperCtx(t testing.TB) *pkcs11.Ctx {
 }
 
 // destroyObjects deletes every object with the given class and label from a slot.
-func destroyObjects(t testing.TB, ctx *pkcs11.Ctx, slot uint, class uint, label string) int {
+func destroyObjects(t testing.TB, ctx *p11.Ctx, slot uint, class uint, label string) int {
 	t.Helper()
 	s, err := ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
@@ -40,7 +41,7 @@ func destroyObjects(t testing.TB, ctx *pkcs11.Ctx, slot uint, class uint, label 
 	if err := ctx.Login(s, pkcs11.CKU_USER, testPIN); err != nil && !isRV(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		t.Fatal(err)
 	}
-	hs, err := findAll(ctx, s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}, 100)
+	hs, err := findAll(ctx, s, []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_CLASS, class), p11.NewAttribute(pkcs11.CKA_LABEL, label)}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +407,10 @@ func TestFailover(t *testing.T) {
 	mustKind(t, err, ErrTokenUnavailable)
 }
 
-func privTemplate(label string) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}
+func privTemplate(label string) []*p11.Attribute {
+	return []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), p11.NewAttribute(pkcs11.CKA_LABEL, label)}
 }
 
-func valueTemplate() []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}
+func valueTemplate() []*p11.Attribute {
+	return []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_VALUE, nil)}
 }

@@ -3,6 +3,7 @@ package keyvault
 import (
 	"testing"
 
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 )
 
@@ -27,13 +28,13 @@ func TestKEKAttributes(t *testing.T) {
 		pkcs11.CKA_ENCRYPT: true, pkcs11.CKA_DECRYPT: true,
 		pkcs11.CKA_WRAP: false, pkcs11.CKA_UNWRAP: false, pkcs11.CKA_SIGN: false, pkcs11.CKA_VERIFY: false, pkcs11.CKA_DERIVE: false,
 	}
-	err = tok.do("audit", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err = tok.do("audit", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		h, err := tok.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, tc.KEKLabel)
 		if err != nil {
 			return err
 		}
 		for a, w := range want {
-			got, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(a, nil)})
+			got, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(a, nil)})
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 
 	"github.com/gmgate/gmgate/pki"
@@ -324,7 +325,7 @@ func (r *nativeRemote) tokenName() string {
 	return s
 }
 
-func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, key pkcs11.ObjectHandle) error) error {
+func (r *nativeRemote) run(op string, f func(t *token, ctx *p11.Ctx, s p11.SessionHandle, key p11.ObjectHandle) error) error {
 	var prev string
 	var errs []error
 	for _, t := range r.v.replicaOrder(r.e) {
@@ -335,7 +336,7 @@ func (r *nativeRemote) run(op string, f func(t *token, ctx *pkcs11.Ctx, s pkcs11
 			r.v.opts.observer.ObserveFailover(r.e.cfg.Name, prev, t.name)
 		}
 		r.last.Store(t.name)
-		err := t.do(op, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		err := t.do(op, func(ctx *p11.Ctx, s p11.SessionHandle) error {
 			h, err := t.findSel(ctx, s, pkcs11.CKO_PRIVATE_KEY, r.sel)
 			if err != nil {
 				return err
@@ -382,13 +383,13 @@ func nativeDecrypt(p *NativeProfile, c1c3c2 []byte, exec func(mech uint, data []
 
 func (r *nativeRemote) sign(msg, uid []byte, prehashed bool) ([]byte, error) {
 	var out []byte
-	err := r.run("sign", func(t *token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+	err := r.run("sign", func(t *token, ctx *p11.Ctx, s p11.SessionHandle, h p11.ObjectHandle) error {
 		der, err := nativeSign(t.native, r.pub, msg, uid, prehashed, func(req signRequest) ([]byte, error) {
 			var param any
 			if req.Param != nil {
 				param = req.Param
 			}
-			if err := ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(req.Mechanism, param)}, h); err != nil {
+			if err := ctx.SignInit(s, []*p11.Mechanism{p11.NewMechanism(req.Mechanism, param)}, h); err != nil {
 				return nil, err
 			}
 			return ctx.Sign(s, req.Data)
@@ -407,9 +408,9 @@ func (r *nativeRemote) sign(msg, uid []byte, prehashed bool) ([]byte, error) {
 
 func (r *nativeRemote) decrypt(c1c3c2 []byte) ([]byte, error) {
 	var out []byte
-	err := r.run("decrypt", func(t *token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+	err := r.run("decrypt", func(t *token, ctx *p11.Ctx, s p11.SessionHandle, h p11.ObjectHandle) error {
 		pt, err := nativeDecrypt(t.native, c1c3c2, func(mech uint, data []byte) ([]byte, error) {
-			if err := ctx.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
+			if err := ctx.DecryptInit(s, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, h); err != nil {
 				return nil, err
 			}
 			return ctx.Decrypt(s, data)
@@ -438,23 +439,23 @@ func (v *Vault) loadNative(e *keyEntry, t *token) error {
 		pub   *ecdsa.PublicKey
 	}
 	var list []found
-	err := t.do("load", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("load", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		list = list[:0]
-		tmpl := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, t.native.KeyTypeSM2),
+		tmpl := []*p11.Attribute{
+			p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+			p11.NewAttribute(pkcs11.CKA_KEY_TYPE, t.native.KeyTypeSM2),
 		}
 		if len(e.ref.ID) > 0 {
-			tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, e.ref.ID))
+			tmpl = append(tmpl, p11.NewAttribute(pkcs11.CKA_ID, e.ref.ID))
 		}
 		hs, err := findAll(ctx, s, tmpl, 10000)
 		if err != nil {
 			return err
 		}
 		for _, h := range hs {
-			attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
-				pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
+			attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{
+				p11.NewAttribute(pkcs11.CKA_LABEL, nil),
+				p11.NewAttribute(pkcs11.CKA_EC_POINT, nil),
 			})
 			if err != nil {
 				continue

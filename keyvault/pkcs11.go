@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 )
 
@@ -18,9 +19,9 @@ import (
 // uses the same path: C_Initialize is process-wide.
 type module struct {
 	path string
-	ctx  *pkcs11.Ctx
+	ctx  *p11.Ctx
 	refs int
-	info pkcs11.Info // C_GetInfo at load (library-* attributes of key references)
+	info p11.Info // C_GetInfo at load (library-* attributes of key references)
 }
 
 var modules = struct {
@@ -32,6 +33,9 @@ func acquireModule(path string) (*module, error) {
 	if path == "" {
 		return nil, errorf(ErrConfig, "token module path is empty")
 	}
+	if !p11.Available {
+		return nil, errNoCgo()
+	}
 	modules.Lock()
 	defer modules.Unlock()
 	if m, ok := modules.m[path]; ok {
@@ -41,7 +45,7 @@ func acquireModule(path string) (*module, error) {
 	if st, err := os.Stat(path); err != nil || st.IsDir() {
 		return nil, errorf(ErrModuleLoad, "module %s does not exist", path)
 	}
-	ctx := pkcs11.New(path)
+	ctx := p11.New(path)
 	if ctx == nil {
 		return nil, errorf(ErrModuleLoad, "module %s cannot be loaded (not a PKCS#11 library?)", path)
 	}
@@ -59,6 +63,12 @@ func acquireModule(path string) (*module, error) {
 	return m, nil
 }
 
+// errNoCgo is the refusal of every PKCS#11 token by a build without cgo, where no module can be
+// loaded (miekg/pkcs11 needs cgo): Open fails closed with it rather than starting without keys.
+func errNoCgo() error {
+	return errorf(ErrModuleLoad, "this gmgate was built without cgo (CGO_ENABLED=0): PKCS#11 tokens are unavailable; use file: keys or a cgo build")
+}
+
 func releaseModule(m *module) {
 	modules.Lock()
 	defer modules.Unlock()
@@ -72,12 +82,12 @@ func releaseModule(m *module) {
 }
 
 func isRV(err error, rv uint) bool {
-	var e pkcs11.Error
+	var e p11.Error
 	return errors.As(err, &e) && uint(e) == rv
 }
 
 func rvOf(err error) (uint, bool) {
-	var e pkcs11.Error
+	var e p11.Error
 	if errors.As(err, &e) {
 		return uint(e), true
 	}
@@ -136,8 +146,8 @@ type token struct {
 	label   string
 	serial  string
 	found   tokenFacts // CK_TOKEN_INFO / CK_SLOT_INFO of the slot found at open (or re-found)
-	idle    []pkcs11.SessionHandle
-	handles map[string]pkcs11.ObjectHandle
+	idle    []p11.SessionHandle
+	handles map[string]p11.ObjectHandle
 
 	healthy atomic.Bool
 	lastErr atomic.Value // string
@@ -151,7 +161,7 @@ func openToken(cfg TokenConfig, o *options) (*token, error) {
 	if cfg.TokenLabel == "" && cfg.TokenSerial == "" {
 		return nil, opErr("open", "", cfg.Name, ErrConfig, errorf(ErrConfig, "set token_label or token_serial"))
 	}
-	t := &token{name: cfg.Name, cfg: cfg, log: o.logger, obs: o.observer, handles: map[string]pkcs11.ObjectHandle{}, requireKEK: !o.admin}
+	t := &token{name: cfg.Name, cfg: cfg, log: o.logger, obs: o.observer, handles: map[string]p11.ObjectHandle{}, requireKEK: !o.admin}
 	if t.cfg.PoolSize <= 0 {
 		t.cfg.PoolSize = 4
 	}
@@ -202,7 +212,7 @@ func openToken(cfg TokenConfig, o *options) (*token, error) {
 		return nil, err
 	}
 	// Log in (and prove the PIN) by borrowing one session.
-	if err := t.do("login", func(*pkcs11.Ctx, pkcs11.SessionHandle) error { return nil }); err != nil {
+	if err := t.do("login", func(*p11.Ctx, p11.SessionHandle) error { return nil }); err != nil {
 		t.close()
 		return nil, err
 	}
@@ -264,7 +274,7 @@ func (t *token) findSlot() error {
 
 // borrow takes a logged-in session from the pool, opening one if needed, waiting at most
 // BorrowTimeout for a free slot.
-func (t *token) borrow() (pkcs11.SessionHandle, error) {
+func (t *token) borrow() (p11.SessionHandle, error) {
 	start := time.Now()
 	select {
 	case t.sem <- struct{}{}:
@@ -306,7 +316,7 @@ func (t *token) borrow() (pkcs11.SessionHandle, error) {
 	return s, nil
 }
 
-func (t *token) giveBack(s pkcs11.SessionHandle) {
+func (t *token) giveBack(s p11.SessionHandle) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -318,14 +328,14 @@ func (t *token) giveBack(s pkcs11.SessionHandle) {
 	<-t.sem
 }
 
-func (t *token) discard(s pkcs11.SessionHandle) {
+func (t *token) discard(s p11.SessionHandle) {
 	_ = t.mod.ctx.CloseSession(s)
 	<-t.sem
 }
 
 // ensureLogin logs the user in if the session is public. Login state is per application and
 // token, so one login serves every session; CKR_USER_ALREADY_LOGGED_IN is fine.
-func (t *token) ensureLogin(s pkcs11.SessionHandle) error {
+func (t *token) ensureLogin(s p11.SessionHandle) error {
 	info, err := t.mod.ctx.GetSessionInfo(s)
 	if err != nil {
 		return t.wrapErr("session_info", err)
@@ -336,7 +346,7 @@ func (t *token) ensureLogin(s pkcs11.SessionHandle) error {
 	return t.login(s)
 }
 
-func (t *token) login(s pkcs11.SessionHandle) error {
+func (t *token) login(s p11.SessionHandle) error {
 	t.pinMu.Lock()
 	pin := string(t.pin)
 	t.pinMu.Unlock()
@@ -348,7 +358,7 @@ func (t *token) login(s pkcs11.SessionHandle) error {
 		switch rv {
 		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE,
 			pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED, pkcs11.CKR_USER_PIN_NOT_INITIALIZED:
-			return opErr("login", "", t.name, ErrBadPIN, pkcs11.Error(rv))
+			return opErr("login", "", t.name, ErrBadPIN, p11.Error(rv))
 		}
 	}
 	return t.wrapErr("login", err)
@@ -378,7 +388,7 @@ func (t *token) wrapErr(op string, err error) error {
 // do runs f on a pooled session. Lost sessions are reopened, a logged-out token is logged in
 // again, a removed and re-inserted token is found again, and stale object handles are dropped;
 // f is retried (at most twice) after each recovery. f must be safe to repeat.
-func (t *token) do(op string, f func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
+func (t *token) do(op string, f func(ctx *p11.Ctx, s p11.SessionHandle) error) error {
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
 		s, err := t.borrow()
@@ -439,7 +449,7 @@ func (t *token) reset() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
-	t.handles = map[string]pkcs11.ObjectHandle{}
+	t.handles = map[string]p11.ObjectHandle{}
 	t.mu.Unlock()
 	for _, s := range idle {
 		_ = t.mod.ctx.CloseSession(s)
@@ -448,7 +458,7 @@ func (t *token) reset() {
 
 func (t *token) dropHandles() {
 	t.mu.Lock()
-	t.handles = map[string]pkcs11.ObjectHandle{}
+	t.handles = map[string]p11.ObjectHandle{}
 	t.mu.Unlock()
 }
 
@@ -459,13 +469,13 @@ type objSel struct {
 	byID  bool   // label == "" and id set: the label is not part of the selection
 }
 
-func (o objSel) template(class uint) []*pkcs11.Attribute {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+func (o objSel) template(class uint) []*p11.Attribute {
+	tmpl := []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_CLASS, class)}
 	if !o.byID {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, o.label))
+		tmpl = append(tmpl, p11.NewAttribute(pkcs11.CKA_LABEL, o.label))
 	}
 	if len(o.id) > 0 {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, o.id))
+		tmpl = append(tmpl, p11.NewAttribute(pkcs11.CKA_ID, o.id))
 	}
 	return tmpl
 }
@@ -480,13 +490,13 @@ func (o objSel) name() string {
 
 // findObject returns the handle of the single object with the given class and label, from the
 // cache when possible. It returns ErrKeyNotFound if there is none.
-func (t *token) findObject(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, label string) (pkcs11.ObjectHandle, error) {
+func (t *token) findObject(ctx *p11.Ctx, s p11.SessionHandle, class uint, label string) (p11.ObjectHandle, error) {
 	return t.findSel(ctx, s, class, objSel{label: label})
 }
 
 // findSel returns the handle of the single object of the class that the selection names, from
 // the cache when possible: ErrKeyNotFound if there is none, ErrConfig if several match.
-func (t *token) findSel(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, sel objSel) (pkcs11.ObjectHandle, error) {
+func (t *token) findSel(ctx *p11.Ctx, s p11.SessionHandle, class uint, sel objSel) (p11.ObjectHandle, error) {
 	key := strconv.FormatUint(uint64(class), 16) + "/" + strconv.FormatBool(sel.byID) + "/" + hex.EncodeToString(sel.id) + "/" + sel.label
 	t.mu.Lock()
 	h, ok := t.handles[key]
@@ -511,11 +521,11 @@ func (t *token) findSel(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, sel
 	return hs[0], nil
 }
 
-func findAll(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
+func findAll(ctx *p11.Ctx, s p11.SessionHandle, tmpl []*p11.Attribute, max int) ([]p11.ObjectHandle, error) {
 	if err := ctx.FindObjectsInit(s, tmpl); err != nil {
 		return nil, err
 	}
-	var out []pkcs11.ObjectHandle
+	var out []p11.ObjectHandle
 	for len(out) < max {
 		hs, _, err := ctx.FindObjects(s, 64)
 		if err != nil {
@@ -557,13 +567,13 @@ func (t *token) setHealth(err error) {
 
 // ping checks the token: token info plus one session round trip (with re-login/reopen).
 func (t *token) ping() error {
-	err := t.do("health", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("health", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		info, err := ctx.GetSessionInfo(s)
 		if err != nil {
 			return err
 		}
 		if info.State != pkcs11.CKS_RO_USER_FUNCTIONS && info.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-			return pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
+			return p11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
 		}
 		if t.native == nil && t.blobDir == "" {
 			// Wrapped mode needs the KEK: make sure it is still there.

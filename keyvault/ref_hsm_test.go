@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/sm2"
-	"github.com/miekg/pkcs11"
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 )
 
 // pct percent-encodes every byte, as pkcs11-tool and p11tool print an id.
@@ -33,7 +33,7 @@ func putPair(t *testing.T, tok *token, label string, id []byte) *sm2.PrivateKey 
 	priv := newSM2(t)
 	d := priv.D.FillBytes(make([]byte, 32))
 	ecPoint, _ := asn1.Marshal(append([]byte{4}, append(priv.X.FillBytes(make([]byte, 32)), priv.Y.FillBytes(make([]byte, 32))...)...))
-	if err := tok.do("store", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	if err := tok.do("store", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		return createECPair(ctx, s, label, id, d, ecPoint)
 	}); err != nil {
 		t.Fatalf("create %q: %v", label, err)

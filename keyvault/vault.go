@@ -13,6 +13,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -159,6 +160,24 @@ func (v *Vault) validate(cfg Config) error {
 		}
 		if ref, err := ParseRef(k.Ref); k.TokenDecrypt && (k.Type != KeyTypeSM2 || err == nil && ref.Scheme != "pkcs11") {
 			return errorf(ErrConfig, "key %s: token_decrypt needs an sm2 key with a pkcs11: reference", k.Name)
+		}
+	}
+	return checkPKCS11(cfg, p11.Available)
+}
+
+// checkPKCS11 refuses, from the configuration alone, a token or a pkcs11: key reference when
+// PKCS#11 is not available (a build without cgo), so that a check that opens nothing refuses it
+// as Open does.
+func checkPKCS11(cfg Config, available bool) error {
+	if available {
+		return nil
+	}
+	if len(cfg.Tokens) > 0 {
+		return opErr("open", "", cfg.Tokens[0].Name, errNoCgo(), nil)
+	}
+	for _, k := range cfg.Keys {
+		if ref, err := ParseRef(k.Ref); err == nil && ref.Scheme == "pkcs11" {
+			return opErr("config", k.Name, "", errNoCgo(), nil)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gmgate/gmgate/keyvault/internal/p11"
 	"github.com/miekg/pkcs11"
 )
 
@@ -61,42 +62,42 @@ func parseBlobLabel(object, label string) (int, bool) {
 	return n, true
 }
 
-func kekTemplate(label string) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+func kekTemplate(label string) []*p11.Attribute {
+	return []*p11.Attribute{
+		p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		p11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		p11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+		p11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		p11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		p11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		p11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		p11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		p11.NewAttribute(pkcs11.CKA_WRAP, false),
+		p11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		p11.NewAttribute(pkcs11.CKA_SIGN, false),
+		p11.NewAttribute(pkcs11.CKA_VERIFY, false),
+		p11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		p11.NewAttribute(pkcs11.CKA_LABEL, label),
 	}
 }
 
 // createKEK generates the non-extractable, sensitive AES-256 key-encryption key.
 func (t *token) createKEK() (created bool, err error) {
-	err = t.do("init", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err = t.do("init", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		if _, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel); err == nil {
 			return nil
 		} else if !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
-		h, err := ctx.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, kekTemplate(t.kekLabel))
+		h, err := ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, kekTemplate(t.kekLabel))
 		if err != nil {
 			return err
 		}
 		// Prove the attributes stuck (some tokens silently ignore template values).
-		attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{
+			p11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+			p11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
 		})
 		if err != nil {
 			return err
@@ -111,7 +112,7 @@ func (t *token) createKEK() (created bool, err error) {
 	return created, err
 }
 
-func attrBool(a *pkcs11.Attribute) bool { return len(a.Value) > 0 && a.Value[0] != 0 }
+func attrBool(a *p11.Attribute) bool { return len(a.Value) > 0 && a.Value[0] != 0 }
 
 // seal encrypts a key with the KEK (AES-256-GCM, random IV) and returns the blob.
 func (t *token) seal(aad, plaintext []byte) ([]byte, error) {
@@ -120,14 +121,14 @@ func (t *token) seal(aad, plaintext []byte) ([]byte, error) {
 		return nil, errorf(ErrToken, "no randomness")
 	}
 	var blob []byte
-	err := t.do("wrap", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("wrap", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		kek, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel)
 		if err != nil {
 			return err
 		}
-		params := pkcs11.NewGCMParams(iv, aad, blobTagBits)
+		params := p11.NewGCMParams(iv, aad, blobTagBits)
 		defer params.Free()
-		if err := ctx.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, kek); err != nil {
+		if err := ctx.EncryptInit(s, []*p11.Mechanism{p11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, kek); err != nil {
 			return err
 		}
 		ct, err := ctx.Encrypt(s, plaintext)
@@ -157,14 +158,14 @@ func (t *token) unseal(aad, blob []byte) ([]byte, error) {
 	iv := blob[hdr : hdr+blobIVLen]
 	ct := blob[hdr+blobIVLen:]
 	var pt []byte
-	err := t.do("unwrap", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("unwrap", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		kek, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel)
 		if err != nil {
 			return err
 		}
-		params := pkcs11.NewGCMParams(iv, aad, blobTagBits)
+		params := p11.NewGCMParams(iv, aad, blobTagBits)
 		defer params.Free()
-		if err := ctx.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, kek); err != nil {
+		if err := ctx.DecryptInit(s, []*p11.Mechanism{p11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, kek); err != nil {
 			return err
 		}
 		out, err := ctx.Decrypt(s, ct)
@@ -197,20 +198,20 @@ func (t *token) putBlob(label string, blob []byte) error {
 		}
 		return nil
 	}
-	return t.do("store", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	return t.do("store", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		if _, err := t.findObject(ctx, s, pkcs11.CKO_DATA, label); err == nil {
 			return opErr("store", label, t.name, ErrExists, nil)
 		} else if !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
-		_, err := ctx.CreateObject(s, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_APPLICATION, dataApplication),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE, blob),
+		_, err := ctx.CreateObject(s, []*p11.Attribute{
+			p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+			p11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			p11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+			p11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
+			p11.NewAttribute(pkcs11.CKA_LABEL, label),
+			p11.NewAttribute(pkcs11.CKA_APPLICATION, dataApplication),
+			p11.NewAttribute(pkcs11.CKA_VALUE, blob),
 		})
 		return err
 	})
@@ -225,12 +226,12 @@ func (t *token) getBlob(label string) ([]byte, error) {
 		return b, nil
 	}
 	var out []byte
-	err := t.do("load", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("load", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		h, err := t.findObject(ctx, s, pkcs11.CKO_DATA, label)
 		if err != nil {
 			return err
 		}
-		attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+		attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_VALUE, nil)})
 		if err != nil {
 			return err
 		}
@@ -260,17 +261,17 @@ func (t *token) blobVersions(object string) ([]int, error) {
 			}
 		}
 	} else {
-		err := t.do("list", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		err := t.do("list", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 			labels = labels[:0]
-			hs, err := findAll(ctx, s, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
-				pkcs11.NewAttribute(pkcs11.CKA_APPLICATION, dataApplication),
+			hs, err := findAll(ctx, s, []*p11.Attribute{
+				p11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+				p11.NewAttribute(pkcs11.CKA_APPLICATION, dataApplication),
 			}, 10000)
 			if err != nil {
 				return err
 			}
 			for _, h := range hs {
-				attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil)})
+				attrs, err := ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(pkcs11.CKA_LABEL, nil)})
 				if err != nil {
 					if classify(err) != classOther {
 						return err
@@ -298,7 +299,7 @@ func (t *token) blobVersions(object string) ([]int, error) {
 // hasKEK reports whether the key-encryption key exists.
 func (t *token) hasKEK() (bool, error) {
 	found := false
-	err := t.do("find_kek", func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	err := t.do("find_kek", func(ctx *p11.Ctx, s p11.SessionHandle) error {
 		_, err := t.findObject(ctx, s, pkcs11.CKO_SECRET_KEY, t.kekLabel)
 		if err == nil {
 			found = true

@@ -142,12 +142,17 @@ export GMGATE_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
 export GMGATE_REQUIRE_SERVICES=1
 export GMGATE_TEST_SCRATCH="$work"
 
-# 4. One gmgate binary shared by every end-to-end test.
+# 4. The build without cgo (no PKCS#11 backend) must keep compiling, tests included
+# (integration/nocgo_test.go builds and runs that binary).
+log "go vet without cgo"
+CGO_ENABLED=0 go vet ./...
+
+# 5. One gmgate binary shared by every end-to-end test.
 log "building gmgate"
 go build -o "$work/gmgate" ./cmd/gmgate
 export GMGATE_BIN="$work/gmgate"
 
-# 5. Tests: the race detector on the core packages, the rest as they are.
+# 6. Tests: the race detector on the core packages, the rest as they are.
 core=()
 for p in pki tlcp tls13sm keyvault signing envelope audit refusal sealstore gateway channel client cosign; do
   [ -d "$p" ] && core+=("./$p/...")
