@@ -5,9 +5,12 @@
 //
 //	CGO_ENABLED=1 xcaddy build v2.11.9 --with github.com/gmgate/gmgate
 //
-// cgo is required: the PKCS#11 key vault backend (github.com/miekg/pkcs11) loads the HSM's
-// library through it. The gmgate command (cmd/gmgate) is exactly this plugin in Caddy's standard
-// distribution.
+// PKCS#11 tokens (HSMs) need cgo: the key vault's PKCS#11 backend (github.com/miekg/pkcs11) loads
+// the HSM's library through it, and xcaddy builds without cgo unless CGO_ENABLED=1. A build with
+// CGO_ENABLED=0 works without that backend: file: keys and the development default are served,
+// and any configured token or pkcs11: key is refused at validation and start (keyvault's
+// ErrModuleLoad, naming cgo). See docs/install.md. The gmgate command (cmd/gmgate) is exactly
+// this plugin in Caddy's standard distribution.
 package gmgate
 
 import (
