@@ -637,10 +637,36 @@ func (c *Conn) Close() error {
 			alertErr = err
 		}
 	}
-	if err := c.conn.Close(); err != nil {
+	err := c.conn.Close()
+	c.forgetSecrets()
+	if err != nil {
 		return err
 	}
 	return alertErr
+}
+
+// forgetSecrets zeroes the traffic and resumption secrets once the connection is closed. A
+// direction still in use by a concurrent Read, Write or handshake (which the close ends) keeps
+// its secret; it is never used again.
+func (c *Conn) forgetSecrets() {
+	if c.in.TryLock() {
+		zero(c.in.secret)
+		c.in.secret = nil
+		zero(c.resumptionSecret)
+		c.resumptionSecret = nil
+		if c.in.err == nil {
+			c.in.err = net.ErrClosed
+		}
+		c.in.Unlock()
+	}
+	if c.out.TryLock() {
+		zero(c.out.secret)
+		c.out.secret = nil
+		if c.out.err == nil {
+			c.out.err = net.ErrClosed
+		}
+		c.out.Unlock()
+	}
 }
 
 // CloseWrite sends close_notify without closing the connection.

@@ -365,3 +365,28 @@ func TestCloseNotifyAndTruncation(t *testing.T) {
 		t.Fatalf("truncated stream: %v, want io.ErrUnexpectedEOF", err)
 	}
 }
+
+// TestCloseForgetsSecrets: after Close the traffic and resumption secrets are zeroed and the
+// connection refuses further use.
+func TestCloseForgetsSecrets(t *testing.T) {
+	ccfg := clientConfig(t)
+	ccfg.ClientSessionCache = NewLRUClientSessionCache(2)
+	s, c, serr, cerr := handshakePair(t, serverConfig(t), ccfg)
+	if serr != nil || cerr != nil {
+		t.Fatal(serr, cerr)
+	}
+	in, out, res := c.in.secret, c.out.secret, c.resumptionSecret
+	if len(in) == 0 || len(out) == 0 || len(res) == 0 {
+		t.Fatal("secrets not set after the handshake")
+	}
+	c.Close()
+	s.Close()
+	for name, b := range map[string][]byte{"read": in, "write": out, "resumption": res} {
+		if !bytes.Equal(b, make([]byte, len(b))) {
+			t.Errorf("%s secret not zeroed", name)
+		}
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Error("Write after Close succeeded")
+	}
+}
