@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -563,7 +564,7 @@ func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		peerSign, peerEnc = st.PeerSignCertificate, st.PeerEncCertificate
 	}
 	name := h.scheme.Name()
-	res, err := h.verifier.Verify(r.Context(), r, peerSign)
+	res, err := h.verifier.Verify(receivedContext(r), r, peerSign)
 	if err != nil {
 		code := gateway.CodeOf(err)
 		verifyResults.WithLabelValues(name, string(code)).Inc()
@@ -584,6 +585,12 @@ func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		repl.Set("gm.client.serial", res.Serial)
 		repl.Set("gm.verify.result", string(gateway.CodeOK))
 		repl.Set("gm.verify.scheme", res.Scheme)
+		// Caddy's identity, as its authentication handlers set it: the access log's user_id
+		// and {http.auth.user.*} in later handlers.
+		repl.Set("http.auth.user.id", res.Subject)
+		repl.Set("http.auth.user.serial", res.Serial)
+		repl.Set("http.auth.user.key_id", res.KeyID)
+		repl.Set("http.auth.user.scheme", res.Scheme)
 	}
 	if h.reply == nil {
 		return next.ServeHTTP(w, r)
@@ -621,6 +628,18 @@ func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 	return nil
+}
+
+// receivedContext returns r's context carrying the request line as the client sent it: a uri,
+// rewrite, handle_path or method handler that ran before gm_verify changed r, not what the client
+// signed. Caddy keeps the original in the request context.
+func receivedContext(r *http.Request) context.Context {
+	ctx := r.Context()
+	or, ok := ctx.Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	if !ok || or.RequestURI == "" || (or.RequestURI == r.RequestURI && or.Method == r.Method) {
+		return ctx
+	}
+	return gateway.AsReceived(ctx, or.Method, or.RequestURI)
 }
 
 // replyRecorder buffers a reply up to max bytes.

@@ -189,7 +189,7 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, tlcpPeer *smx509
 		v.audit(r, nil, nil, CodeOf(err))
 		return nil, err
 	}
-	res, err := v.VerifyMessage(ctx, requestMessage(r, body), r, tlcpPeer)
+	res, err := v.VerifyMessage(ctx, requestMessage(ctx, r, body), r, tlcpPeer)
 	if err != nil {
 		// Keep the raw body readable for callers that log; never forwarded.
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -222,17 +222,33 @@ func (v *Verifier) readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// requestMessage builds the signing view of r with body.
-func requestMessage(r *http.Request, body []byte) *signing.Message {
-	target := r.RequestURI
+// receivedKey is the context key of AsReceived.
+type receivedKey struct{}
+
+type receivedLine struct{ method, target string }
+
+// AsReceived returns ctx carrying the request line as the client sent it. A front end that
+// rewrites the request before verification (Caddy's uri, rewrite, handle_path, method) passes
+// it so that Verify checks the signature over what the client signed, not over the rewrite.
+func AsReceived(ctx context.Context, method, target string) context.Context {
+	return context.WithValue(ctx, receivedKey{}, receivedLine{method, target})
+}
+
+// requestMessage builds the signing view of r with body: the request line as received (see
+// AsReceived), else r's own.
+func requestMessage(ctx context.Context, r *http.Request, body []byte) *signing.Message {
+	method, target := r.Method, r.RequestURI
 	if target == "" && r.URL != nil {
 		target = r.URL.RequestURI()
+	}
+	if rl, ok := ctx.Value(receivedKey{}).(receivedLine); ok && rl.target != "" {
+		method, target = rl.method, rl.target
 	}
 	sch := "http"
 	if r.TLS != nil {
 		sch = "https"
 	}
-	return &signing.Message{Kind: signing.Request, Method: r.Method, Target: target,
+	return &signing.Message{Kind: signing.Request, Method: method, Target: target,
 		Authority: r.Host, Scheme: sch, Header: r.Header, Body: body}
 }
 
