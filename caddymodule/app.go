@@ -73,11 +73,12 @@ type App struct {
 	// audit log is written.
 	Audit *AuditConfig `json:"audit,omitempty"`
 
-	vault        *keyvault.Vault
-	audit        *audit.Log
-	releaseAudit func()
-	dev          *pki.DevPKI
-	logger       *zap.Logger
+	vault    *keyvault.Vault
+	audit    *deferredAudit   // the shared audit log, opened at Start
+	mu       *sync.Mutex      // guards deferred (a pointer: App is a value in CaddyModule)
+	deferred []*deferredAudit // gm_verify's own audit logs, opened at Start
+	dev      *pki.DevPKI
+	logger   *zap.Logger
 }
 
 // DevPKIConfig configures the embedded development PKI.
@@ -101,6 +102,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision opens the key vault (and creates the development PKI when it is in use).
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.mu = new(sync.Mutex)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -216,9 +218,6 @@ func (a *App) openAudit() error {
 	if path == "" {
 		path = filepath.Join(caddy.AppDataDir(), "gmgate", "audit", "audit.log")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	keyName := c.SigningKey
 	if keyName == "" {
 		keyName = DevPlatformSignKey
@@ -248,13 +247,65 @@ func (a *App) openAudit() error {
 	default:
 		return fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", c.Fsync)
 	}
-	l, release, err := openSharedAudit(opts)
+	a.audit = newDeferredAudit(opts, func() {
+		a.logger.Info("audit log open", zap.String("path", path), zap.String("signing_key", keyName))
+	})
+	return nil
+}
+
+// deferredAudit is an audit log configured at provisioning and opened when the configuration
+// starts (App.Start), so that `gmgate validate` writes nothing: opening writes a segment header
+// and a signed checkpoint. Caddy starts its apps in no fixed order, so the first Append opens the
+// log too if a server answered before the gmgate app started.
+type deferredAudit struct {
+	opts    audit.Options
+	onOpen  func()
+	mu      sync.Mutex
+	log     *audit.Log
+	release func()
+	err     error
+}
+
+func newDeferredAudit(opts audit.Options, onOpen func()) *deferredAudit {
+	return &deferredAudit{opts: opts, onOpen: onOpen}
+}
+
+// open opens the log once; a failure is kept and returned to every later caller (fail closed).
+func (d *deferredAudit) open() (*audit.Log, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.log != nil || d.err != nil {
+		return d.log, d.err
+	}
+	if err := os.MkdirAll(filepath.Dir(d.opts.Path), 0o700); err != nil {
+		d.err = fmt.Errorf("audit directory: %w", err)
+		return nil, d.err
+	}
+	d.log, d.release, d.err = openSharedAudit(d.opts)
+	if d.err == nil && d.onOpen != nil {
+		d.onOpen()
+	}
+	return d.log, d.err
+}
+
+// Append implements audit.Sink.
+func (d *deferredAudit) Append(r audit.Record) error {
+	l, err := d.open()
 	if err != nil {
 		return err
 	}
-	a.audit, a.releaseAudit = l, release
-	a.logger.Info("audit log open", zap.String("path", path), zap.String("signing_key", keyName))
-	return nil
+	return l.Append(r)
+}
+
+// close gives the log back (the last user closes it); a log never opened has nothing to give.
+func (d *deferredAudit) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.release != nil {
+		d.release()
+		d.release = nil
+	}
+	d.err = errors.New("audit log closed")
 }
 
 // auditLogs holds the open audit logs by path, across configuration reloads: a reload
@@ -321,11 +372,37 @@ func openSharedAudit(opts audit.Options) (l *audit.Log, release func(), err erro
 	return shared.Log, release, nil
 }
 
-// AuditLog returns the shared audit log, or nil when none is configured.
-func (a *App) AuditLog() *audit.Log { return a.audit }
+// AuditSink returns the shared audit log, or nil when none is configured.
+func (a *App) AuditSink() audit.Sink {
+	if a.audit == nil {
+		return nil
+	}
+	return a.audit
+}
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// Start implements caddy.App: it opens what provisioning only configured (the shared audit log
+// and the audit logs of gm_verify handlers), so that `gmgate validate` has no side effects.
+func (a *App) Start() error {
+	var errs []error
+	if a.audit != nil {
+		if _, err := a.audit.open(); err != nil {
+			errs = append(errs, fmt.Errorf("audit log: %w", err))
+		}
+	}
+	for _, d := range a.deferred {
+		if _, err := d.open(); err != nil {
+			errs = append(errs, fmt.Errorf("audit log %s: %w", d.opts.Path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deferAudit registers an audit log of a module of this configuration to be opened at Start.
+func (a *App) deferAudit(d *deferredAudit) {
+	a.mu.Lock()
+	a.deferred = append(a.deferred, d)
+	a.mu.Unlock()
+}
 
 // Stop implements caddy.App. The vault and the audit log stay open until Cleanup: other apps
 // (the HTTP servers draining their requests) may still sign with them.
@@ -336,8 +413,8 @@ func (a *App) Stop() error { return nil }
 // configuration is unloaded, or when it failed to load.
 func (a *App) Cleanup() error {
 	if a.audit != nil {
-		a.releaseAudit()
-		a.audit, a.releaseAudit = nil, nil
+		a.audit.close()
+		a.audit = nil
 	}
 	if caddy.Exiting() {
 		if err := sealAuditLogsOnExit(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,16 +80,15 @@ type Verify struct {
 	// when configured.
 	Audit *VerifyAuditConfig `json:"audit,omitempty"`
 
-	verifier     *gateway.Verifier
-	scheme       signing.Scheme
-	reply        *gateway.ReplySigner
-	sealReply    bool
-	store        gateway.ReplayStore
-	storeHolder  int           // holder number in memoryReplayStores when store is the shared memory store
-	inflight     *atomic.Int64 // requests being served, so that Cleanup does not close what they use
-	audit        *audit.Log
-	releaseAudit func() // gm_verify's own audit log (shared across reloads)
-	logger       *zap.Logger
+	verifier    *gateway.Verifier
+	scheme      signing.Scheme
+	reply       *gateway.ReplySigner
+	sealReply   bool
+	store       gateway.ReplayStore
+	storeHolder int            // holder number in memoryReplayStores when store is the shared memory store
+	inflight    *atomic.Int64  // requests being served, so that Cleanup does not close what they use
+	ownAudit    *deferredAudit // gm_verify's own audit log (shared across reloads), or nil
+	logger      *zap.Logger
 }
 
 // SchemeOptions are the settings of a signature scheme (each scheme ignores those it does not use).
@@ -440,21 +438,14 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		if a.Path == "" {
 			return errors.New("gm_verify: audit path required")
 		}
-		if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
-			return fmt.Errorf("gm_verify: audit directory: %w", err)
-		}
-		l, release, err := openSharedAudit(audit.Options{Path: a.Path, Signer: signer,
+		d := newDeferredAudit(audit.Options{Path: a.Path, Signer: signer,
 			CheckpointEvery: a.CheckpointEvery, MaxSegmentSize: a.MaxSize,
-			OnError: func(err error) { h.logger.Error("gm_verify: audit", zap.Error(err)) }})
-		if err != nil {
-			return fmt.Errorf("gm_verify: audit: %w", err)
-		}
-		h.audit, h.releaseAudit = l, release
-	} else if shared, ok := any(app).(interface{ AuditLog() *audit.Log }); ok {
-		h.audit = shared.AuditLog()
-	}
-	if h.audit != nil { // a nil *audit.Log in the interface would not be nil
-		vo.Audit = h.audit
+			OnError: func(err error) { h.logger.Error("gm_verify: audit", zap.Error(err)) }}, nil)
+		app.deferAudit(d) // opened when the configuration starts, not by `gmgate validate`
+		h.ownAudit = d
+		vo.Audit = d
+	} else if s := app.AuditSink(); s != nil {
+		vo.Audit = s
 	}
 	if h.verifier, err = gateway.NewVerifier(vo); err != nil {
 		return fmt.Errorf("gm_verify: %w", err)
@@ -546,9 +537,9 @@ func (h *Verify) release() error {
 	case h.store != nil:
 		errs = append(errs, h.store.Close())
 	}
-	if h.releaseAudit != nil {
-		h.releaseAudit()
-		h.releaseAudit = nil
+	if h.ownAudit != nil {
+		h.ownAudit.close()
+		h.ownAudit = nil
 	}
 	return errors.Join(errs...)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 	"go.uber.org/zap"
 
-	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
@@ -48,10 +47,10 @@ type ChannelTransport struct {
 	// BankCerts are PEM files of the bank's platform signing certificates that replies must be
 	// signed with (several during a bank's certificate change-over). Required, except with the
 	// development PKI, where the default is its demo bank's certificate (dev-bank-platform-sign).
-	BankCerts []string `json:"bank_certs"`
+	BankCerts []string `json:"bank_certs,omitempty"`
 	// BankRoots are PEM files of the GM roots the bank's certificates (platform and TLCP server)
 	// chain to. Required, except with the development PKI, where the default is its root.
-	BankRoots []string `json:"bank_roots"`
+	BankRoots []string `json:"bank_roots,omitempty"`
 
 	// Encryption protects sensitive data toward the bank (none by default).
 	Encryption *ChannelEncryption `json:"encryption,omitempty"`
@@ -337,7 +336,7 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	}
 	t.rt, err = channel.NewTransport(ch, channel.TransportOptions{
 		Inner:           inner.Transport,
-		Audit:           auditSink(app),
+		Audit:           app.AuditSink(),
 		Metrics:         channelMetrics{},
 		MaxBody:         t.MaxBodySize,
 		ResponseTimeout: time.Duration(t.ResponseTimeout),
@@ -391,14 +390,6 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 		}
 	}
 	return cfg, nil
-}
-
-// auditSink returns the app's audit log as an audit.Sink, or nil when none is configured.
-func auditSink(app *App) audit.Sink {
-	if l := app.AuditLog(); l != nil {
-		return l
-	}
-	return nil
 }
 
 // channelMetrics feeds channel exchanges into the collectors.

@@ -1,0 +1,82 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// `gmgate validate` and `gmgate adapt` have no side effects: the audit logs a configuration
+// declares (the shared one and gm_verify's own) are opened when it starts, not when it is
+// validated (opening writes a segment header and a signed checkpoint), and adapt emits no null
+// fields. `gmgate run` on the same file then opens both.
+func TestValidateAndAdaptHaveNoSideEffects(t *testing.T) {
+	dir := t.TempDir()
+	pkiDir := filepath.Join(dir, "pki")
+	cf := strings.NewReplacer("{DIR}", dir, "{PKI}", pkiDir, "{PORT}", "{PORT}").Replace(`{
+	admin {ADMIN}
+	skip_install_trust
+	auto_https off
+	gmgate {
+		dev_pki {PKI}
+		audit {DIR}/shared-audit/audit.log
+	}
+}
+
+http://127.0.0.1:{PORT} {
+	gm_verify {
+		scheme wechatpay-v3-sm2
+		audit {DIR}/verify-audit/verify.log
+	}
+	respond "ok"
+}
+`)
+	port := freePort(t)
+	cfPath := filepath.Join(dir, "Caddyfile")
+	write := func(admin string) {
+		c := strings.NewReplacer("{ADMIN}", admin, "{PORT}", strconv.Itoa(port)).Replace(cf)
+		if err := os.WriteFile(cfPath, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("off")
+	env := append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	for _, args := range [][]string{{"validate", "--config", cfPath}, {"adapt", "--config", cfPath, "--validate"}} {
+		cmd := exec.Command(gmgateBin(t), args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gmgate %s: %v\n%s", args[0], err, out)
+		}
+		for _, sub := range []string{"shared-audit", "verify-audit"} {
+			if _, err := os.Stat(filepath.Join(dir, sub)); !os.IsNotExist(err) {
+				t.Fatalf("gmgate %s created %s (%v)", args[0], sub, err)
+			}
+		}
+		if args[0] == "adapt" && strings.Contains(string(out), ":null") {
+			t.Fatalf("adapt emitted null fields:\n%s", out)
+		}
+	}
+	// Caddyfile.example adapts without null fields either.
+	cmd := exec.Command(gmgateBin(t), "adapt", "--config", "../Caddyfile.example")
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("adapt Caddyfile.example: %v", err)
+	}
+	if strings.Contains(string(out), ":null") {
+		t.Fatalf("adapt Caddyfile.example emitted null fields:\n%s", out)
+	}
+
+	// Running the configuration opens both logs.
+	data, _ := os.ReadFile(cfPath)
+	startGmgate(t, strings.Replace(string(data), "admin off", "admin {ADMIN}", 1))
+	for _, f := range []string{"shared-audit/audit.log.000001", "verify-audit/verify.log.000001"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("gmgate run did not open %s: %v", f, err)
+		}
+	}
+}
