@@ -163,8 +163,8 @@ func TestVerifyRequestAsReceived(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var entry struct {
-			UserID  string `json:"user_id"`
-			Status  int    `json:"status"`
+			UserID  string               `json:"user_id"`
+			Status  int                  `json:"status"`
 			Request struct{ URI string } `json:"request"`
 		}
 		if json.Unmarshal(sc.Bytes(), &entry) != nil || entry.Status != 200 {
