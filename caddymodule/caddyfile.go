@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"net/url"
 	"strconv"
 	"time"
@@ -134,11 +135,11 @@ func parseGmgateOption(d *caddyfile.Dispenser, existing any) (any, error) {
 					}
 					ac.CheckpointInterval = caddy.Duration(dur)
 				case "max_segment_size":
-					n, err := strconv.ParseInt(v, 10, 64)
-					if err != nil || n <= 0 {
-						return nil, d.Errf("max_segment_size: want a size in bytes, got %q", v)
+					n, err := humanize.ParseBytes(v)
+					if err != nil || n == 0 || n > 1<<40 {
+						return nil, d.Errf("max_segment_size: want a size such as 64MiB, got %q", v)
 					}
-					ac.MaxSegmentSize = n
+					ac.MaxSegmentSize = int64(n)
 				case "fsync":
 					ac.Fsync = v
 				case "witness_redis":
@@ -219,7 +220,7 @@ func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config, health *caddy.Dura
 					if err != nil {
 						return d.Errf("borrow_timeout: %v", err)
 					}
-					tc.BorrowTimeout = dur
+					tc.BorrowTimeout = keyvault.Duration(dur)
 				case "mode":
 					tc.Mode = v
 				case "preset":
@@ -387,11 +388,11 @@ func (w *ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&v) {
 				return d.ArgErr()
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1024 {
-				return d.Errf("max_handshake_message_size: want a number of bytes >= 1024, got %q", v)
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n < 1024 || n > 1<<24 {
+				return d.Errf("max_handshake_message_size: want a size from 1KiB to 16MiB, got %q", v)
 			}
-			w.MaxHandshakeMessageSize = n
+			w.MaxHandshakeMessageSize = int(n)
 		case "dual_stack":
 			w.DualStack = true
 		default:
@@ -573,20 +574,16 @@ func (t *ChannelTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if t.TLS13SM, err = parseChannelTLS13SM(d); err != nil {
 				return err
 			}
-		case "max_body_size", "retries":
-			var v string
-			if v, err = one(); err == nil {
-				var n int
-				n, err = strconv.Atoi(v)
-				if err == nil && n < 0 {
-					err = d.Errf("%s must not be negative", opt)
+		case "max_body_size":
+			var n int64
+			if err = sizeArg(d, &n); err == nil {
+				if n > math.MaxInt32 {
+					err = d.Errf("max_body_size: at most 2GiB, got %d bytes", n)
 				}
-				if opt == "retries" {
-					t.Retries = n
-				} else {
-					t.MaxBodySize = n
-				}
+				t.MaxBodySize = int(n)
 			}
+		case "retries":
+			err = intArg(d, &t.Retries)
 		case "reply_window":
 			var v string
 			if v, err = one(); err == nil {
@@ -1132,39 +1129,42 @@ func appendArgs(d *caddyfile.Dispenser, dst *[]string) error {
 }
 
 func intArg(d *caddyfile.Dispenser, dst *int) error {
+	opt := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
-		return d.Errf("bad number %q", s)
+		return d.Errf("%s: want a whole number >= 0, got %q", opt, s)
 	}
 	*dst = n
 	return nil
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil || dur < 0 {
-		return d.Errf("bad duration %q", s)
+		return d.Errf("%s: want a duration such as 2s or 5m, got %q", opt, s)
 	}
 	*dst = caddy.Duration(dur)
 	return nil
 }
 
 func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	opt := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n > 1<<40 {
-		return d.Errf("bad size %q", s)
+		return d.Errf("%s: want a size such as 1MB or 1048576, got %q", opt, s)
 	}
 	*dst = int64(n)
 	return nil

@@ -568,7 +568,7 @@ func TestDashboardGmgateCollectors(t *testing.T) {
 	want := map[string]promMetric{
 		"gmgate_tlcp_handshakes_total":           {labels: []string{"suite", "result"}},
 		"gmgate_tlcp_handshake_duration_seconds": {histogram: true, labels: []string{"suite", "resumed"}},
-		"gmgate_verify_results_total":            {labels: []string{"scheme", "code"}},
+		"gmgate_verify_results_total":            {labels: []string{"scheme", "result"}},
 		"gmgate_verify_replay_rejections_total":  {labels: []string{"scheme"}},
 		"gmgate_channel_requests_total":          {labels: []string{"bank", "result"}},
 		"gmgate_channel_duration_seconds":        {histogram: true, labels: []string{"bank"}},

@@ -22,8 +22,8 @@ var (
 
 	verifyResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "verify", Name: "results_total",
-		Help: "Client-side verification outcomes of payment instructions by scheme and result code (ok or the error code).",
-	}, []string{"scheme", "code"})
+		Help: "Client-side verification outcomes of payment instructions by scheme and result (ok or the refusal code).",
+	}, []string{"scheme", "result"})
 	replayRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "verify", Name: "replay_rejections_total",
 		Help: "Requests rejected as replays or outside the timestamp window, by scheme.",

@@ -479,8 +479,8 @@ func TestEndToEndPayment(t *testing.T) {
 		}{
 			{"gmgate_tlcp_handshakes_total", map[string]string{"suite": tc.suite, "result": "ok"}, 1, 0},
 			{"gmgate_tlcp_handshake_duration_seconds_count", map[string]string{"suite": tc.suite}, 1, 0},
-			{"gmgate_verify_results_total", map[string]string{"scheme": wx, "code": "ok"}, 1, 1},
-			{"gmgate_verify_results_total", map[string]string{"scheme": wx, "code": string(gateway.CodeReplay)}, 1, 1},
+			{"gmgate_verify_results_total", map[string]string{"scheme": wx, "result": "ok"}, 1, 1},
+			{"gmgate_verify_results_total", map[string]string{"scheme": wx, "result": string(gateway.CodeReplay)}, 1, 1},
 			{"gmgate_verify_replay_rejections_total", map[string]string{"scheme": wx}, 1, 1},
 			{"gmgate_channel_requests_total", map[string]string{"bank": "banksim", "result": "ok"}, 1, 1},
 			{"gmgate_channel_duration_seconds_count", map[string]string{"bank": "banksim"}, 1, 1},

@@ -1,6 +1,8 @@
 package keyvault
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -51,8 +53,9 @@ type TokenConfig struct {
 	PINFile string `json:"pin_file,omitempty"`
 	// PoolSize is the maximum number of concurrent sessions (default 4).
 	PoolSize int `json:"pool_size,omitempty"`
-	// BorrowTimeout bounds the wait for a free session (default 2s).
-	BorrowTimeout time.Duration `json:"borrow_timeout,omitempty"`
+	// BorrowTimeout bounds the wait for a free session (default 2s). In JSON a duration string
+	// ("2s", "500ms") or a number of nanoseconds, as every Caddy duration.
+	BorrowTimeout Duration `json:"borrow_timeout,omitempty"`
 	// Mode is "wrapped" (default) or "native".
 	Mode string `json:"mode,omitempty"`
 	// Preset names a vendor mechanism family for native mode (see Presets); Mechanisms overrides
@@ -63,6 +66,32 @@ type TokenConfig struct {
 	BlobStore string `json:"blob_store,omitempty"`
 	// KEKLabel is the label of the AES-256 key-encryption key (default "gmgate-kek").
 	KEKLabel string `json:"kek_label,omitempty"`
+}
+
+// Duration is a time.Duration that reads from JSON as a duration string ("2s") or a number of
+// nanoseconds, like Caddy's durations, so that one spelling works across a configuration.
+type Duration time.Duration
+
+// UnmarshalJSON accepts "2s" or 2000000000.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("keyvault: bad duration %q (want e.g. 2s or 500ms)", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("keyvault: bad duration %s (want e.g. \"2s\" or nanoseconds)", b)
+	}
+	*d = Duration(n)
+	return nil
 }
 
 // KeyConfig declares one named key.

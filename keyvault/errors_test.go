@@ -1,9 +1,11 @@
 package keyvault
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // Unavailable separates the vault's own failures (callers answer 503 / internal_error) from
@@ -51,6 +53,26 @@ func TestErrorKinds(t *testing.T) {
 	for i, k := range errorKinds {
 		if got := ErrorKind(opErr("op", "", "", k.err, nil)); got != kinds[i] {
 			t.Errorf("ErrorKind(%v) = %q, ErrorKinds lists %q", k.err, got, kinds[i])
+		}
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{`"2s"`, 2 * time.Second, true},
+		{`"500ms"`, 500 * time.Millisecond, true},
+		{`2000000000`, 2 * time.Second, true},
+		{`"2 seconds"`, 0, false},
+		{`true`, 0, false},
+	} {
+		var tc TokenConfig
+		err := json.Unmarshal([]byte(`{"borrow_timeout":`+c.in+`}`), &tc)
+		if (err == nil) != c.ok || (c.ok && time.Duration(tc.BorrowTimeout) != c.want) {
+			t.Errorf("%s: %v %v", c.in, time.Duration(tc.BorrowTimeout), err)
 		}
 	}
 }

@@ -134,7 +134,7 @@ func needHSM(t testing.TB) {
 }
 
 func tokenCfg(name, label string) TokenConfig {
-	return TokenConfig{Name: name, Module: softhsmModule, TokenLabel: label, PINEnv: pinEnv, PoolSize: 4, BorrowTimeout: 2 * time.Second}
+	return TokenConfig{Name: name, Module: softhsmModule, TokenLabel: label, PINEnv: pinEnv, PoolSize: 4, BorrowTimeout: Duration(2 * time.Second)}
 }
 
 // recObserver records observer calls.

@@ -169,7 +169,7 @@ func openToken(cfg TokenConfig, o *options) (*token, error) {
 		t.cfg.PoolSize = 256
 	}
 	if t.cfg.BorrowTimeout <= 0 {
-		t.cfg.BorrowTimeout = 2 * time.Second
+		t.cfg.BorrowTimeout = Duration(2 * time.Second)
 	}
 	t.kekLabel = cfg.KEKLabel
 	if t.kekLabel == "" {
@@ -279,7 +279,7 @@ func (t *token) borrow() (p11.SessionHandle, error) {
 	select {
 	case t.sem <- struct{}{}:
 	default:
-		timer := time.NewTimer(t.cfg.BorrowTimeout)
+		timer := time.NewTimer(time.Duration(t.cfg.BorrowTimeout))
 		select {
 		case t.sem <- struct{}{}:
 			timer.Stop()
@@ -626,7 +626,7 @@ func (t *token) close() {
 	t.pinMu.Unlock()
 	if t.mod != nil {
 		// Wait briefly for borrowed sessions to come back before unloading the module.
-		deadline := time.Now().Add(t.cfg.BorrowTimeout)
+		deadline := time.Now().Add(time.Duration(t.cfg.BorrowTimeout))
 		for len(t.sem) > 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
