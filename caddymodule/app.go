@@ -77,6 +77,7 @@ type App struct {
 	audit    *deferredAudit   // the shared audit log, opened at Start
 	mu       *sync.Mutex      // guards deferred (a pointer: App is a value in CaddyModule)
 	deferred []*deferredAudit // gm_verify's own audit logs, opened at Start
+	releases []func()         // expiry reporting of the vault's certificates
 	dev      *pki.DevPKI
 	logger   *zap.Logger
 }
@@ -145,6 +146,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening key vault: %w", err)
 	}
 	a.vault = v
+	for _, name := range v.Keys() {
+		if chain, err := v.Certificate(name); err == nil && len(chain) > 0 {
+			a.releases = append(a.releases, trackCertificates("gmgate", "key", name, chain))
+		}
+	}
 	if a.Audit != nil {
 		if err := a.openAudit(); err != nil {
 			return fmt.Errorf("audit log: %w", err) // Cleanup closes the vault
@@ -412,6 +418,10 @@ func (a *App) Stop() error { return nil }
 // memory: at once when gmgate exits, after reloadDrain on a reload. Caddy calls it when the
 // configuration is unloaded, or when it failed to load.
 func (a *App) Cleanup() error {
+	for _, release := range a.releases {
+		release()
+	}
+	a.releases = nil
 	if a.audit != nil {
 		a.audit.close()
 		a.audit = nil

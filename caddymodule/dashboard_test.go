@@ -566,13 +566,15 @@ func TestDashboardPromQLChecker(t *testing.T) {
 func TestDashboardGmgateCollectors(t *testing.T) {
 	gm := gmgateMetrics(t)
 	want := map[string]promMetric{
-		"gmgate_tlcp_handshakes_total":           {labels: []string{"suite", "result"}},
-		"gmgate_tlcp_handshake_duration_seconds": {histogram: true, labels: []string{"suite", "resumed"}},
-		"gmgate_verify_results_total":            {labels: []string{"scheme", "result"}},
-		"gmgate_verify_replay_rejections_total":  {labels: []string{"scheme"}},
-		"gmgate_channel_requests_total":          {labels: []string{"bank", "result"}},
-		"gmgate_channel_duration_seconds":        {histogram: true, labels: []string{"bank"}},
-		"gmgate_vault_operations_total":          {labels: []string{"token", "key", "op", "result"}},
+		"gmgate_tlcp_handshakes_total":                   {labels: []string{"suite", "result"}},
+		"gmgate_tlcp_handshake_duration_seconds":         {histogram: true, labels: []string{"suite", "resumed"}},
+		"gmgate_verify_results_total":                    {labels: []string{"scheme", "result"}},
+		"gmgate_verify_replay_rejections_total":          {labels: []string{"scheme"}},
+		"gmgate_channel_requests_total":                  {labels: []string{"bank", "result"}},
+		"gmgate_channel_duration_seconds":                {histogram: true, labels: []string{"bank"}},
+		"gmgate_vault_operations_total":                  {labels: []string{"token", "key", "op", "result"}},
+		"gmgate_certificate_not_after_timestamp_seconds": {labels: []string{"module", "role", "name", "subject", "serial"}},
+		"gmgate_crl_next_update_timestamp_seconds":       {labels: []string{"module", "file", "issuer"}},
 	}
 	for n, w := range want {
 		g, ok := gm[n]

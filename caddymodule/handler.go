@@ -88,6 +88,7 @@ type Verify struct {
 	storeHolder int            // holder number in memoryReplayStores when store is the shared memory store
 	inflight    *atomic.Int64  // requests being served, so that Cleanup does not close what they use
 	ownAudit    *deferredAudit // gm_verify's own audit log (shared across reloads), or nil
+	releases    []func()       // expiry reporting, stopped at Cleanup
 	logger      *zap.Logger
 }
 
@@ -322,6 +323,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	if h.scheme, err = h.buildScheme(); err != nil {
 		return fmt.Errorf("gm_verify: %w", err)
 	}
+	zeroVerifyMetrics(h.scheme.Name(), codeStrings(gateway.Codes()))
 	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
 	if err != nil {
 		return fmt.Errorf("gm_verify: trusted_roots: %w", err)
@@ -342,6 +344,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_verify: crls: %w", err)
 		}
 	}
+	h.releases = append(h.releases, trackCertificates("gm_verify", "client_root", h.scheme.Name(), roots), trackCRLs("gm_verify", crls))
 	pv, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls})
 	if err != nil {
 		return fmt.Errorf("gm_verify: %w", err)
@@ -508,6 +511,10 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 // accepted by the old configuration must not fail with replay_store_unavailable because its
 // Redis client was closed under it.
 func (h *Verify) Cleanup() error {
+	for _, release := range h.releases {
+		release()
+	}
+	h.releases = nil
 	if h.inflight == nil || h.inflight.Load() == 0 || caddy.Exiting() {
 		err := h.release()
 		if caddy.Exiting() {

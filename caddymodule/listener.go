@@ -78,8 +78,9 @@ type ListenerWrapper struct {
 	// sockets from one host cannot pile up. The accept loop never waits for them. Default 256.
 	MaxPendingPerSource int `json:"max_pending_per_source,omitempty"`
 
-	config *tlcp.Config
-	logger *zap.Logger
+	config   *tlcp.Config
+	releases []func() // expiry reporting, stopped at Cleanup
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -148,6 +149,7 @@ func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
 	if len(roots) == 0 && app.Dev() != nil {
 		roots = []*smx509.Certificate{app.Dev().Root.Cert}
 	}
+	w.releases = append(w.releases, trackCertificates("tlcp", "tlcp_client_root", "client_cas", roots))
 	if len(roots) > 0 {
 		cfg.ClientCAs = smx509.NewCertPool()
 		for _, c := range roots {
@@ -160,8 +162,27 @@ func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("tlcp: loading CRLs: %w", err)
 		}
 		cfg.VerifyPeerCertificate = revocationCheck(crls)
+		w.releases = append(w.releases, trackCRLs("tlcp", crls))
 	}
+	served := cfg.CipherSuites
+	if len(served) == 0 {
+		served = tlcp.CipherSuites()
+	}
+	names := make([]string, 0, len(served))
+	for _, id := range served {
+		names = append(names, tlcp.CipherSuiteName(id))
+	}
+	zeroTLCPMetrics(names)
 	w.config = cfg
+	return nil
+}
+
+// Cleanup stops reporting this configuration's certificates and CRLs.
+func (w *ListenerWrapper) Cleanup() error {
+	for _, release := range w.releases {
+		release()
+	}
+	w.releases = nil
 	return nil
 }
 
@@ -493,6 +514,7 @@ func (c *tlcpConn) view() *connView {
 // Interface guards
 var (
 	_ caddy.Provisioner     = (*ListenerWrapper)(nil)
+	_ caddy.CleanerUpper    = (*ListenerWrapper)(nil)
 	_ caddy.ListenerWrapper = (*ListenerWrapper)(nil)
 	_ net.Conn              = (*tlcpConn)(nil)
 )

@@ -75,7 +75,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		tlcpHandshakes, tlcpHandshakeSeconds, verifyResults, replayRejections, replayStoreErrors,
 		channelRequests, channelSeconds, vaultOps, vaultOpSeconds, vaultPoolWait,
-		vaultFailovers, vaultTokenUp,
+		vaultFailovers, vaultTokenUp, expiries,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -119,4 +119,46 @@ func (vaultObserver) ObserveTokenHealth(token string, healthy bool) {
 		v = 1
 	}
 	vaultTokenUp.WithLabelValues(token).Set(v)
+}
+
+// The label sets a module knows at provisioning exist at zero from the start, so that an alert
+// on a rate (or on absence) works from the first minute, not after the first event.
+
+// zeroVerifyMetrics creates gm_verify's series for scheme: every result (ok and each refusal
+// code), the replay rejections and both replay-store outcomes.
+func zeroVerifyMetrics(scheme string, codes []string) {
+	verifyResults.WithLabelValues(scheme, "ok")
+	for _, c := range codes {
+		verifyResults.WithLabelValues(scheme, c)
+	}
+	replayRejections.WithLabelValues(scheme)
+	replayStoreErrors.WithLabelValues(scheme, "refused")
+	replayStoreErrors.WithLabelValues(scheme, "fail_open")
+}
+
+// zeroChannelMetrics creates gm_channel's series for bank: every result and the latency histogram.
+func zeroChannelMetrics(bank string, codes []string) {
+	channelRequests.WithLabelValues(bank, "ok")
+	for _, c := range codes {
+		channelRequests.WithLabelValues(bank, c)
+	}
+	channelSeconds.WithLabelValues(bank)
+}
+
+// zeroTLCPMetrics creates the handshake series of the suites a listener serves.
+func zeroTLCPMetrics(suites []string) {
+	for _, s := range suites {
+		tlcpHandshakes.WithLabelValues(s, "ok")
+		tlcpHandshakeSeconds.WithLabelValues(s, "false")
+		tlcpHandshakeSeconds.WithLabelValues(s, "true")
+	}
+}
+
+// codeStrings converts refusal codes to label values.
+func codeStrings[C ~string](codes []C) []string {
+	out := make([]string, len(codes))
+	for i, c := range codes {
+		out[i] = string(c)
+	}
+	return out
 }

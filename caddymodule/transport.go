@@ -82,9 +82,10 @@ type ChannelTransport struct {
 	// Its TLS settings are not used when TLCP is set.
 	HTTP *reverseproxy.HTTPTransport `json:"http,omitempty"`
 
-	rt     *channel.Transport
-	useTLS bool
-	logger *zap.Logger
+	rt       *channel.Transport
+	useTLS   bool
+	logger   *zap.Logger
+	releases []func() // expiry reporting, stopped at Cleanup
 }
 
 // ChannelEncryption is the channel's confidentiality rule (see docs/channel.md).
@@ -133,6 +134,8 @@ type ChannelTLCP struct {
 	// bank's verified chain on every full handshake and again before a cached session is resumed
 	// (a revoked or expired bank certificate ends resumption too); reloaded when they change.
 	CRLs []string `json:"crls,omitempty"`
+
+	releases []func() // expiry reporting of its CRLs, stopped at the transport's Cleanup
 }
 
 // ChannelTLS13SM configures an RFC 8998 (TLS 1.3 with SM suites) link to the bank.
@@ -246,6 +249,10 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 			bankRoots = []*smx509.Certificate{dev.Root.Cert}
 		}
 	}
+	zeroChannelMetrics(t.Bank, codeStrings(channel.Codes()))
+	t.releases = append(t.releases,
+		trackCertificates("gm_channel", "bank", t.Bank, bankCerts),
+		trackCertificates("gm_channel", "bank_root", t.Bank, bankRoots))
 	cfg := channel.Config{
 		Name:           t.Bank,
 		Scheme:         t.Scheme,
@@ -373,6 +380,7 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 			return nil, fmt.Errorf("tlcp: loading CRLs: %w", err)
 		}
 		cfg.VerifyPeerCertificate = revocationCheck(crls)
+		c.releases = append(c.releases, trackCRLs("gm_channel", crls))
 	}
 	var err error
 	if cfg.CipherSuites, err = parseSuites(c.CipherSuites); err != nil {
@@ -420,6 +428,16 @@ func (t *ChannelTransport) SetScheme(req *http.Request) {
 
 // Cleanup closes idle bank connections.
 func (t *ChannelTransport) Cleanup() error {
+	for _, release := range t.releases {
+		release()
+	}
+	t.releases = nil
+	if t.TLCP != nil {
+		for _, release := range t.TLCP.releases {
+			release()
+		}
+		t.TLCP.releases = nil
+	}
 	if t.rt != nil {
 		t.rt.CloseIdleConnections()
 	}

@@ -253,6 +253,28 @@ func (s *CRLStore) Reload() error {
 	return s.lastErr
 }
 
+// CRLInfo describes one loaded CRL for monitoring.
+type CRLInfo struct {
+	Path       string    // the file it was loaded from
+	Issuer     string    // the issuer name (RFC 4514)
+	NextUpdate time.Time // zero when the CRL has none
+}
+
+// CRLs describes every loaded CRL (after a reload check, bounded by CheckInterval like IsRevoked),
+// so that a monitor can alert before a CRL's NextUpdate passes and revocation checks fail closed.
+func (s *CRLStore) CRLs() []CRLInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maybeReload(s.opts.Now(), false)
+	var out []CRLInfo
+	for _, f := range s.files {
+		for _, lc := range f.crls {
+			out = append(out, CRLInfo{Path: f.path, Issuer: lc.rl.Issuer.String(), NextUpdate: lc.rl.NextUpdate})
+		}
+	}
+	return out
+}
+
 // LastError returns the failures of the latest reload check, or nil.
 func (s *CRLStore) LastError() error {
 	s.mu.Lock()
