@@ -282,7 +282,7 @@ func TestFaultRedisDown(t *testing.T) {
 	}
 	const metric = "gmgate_verify_results_total"
 	unavailable := func() float64 {
-		return fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "replay_store_unavailable")
+		return fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "result", "replay_store_unavailable")
 	}
 
 	mustPass(closed, "Redis up, fail closed site")
@@ -308,7 +308,7 @@ func TestFaultRedisDown(t *testing.T) {
 		t.Fatalf("Redis down: %d refused requests reached the back end", n-before)
 	}
 	if got := unavailable(); got != refused {
-		t.Fatalf("%s{code=replay_store_unavailable} = %v, want %d", metric, got, refused)
+		t.Fatalf("%s{result=replay_store_unavailable} = %v, want %d", metric, got, refused)
 	}
 	storeErrors := func(outcome string) float64 {
 		return fltMetric(t, inst.admin, "gmgate_verify_replay_store_errors_total", "scheme", signing.WechatPayName, "outcome", outcome)
