@@ -318,9 +318,9 @@ func TestFaultRedisDown(t *testing.T) {
 	}
 	// fail_open: accepted after the signature and timestamp checks, nonce not recorded; the
 	// store error is logged and counted as outcome=fail_open (the verify result is ok).
-	okBefore := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok")
+	okBefore := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "result", "ok")
 	mustPass(open, "Redis down, fail_open site")
-	if got := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "code", "ok"); got != okBefore+1 {
+	if got := fltMetric(t, inst.admin, metric, "scheme", signing.WechatPayName, "result", "ok"); got != okBefore+1 {
 		t.Fatalf("fail_open acceptance counted %v -> %v under code=ok", okBefore, got)
 	}
 	if got := storeErrors("fail_open"); got != 1 {
