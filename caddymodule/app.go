@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -475,7 +476,8 @@ func (a *App) Signer(name string) (crypto.Signer, error) {
 	if a.vault == nil {
 		return nil, errVaultClosed
 	}
-	return a.vault.Signer(name)
+	s, err := a.vault.Signer(name)
+	return s, a.explain(name, err)
 }
 
 // Decrypter returns the named SM2 decryption key.
@@ -483,7 +485,8 @@ func (a *App) Decrypter(name string) (crypto.Decrypter, error) {
 	if a.vault == nil {
 		return nil, errVaultClosed
 	}
-	return a.vault.Decrypter(name)
+	d, err := a.vault.Decrypter(name)
+	return d, a.explain(name, err)
 }
 
 // SM4 returns the named SM4 key handle.
@@ -491,7 +494,8 @@ func (a *App) SM4(name string) (*keyvault.SM4Key, error) {
 	if a.vault == nil {
 		return nil, errVaultClosed
 	}
-	return a.vault.SM4(name)
+	k, err := a.vault.SM4(name)
+	return k, a.explain(name, err)
 }
 
 // Certificates returns the certificate chain (leaf first) configured for the named key.
@@ -499,7 +503,22 @@ func (a *App) Certificates(name string) ([]*smx509.Certificate, error) {
 	if a.vault == nil {
 		return nil, errVaultClosed
 	}
-	return a.vault.Certificate(name)
+	c, err := a.vault.Certificate(name)
+	return c, a.explain(name, err)
+}
+
+// explain turns "key not found" for a name the configuration never declared into what to fix.
+func (a *App) explain(name string, err error) error {
+	if err == nil || !errors.Is(err, keyvault.ErrKeyNotFound) {
+		return err
+	}
+	base, _, _ := strings.Cut(name, "@")
+	declared := a.vault.Keys()
+	if slices.Contains(declared, base) {
+		return err
+	}
+	return fmt.Errorf("key %q is not declared: add `key %s <pkcs11: or file: reference>` to `gmgate { vault { … } }` (declared: %s)",
+		base, base, strings.Join(declared, ", "))
 }
 
 // Dev returns the development PKI, or nil when it is not in use.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -87,5 +88,20 @@ func TestPKICommands(t *testing.T) {
 	}
 	if l := run(t, "list-modules"); !strings.Contains(l, "caddy.listeners.tlcp") || !strings.Contains(l, "http.reverse_proxy.transport.gm_channel") {
 		t.Fatalf("list-modules lacks gmgate modules:\n%s", l)
+	}
+}
+
+// `gmgate version` says gmgate's own version and commit before Caddy's; the help names gmgate.
+func TestVersionAndHelpNameGmgate(t *testing.T) {
+	out := run(t, "version")
+	if !strings.HasPrefix(out, "gmgate ") || !strings.Contains(out, ", Caddy v2.") {
+		t.Fatalf("gmgate version: %q", out)
+	}
+	if want := os.Getenv("GMGATE_EXPECT_COMMIT"); want != "" && !strings.Contains(out, " commit "+want+",") {
+		t.Fatalf("gmgate version %q does not name the commit %s", out, want)
+	}
+	help := run(t, "help")
+	if !strings.Contains(help, "gmgate [command]") || !strings.Contains(help, "gmgate is Caddy with Chinese commercial cryptography") {
+		t.Fatalf("help does not name gmgate:\n%s", help)
 	}
 }

@@ -3,6 +3,7 @@ package keyvault
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. Every error returned by this package wraps one of them so callers can
@@ -80,14 +81,16 @@ func (e *OpError) Error() string {
 	if e.Token != "" {
 		s += " token=" + e.Token
 	}
+	// One "keyvault:" prefix per message: the sentinels and the causes made here carry their own.
+	unprefixed := func(err error) string { return strings.TrimPrefix(err.Error(), "keyvault: ") }
 	switch {
 	case e.Err != nil && (e.Kind == nil || errors.Is(e.Err, e.Kind)):
 		// The cause already names the kind.
-		s += ": " + e.Err.Error()
+		s += ": " + unprefixed(e.Err)
 	case e.Err != nil:
-		s += ": " + e.Kind.Error() + ": " + e.Err.Error()
+		s += ": " + unprefixed(e.Kind) + ": " + unprefixed(e.Err)
 	case e.Kind != nil:
-		s += ": " + e.Kind.Error()
+		s += ": " + unprefixed(e.Kind)
 	default:
 		s += ": error"
 	}

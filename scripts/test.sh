@@ -149,7 +149,10 @@ CGO_ENABLED=0 go vet ./...
 
 # 5. One gmgate binary shared by every end-to-end test.
 log "building gmgate"
-go build -o "$work/gmgate" ./cmd/gmgate
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+[ -n "$commit" ] && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ] && commit="$commit+modified"
+go build -ldflags "-X github.com/gmgate/gmgate/caddymodule.ReleaseCommit=$commit" -o "$work/gmgate" ./cmd/gmgate
+export GMGATE_EXPECT_COMMIT="$commit"
 export GMGATE_BIN="$work/gmgate"
 
 # 6. Tests: the race detector on the core packages, the rest as they are.

@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -15,6 +16,11 @@ import (
 )
 
 func main() {
+	// The binary says what it is: `gmgate version` prints gmgate's version and commit before
+	// Caddy's, and the help names gmgate.
+	caddy.CustomBinaryName = "gmgate"
+	caddy.CustomLongDescription = caddymodule.LongDescription
+	caddy.CustomVersion = caddymodule.VersionString()
 	// gmgate's own commands are registered as gmgate-pki, gmgate-vault, gmgate-audit and
 	// gmgate-demo (no clash with other plugins); in this binary the short names work too.
 	os.Args = caddymodule.ShortCommand(os.Args)
