@@ -251,16 +251,40 @@ func parseSuites(names []string) ([]uint16, error) {
 	for _, n := range names {
 		found := false
 		for _, id := range tlcp.CipherSuites() {
-			if strings.EqualFold(tlcp.CipherSuiteName(id), n) {
+			if strings.EqualFold(tlcp.CipherSuiteName(id), n) || strings.EqualFold(tongsuoSuiteName(id), n) ||
+				legacySuiteNames[strings.ToUpper(n)] == id {
 				out = append(out, id)
 				found = true
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("tlcp: unknown cipher suite %q", n)
+			var known []string
+			for _, id := range tlcp.CipherSuites() {
+				known = append(known, tlcp.CipherSuiteName(id))
+			}
+			return nil, fmt.Errorf("tlcp: unknown cipher suite %q (known: %s, or their Tongsuo names such as ECC-SM2-SM4-GCM-SM3)", n, strings.Join(known, ", "))
 		}
 	}
 	return out, nil
+}
+
+// tongsuoSuiteName is the name Tongsuo, Tengine and GmSSL give a suite (ECC-SM2-SM4-GCM-SM3 for
+// ECC_SM4_GCM_SM3), accepted wherever gmgate takes a suite name so that a configuration moved
+// from those servers keeps its suite list.
+func tongsuoSuiteName(id uint16) string {
+	n := tlcp.CipherSuiteName(id) // ECC_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3
+	kx, rest, ok := strings.Cut(n, "_")
+	if !ok {
+		return n
+	}
+	return kx + "-SM2-" + strings.ReplaceAll(rest, "_", "-")
+}
+
+// legacySuiteNames are the names older Tongsuo (BabaSSL) builds and Tengine's NTLS documentation
+// use for the CBC suites.
+var legacySuiteNames = map[string]uint16{
+	"ECC-SM2-WITH-SM4-SM3":   tlcp.ECC_SM4_CBC_SM3,
+	"ECDHE-SM2-WITH-SM4-SM3": tlcp.ECDHE_SM4_CBC_SM3,
 }
 
 // WrapListener wraps ln so that it serves TLCP (and, in dual-stack mode, passes other

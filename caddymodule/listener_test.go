@@ -85,3 +85,29 @@ func TestHandshakeResultLabels(t *testing.T) {
 		}
 	}
 }
+
+// Suite names as gmgate, Tongsuo and Tengine spell them select the same suites.
+func TestParseSuitesTongsuoNames(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want uint16
+	}{
+		{"ECC_SM4_GCM_SM3", tlcp.ECC_SM4_GCM_SM3},
+		{"ECC-SM2-SM4-GCM-SM3", tlcp.ECC_SM4_GCM_SM3},
+		{"ecc-sm2-sm4-cbc-sm3", tlcp.ECC_SM4_CBC_SM3},
+		{"ECDHE-SM2-SM4-GCM-SM3", tlcp.ECDHE_SM4_GCM_SM3},
+		{"ECDHE-SM2-SM4-CBC-SM3", tlcp.ECDHE_SM4_CBC_SM3},
+		{"ECC-SM2-WITH-SM4-SM3", tlcp.ECC_SM4_CBC_SM3},
+		{"ECDHE-SM2-WITH-SM4-SM3", tlcp.ECDHE_SM4_CBC_SM3},
+	} {
+		got, err := parseSuites([]string{c.in})
+		if err != nil || len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: %v %v", c.in, got, err)
+		}
+	}
+	for _, bad := range []string{"ECC-SM4-GCM-SM3", "TLS_SM4_GCM_SM3", "ECC-SM2-SM4-GCM"} {
+		if _, err := parseSuites([]string{bad}); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
