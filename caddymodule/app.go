@@ -244,19 +244,38 @@ func (a *App) openAudit() error {
 		},
 		Witness: c.witness(),
 	}
-	switch c.Fsync {
-	case "", "always":
-		opts.Fsync = audit.FsyncAlways
-	case "interval":
-		opts.Fsync = audit.FsyncInterval
-	case "never":
-		opts.Fsync = audit.FsyncNever
-	default:
-		return fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", c.Fsync)
+	if opts.Fsync, err = fsyncPolicy(c.Fsync); err != nil {
+		return err
 	}
 	a.audit = newDeferredAudit(opts, func() {
 		a.logger.Info("audit log open", zap.String("path", path), zap.String("signing_key", keyName))
 	})
+	return nil
+}
+
+// fsyncPolicy reads the audit `fsync` option.
+func fsyncPolicy(s string) (audit.FsyncPolicy, error) {
+	switch s {
+	case "", "always":
+		return audit.FsyncAlways, nil
+	case "interval":
+		return audit.FsyncInterval, nil
+	case "never":
+		return audit.FsyncNever, nil
+	}
+	return 0, fmt.Errorf("audit fsync: unknown policy %q (always, interval, never)", s)
+}
+
+// Validate checks the configuration without touching keys, tokens or files.
+func (a *App) Validate() error {
+	if c := a.Audit; c != nil {
+		if _, err := fsyncPolicy(c.Fsync); err != nil {
+			return err
+		}
+		if c.CheckpointEvery < 0 || c.MaxSegmentSize < 0 || c.CheckpointInterval < 0 {
+			return errors.New("audit: checkpoint_every, checkpoint_interval and max_segment_size must not be negative")
+		}
+	}
 	return nil
 }
 
@@ -539,6 +558,7 @@ func gmgateApp(ctx caddy.Context) (*App, error) {
 var (
 	_ caddy.App          = (*App)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/emmansun/gmsm/sm2"
 
 	"github.com/gmgate/gmgate/audit"
@@ -87,5 +88,40 @@ func TestSharedAuditLogAcrossReloads(t *testing.T) {
 	}
 	if rep, err := audit.VerifyFile(segs, &key.PublicKey); err != nil || rep.Decisions != 4 {
 		t.Fatalf("one chain expected: %v %+v", err, rep)
+	}
+}
+
+// Validate refuses what can be judged from the configuration alone (caddy.Validator), without a
+// vault, a store or a file.
+func TestValidators(t *testing.T) {
+	neg := caddy.Duration(-1)
+	cases := []struct {
+		name string
+		v    caddy.Validator
+		ok   bool
+	}{
+		{"app ok", &App{Audit: &AuditConfig{Fsync: "interval"}}, true},
+		{"app bad fsync", &App{Audit: &AuditConfig{Fsync: "sometimes"}}, false},
+		{"app negative checkpoint", &App{Audit: &AuditConfig{CheckpointEvery: -1}}, false},
+		{"verify ok", &Verify{}, true},
+		{"verify negative body", &Verify{MaxBodySize: -1}, false},
+		{"verify bad order", &Verify{Envelope: &EnvelopeConfig{Order: "sideways"}}, false},
+		{"verify bad binding", &Verify{BindTLCPClient: "maybe"}, false},
+		{"verify audit without path", &Verify{Audit: &VerifyAuditConfig{}}, false},
+		{"verify negative window", &Verify{Replay: &ReplayConfig{Window: neg}}, false},
+		{"channel ok", &ChannelTransport{Bank: "b"}, true},
+		{"channel no bank", &ChannelTransport{}, false},
+		{"channel retries", &ChannelTransport{Bank: "b", Retries: 6}, false},
+		{"channel suite", &ChannelTransport{Bank: "b", TLCP: &ChannelTLCP{CipherSuites: []string{"RC4"}}}, false},
+		{"channel half pair", &ChannelTransport{Bank: "b", TLCP: &ChannelTLCP{SignKey: "s"}}, false},
+		{"tlcp ok", &ListenerWrapper{CipherSuites: []string{"ECC-SM2-SM4-GCM-SM3"}}, true},
+		{"tlcp client auth", &ListenerWrapper{ClientAuth: "sometimes"}, false},
+		{"tlcp suite", &ListenerWrapper{CipherSuites: []string{"TLS_SM4_GCM_SM3"}}, false},
+		{"tlcp handshake size", &ListenerWrapper{MaxHandshakeMessageSize: 100}, false},
+	}
+	for _, c := range cases {
+		if err := c.v.Validate(); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
 	}
 }

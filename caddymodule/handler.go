@@ -551,6 +551,28 @@ func (h *Verify) release() error {
 	return errors.Join(errs...)
 }
 
+// Validate checks the configuration without touching keys, stores or files.
+func (h *Verify) Validate() error {
+	if h.MaxBodySize < 0 || h.MaxReplySize < 0 {
+		return errors.New("gm_verify: max_body_size and max_reply_size must not be negative")
+	}
+	if e := h.Envelope; e != nil {
+		if _, err := envelope.ParseOrder(e.Order); err != nil {
+			return fmt.Errorf("gm_verify: envelope: %w", err)
+		}
+	}
+	if _, err := gateway.ParseBinding(h.BindTLCPClient); err != nil {
+		return fmt.Errorf("gm_verify: %w", err)
+	}
+	if r := h.Replay; r != nil && r.Window < 0 {
+		return errors.New("gm_verify: replay window must not be negative")
+	}
+	if a := h.Audit; a != nil && a.Path == "" {
+		return errors.New("gm_verify: audit path required")
+	}
+	return nil
+}
+
 // ServeHTTP verifies the request, forwards it to next and signs the reply.
 func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	h.inflight.Add(1)
@@ -673,6 +695,7 @@ func (r *replyRecorder) Write(p []byte) (int, error) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Verify)(nil)
+	_ caddy.Validator             = (*Verify)(nil)
 	_ caddy.CleanerUpper          = (*Verify)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Verify)(nil)
 	_ caddyfile.Unmarshaler       = (*Verify)(nil)

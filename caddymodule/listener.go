@@ -177,6 +177,23 @@ func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// Validate checks the configuration without touching keys.
+func (w *ListenerWrapper) Validate() error {
+	if _, err := parseClientAuth(w.ClientAuth); err != nil {
+		return err
+	}
+	if _, err := parseSuites(w.CipherSuites); err != nil {
+		return err
+	}
+	if n := w.MaxHandshakeMessageSize; n != 0 && (n < 1024 || n > 1<<24) {
+		return fmt.Errorf("tlcp: max_handshake_message_size must be 1KiB..16MiB, got %d", n)
+	}
+	if w.HandshakeTimeout < 0 || w.SessionLifetime < 0 {
+		return errors.New("tlcp: handshake_timeout and the session lifetime must not be negative")
+	}
+	return nil
+}
+
 // Cleanup stops reporting this configuration's certificates and CRLs.
 func (w *ListenerWrapper) Cleanup() error {
 	for _, release := range w.releases {
@@ -539,6 +556,7 @@ func (c *tlcpConn) view() *connView {
 var (
 	_ caddy.Provisioner     = (*ListenerWrapper)(nil)
 	_ caddy.CleanerUpper    = (*ListenerWrapper)(nil)
+	_ caddy.Validator       = (*ListenerWrapper)(nil)
 	_ caddy.ListenerWrapper = (*ListenerWrapper)(nil)
 	_ net.Conn              = (*tlcpConn)(nil)
 )

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -209,11 +210,11 @@ func (ChannelTransport) CaddyModule() caddy.ModuleInfo {
 // Provision loads the bank's certificates and the platform keys and builds the channel.
 func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := t.Validate(); err != nil { // Provision names series and logs by bank
 		return err
 	}
-	if t.Bank == "" {
-		return fmt.Errorf("gm_channel: bank name required")
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
 	}
 	app, err := gmgateApp(ctx)
 	if err != nil {
@@ -426,6 +427,25 @@ func (t *ChannelTransport) SetScheme(req *http.Request) {
 	}
 }
 
+// Validate checks the configuration without touching keys or the bank.
+func (t *ChannelTransport) Validate() error {
+	if t.Bank == "" {
+		return errors.New("gm_channel: bank name required")
+	}
+	if t.MaxBodySize < 0 || t.Retries < 0 || t.Retries > channel.MaxRetries {
+		return fmt.Errorf("gm_channel %s: max_body_size must not be negative and retries must be 0..%d", t.Bank, channel.MaxRetries)
+	}
+	if c := t.TLCP; c != nil {
+		if _, err := parseSuites(c.CipherSuites); err != nil {
+			return fmt.Errorf("gm_channel %s: %w", t.Bank, err)
+		}
+		if (c.SignKey == "") != (c.EncKey == "") {
+			return fmt.Errorf("gm_channel %s: tlcp sign_key and enc_key go together", t.Bank)
+		}
+	}
+	return nil
+}
+
 // Cleanup closes idle bank connections.
 func (t *ChannelTransport) Cleanup() error {
 	for _, release := range t.releases {
@@ -447,6 +467,7 @@ func (t *ChannelTransport) Cleanup() error {
 // Interface guards
 var (
 	_ caddy.Provisioner  = (*ChannelTransport)(nil)
+	_ caddy.Validator    = (*ChannelTransport)(nil)
 	_ caddy.CleanerUpper = (*ChannelTransport)(nil)
 	_ http.RoundTripper  = (*ChannelTransport)(nil)
 	_ channel.Metrics    = channelMetrics{}
