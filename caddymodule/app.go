@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -74,7 +75,7 @@ type App struct {
 	// audit log is written.
 	Audit *AuditConfig `json:"audit,omitempty"`
 
-	vault    *keyvault.Vault
+	vs       *vaultState      // the key vault: configured at Provision, opened at Start
 	audit    *deferredAudit   // the shared audit log, opened at Start
 	mu       *sync.Mutex      // guards deferred (a pointer: App is a value in CaddyModule)
 	deferred []*deferredAudit // gm_verify's own audit logs, opened at Start
@@ -101,7 +102,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the key vault (and creates the development PKI when it is in use).
+// Provision checks the key vault's configuration and reads the keys' certificates (and creates
+// the development PKI when it is in use). The vault itself (PKCS#11 modules, logins, keys) opens
+// when the configuration starts, so that `gmgate validate` logs in nowhere.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.mu = new(sync.Mutex)
@@ -139,17 +142,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 	case health < 0:
 		health = 0
 	}
-	v, err := keyvault.Open(cfg,
-		keyvault.WithLogger(vaultLogger(a.logger)),
-		keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}),
-		keyvault.WithHealthInterval(health))
-	if err != nil {
-		return fmt.Errorf("opening key vault: %w", err)
+	if err := keyvault.CheckConfig(cfg); err != nil {
+		return fmt.Errorf("key vault: %w", err)
 	}
-	a.vault = v
-	for _, name := range v.Keys() {
-		if chain, err := v.Certificate(name); err == nil && len(chain) > 0 {
-			a.releases = append(a.releases, trackCertificates("gmgate", "key", name, chain))
+	a.vs = &vaultState{cfg: cfg, certs: map[string][]*smx509.Certificate{}, types: map[string]keyvault.KeyType{},
+		opts: []keyvault.Option{keyvault.WithLogger(vaultLogger(a.logger)),
+			keyvault.WithObserver(vaultObserver{errorKind: keyvault.ErrorKind}),
+			keyvault.WithHealthInterval(health)}}
+	for _, kc := range cfg.Keys {
+		a.vs.names = append(a.vs.names, kc.Name)
+		a.vs.types[kc.Name] = kc.Type
+		chain, err := keyvault.KeyCertificates(kc)
+		if err != nil {
+			return fmt.Errorf("key vault: %w", err)
+		}
+		if len(chain) > 0 {
+			a.vs.certs[kc.Name] = chain
+			a.releases = append(a.releases, trackCertificates("gmgate", "key", kc.Name, chain))
 		}
 	}
 	if a.Audit != nil {
@@ -229,7 +238,7 @@ func (a *App) openAudit() error {
 	if keyName == "" {
 		keyName = DevPlatformSignKey
 	}
-	signer, err := a.vault.Signer(keyName)
+	signer, err := a.Signer(keyName)
 	if err != nil {
 		return fmt.Errorf("audit signing key %q: %w", keyName, err)
 	}
@@ -409,6 +418,9 @@ func (a *App) AuditSink() audit.Sink {
 // Start implements caddy.App: it opens what provisioning only configured (the shared audit log
 // and the audit logs of gm_verify handlers), so that `gmgate validate` has no side effects.
 func (a *App) Start() error {
+	if _, err := a.vs.open(); err != nil {
+		return err
+	}
 	var errs []error
 	if a.audit != nil {
 		if _, err := a.audit.open(); err != nil {
@@ -451,11 +463,10 @@ func (a *App) Cleanup() error {
 			a.logger.Error("sealing the audit logs", zap.Error(err))
 		}
 	}
-	if a.vault == nil {
-		return nil
+	v := a.vs.close()
+	if v == nil {
+		return nil // never opened (gmgate validate, or a start that failed before it)
 	}
-	v := a.vault
-	a.vault = nil
 	if caddy.Exiting() {
 		return v.Close()
 	}
@@ -490,54 +501,74 @@ func sealAuditLogsOnExit() error {
 // (key vault, replay store, audit log): one bound for every gmgate module.
 const reloadDrain = 5 * time.Minute
 
-// Signer returns the named SM2 signing key.
+// Signer returns the named SM2 signing key. The handle is usable at once; the vault behind it
+// opens when the configuration starts (or at the handle's first use, whichever comes first).
 func (a *App) Signer(name string) (crypto.Signer, error) {
-	if a.vault == nil {
-		return nil, errVaultClosed
+	if err := a.declared(name, keyvault.KeyTypeSM2); err != nil {
+		return nil, err
 	}
-	s, err := a.vault.Signer(name)
-	return s, a.explain(name, err)
+	return &vaultKey{vs: a.vs, name: name}, nil
 }
 
-// Decrypter returns the named SM2 decryption key.
+// Decrypter returns the named SM2 decryption key (also an SM2 key-agreement key for TLCP ECDHE),
+// opened like Signer.
 func (a *App) Decrypter(name string) (crypto.Decrypter, error) {
-	if a.vault == nil {
-		return nil, errVaultClosed
+	if err := a.declared(name, keyvault.KeyTypeSM2); err != nil {
+		return nil, err
 	}
-	d, err := a.vault.Decrypter(name)
-	return d, a.explain(name, err)
+	return &vaultKey{vs: a.vs, name: name, decrypt: true}, nil
 }
 
-// SM4 returns the named SM4 key handle.
-func (a *App) SM4(name string) (*keyvault.SM4Key, error) {
-	if a.vault == nil {
-		return nil, errVaultClosed
+// DataKey returns the named SM4 key as a channel data key, opened like Signer.
+func (a *App) DataKey(name string) (channel.DataKey, error) {
+	if err := a.declared(name, keyvault.KeyTypeSM4); err != nil {
+		return nil, err
 	}
-	k, err := a.vault.SM4(name)
-	return k, a.explain(name, err)
+	return &vaultSM4{vs: a.vs, name: name}, nil
+}
+
+// SM4 returns the named SM4 key handle. It opens the vault now if it is not open yet: modules
+// that only need the data-key operations use DataKey, which opens it at start.
+func (a *App) SM4(name string) (*keyvault.SM4Key, error) {
+	if err := a.declared(name, keyvault.KeyTypeSM4); err != nil {
+		return nil, err
+	}
+	v, err := a.vs.open()
+	if err != nil {
+		return nil, err
+	}
+	return v.SM4(name)
 }
 
 // Certificates returns the certificate chain (leaf first) configured for the named key.
 func (a *App) Certificates(name string) ([]*smx509.Certificate, error) {
-	if a.vault == nil {
-		return nil, errVaultClosed
-	}
-	c, err := a.vault.Certificate(name)
-	return c, a.explain(name, err)
-}
-
-// explain turns "key not found" for a name the configuration never declared into what to fix.
-func (a *App) explain(name string, err error) error {
-	if err == nil || !errors.Is(err, keyvault.ErrKeyNotFound) {
-		return err
+	if err := a.declared(name, ""); err != nil {
+		return nil, err
 	}
 	base, _, _ := strings.Cut(name, "@")
-	declared := a.vault.Keys()
-	if slices.Contains(declared, base) {
-		return err
+	c := a.vs.certs[base]
+	if len(c) == 0 {
+		return nil, fmt.Errorf("key %q has no certificate configured (`certificate <file>` in its vault key block)", base)
 	}
-	return fmt.Errorf("key %q is not declared: add `key %s <pkcs11: or file: reference>` to `gmgate { vault { … } }` (declared: %s)",
-		base, base, strings.Join(declared, ", "))
+	return append([]*smx509.Certificate(nil), c...), nil
+}
+
+// declared checks that the configuration declares name (and, when want is set, with that type),
+// saying what to fix when it does not.
+func (a *App) declared(name string, want keyvault.KeyType) error {
+	if a.vs == nil {
+		return errVaultClosed
+	}
+	base, _, _ := strings.Cut(name, "@")
+	typ, ok := a.vs.types[base]
+	if !ok {
+		return fmt.Errorf("key %q is not declared: add `key %s <pkcs11: or file: reference>` to `gmgate { vault { … } }` (declared: %s)",
+			base, base, strings.Join(a.vs.names, ", "))
+	}
+	if want != "" && typ != want {
+		return fmt.Errorf("key %q is an %s key; this use needs an %s key", base, typ, want)
+	}
+	return nil
 }
 
 // Dev returns the development PKI, or nil when it is not in use.

@@ -268,7 +268,7 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	if e := t.Encryption; e != nil {
 		enc := channel.Encryption{Target: e.Target, Cipher: e.Cipher, Fields: e.Fields, AllowPlainReply: e.AllowPlainReply}
 		if e.DataKey != "" {
-			k, err := app.SM4(e.DataKey)
+			k, err := app.DataKey(e.DataKey)
 			if err != nil {
 				return fmt.Errorf("gm_channel %s: data key: %w", t.Bank, err)
 			}

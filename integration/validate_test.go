@@ -71,6 +71,51 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("adapt Caddyfile.example emitted null fields:\n%s", out)
 	}
 
+	// A PKCS#11 token is not logged into by validate: a token that does not exist (and a PIN
+	// variable that is not set) validates, and fails only when the configuration runs.
+	hsm := strings.NewReplacer("{MODULE}", pkcs11Module(), "{PORT}", strconv.Itoa(freePort(t))).Replace(`{
+	admin off
+	gmgate {
+		vault {
+			token hsm {
+				module {MODULE}
+				label gmgate-no-such-token
+				pin_env GMGATE_TEST_UNSET_PIN
+			}
+			key platform-sign "pkcs11:token=gmgate-no-such-token;object=platform-sign"
+		}
+	}
+}
+http://127.0.0.1:{PORT} {
+	respond "ok"
+}
+`)
+	needSoftHSM(t)
+	hsmPath := filepath.Join(dir, "hsm.Caddyfile")
+	if err := os.WriteFile(hsmPath, []byte(hsm), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(gmgateBin(t), "validate", "--config", hsmPath)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("validate logged into (or looked for) the token: %v\n%s", err, out)
+	}
+	cmd = exec.Command(gmgateBin(t), "run", "--config", hsmPath)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "opening key vault") {
+		t.Fatalf("run with a missing token: %v\n%s", err, out)
+	}
+	// A module path that does not exist is a configuration error validate reports.
+	bad := strings.Replace(hsm, pkcs11Module(), "/nonexistent/libpkcs11.so", 1)
+	if err := os.WriteFile(hsmPath, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(gmgateBin(t), "validate", "--config", hsmPath)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "/nonexistent/libpkcs11.so") {
+		t.Fatalf("validate with a missing module: %v\n%s", err, out)
+	}
+
 	// Running the configuration opens both logs.
 	data, _ := os.ReadFile(cfPath)
 	startGmgate(t, strings.Replace(string(data), "admin off", "admin {ADMIN}", 1))

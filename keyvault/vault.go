@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"errors"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -210,21 +211,61 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 			return nil, err
 		}
 	}
-	if kc.Certificate != "" {
-		data, err := readBounded(kc.Certificate)
-		if err != nil {
-			return nil, opErr("config", kc.Name, "", err, nil)
-		}
-		certs, err := pki.ParseCertificatesPEM(data) // the one certificate loader, strictest checks
-		if err == nil && len(certs) == 0 {
-			err = errors.New("no CERTIFICATE block found")
-		}
-		if err != nil {
-			return nil, opErr("config", kc.Name, "", errorf(ErrInvalidInput, "certificate %s: %v", kc.Certificate, err), nil)
-		}
-		e.certs = certs
+	if e.certs, err = KeyCertificates(kc); err != nil {
+		return nil, err
 	}
 	return e, nil
+}
+
+// KeyCertificates reads the certificate chain configured for a key (leaf first; nil when none
+// is configured), without opening any token: what a configuration check or a caller that opens
+// the vault later needs.
+func KeyCertificates(kc KeyConfig) ([]*smx509.Certificate, error) {
+	if kc.Certificate == "" {
+		return nil, nil
+	}
+	data, err := readBounded(kc.Certificate)
+	if err != nil {
+		return nil, opErr("config", kc.Name, "", err, nil)
+	}
+	certs, err := pki.ParseCertificatesPEM(data) // the one certificate loader, strictest checks
+	if err == nil && len(certs) == 0 {
+		err = errors.New("no CERTIFICATE block found")
+	}
+	if err != nil {
+		return nil, opErr("config", kc.Name, "", errorf(ErrInvalidInput, "certificate %s: %v", kc.Certificate, err), nil)
+	}
+	return certs, nil
+}
+
+// CheckConfig checks cfg as Open would before touching a token: unique names, key types, key
+// references, user IDs and the configured certificates. It opens no token, logs in nowhere and
+// reads no PIN: `gmgate validate` uses it.
+func CheckConfig(cfg Config) error {
+	v := &Vault{}
+	if err := v.validate(cfg); err != nil {
+		return err
+	}
+	for _, tc := range cfg.Tokens {
+		if tc.Module == "" {
+			continue // module-name / module-path in a key's pkcs11: URI, checked at open
+		}
+		if st, err := os.Stat(tc.Module); err != nil || st.IsDir() {
+			return opErr("config", "", tc.Name, ErrModuleLoad, errorf(ErrModuleLoad, "PKCS#11 module %s is not a readable file", tc.Module))
+		}
+	}
+	for _, kc := range cfg.Keys {
+		if _, err := ParseRef(kc.Ref); err != nil {
+			return opErr("config", kc.Name, "", ErrBadReference, err)
+		}
+		if len(kc.UserID) > 8191 {
+			return opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
+		}
+		if _, err := KeyCertificates(kc); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // selectReplicas finds the open tokens the key's reference selects. A token named in the key's
