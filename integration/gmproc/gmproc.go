@@ -6,8 +6,10 @@ package gmproc
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -64,15 +66,37 @@ type Proc struct {
 	err    error
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago and that this process has not
+// handed out before.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 200; i++ {
+		// Below Linux's ephemeral range (32768-60999 by default): a port the kernel handed out
+		// for :0 is also what it hands to the next outgoing connection (a Redis client, a bank
+		// dial), which then holds it when the child tries to listen ("address already in use").
+		port := portLow + rand.IntN(portHigh-portLow)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[port] = true
+		return port, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("gmproc: no free port found")
 }
+
+// The range FreePort draws from, and what this process has handed out already.
+const portLow, portHigh = 12000, 32000
+
+var (
+	portMu     sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // Start writes caddyfile into dir (which must exist), with {ADMIN} replaced by a free loopback
 // admin address and {DIR} by dir, runs `bin run` on it with env added to the environment, and
