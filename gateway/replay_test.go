@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gmgate/gmgate/signing"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -355,5 +358,38 @@ func TestRedisStoreOptions(t *testing.T) {
 	defer c.Close()
 	if _, err := NewRedisReplayStore(RedisReplayOptions{Client: c, Prefix: strings.Repeat("p", 200)}); err == nil {
 		t.Fatal("long prefix accepted")
+	}
+}
+
+// TestHTTPSigExpiresEnforced: an http-sig-sm2 request whose signed "expires" has passed is
+// refused (timestamp_out_of_window) even inside the replay window, and does not consume its
+// nonce; before, expires was parsed and ignored.
+func TestHTTPSigExpiresEnforced(t *testing.T) {
+	p := newTestPKI(t)
+	now := time.Now()
+	scheme := signing.NewHTTPSig(signing.WithValidity(10 * time.Second))
+	v := newTestVerifier(t, p, func(o *VerifierOptions) {
+		o.Scheme = scheme
+		o.Replay.Now = func() time.Time { return now.Add(2 * time.Minute) } // inside the 5m window
+	})
+	m := &signing.Message{Kind: signing.Request, Method: http.MethodPost, Target: "/pay", Authority: "gw.example",
+		Scheme: "http", Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"a":1}`)}
+	key := signing.Key{Signer: p.good.Sign.Key, Cert: p.good.Sign.Cert, KeyID: signing.SerialHex(p.good.Sign.Cert.SerialNumber)}
+	if err := scheme.Sign(m, key, now, ""); err != nil {
+		t.Fatal(err)
+	}
+	send := func() error {
+		r := httptest.NewRequest(http.MethodPost, "/pay", strings.NewReader(string(m.Body)))
+		r.Host = "gw.example"
+		r.Header = m.Header.Clone()
+		_, err := v.Verify(context.Background(), r, nil)
+		return err
+	}
+	if err := send(); CodeOf(err) != CodeTimestampOutOfWindow {
+		t.Fatalf("expired signature: %v", err)
+	}
+	v.o.Replay.Now = func() time.Time { return now.Add(5 * time.Second) }
+	if err := send(); err != nil {
+		t.Fatalf("the same request before its expiry: %v (its nonce must not have been consumed)", err)
 	}
 }
