@@ -511,15 +511,6 @@ var liveConns sync.Map
 
 func connKey(local, remote net.Addr) string { return local.String() + "|" + remote.String() }
 
-// TLCPConnectionState returns the TLCP state of the connection a request arrived on.
-func TLCPConnectionState(local, remote string) (tlcp.ConnectionState, bool) {
-	c, ok := liveConn(local, remote)
-	if !ok {
-		return tlcp.ConnectionState{}, false
-	}
-	return c.view().state, true
-}
-
 // liveConn returns the established TLCP connection a request arrived on.
 func liveConn(local, remote string) (*tlcpConn, bool) {
 	v, ok := liveConns.Load(local + "|" + remote)

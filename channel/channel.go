@@ -1,7 +1,7 @@
 // Package channel is gmgate's bank-channel side (渠道前置): it takes the plain requests of the
 // legacy payment back end, encrypts their sensitive data with SM4 (or an SM2 digital envelope),
 // signs them with the platform key under the bank's signature scheme, sends them to the bank
-// (over TLCP with mutual authentication, see NewTLCPHTTPTransport), and accepts only replies whose
+// (over TLCP with mutual authentication, see UseTLCP), and accepts only replies whose
 // signature verifies with the bank's platform certificate, decrypting them only after that.
 //
 // A BankChannel is one bank's profile; a Transport is the http.RoundTripper that applies it

@@ -58,9 +58,9 @@ func (c *TLCPTransportConfig) defaults() {
 	}
 }
 
-// TLCPDialFunc returns a DialTLSContext function that connects over TCP and runs the TLCP
+// tlcpDialFunc returns a DialTLSContext function that connects over TCP and runs the TLCP
 // handshake with cfg.TLCP, for use in any *http.Transport (Caddy's included).
-func TLCPDialFunc(cfg TLCPTransportConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+func tlcpDialFunc(cfg TLCPTransportConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	if cfg.TLCP == nil {
 		return nil, errors.New("channel: TLCP configuration required")
 	}
@@ -92,10 +92,10 @@ func TLCPDialFunc(cfg TLCPTransportConfig) (func(ctx context.Context, network, a
 	}, nil
 }
 
-// NewTLCPHTTPTransport returns an *http.Transport whose https connections are TLCP (HTTP/1.1
+// newTLCPHTTPTransport returns an *http.Transport whose https connections are TLCP (HTTP/1.1
 // with keep-alive, dial, handshake and response-header timeouts, no transparent compression so
 // that the signed reply body is exactly what is verified). Requests must use the https scheme.
-func NewTLCPHTTPTransport(cfg TLCPTransportConfig) (*http.Transport, error) {
+func newTLCPHTTPTransport(cfg TLCPTransportConfig) (*http.Transport, error) {
 	cfg.defaults()
 	t := &http.Transport{
 		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
@@ -114,7 +114,7 @@ func NewTLCPHTTPTransport(cfg TLCPTransportConfig) (*http.Transport, error) {
 // requests: TLCP dialing, plain http refused, HTTP/1.1 only, and no transparent compression so
 // that the signed reply body is exactly what is verified.
 func UseTLCP(t *http.Transport, cfg TLCPTransportConfig) error {
-	dial, err := TLCPDialFunc(cfg)
+	dial, err := tlcpDialFunc(cfg)
 	if err != nil {
 		return err
 	}

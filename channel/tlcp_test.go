@@ -80,7 +80,7 @@ func TestTLCPMutualAuth(t *testing.T) {
 			cc := p.ClientTLCPConfig(c.serverName)
 			cc.CipherSuites = []uint16{c.suite}
 			cc.ECDHEParamsAsVector = c.vector
-			inner, err := NewTLCPHTTPTransport(TLCPTransportConfig{TLCP: cc, HandshakeTimeout: 5 * time.Second})
+			inner, err := newTLCPHTTPTransport(TLCPTransportConfig{TLCP: cc, HandshakeTimeout: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func TestTLCPRefusals(t *testing.T) {
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {
 			sim, _ := startTLCPSim(t, p, tlcpProfile, p.ServerTLCPConfig())
-			inner, err := NewTLCPHTTPTransport(TLCPTransportConfig{TLCP: mk(), HandshakeTimeout: 3 * time.Second})
+			inner, err := newTLCPHTTPTransport(TLCPTransportConfig{TLCP: mk(), HandshakeTimeout: 3 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +196,7 @@ func TestTjfocBankServer(t *testing.T) {
 	defer sim.Close()
 	cc := p.ClientTLCPConfig("bank.test")
 	cc.CipherSuites = []uint16{tlcp.ECC_SM4_CBC_SM3}
-	inner, err := NewTLCPHTTPTransport(TLCPTransportConfig{TLCP: cc, HandshakeTimeout: 5 * time.Second})
+	inner, err := newTLCPHTTPTransport(TLCPTransportConfig{TLCP: cc, HandshakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 
 // TransportOptions configures a Transport.
 type TransportOptions struct {
-	// Inner sends the signed request (Caddy's HTTP transport, or NewTLCPHTTPTransport). Required.
+	// Inner sends the signed request (Caddy's HTTP transport, or any *http.Transport made to speak TLCP with UseTLCP). Required.
 	Inner http.RoundTripper
 	// Audit receives a decision per exchange (optional but expected in production).
 	Audit audit.Sink

@@ -40,7 +40,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		der := sd.Signature
 		if sd.Encoding == Raw {
-			der, _ = RawToDER(sd.Signature)
+			der, _ = rawToDER(sd.Signature)
 		}
 		signed, uid := sd.SignedBytes, sd.UserID
 		// Interleaved: both measured in the same loop, so load from other processes hits both

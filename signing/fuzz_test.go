@@ -121,22 +121,22 @@ func FuzzUnionPayParse(f *testing.F) {
 func FuzzRawDER(f *testing.F) {
 	priv := newKey(f)
 	der, _ := SignSM2(priv, []byte("x"), nil, DER)
-	raw, _ := DERToRaw(der)
+	raw, _ := derToRaw(der)
 	f.Add(der)
 	f.Add(raw)
 	f.Add([]byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if r, err := DERToRaw(b); err == nil {
+		if r, err := derToRaw(b); err == nil {
 			if len(r) != 64 {
 				t.Fatalf("raw length %d", len(r))
 			}
-			back, err := RawToDER(r)
+			back, err := rawToDER(r)
 			if err != nil || !bytes.Equal(back, b) {
 				t.Fatalf("DER %x accepted but not canonical (%x, %v)", b, back, err)
 			}
 		}
-		if d, err := RawToDER(b); err == nil {
-			back, err := DERToRaw(d)
+		if d, err := rawToDER(b); err == nil {
+			back, err := derToRaw(d)
 			if err != nil || !bytes.Equal(back, b) {
 				t.Fatalf("raw %x does not round trip (%v)", b, err)
 			}

@@ -188,7 +188,7 @@ func TestUnionPaySM2(t *testing.T) {
 	}
 	// Independent check of the rule with gmsm directly: SM2(uid=certId) over hex(SM3(string)).
 	sig, _ := Base64.Decode(formValue(m, "signature"))
-	der, _ := RawToDER(sig)
+	der, _ := rawToDER(sig)
 	if len(sig) != 64 || !sm2.VerifyASN1WithSM2(&priv.PublicKey, []byte("69042905377"), []byte(SM3Hex([]byte(wantStr))), der) {
 		t.Fatal("gmsm does not verify the UnionPay rule")
 	}
@@ -202,7 +202,7 @@ func TestUnionPaySM2(t *testing.T) {
 		}, nil, ErrBadSignature},
 		{"signature DER", func(m *Message) {
 			sig, _ := Base64.Decode(formValue(m, "signature"))
-			der, _ := RawToDER(sig)
+			der, _ := rawToDER(sig)
 			setFormValue(m, "signature", Base64.Encode(der))
 		}, nil, ErrBadSignature},
 		{"other key", nil, &other.PublicKey, ErrBadSignature},

@@ -97,12 +97,12 @@ func SignSM2(signer crypto.Signer, msg, uid []byte, enc SigEncoding) ([]byte, er
 	}
 	switch enc {
 	case DER:
-		if _, err := DERToRaw(der); err != nil { // validate what the signer returned
+		if _, err := derToRaw(der); err != nil { // validate what the signer returned
 			return nil, fmt.Errorf("signing: signer returned a malformed signature: %w", err)
 		}
 		return der, nil
 	case Raw:
-		return DERToRaw(der)
+		return derToRaw(der)
 	default:
 		return nil, errors.New("signing: unknown signature encoding")
 	}
@@ -125,7 +125,7 @@ func VerifySM2(pub *ecdsa.PublicKey, msg, sig, uid []byte, enc SigEncoding) erro
 		}
 	case Raw:
 		var err error
-		if der, err = RawToDER(sig); err != nil {
+		if der, err = rawToDER(sig); err != nil {
 			return errf(ErrBadSignature, "%v", err)
 		}
 	default:
@@ -137,9 +137,9 @@ func VerifySM2(pub *ecdsa.PublicKey, msg, sig, uid []byte, enc SigEncoding) erro
 	return nil
 }
 
-// DERToRaw converts a DER SM2 signature to 64-byte r||s. It is strict: minimal DER, no trailing
+// derToRaw converts a DER SM2 signature to 64-byte r||s. It is strict: minimal DER, no trailing
 // data, 1 <= r, s < n.
-func DERToRaw(der []byte) ([]byte, error) {
+func derToRaw(der []byte) ([]byte, error) {
 	if len(der) > maxDERSig {
 		return nil, errors.New("DER signature too long")
 	}
@@ -174,9 +174,9 @@ func putScalar(dst, v []byte) error {
 	return nil
 }
 
-// RawToDER converts a 64-byte r||s SM2 signature to DER. It requires exactly 64 bytes and
+// rawToDER converts a 64-byte r||s SM2 signature to DER. It requires exactly 64 bytes and
 // 1 <= r, s < n.
-func RawToDER(raw []byte) ([]byte, error) {
+func rawToDER(raw []byte) ([]byte, error) {
 	if len(raw) != 64 {
 		return nil, errors.New("raw signature must be 64 bytes")
 	}

@@ -61,14 +61,14 @@ func TestStandardVectorSM2Sign(t *testing.T) {
 	if err := VerifySM2(pub, msg, rawSig, uid, Raw); err != nil {
 		t.Fatalf("standard vector (raw) does not verify: %v", err)
 	}
-	der, err := RawToDER(rawSig)
+	der, err := rawToDER(rawSig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := VerifySM2(pub, msg, der, nil, DER); err != nil { // nil = default ID = the vector's ID
 		t.Fatalf("standard vector (DER, default ID) does not verify: %v", err)
 	}
-	back, err := DERToRaw(der)
+	back, err := derToRaw(der)
 	if err != nil || !bytes.Equal(back, rawSig) {
 		t.Fatalf("DER round trip: %v", err)
 	}
@@ -124,7 +124,7 @@ func TestTongsuoSM2Signatures(t *testing.T) {
 		if err := VerifySM2(pub, msg, sig, []byte(doc.SM2Sign.UserID), DER); err != nil {
 			t.Errorf("vector %d: %v", i, err)
 		}
-		rs, err := DERToRaw(sig)
+		rs, err := derToRaw(sig)
 		if err != nil {
 			t.Fatalf("vector %d DERToRaw: %v", i, err)
 		}
@@ -156,7 +156,7 @@ func TestSignVerifySM2(t *testing.T) {
 			// Cross-check with gmsm directly.
 			der := sig
 			if enc == Raw {
-				der, _ = RawToDER(sig)
+				der, _ = rawToDER(sig)
 			}
 			if !sm2.VerifyASN1WithSM2(&k.PublicKey, uid, msg, der) {
 				t.Fatal("gmsm does not accept our signature")
@@ -198,12 +198,12 @@ func TestRawDERBounds(t *testing.T) {
 		{"s = n", append(append([]byte{}, one...), nBytes...), false},
 	}
 	for _, c := range cases {
-		der, err := RawToDER(c.raw)
+		der, err := rawToDER(c.raw)
 		if (err == nil) != c.ok {
 			t.Fatalf("%s: RawToDER err=%v", c.name, err)
 		}
 		if c.ok {
-			back, err := DERToRaw(der)
+			back, err := derToRaw(der)
 			if err != nil || !bytes.Equal(back, c.raw) {
 				t.Fatalf("%s: round trip %v", c.name, err)
 			}
@@ -221,7 +221,7 @@ func TestRawDERBounds(t *testing.T) {
 		"r 33 bytes no 00": "302502210101" + strings.Repeat("01", 31) + "020101",
 	}
 	for name, h := range badDER {
-		if _, err := DERToRaw(mustHex(t, h)); err == nil {
+		if _, err := derToRaw(mustHex(t, h)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -232,11 +232,11 @@ func TestRawDERBounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, err := DERToRaw(der)
+		raw, err := derToRaw(der)
 		if err != nil {
 			t.Fatal(err)
 		}
-		der2, err := RawToDER(raw)
+		der2, err := rawToDER(raw)
 		if err != nil || !bytes.Equal(der, der2) {
 			t.Fatalf("DER not canonical round trip: %x vs %x", der, der2)
 		}
