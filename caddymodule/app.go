@@ -27,6 +27,7 @@ import (
 	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/sealstore"
 )
 
 func init() {
@@ -525,6 +526,15 @@ func (a *App) DataKey(name string) (channel.DataKey, error) {
 		return nil, err
 	}
 	return &vaultSM4{vs: a.vs, name: name}, nil
+}
+
+// SealKeys returns the named SM4 key as the sealing key of a sealstore (every version the vault
+// holds opens, the current one seals), opened like Signer.
+func (a *App) SealKeys(name string) (sealstore.Keys, error) {
+	if err := a.declared(name, keyvault.KeyTypeSM4); err != nil {
+		return nil, err
+	}
+	return vaultSealKeys{vs: a.vs, name: name}, nil
 }
 
 // SM4 returns the named SM4 key handle. It opens the vault now if it is not open yet: modules

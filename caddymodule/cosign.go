@@ -116,14 +116,15 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 	if h.ShareDir == "" || h.SealKey == "" {
 		return errors.New("gm_cosign: share_dir and seal_key are required")
 	}
-	if app.vault == nil {
-		return errors.New("gm_cosign: the gmgate key vault is not open")
+	sealKeys, err := app.SealKeys(h.SealKey)
+	if err != nil {
+		return fmt.Errorf("gm_cosign: seal_key: %w", err)
 	}
-	store, err := sealstore.Open(h.ShareDir, sealstore.VaultKey(app.vault, h.SealKey))
+	store, err := sealstore.Open(h.ShareDir, sealKeys)
 	if err != nil {
 		return fmt.Errorf("gm_cosign: share_dir: %w", err)
 	}
-	sink := auditSink(app)
+	sink := app.AuditSink()
 	if sink == nil {
 		return errors.New("gm_cosign: the gmgate audit log is required (gmgate { audit <path> })")
 	}

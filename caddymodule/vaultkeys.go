@@ -12,6 +12,7 @@ import (
 
 	"github.com/gmgate/gmgate/channel"
 	"github.com/gmgate/gmgate/keyvault"
+	"github.com/gmgate/gmgate/sealstore"
 	"github.com/gmgate/gmgate/tlcp"
 )
 
@@ -203,3 +204,28 @@ var (
 	_ tlcp.SM2KeyAgreement = (*vaultKey)(nil)
 	_ channel.DataKey      = (*vaultSM4)(nil)
 )
+
+// vaultSealKeys is a named SM4 key of the vault as the sealing key of a sealstore, opened like
+// the other handles.
+type vaultSealKeys struct {
+	vs   *vaultState
+	name string
+}
+
+func (k vaultSealKeys) Name() string { return k.name }
+
+func (k vaultSealKeys) Current() (sealstore.Key, error) {
+	v, err := k.vs.open()
+	if err != nil {
+		return nil, err
+	}
+	return sealstore.VaultKey(v, k.name).Current()
+}
+
+func (k vaultSealKeys) At(version int) (sealstore.Key, error) {
+	v, err := k.vs.open()
+	if err != nil {
+		return nil, err
+	}
+	return sealstore.VaultKey(v, k.name).At(version)
+}
