@@ -50,7 +50,7 @@ func BenchmarkReplayGuardRedis(b *testing.B) {
 
 func BenchmarkEnvelopeOpen(b *testing.B) {
 	key, _ := sm2.GenerateKey(rand.Reader)
-	cert := newEncCert(b, key, 3, encUsage)
+	cert := newEncCert(b, key)
 	env, _ := pkcs7.EncryptSM(pkcs.SM4GCM, make([]byte, 1024), []*smx509.Certificate{cert})
 	o := &envelope.Opener{Cert: cert, Key: key}
 	b.ResetTimer()

@@ -3,12 +3,9 @@ package gateway
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"testing"
-	"time"
 
 	"github.com/emmansun/gmsm/pkcs"
 	"github.com/emmansun/gmsm/pkcs7"
@@ -16,37 +13,28 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/envelope"
+	"github.com/gmgate/gmgate/pki"
 )
 
-// newEncCert makes a self-signed SM2 certificate for key with the given usage.
-func newEncCert(t testing.TB, key *sm2.PrivateKey, serial int64, usage smx509.KeyUsage) *smx509.Certificate {
+// newEncCert issues an SM2 encryption certificate for key from a test CA (pki, the one issuer).
+func newEncCert(t testing.TB, key *sm2.PrivateKey) *smx509.Certificate {
 	t.Helper()
-	tmpl := &smx509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkixName("gmgate platform enc"),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     usage,
-		SubjectKeyId: big.NewInt(serial*7919 + 1).Bytes(),
-	}
-	der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "gmgate test root"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := smx509.ParseCertificate(der)
+	c, err := ca.IssueFor(&key.PublicKey, pki.RoleEnc, pki.IssueOptions{CommonName: "gmgate platform enc"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-const encUsage = smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment
-
 func TestEnvelopeOpenErrors(t *testing.T) {
 	key := newSM2Key(t)
-	cert := newEncCert(t, key, 11, encUsage)
+	cert := newEncCert(t, key)
 	other := newSM2Key(t)
-	otherCert := newEncCert(t, other, 12, encUsage)
+	otherCert := newEncCert(t, other)
 	plain := []byte("hello")
 	good, err := pkcs7.EncryptSM(pkcs.SM4GCM, plain, []*smx509.Certificate{cert})
 	if err != nil {
@@ -97,10 +85,6 @@ func TestEnvelopeOpenErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func pkixName(cn string) pkix.Name {
-	return pkix.Name{CommonName: cn, Organization: []string{"gmgate test"}}
 }
 
 func newSM2Key(t testing.TB) *sm2.PrivateKey {

@@ -37,7 +37,7 @@ func (f failingDecrypter) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]by
 // input stays envelope_invalid.
 func TestKeyUnavailableIsNotTheClientsFault(t *testing.T) {
 	key := newSM2Key(t)
-	cert := newEncCert(t, key, 11, encUsage)
+	cert := newEncCert(t, key)
 	env, err := pkcs7.EncryptSM(pkcs.SM4CBC, []byte(`{"amount":1}`), []*smx509.Certificate{cert})
 	if err != nil {
 		t.Fatal(err)
