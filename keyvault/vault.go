@@ -251,7 +251,7 @@ func CheckConfig(cfg Config) error {
 			continue // module-name / module-path in a key's pkcs11: URI, checked at open
 		}
 		if st, err := os.Stat(tc.Module); err != nil || st.IsDir() {
-			return opErr("config", "", tc.Name, ErrModuleLoad, errorf(ErrModuleLoad, "PKCS#11 module %s is not a readable file", tc.Module))
+			return opErr("config", "", tc.Name, ErrModuleLoad, errorf(ErrModuleLoad, "PKCS#11 module %s does not exist or is not a file", tc.Module))
 		}
 	}
 	for _, kc := range cfg.Keys {
