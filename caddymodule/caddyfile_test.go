@@ -230,3 +230,54 @@ func TestChannelTLS13SMCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// Sizes read as sizes in every directive ("1MB", "64KiB", or bytes), and a bad one names the
+// option and the expected form.
+func TestCaddyfileSizes(t *testing.T) {
+	adapt := func(src string) (string, error) {
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+		return string(out), err
+	}
+	out, err := adapt(`{
+	gmgate {
+		audit /var/log/gmgate/audit.log {
+			max_segment_size 64MiB
+		}
+	}
+	servers :8443 {
+		listener_wrappers {
+			tlcp {
+				max_handshake_message_size 32KiB
+			}
+		}
+	}
+}
+:8443 {
+	gm_verify {
+		scheme wechatpay-v3-sm2
+		max_body_size 2MB
+		max_reply_size 512KiB
+	}
+	reverse_proxy 127.0.0.1:9 {
+		transport gm_channel {
+			bank b
+			scheme unionpay-sm2
+			max_body_size 1MB
+		}
+	}
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"max_segment_size":67108864`, `"max_handshake_message_size":32768`,
+		`"max_body_size":2000000`, `"max_reply_size":524288`, `"max_body_size":1000000`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, out)
+		}
+	}
+	_, err = adapt(":8443 {\n\treverse_proxy 127.0.0.1:9 {\n\t\ttransport gm_channel {\n\t\t\tbank b\n\t\t\tmax_body_size lots\n\t\t}\n\t}\n}\n")
+	if err == nil || !strings.Contains(err.Error(), "max_body_size") || !strings.Contains(err.Error(), "Caddyfile:5") {
+		t.Fatalf("bad size: %v", err)
+	}
+}
