@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/audit"
@@ -85,10 +86,11 @@ type Verify struct {
 	reply       *gateway.ReplySigner
 	sealReply   bool
 	store       gateway.ReplayStore
-	storeHolder int            // holder number in memoryReplayStores when store is the shared memory store
-	inflight    *atomic.Int64  // requests being served, so that Cleanup does not close what they use
-	ownAudit    *deferredAudit // gm_verify's own audit log (shared across reloads), or nil
-	releases    []func()       // expiry reporting, stopped at Cleanup
+	storeHolder int                // holder number in memoryReplayStores when store is the shared memory store
+	inflight    *atomic.Int64      // requests being served, so that Cleanup does not close what they use
+	verifiedOK  prometheus.Counter // verifyResults{scheme, "ok"}, resolved once (not per request)
+	ownAudit    *deferredAudit     // gm_verify's own audit log (shared across reloads), or nil
+	releases    []func()           // expiry reporting, stopped at Cleanup
 	logger      *zap.Logger
 }
 
@@ -324,6 +326,7 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gm_verify: %w", err)
 	}
 	zeroVerifyMetrics(h.scheme.Name(), codeStrings(gateway.Codes()))
+	h.verifiedOK = verifyResults.WithLabelValues(h.scheme.Name(), string(gateway.CodeOK))
 	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
 	if err != nil {
 		return fmt.Errorf("gm_verify: trusted_roots: %w", err)
@@ -599,7 +602,11 @@ func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		gateway.WriteError(w, code)
 		return nil
 	}
-	verifyResults.WithLabelValues(name, string(gateway.CodeOK)).Inc()
+	if h.verifiedOK != nil {
+		h.verifiedOK.Inc()
+	} else {
+		verifyResults.WithLabelValues(name, string(gateway.CodeOK)).Inc()
+	}
 	if repl != nil {
 		repl.Set("gm.client.subject", res.Subject)
 		repl.Set("gm.client.serial", res.Serial)

@@ -524,6 +524,7 @@ func liveConn(local, remote string) (*tlcpConn, bool) {
 // connection (not per request): its state and the {tlcp.*} placeholder values.
 type connView struct {
 	state                                  tlcp.ConnectionState
+	tls                                    *tls.ConnectionState // state in crypto/tls terms, for r.TLS
 	version, suite, resumed                string
 	clientSubject, clientSerial, clientSM3 string
 }
@@ -531,7 +532,8 @@ type connView struct {
 func (c *tlcpConn) view() *connView {
 	c.viewOnce.Do(func() {
 		st := c.Conn.ConnectionState()
-		v := &connView{state: st, version: fmt.Sprintf("0x%04x", st.Version),
+		cs := tlsConnectionState(st)
+		v := &connView{state: st, tls: &cs, version: fmt.Sprintf("0x%04x", st.Version),
 			suite: tlcp.CipherSuiteName(st.CipherSuite), resumed: strconv.FormatBool(st.DidResume)}
 		if cert := st.PeerSignCertificate; cert != nil {
 			v.clientSubject = cert.Subject.String()

@@ -65,8 +65,7 @@ func setTLCPPlaceholders(r *http.Request) (tlcp.ConnectionState, bool) {
 	}
 	v := c.view()
 	if r.TLS == nil {
-		cs := tlsConnectionState(v.state)
-		r.TLS = &cs
+		r.TLS = v.tls // one per connection, as Caddy's own for crypto/tls connections
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
