@@ -291,3 +291,48 @@ func TestAuditFailedBatchRefusesQueued(t *testing.T) {
 		}
 	}
 }
+
+// Appends racing Close under FsyncAlways end in nil (the entry is in the file, synced by Close or
+// by its own batch) or ErrClosed, never in an fsync error on the file Close just closed.
+func TestAuditCloseDuringAppends(t *testing.T) {
+	key := newSM2Key(t)
+	for round := 0; round < 20; round++ {
+		base := filepath.Join(t.TempDir(), "audit.log")
+		l, err := Open(Options{Path: base, Signer: key, CheckpointInterval: -1, Fsync: FsyncAlways})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var acked int
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					err := l.Append(testRecord(i))
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Errorf("append racing Close: %v", err)
+						return
+					}
+					mu.Lock()
+					acked++
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		segs, _ := Segments(base)
+		rep, err := VerifyFile(segs, &key.PublicKey)
+		if err != nil || rep.Decisions < acked {
+			t.Fatalf("%v: %d decisions in the file, %d acknowledged", err, rep.Decisions, acked)
+		}
+	}
+}

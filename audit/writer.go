@@ -793,7 +793,12 @@ func (l *Log) Close() error {
 	if l.sinceCkpt > 0 {
 		errs = append(errs, l.queueLocked(&auditEntry{Type: TypeCheckpoint}))
 	}
-	errs = append(errs, l.flushLocked(), l.f.Sync(), l.f.Close())
+	ferr := l.flushLocked()
+	serr := l.f.Sync()
+	if ferr == nil && serr == nil {
+		l.gen++ // synced: appenders still on their way to syncTo need no fsync of the closed file
+	}
+	errs = append(errs, ferr, serr, l.f.Close())
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
