@@ -65,7 +65,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "n", 2, "concurrent clients")
 	flag.IntVar(&cfg.idle, "idle", 1000, "idle connections opened for the memory measurement")
 	flag.StringVar(&cfg.out, "out", "", "markdown report file (default: standard output)")
-	flag.StringVar(&cfg.pprof, "pprof", "", "directory for CPU profiles of the Caddy TLCP site under the full ECC and resumed rows (empty: none)")
+	flag.StringVar(&cfg.pprof, "pprof", "", "directory for CPU profiles of the Caddy TLCP site under the full ECC, ECDHE and resumed rows (empty: none)")
 	flag.Parse()
 	if *bare != "" {
 		if err := serveBare(*bare, *pkiDir); err != nil {
@@ -486,12 +486,12 @@ func measureIdle(s *server, k int, secure func(net.Conn) (net.Conn, error)) (idl
 }
 
 // profileSite writes CPU profiles of the Caddy TLCP site while the clients load it with full ECC
-// handshakes and with resumptions (go tool pprof -top <gmgate binary> FILE).
+// and ECDHE handshakes and with resumptions (go tool pprof -top <gmgate binary> FILE).
 func profileSite(site *server, dev *pki.DevPKI, root *smx509.CertPool, cfg config) error {
 	if err := os.MkdirAll(cfg.pprof, 0o755); err != nil {
 		return err
 	}
-	for _, r := range []row{rows[0], rows[len(rows)-1]} {
+	for _, r := range []row{rows[0], rows[2], rows[len(rows)-1]} {
 		secs := max(int(cfg.duration.Seconds()), 2)
 		done := make(chan error, 1)
 		go func() {
@@ -508,7 +508,13 @@ func profileSite(site *server, dev *pki.DevPKI, root *smx509.CertPool, cfg confi
 		if err != nil {
 			return err
 		}
-		name := filepath.Join(cfg.pprof, "tlcpsite-"+strings.Fields(r.Name)[0]+".pprof")
+		slug := strings.Map(func(c rune) rune {
+			if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+				return c
+			}
+			return '-'
+		}, r.Name)
+		name := filepath.Join(cfg.pprof, "tlcpsite-"+slug+".pprof")
 		if err := os.WriteFile(name, data, 0o644); err != nil {
 			return err
 		}
