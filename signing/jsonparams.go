@@ -13,7 +13,9 @@ import (
 // plain UTF-8 are decoded by encoding/json itself. FuzzJSONParamsDifferential checks it against
 // the Decoder version.
 func parseJSONParams(body []byte) (map[string]string, error) {
-	p := jsonScan{b: body}
+	// One copy of the body as a string: plain keys and values are substrings of it (one
+	// allocation for the whole object instead of one per key and value).
+	p := jsonScan{b: body, s: string(body)}
 	p.space()
 	if !p.eat('{') {
 		return nil, errf(ErrMalformedBody, "not a JSON object")
@@ -73,7 +75,16 @@ func validJSONStart(c byte) bool {
 
 type jsonScan struct {
 	b []byte
+	s string // b as a string, when set: plain strings and numbers are substrings of it
 	i int
+}
+
+// text returns b[start:end] as a string, sharing p.s when set.
+func (p *jsonScan) text(start, end int) string {
+	if p.s != "" {
+		return p.s[start:end]
+	}
+	return string(p.b[start:end])
 }
 
 func (p *jsonScan) space() {
@@ -106,10 +117,10 @@ func (p *jsonScan) str() (string, bool) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
-			raw := p.b[start:p.i]
+			end := p.i
 			p.i++
 			if plain {
-				return string(raw), true
+				return p.text(start, end), true
 			}
 			// Escapes, or bytes that are not valid UTF-8 (encoding/json makes them U+FFFD):
 			// encoding/json decodes the literal.
@@ -199,5 +210,5 @@ func (p *jsonScan) number() (string, error) {
 			return bad()
 		}
 	}
-	return string(p.b[start:p.i]), nil
+	return p.text(start, p.i), nil
 }
