@@ -26,6 +26,12 @@ func cannedReply(tb testing.TB, p *banksim.TestPKI, pr profile) (http.Header, []
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return simReply(tb, sim, ch)
+}
+
+// simReply has the simulator answer one request sealed by ch.
+func simReply(tb testing.TB, sim *banksim.Server, ch *BankChannel) (http.Header, []byte) {
+	tb.Helper()
 	m := &signing.Message{Kind: signing.Request, Method: "POST", Target: "/pay", Authority: "bank.test", Scheme: "http",
 		Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(payJSON)}
 	if err := ch.SealRequest(m); err != nil {
@@ -150,14 +156,19 @@ func FuzzDecryptReply(f *testing.F) {
 // benchFixture is a transport whose inner round tripper answers with a canned signed reply, so
 // that the benchmark measures only the channel's own per-request work.
 type canned struct {
-	h    http.Header
-	body []byte
+	h    []http.Header
+	body [][]byte
+	next int
 }
 
+// RoundTrip answers with the next reply, in turn (distinct replies: a reply with its own signed
+// nonce is accepted once).
 func (c *canned) RoundTrip(r *http.Request) (*http.Response, error) {
 	io.Copy(io.Discard, r.Body)
 	r.Body.Close()
-	return &http.Response{StatusCode: 200, Header: c.h.Clone(), Body: io.NopCloser(bytes.NewReader(c.body)), Request: r}, nil
+	i := c.next % len(c.h)
+	c.next++
+	return &http.Response{StatusCode: 200, Header: c.h[i].Clone(), Body: io.NopCloser(bytes.NewReader(c.body[i])), Request: r}, nil
 }
 
 // BenchmarkChannelRoundTrip: the whole per-request cost (encrypt, sign, verify, decrypt, audit
@@ -170,8 +181,21 @@ func BenchmarkChannelRoundTrip(b *testing.B) {
 	}, fuzzProfiles()...)
 	for _, pr := range all {
 		b.Run(pr.name, func(b *testing.B) {
-			h, body := cannedReply(b, p, pr)
-			tr, _, _ := newTransport(b, channelConfig(b, p, pr), &canned{h: h, body: body}, nil)
+			// One distinct reply per iteration, made before the timer starts.
+			sim, err := banksim.New(banksim.FromTestPKI(p, pr.sim))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ch, err := New(channelConfig(b, p, pr))
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &canned{}
+			for range b.N {
+				h, body := simReply(b, sim, ch)
+				c.h, c.body = append(c.h, h), append(c.body, body)
+			}
+			tr, _, _ := newTransport(b, channelConfig(b, p, pr), c, nil)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
