@@ -282,6 +282,71 @@ func (s *Store) Destroy(kind string, id []byte) error {
 	return syncDir(filepath.Dir(path))
 }
 
+// Version is one opened version of a secret (GetAll). The caller owns (and should zero) Secret.
+type Version struct {
+	Info
+	Secret []byte
+}
+
+// GetAll opens every version of (kind, id), oldest first, from one read of the record (a caller
+// that keeps a current and a pending version, such as a share being rotated, sees both
+// consistently). Any version that fails to open fails the whole call.
+func (s *Store) GetAll(kind string, id []byte) ([]Version, error) {
+	if err := checkSubject(kind, id); err != nil {
+		return nil, err
+	}
+	r, err := s.read(kind, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Versions) == 0 {
+		return nil, ErrNotFound
+	}
+	out := make([]Version, 0, len(r.Versions))
+	for _, v := range r.Versions {
+		secret, err := s.open(kind, id, v)
+		if err != nil {
+			for _, o := range out {
+				zero(o.Secret)
+			}
+			return nil, err
+		}
+		out = append(out, Version{
+			Info:   Info{Version: v.N, Created: time.Unix(v.Created, 0).UTC(), KeyVersion: v.KeyVersion},
+			Secret: secret,
+		})
+	}
+	return out, nil
+}
+
+// DestroyVersion removes version n of (kind, id) and keeps the others (their seals are bound to
+// their own version numbers, so nothing else changes). Put numbers from the newest version kept,
+// so destroying the newest lets its number be used again: like a rollback of the whole file, a
+// copy of the destroyed seal spliced back in is not detected here. Removing the last version is
+// refused (ErrInvalidInput): use Destroy; a missing version is ErrNotFound.
+func (s *Store) DestroyVersion(kind string, id []byte, n int) error {
+	if err := checkSubject(kind, id); err != nil {
+		return err
+	}
+	if n < 1 {
+		return fmt.Errorf("%w: versions start at 1", ErrInvalidInput)
+	}
+	if _, err := s.read(kind, id); err != nil {
+		return err // no record: do not create an empty one
+	}
+	return s.update(kind, id, func(r *record) error {
+		i := sort.Search(len(r.Versions), func(i int) bool { return r.Versions[i].N >= n })
+		if i == len(r.Versions) || r.Versions[i].N != n {
+			return ErrNotFound
+		}
+		if len(r.Versions) == 1 {
+			return fmt.Errorf("%w: version %d is the last one: use Destroy", ErrInvalidInput, n)
+		}
+		r.Versions = append(r.Versions[:i], r.Versions[i+1:]...)
+		return nil
+	})
+}
+
 // List returns the ids of every record of kind, in no particular order. Records that fail to
 // parse are reported in the error (joined) and left out.
 func (s *Store) List(kind string) ([][]byte, error) {

@@ -394,3 +394,75 @@ func FuzzRecord(f *testing.F) {
 		s.List("escrow")
 	})
 }
+
+func TestDestroyVersionAndGetAll(t *testing.T) {
+	s, _ := newStore(t)
+	id := []byte("terminal-0002")
+	for i := 1; i <= 3; i++ {
+		if _, err := s.Put("cosign-d2", id, []byte(fmt.Sprintf("share-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DestroyVersion("cosign-d2", id, 2); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.GetAll("cosign-d2", id)
+	if err != nil || len(all) != 2 || all[0].Version != 1 || all[1].Version != 3 ||
+		string(all[0].Secret) != "share-1" || string(all[1].Secret) != "share-3" {
+		t.Fatalf("after destroying v2: %+v %v", all, err)
+	}
+	if _, err := s.GetVersion("cosign-d2", id, 2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("destroyed version still opens: %v", err)
+	}
+	// the kept versions still open under their own numbers (seals bound to n are unchanged)
+	if v3, err := s.GetVersion("cosign-d2", id, 3); err != nil || string(v3) != "share-3" {
+		t.Fatalf("v3: %q %v", v3, err)
+	}
+	if err := s.DestroyVersion("cosign-d2", id, 2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("destroy a missing version: %v", err)
+	}
+	if err := s.DestroyVersion("cosign-d2", id, 0); !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("version 0: %v", err)
+	}
+	if err := s.DestroyVersion("cosign-d2", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DestroyVersion("cosign-d2", id, 3); !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("destroying the last version must be refused: %v", err)
+	}
+	if got, n, err := s.Get("cosign-d2", id); err != nil || n != 3 || string(got) != "share-3" {
+		t.Fatalf("get after: %q %d %v", got, n, err)
+	}
+	if err := s.DestroyVersion("cosign-d2", []byte("nobody"), 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing record: %v", err)
+	}
+	if _, err := os.Stat(s.path("cosign-d2", []byte("nobody"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("DestroyVersion of a missing record created a file: %v", err)
+	}
+	if _, err := s.GetAll("cosign-d2", []byte("nobody")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetAll missing: %v", err)
+	}
+}
+
+// A version moved to another number in the file (the attacker renumbers the pending share as the
+// current one) no longer opens: GetAll fails as a whole.
+func TestAttackGetAllRenumbered(t *testing.T) {
+	s, _ := newStore(t)
+	id := []byte("terminal-0003")
+	s.Put("cosign-d2", id, []byte("old"))
+	s.Put("cosign-d2", id, []byte("new"))
+	path := s.path("cosign-d2", id)
+	r, err := s.readFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Versions = r.Versions[1:]
+	r.Versions[0].N = 1
+	data, _ := json.Marshal(r)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAll("cosign-d2", id); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("renumbered version: %v", err)
+	}
+}
