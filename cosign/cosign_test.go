@@ -482,3 +482,72 @@ func TestFreshnessGuard(t *testing.T) {
 		t.Fatalf("expired entries kept: %d", g.Len())
 	}
 }
+
+// Refresh keeps the joint key, signatures of the refreshed pair verify under it, and the old
+// terminal share with the new platform share (or the reverse) cannot produce a signature.
+func TestShareRefresh(t *testing.T) {
+	d1, _ := GenerateShare(rand.Reader)
+	d2, _ := GenerateShare(rand.Reader)
+	pub, err := d1.JointPublicKey(d2.PartialPublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rho, err := GenerateRefresh(rand.Reader)
+	if err != nil || len(rho) != ScalarSize {
+		t.Fatal(len(rho), err)
+	}
+	n1, err := d1.Refreshed(rho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := d2.RefreshedInverse(rho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(n1.Bytes(), d1.Bytes()) || bytes.Equal(n2.Bytes(), d2.Bytes()) {
+		t.Fatal("refresh left a share unchanged")
+	}
+	for _, pair := range []struct{ a, b *Share }{{n1, n2}, {n2, n1}} {
+		p, err := pair.a.JointPublicKey(pair.b.PartialPublicKey())
+		if err != nil || p.X.Cmp(pub.X) != 0 || p.Y.Cmp(pub.Y) != 0 {
+			t.Fatalf("refreshed pair gives another joint key: %v", err)
+		}
+	}
+	sign := func(t1, p2 *Share) error {
+		e, _ := Digest(pub, []byte("1234567812345678"), []byte("payment 42"))
+		sg, err := StartSign(rand.Reader, pub, e)
+		if err != nil {
+			return err
+		}
+		r, s1, err := p2.CoSign(rand.Reader, e, sg.Q1())
+		if err != nil {
+			return err
+		}
+		sig, err := sg.Finish(t1, r, s1)
+		if err != nil {
+			return err
+		}
+		if !sm2.VerifyASN1(pub, e, sig) {
+			return errors.New("released signature does not verify")
+		}
+		return nil
+	}
+	if err := sign(n1, n2); err != nil {
+		t.Fatalf("refreshed pair: %v", err)
+	}
+	if err := sign(d1, n2); !errors.Is(err, ErrVerify) {
+		t.Fatalf("old d_1 with new d_2: %v", err)
+	}
+	if err := sign(n1, d2); !errors.Is(err, ErrVerify) {
+		t.Fatalf("new d_1 with old d_2: %v", err)
+	}
+	for _, bad := range [][]byte{make([]byte, ScalarSize), rho[:31], bytes.Repeat([]byte{0xff}, ScalarSize)} {
+		if _, err := d1.Refreshed(bad); !errors.Is(err, ErrInvalidScalar) {
+			t.Fatalf("bad rho %x: %v", bad, err)
+		}
+	}
+	d1.Destroy()
+	if _, err := d1.Refreshed(rho); !errors.Is(err, ErrUsed) {
+		t.Fatalf("destroyed share: %v", err)
+	}
+}

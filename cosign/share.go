@@ -101,3 +101,44 @@ func ParsePublicKey(b []byte) (*ecdsa.PublicKey, error) {
 	}
 	return &ecdsa.PublicKey{Curve: curve, X: p.x, Y: p.y}, nil
 }
+
+// Share refresh (rotation without a new joint key): for any ρ in [1, n-1], d_1' = d_1 ρ and
+// d_2' = d_2 ρ^-1 give d_1' d_2' = d_1 d_2 = (1 + d)^-1, so the joint key P, and every
+// certificate of it, is unchanged, while a d_1 or d_2 captured before the refresh no longer
+// pairs with the other party's new share. See docs/cosign.md, "Rotation".
+
+// GenerateRefresh draws the refresh factor ρ, uniform in [1, n-1] (32 bytes). The caller wipes it.
+func GenerateRefresh(rand io.Reader) ([]byte, error) {
+	rho, err := randomScalar(rand)
+	if err != nil {
+		return nil, err
+	}
+	defer wipe(rho)
+	return scalarBytes(rho), nil
+}
+
+// Refreshed returns the terminal's new share d ρ.
+func (s *Share) Refreshed(rho []byte) (*Share, error) { return s.refresh(rho, false) }
+
+// RefreshedInverse returns the platform's new share d ρ^-1.
+func (s *Share) RefreshedInverse(rho []byte) (*Share, error) { return s.refresh(rho, true) }
+
+func (s *Share) refresh(rhoBytes []byte, inverse bool) (*Share, error) {
+	rho, err := parseScalar(rhoBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer wipe(rho)
+	if inverse {
+		inv := invert(rho)
+		wipe(rho)
+		rho = inv
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.d == nil {
+		return nil, ErrUsed
+	}
+	// n is prime and both factors are in [1, n-1]: the product is never 0.
+	return newShare(mul(s.d, rho)), nil
+}

@@ -19,6 +19,9 @@ const (
 	CodeUnknownKey       refusal.Code = "cosign_unknown_key"
 	CodeKeyExists        refusal.Code = "cosign_key_exists"
 	CodeBindingMismatch  refusal.Code = "cosign_binding_mismatch"
+	CodeRotationPending  refusal.Code = "cosign_rotation_pending"
+	CodeRotationUnknown  refusal.Code = "cosign_rotation_unknown"
+	CodeRotationMismatch refusal.Code = "cosign_rotation_mismatch"
 	CodeUnavailable      refusal.Code = "cosign_unavailable"
 	CodeInternal         refusal.Code = "cosign_internal"
 )
@@ -36,6 +39,9 @@ var Refusals = refusal.NewCatalog("cosign", CodeInternal, "",
 	refusal.Def{Code: CodeUnknownKey, Status: http.StatusNotFound, Message: "key is unknown"},
 	refusal.Def{Code: CodeKeyExists, Status: http.StatusConflict, Message: "key already exists"},
 	refusal.Def{Code: CodeBindingMismatch, Status: http.StatusBadRequest, Message: "digest is not of the payment instruction"},
+	refusal.Def{Code: CodeRotationPending, Status: http.StatusConflict, Message: "a rotation of this key is already pending"},
+	refusal.Def{Code: CodeRotationUnknown, Status: http.StatusConflict, Message: "no such pending rotation (expired or already confirmed)"},
+	refusal.Def{Code: CodeRotationMismatch, Status: http.StatusBadRequest, Message: "request does not match the pending rotation"},
 	refusal.Def{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "co-operation is unavailable now"},
 	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
 )

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -39,7 +40,9 @@ const MaxRequestSize = 64 << 10
 // Shares is where the platform's shares live: a *sealstore.Store.
 type Shares interface {
 	Get(kind string, id []byte) (secret []byte, version int, err error)
+	GetAll(kind string, id []byte) ([]sealstore.Version, error)
 	Put(kind string, id []byte, secret []byte) (int, error)
+	DestroyVersion(kind string, id []byte, n int) error
 	Destroy(kind string, id []byte) error
 }
 
@@ -84,6 +87,9 @@ type Config struct {
 	BindInstruction bool
 	// BindUserID is the SM2 user ID of the binding (default 1234567812345678).
 	BindUserID string
+	// RotationTimeout is how long a started rotation may be confirmed (default 10m); until then
+	// a second rotation of the key is refused, after it the pending share is discarded.
+	RotationTimeout time.Duration
 	// Observe, when set, is told each co-operation's outcome (op, code, duration): the metric.
 	Observe func(op string, code refusal.Code, d time.Duration)
 	// RequestID returns the ID correlating the audit entry with access logs (optional).
@@ -138,6 +144,7 @@ func New(cfg Config) (*Service, error) {
 	defD(&cfg.MaxTokenLifetime, 10*time.Minute)
 	defD(&cfg.Lockout, 15*time.Minute)
 	defD(&cfg.FreshnessWindow, 10*time.Minute)
+	defD(&cfg.RotationTimeout, 10*time.Minute)
 	if cfg.BindUserID == "" {
 		cfg.BindUserID = "1234567812345678"
 	}
@@ -167,6 +174,11 @@ type Request struct {
 	Instruction []byte `json:"instruction,omitempty"`
 	// T1 is the blinded C1 (decrypt).
 	T1 []byte `json:"t1,omitempty"`
+	// RotationID names a pending rotation (sign of the rotation challenge with the pending
+	// share; confirm).
+	RotationID []byte `json:"rotation_id,omitempty"`
+	// Signature is the terminal's co-signature (DER) of the rotation challenge (confirm).
+	Signature []byte `json:"signature,omitempty"`
 }
 
 // Response is the JSON reply of a successful operation.
@@ -178,6 +190,10 @@ type Response struct {
 	PartialSignature []byte `json:"partial_signature,omitempty"`
 	// T2 is d_2^-1 T_1 (decrypt).
 	T2 []byte `json:"t2,omitempty"`
+	// Rho and RotationID are the refresh factor and the rotation's name (rotate; P2 is then the
+	// pending partial key d_2'^-1 G and PublicKey the unchanged joint key).
+	Rho        []byte `json:"rho,omitempty"`
+	RotationID []byte `json:"rotation_id,omitempty"`
 }
 
 // opOf maps the request path's last segment to an operation.
@@ -189,6 +205,10 @@ func opOf(path string) string {
 		return OpSign
 	case strings.HasSuffix(path, "/decrypt"):
 		return OpDecrypt
+	case strings.HasSuffix(path, "/rotate"):
+		return OpRotate
+	case strings.HasSuffix(path, "/confirm"):
+		return OpConfirm
 	}
 	return ""
 }
@@ -237,7 +257,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, audit.Record, error) {
 	var rec audit.Record
 	if op == "" || r.Method != http.MethodPost {
-		return nil, rec, refuse(CodeMalformedRequest, errors.New("not a POST to keygen, sign or decrypt"))
+		return nil, rec, refuse(CodeMalformedRequest, errors.New("not a POST to keygen, sign, decrypt, rotate or confirm"))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestSize+1))
 	if err != nil || len(body) > MaxRequestSize {
@@ -261,7 +281,7 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 	resp, rec, err := s.do(r, op, req, now)
 	if err != nil {
 		switch Refusals.Of(err) {
-		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists:
+		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending:
 			// not the terminal's fault (or not a guessing attempt): no lockout count
 		default:
 			s.guard.fail(req.KeyID, now)
@@ -285,31 +305,87 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	// cannot tell known key IDs from unknown ones.
 	byToken := false
 	if s.cfg.Auth != AuthCert && r.Header.Get("Authorization") != "" || s.cfg.Auth == AuthToken {
-		if err := s.authToken(r, op, req.KeyID, now); err != nil {
+		tokenOp := op
+		if op == OpConfirm {
+			tokenOp = OpRotate
+		}
+		if err := s.authToken(r, tokenOp, req.KeyID, now); err != nil {
 			return nil, rec, err
 		}
 		byToken = true
 	}
-	share, pub, err := s.load(req.KeyID)
+	if op == OpRotate || op == OpConfirm {
+		// one rotation step at a time per key within this instance; sealstore's record lock
+		// and the version count serialise instances
+		m := s.keyLock(req.KeyID)
+		m.Lock()
+		defer m.Unlock()
+	}
+	st, err := s.loadState(req.KeyID)
 	if err != nil {
 		if !byToken && Refusals.Of(err) == CodeUnknownKey {
 			return nil, rec, refuse(CodeUnauthenticated, err)
 		}
 		return nil, rec, err
 	}
-	defer share.Destroy()
+	defer st.destroy()
+	share, pub := st.share, st.pub
 	if !byToken {
 		if err := s.authCert(r, pub); err != nil {
 			return nil, rec, err
 		}
 	}
+	if op != OpSign && op != OpConfirm && req.RotationID != nil {
+		return nil, rec, refuse(CodeMalformedRequest, errors.New("rotation_id on another operation"))
+	}
 	switch op {
+	case OpRotate:
+		resp, err := s.rotate(st, req.KeyID, now)
+		if err == nil {
+			err = s.checkSingleRotation(req.KeyID, resp.RotationID)
+		}
+		if err != nil {
+			return nil, rec, err
+		}
+		return resp, rec, nil
+	case OpConfirm:
+		e, err := s.confirm(st, req, now)
+		rec.SignedSM3 = e
+		if err != nil {
+			return nil, rec, err
+		}
+		rec.Signature = append([]byte(nil), req.Signature...)
+		return &Response{RotationID: req.RotationID}, rec, nil
 	case OpSign:
 		if len(req.E) != cosign.ScalarSize {
 			return nil, rec, refuse(CodeInvalidScalar, errors.New("e is not 32 bytes"))
 		}
 		rec.SignedSM3 = append([]byte(nil), req.E...)
-		if s.cfg.BindInstruction {
+		if st.pending.live(now, s.cfg.RotationTimeout) || req.RotationID != nil {
+			challenge, err := RotationChallengeDigest(pub, req.KeyID, nil)
+			if st.pending != nil {
+				challenge, err = RotationChallengeDigest(pub, req.KeyID, st.pending.id)
+			}
+			if err != nil {
+				return nil, rec, refuse(CodeInternal, err)
+			}
+			isChallenge := ctEqual(challenge, req.E)
+			if req.RotationID != nil {
+				// the pending share signs the rotation challenge and nothing else
+				p, err := s.pendingFor(st, req.RotationID, now)
+				if err != nil {
+					return nil, rec, err
+				}
+				if !isChallenge {
+					return nil, rec, refuse(CodeRotationMismatch, errors.New("pending share asked to sign something else"))
+				}
+				share = p.share
+			} else if isChallenge {
+				// the current pair must not confirm a rotation the terminal did not apply
+				return nil, rec, refuse(CodeRotationMismatch, errors.New("rotation challenge with the current share"))
+			}
+		}
+		if s.cfg.BindInstruction && req.RotationID == nil {
 			if len(req.Instruction) == 0 {
 				return nil, rec, refuse(CodeBindingMismatch, errors.New("no instruction"))
 			}
@@ -451,30 +527,30 @@ func (s *Service) keygen(req *Request) (*Response, error) {
 	return &Response{P2: d2.PartialPublicKey(), PublicKey: pb}, nil
 }
 
-// load opens the platform's share of keyID.
-func (s *Service) load(keyID string) (*cosign.Share, *ecdsa.PublicKey, error) {
-	secret, _, err := s.cfg.Shares.Get(ShareKind, []byte(keyID))
-	switch {
-	case errors.Is(err, sealstore.ErrNotFound):
-		return nil, nil, refuse(CodeUnknownKey, err)
-	case err != nil:
-		return nil, nil, refuse(CodeUnavailable, err)
-	}
-	defer clear(secret)
-	if len(secret) != cosign.ScalarSize+cosign.PointSize {
-		return nil, nil, refuse(CodeInternal, errors.New("share record has the wrong size"))
-	}
-	share, err := cosign.ParseShare(secret[:cosign.ScalarSize])
+// checkSingleRotation re-reads the record after a rotation was sealed: if another instance
+// sealed one at the same time (three versions), this one is withdrawn and refused.
+func (s *Service) checkSingleRotation(keyID string, id []byte) error {
+	vs, err := s.cfg.Shares.GetAll(ShareKind, []byte(keyID))
 	if err != nil {
-		return nil, nil, refuse(CodeInternal, err)
+		return refuse(CodeUnavailable, err)
 	}
-	pub, err := cosign.ParsePublicKey(secret[cosign.ScalarSize:])
-	if err != nil {
-		share.Destroy()
-		return nil, nil, refuse(CodeInternal, err)
+	defer func() {
+		for _, v := range vs {
+			clear(v.Secret)
+		}
+	}()
+	if len(vs) == 2 {
+		return nil
 	}
-	return share, pub, nil
+	for _, v := range vs[1:] {
+		if len(v.Secret) == pendingSize && ctEqual(v.Secret[shareSize:shareSize+RotationIDSize], id) {
+			s.cfg.Shares.DestroyVersion(ShareKind, []byte(keyID), v.Version)
+		}
+	}
+	return refuse(CodeRotationPending, errors.New("a concurrent rotation was sealed"))
 }
+
+func ctEqual(a, b []byte) bool { return len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1 }
 
 // Destroy removes the platform's share of keyID: the joint key can never sign or decrypt again.
 func (s *Service) Destroy(keyID string) error {

@@ -28,7 +28,7 @@ import (
 
 type memShares struct {
 	mu sync.Mutex
-	m  map[string][][]byte
+	m  map[string][]sealstore.Version
 }
 
 func (s *memShares) Get(kind string, id []byte) ([]byte, int, error) {
@@ -38,15 +38,51 @@ func (s *memShares) Get(kind string, id []byte) ([]byte, int, error) {
 	if len(v) == 0 {
 		return nil, 0, sealstore.ErrNotFound
 	}
-	return append([]byte(nil), v[len(v)-1]...), len(v), nil
+	return append([]byte(nil), v[len(v)-1].Secret...), v[len(v)-1].Version, nil
+}
+
+func (s *memShares) GetAll(kind string, id []byte) ([]sealstore.Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.m[kind+"/"+string(id)]
+	if len(v) == 0 {
+		return nil, sealstore.ErrNotFound
+	}
+	out := make([]sealstore.Version, len(v))
+	for i, x := range v {
+		out[i] = x
+		out[i].Secret = append([]byte(nil), x.Secret...)
+	}
+	return out, nil
 }
 
 func (s *memShares) Put(kind string, id, secret []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := kind + "/" + string(id)
-	s.m[k] = append(s.m[k], append([]byte(nil), secret...))
-	return len(s.m[k]), nil
+	n := 1
+	if v := s.m[k]; len(v) > 0 {
+		n = v[len(v)-1].Version + 1
+	}
+	s.m[k] = append(s.m[k], sealstore.Version{Info: sealstore.Info{Version: n}, Secret: append([]byte(nil), secret...)})
+	return n, nil
+}
+
+func (s *memShares) DestroyVersion(kind string, id []byte, n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := kind + "/" + string(id)
+	v := s.m[k]
+	for i := range v {
+		if v[i].Version == n {
+			if len(v) == 1 {
+				return sealstore.ErrInvalidInput
+			}
+			s.m[k] = append(v[:i:i], v[i+1:]...)
+			return nil
+		}
+	}
+	return sealstore.ErrNotFound
 }
 
 func (s *memShares) Destroy(kind string, id []byte) error {
@@ -104,7 +140,7 @@ type fixture struct {
 func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	f := &fixture{t: t, aud: &memAudit{}, mac: hmacKey("token key for tests"), now: time.Unix(1_800_000_000, 0)}
 	cfg := Config{
-		Shares: &memShares{m: map[string][][]byte{}}, Audit: f.aud, TokenMAC: f.mac,
+		Shares: &memShares{m: map[string][]sealstore.Version{}}, Audit: f.aud, TokenMAC: f.mac,
 		PeerCertificate: func(*http.Request) *smx509.Certificate { return f.cert },
 		Now:             func() time.Time { return f.now },
 		Observe:         func(op string, c refusal.Code, d time.Duration) { f.codes = append(f.codes, c) },

@@ -41,7 +41,7 @@ func IssueToken(mac TokenMAC, keyID string, ops []string, exp time.Time) (string
 		return "", errors.New("cosign: invalid token request")
 	}
 	for _, op := range ops {
-		if op != OpKeygen && op != OpSign && op != OpDecrypt {
+		if op != OpKeygen && op != OpSign && op != OpDecrypt && op != OpRotate {
 			return "", fmt.Errorf("cosign: unknown operation %q", op)
 		}
 	}

@@ -1,0 +1,224 @@
+package platform
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/gmgate/gmgate/cosign"
+	"github.com/gmgate/gmgate/sealstore"
+)
+
+// Rotation (share refresh) keeps the joint key P: the platform draws ρ, seals d_2' = d_2 ρ^-1 as
+// a pending version of the key's record next to the current one and returns ρ; the terminal
+// computes d_1' = d_1 ρ, co-signs the rotation challenge with the pending share (a sign request
+// carrying rotation_id) and posts the signature to confirm; only then does the pending version
+// become the only one. See docs/cosign.md, "Rotation".
+//
+// Record layout: one version is the current share; a second, newer version is a pending
+// rotation. Every version is d_2 || P, a pending one followed by rotation ID (16) || start
+// (unix seconds, 8). More than two versions, or a pending version of another joint key, fail
+// closed (cosign_internal).
+
+// Rotation operations (path suffixes). A session token allows both with the op "rotate".
+const (
+	OpRotate  = "rotate"
+	OpConfirm = "confirm"
+)
+
+// RotationIDSize is the size of a rotation ID.
+const RotationIDSize = 16
+
+const (
+	shareSize   = cosign.ScalarSize + cosign.PointSize
+	pendingSize = shareSize + RotationIDSize + 8
+)
+
+// rotationChallenge is the message the terminal co-signs with the pending share to confirm:
+// fixed, domain-separated, bound to the key and the rotation, never a payment instruction.
+func rotationChallenge(keyID string, rotationID []byte) []byte {
+	b := []byte("gmgate cosign rotation confirm v1\x00")
+	b = append(b, keyID...)
+	b = append(b, 0)
+	return append(b, rotationID...)
+}
+
+// RotationChallengeDigest is e = SM3(Z_A(P, 1234567812345678) || challenge) of a rotation: what
+// the terminal's confirming co-signature signs.
+func RotationChallengeDigest(pub *ecdsa.PublicKey, keyID string, rotationID []byte) ([]byte, error) {
+	return cosign.Digest(pub, []byte(defaultUID), rotationChallenge(keyID, rotationID))
+}
+
+const defaultUID = "1234567812345678"
+
+// shareState is a key's record: the current share and, during a rotation, the pending one.
+type shareState struct {
+	share   *cosign.Share
+	pub     *ecdsa.PublicKey
+	version int
+	pending *pendingRotation
+}
+
+type pendingRotation struct {
+	share   *cosign.Share
+	id      []byte
+	started time.Time
+	version int
+}
+
+func (k *shareState) destroy() {
+	if k == nil {
+		return
+	}
+	k.share.Destroy()
+	if k.pending != nil {
+		k.pending.share.Destroy()
+	}
+}
+
+// live reports whether the pending rotation may still be confirmed at now.
+func (p *pendingRotation) live(now time.Time, timeout time.Duration) bool {
+	return p != nil && now.Before(p.started.Add(timeout)) && !now.Before(p.started.Add(-time.Minute))
+}
+
+// loadState reads the key's record once and parses its current and pending shares.
+func (s *Service) loadState(keyID string) (*shareState, error) {
+	vs, err := s.cfg.Shares.GetAll(ShareKind, []byte(keyID))
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return nil, refuse(CodeUnknownKey, err)
+	case err != nil:
+		return nil, refuse(CodeUnavailable, err)
+	}
+	defer func() {
+		for _, v := range vs {
+			clear(v.Secret)
+		}
+	}()
+	if len(vs) > 2 {
+		return nil, refuse(CodeInternal, errors.New("share record holds more than a current and a pending version"))
+	}
+	cur := vs[0].Secret
+	if len(cur) != shareSize && len(cur) != pendingSize {
+		return nil, refuse(CodeInternal, errors.New("share record has the wrong size"))
+	}
+	share, err := cosign.ParseShare(cur[:cosign.ScalarSize])
+	if err != nil {
+		return nil, refuse(CodeInternal, err)
+	}
+	st := &shareState{share: share, version: vs[0].Version}
+	st.pub, err = cosign.ParsePublicKey(cur[cosign.ScalarSize:shareSize])
+	if err != nil {
+		st.destroy()
+		return nil, refuse(CodeInternal, err)
+	}
+	if len(vs) == 2 {
+		p := vs[1].Secret
+		if len(p) != pendingSize || !bytes.Equal(p[cosign.ScalarSize:shareSize], cur[cosign.ScalarSize:shareSize]) {
+			st.destroy()
+			return nil, refuse(CodeInternal, errors.New("pending share is malformed or of another joint key"))
+		}
+		ps, err := cosign.ParseShare(p[:cosign.ScalarSize])
+		if err != nil {
+			st.destroy()
+			return nil, refuse(CodeInternal, err)
+		}
+		st.pending = &pendingRotation{
+			share:   ps,
+			id:      append([]byte(nil), p[shareSize:shareSize+RotationIDSize]...),
+			started: time.Unix(int64(binary.BigEndian.Uint64(p[shareSize+RotationIDSize:])), 0),
+			version: vs[1].Version,
+		}
+	}
+	return st, nil
+}
+
+// rotate starts a rotation: it draws ρ and a rotation ID, seals d_2 ρ^-1 as the pending version
+// and answers ρ, the rotation ID and the pending partial key P_2' (so the terminal checks that
+// its d_1 ρ gives the same joint key before it seals anything). A live pending rotation refuses
+// (cosign_rotation_pending); an expired one is destroyed first. Called with the key's lock held.
+func (s *Service) rotate(st *shareState, keyID string, now time.Time) (*Response, error) {
+	if st.pending != nil {
+		if st.pending.live(now, s.cfg.RotationTimeout) {
+			return nil, refuse(CodeRotationPending, errors.New("a rotation is pending"))
+		}
+		if err := s.cfg.Shares.DestroyVersion(ShareKind, []byte(keyID), st.pending.version); err != nil {
+			return nil, refuse(CodeUnavailable, err)
+		}
+	}
+	rho, err := cosign.GenerateRefresh(s.cfg.Rand)
+	if err != nil {
+		return nil, refuse(CodeInternal, err)
+	}
+	defer clear(rho)
+	id := make([]byte, RotationIDSize)
+	if _, err := io.ReadFull(s.cfg.Rand, id); err != nil {
+		return nil, refuse(CodeInternal, err)
+	}
+	d2, err := st.share.RefreshedInverse(rho)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	defer d2.Destroy()
+	secret := d2.Bytes()
+	defer clear(secret)
+	secret = append(secret, cosign.MarshalPublicKey(st.pub)...)
+	secret = append(secret, id...)
+	secret = binary.BigEndian.AppendUint64(secret, uint64(now.Unix()))
+	v, err := s.cfg.Shares.Put(ShareKind, []byte(keyID), secret)
+	if err != nil {
+		return nil, refuse(CodeUnavailable, err)
+	}
+	if v <= st.version {
+		return nil, refuse(CodeInternal, errors.New("pending version is not newer than the current one"))
+	}
+	return &Response{
+		Rho: append([]byte(nil), rho...), RotationID: id,
+		P2: d2.PartialPublicKey(), PublicKey: cosign.MarshalPublicKey(st.pub),
+	}, nil
+}
+
+// pendingFor returns the live pending rotation named by id, or a refusal: none or expired
+// (cosign_rotation_unknown: also a replayed confirm), another ID (cosign_rotation_mismatch).
+func (s *Service) pendingFor(st *shareState, id []byte, now time.Time) (*pendingRotation, error) {
+	if len(id) != RotationIDSize {
+		return nil, refuse(CodeMalformedRequest, errors.New("rotation ID is not 16 bytes"))
+	}
+	if !st.pending.live(now, s.cfg.RotationTimeout) {
+		return nil, refuse(CodeRotationUnknown, errors.New("no pending rotation"))
+	}
+	if subtle.ConstantTimeCompare(st.pending.id, id) != 1 {
+		return nil, refuse(CodeRotationMismatch, errors.New("another rotation is pending"))
+	}
+	return st.pending, nil
+}
+
+// confirm completes a rotation: the signature must verify under P over the rotation challenge.
+// Only the pending pair can have made it: the rotation ID is unknown before the rotation starts,
+// sign refuses the challenge digest with the current share while the rotation is pending, and
+// the old d_1 with the pending d_2' gives no valid signature. Then the
+// current version is destroyed and the pending one is the key's only share. Called with the
+// key's lock held.
+func (s *Service) confirm(st *shareState, req *Request, now time.Time) ([]byte, error) {
+	p, err := s.pendingFor(st, req.RotationID, now)
+	if err != nil {
+		return nil, err
+	}
+	e, err := RotationChallengeDigest(st.pub, req.KeyID, p.id)
+	if err != nil {
+		return nil, refuse(CodeInternal, err)
+	}
+	if len(req.Signature) == 0 || len(req.Signature) > 80 || !sm2.VerifyASN1(st.pub, e, req.Signature) {
+		return e, refuse(CodeRotationMismatch, errors.New("confirmation signature does not verify"))
+	}
+	if err := s.cfg.Shares.DestroyVersion(ShareKind, []byte(req.KeyID), st.version); err != nil {
+		return e, refuse(CodeUnavailable, err)
+	}
+	return e, nil
+}
