@@ -1212,6 +1212,7 @@ func init() {
 //		max_points         <n>
 //		bind_instruction
 //		user_id            <SM2 user ID>
+//		rotation_timeout   <duration>
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1250,6 +1251,8 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.BindInstruction = true
 		case "user_id":
 			err = oneArg(d, &h.UserID)
+		case "rotation_timeout":
+			err = durationArg(d, &h.RotationTimeout)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}

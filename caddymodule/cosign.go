@@ -35,7 +35,8 @@ func init() {
 }
 
 // Cosign is the `http.handlers.gm_cosign` handler: the platform side of collaborative SM2
-// (package cosign/platform). POST <path>/keygen, <path>/sign and <path>/decrypt; it answers
+// (package cosign/platform). POST <path>/keygen, <path>/sign, <path>/decrypt, <path>/rotate and
+// <path>/confirm; it answers
 // every request itself (the next handler is never called). Each co-operation is written to the
 // gmgate app's audit log (required) and counted in gmgate_cosign_operations_total.
 type Cosign struct {
@@ -71,6 +72,10 @@ type Cosign struct {
 	// UserID is the SM2 user ID of bound instructions (default 1234567812345678): the one the
 	// gm_verify that checks those instructions uses.
 	UserID string `json:"user_id,omitempty"`
+	// RotationTimeout is how long a started share rotation may be confirmed (default 10m):
+	// until then the old share stays current and a second rotation is refused; after it the
+	// pending share is discarded.
+	RotationTimeout caddy.Duration `json:"rotation_timeout,omitempty"`
 
 	svc    *platform.Service
 	logger *zap.Logger
@@ -79,7 +84,7 @@ type Cosign struct {
 var (
 	cosignOps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "cosign", Name: "operations_total",
-		Help: "Collaborative SM2 co-operations by operation (keygen, sign, decrypt) and result (ok or the refusal code).",
+		Help: "Collaborative SM2 co-operations by operation (keygen, sign, decrypt, rotate, confirm) and result (ok or the refusal code).",
 	}, []string{"op", "code"})
 	cosignSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "gmgate", Subsystem: "cosign", Name: "operation_duration_seconds",
@@ -106,7 +111,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
-	for _, op := range []string{platform.OpKeygen, platform.OpSign, platform.OpDecrypt} {
+	for _, op := range []string{platform.OpKeygen, platform.OpSign, platform.OpDecrypt, platform.OpRotate, platform.OpConfirm} {
 		cosignOps.WithLabelValues(op, string(refusal.OK))
 	}
 	app, err := gmgateApp(ctx)
@@ -140,6 +145,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		MaxFailures: h.MaxFailures, Lockout: time.Duration(h.Lockout),
 		FreshnessWindow: time.Duration(h.PointWindow), FreshnessMax: h.MaxPoints,
 		BindInstruction: h.BindInstruction, BindUserID: h.UserID,
+		RotationTimeout: time.Duration(h.RotationTimeout),
 		RequestID: func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
 		Observe: func(op string, code refusal.Code, d time.Duration) {
 			if op == "" {
@@ -172,7 +178,7 @@ func (h *Cosign) Validate() error {
 	default:
 		return fmt.Errorf("gm_cosign: auth %q: want token, cert or cert_or_token", h.Auth)
 	}
-	if h.RatePerMinute < 0 || h.Burst < 0 || h.MaxFailures < 0 || h.MaxPoints < 0 {
+	if h.RatePerMinute < 0 || h.Burst < 0 || h.MaxFailures < 0 || h.MaxPoints < 0 || h.RotationTimeout < 0 {
 		return errors.New("gm_cosign: negative limit")
 	}
 	return nil
@@ -257,7 +263,7 @@ func cosignCommand(cmd *cobra.Command) {
 		sc.Flags().String("seal-key", "", "gm_cosign's seal_key")
 	}
 	token.Flags().String("token-key", "", "gm_cosign's token_key")
-	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt")
+	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt, rotate (rotate and confirm a share rotation)")
 	token.Flags().Duration("ttl", 5*time.Minute, "validity (at most gm_cosign's max_token_lifetime)")
 	cmd.AddCommand(list, destroy, token)
 }

@@ -27,6 +27,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			max_points 50000
 			bind_instruction
 			user_id 1234567812345678
+			rotation_timeout 5m
 		}
 	}
 }`
@@ -36,7 +37,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"handler":"gm_cosign","lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
-		`"rate_per_minute":30,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
+		`"rate_per_minute":30,"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
 	if i < 0 {
 		t.Fatalf("no gm_cosign handler in %s", out)
@@ -48,7 +49,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if string(h) != want {
 		t.Fatalf("got  %s\nwant %s", h, want)
 	}
-	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign extra"} {
+	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign {\n rotation_timeout\n}", "gm_cosign extra"} {
 		var c Cosign
 		if err := c.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
