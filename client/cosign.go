@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -34,7 +35,7 @@ type CoSignConfig struct {
 	// gm_cosign authenticates by certificate. nil: an *http.Client with DefaultTimeout and Go's
 	// default transport.
 	HTTPClient *http.Client
-	// Token returns a session token for op ("keygen", "sign" or "decrypt"), sent as
+	// Token returns a session token for op ("keygen", "sign", "decrypt" or "rotate"), sent as
 	// "Authorization: Bearer"; nil sends none (certificate authentication).
 	Token func(op string) (string, error)
 	// SendInstruction sends the message being signed with each co-signature, for gm_cosign's
@@ -66,9 +67,17 @@ var ErrWrongPIN = errors.New("client: wrong PIN or altered key file")
 type CoSigner struct {
 	cfg   CoSignConfig
 	keyID string
-	share *cosign.Share
 	pub   *ecdsa.PublicKey
-	once  sync.Once
+	mu    sync.RWMutex  // guards share (replaced by Rotate)
+	share *cosign.Share // nil once destroyed
+	rotMu sync.Mutex    // one Rotate at a time
+}
+
+// current returns the terminal's share (nil once destroyed).
+func (c *CoSigner) current() *cosign.Share {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.share
 }
 
 var (
@@ -117,7 +126,16 @@ func (c *CoSigner) Public() crypto.PublicKey { return c.pub }
 func (c *CoSigner) KeyID() string { return c.keyID }
 
 // Destroy wipes the terminal's share from memory.
-func (c *CoSigner) Destroy() { c.once.Do(c.share.Destroy) }
+func (c *CoSigner) Destroy() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.share != nil {
+		c.share.Destroy()
+		c.share = nil
+	}
+}
+
+var errDestroyed = errors.New("client: key destroyed")
 
 // Sign signs with gmsm semantics: opts nil (raw message, CoSignConfig.UserID), a gmsm
 // *sm2.SM2SignerOption (raw message and its user ID when forceGMSign, else a 32-byte digest),
@@ -176,40 +194,42 @@ func (c *CoSigner) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("client: platform's partial signature: %w", err)
 	}
-	return sg.Finish(c.share, r, s1)
+	share := c.current()
+	if share == nil {
+		return nil, errDestroyed
+	}
+	return sg.Finish(share, r, s1)
 }
 
 // Decrypt decrypts an SM2 ciphertext to the joint key (ASN.1, or C1C3C2 with an uncompressed
 // C1; opts is ignored) with one round trip to gm_cosign, which sees only the blinded T_1.
 func (c *CoSigner) Decrypt(_ io.Reader, msg []byte, _ crypto.DecrypterOpts) ([]byte, error) {
-	dc, err := cosign.StartDecrypt(rand.Reader, msg)
-	if err != nil {
-		return nil, err
-	}
-	var resp struct {
-		T2 []byte `json:"t2"`
-	}
-	if err := c.cfg.call("decrypt", map[string]any{"key_id": c.keyID, "t1": dc.T1()}, &resp); err != nil {
-		return nil, err
-	}
-	return dc.Finish(c.share, resp.T2)
+	return c.decryptContext(context.Background(), msg)
 }
 
 // maxCoSignReply bounds gm_cosign's reply.
 const maxCoSignReply = 16 << 10
 
 func (cfg *CoSignConfig) call(op string, req any, resp any) error {
+	return cfg.callContext(context.Background(), op, req, resp)
+}
+
+func (cfg *CoSignConfig) callContext(ctx context.Context, op string, req any, resp any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	hreq, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(cfg.URL, "/")+"/"+op, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(cfg.URL, "/")+"/"+op, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	if cfg.Token != nil {
-		tok, err := cfg.Token(op)
+		tokenOp := op
+		if op == "confirm" {
+			tokenOp = "rotate" // one session right covers both steps of a rotation
+		}
+		tok, err := cfg.Token(tokenOp)
 		if err != nil {
 			return fmt.Errorf("client: session token: %w", err)
 		}
@@ -293,10 +313,14 @@ func (c *CoSigner) SealWithIterations(pin []byte, iterations int) ([]byte, error
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	d := c.share.Bytes()
+	share := c.current()
+	if share == nil {
+		return nil, errDestroyed
+	}
+	d := share.Bytes()
 	defer clear(d)
 	if d == nil {
-		return nil, errors.New("client: key destroyed")
+		return nil, errDestroyed
 	}
 	out := append(hdr.Bytes(), nonce...)
 	return aead.Seal(out, nonce, d, hdr.Bytes()), nil

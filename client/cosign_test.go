@@ -24,26 +24,64 @@ import (
 	"github.com/gmgate/gmgate/signing"
 )
 
+// cosignShares is a versioned in-memory share store (sealstore's semantics without the disk).
 type cosignShares struct {
 	mu sync.Mutex
-	m  map[string][]byte
+	m  map[string][]sealstore.Version
 }
 
 func (s *cosignShares) Get(kind string, id []byte) ([]byte, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, ok := s.m[kind+string(id)]
-	if !ok {
+	v := s.m[kind+string(id)]
+	if len(v) == 0 {
 		return nil, 0, sealstore.ErrNotFound
 	}
-	return append([]byte(nil), v...), 1, nil
+	return append([]byte(nil), v[len(v)-1].Secret...), v[len(v)-1].Version, nil
+}
+
+func (s *cosignShares) GetAll(kind string, id []byte) ([]sealstore.Version, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.m[kind+string(id)]
+	if len(v) == 0 {
+		return nil, sealstore.ErrNotFound
+	}
+	out := make([]sealstore.Version, len(v))
+	for i, x := range v {
+		out[i] = x
+		out[i].Secret = append([]byte(nil), x.Secret...)
+	}
+	return out, nil
 }
 
 func (s *cosignShares) Put(kind string, id, secret []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.m[kind+string(id)] = append([]byte(nil), secret...)
-	return 1, nil
+	k := kind + string(id)
+	n := 1
+	if v := s.m[k]; len(v) > 0 {
+		n = v[len(v)-1].Version + 1
+	}
+	s.m[k] = append(s.m[k], sealstore.Version{Info: sealstore.Info{Version: n}, Secret: append([]byte(nil), secret...)})
+	return n, nil
+}
+
+func (s *cosignShares) DestroyVersion(kind string, id []byte, n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := kind + string(id)
+	v := s.m[k]
+	for i := range v {
+		if v[i].Version == n {
+			if len(v) == 1 {
+				return sealstore.ErrInvalidInput
+			}
+			s.m[k] = append(v[:i:i], v[i+1:]...)
+			return nil
+		}
+	}
+	return sealstore.ErrNotFound
 }
 
 func (s *cosignShares) Destroy(kind string, id []byte) error {
@@ -77,7 +115,7 @@ func (k cosignMAC) VerifyHMACSM3(d, tag []byte) error {
 func cosignPlatform(t *testing.T, bind bool) (CoSignConfig, *cosignAudit) {
 	mac := cosignMAC("client test token key")
 	aud := &cosignAudit{}
-	svc, err := platform.New(platform.Config{Shares: &cosignShares{m: map[string][]byte{}}, Audit: aud, TokenMAC: mac, BindInstruction: bind})
+	svc, err := platform.New(platform.Config{Shares: &cosignShares{m: map[string][]sealstore.Version{}}, Audit: aud, TokenMAC: mac, BindInstruction: bind})
 	if err != nil {
 		t.Fatal(err)
 	}

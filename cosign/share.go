@@ -142,3 +142,15 @@ func (s *Share) refresh(rhoBytes []byte, inverse bool) (*Share, error) {
 	// n is prime and both factors are in [1, n-1]: the product is never 0.
 	return newShare(mul(s.d, rho)), nil
 }
+
+// RotationChallengeDigest is e = SM3(Z_A(P, "1234567812345678") || challenge) with challenge =
+// "gmgate cosign rotation confirm v1" 0x00 keyID 0x00 rotationID: the fixed, domain-separated
+// message a terminal co-signs with the platform's pending share to confirm a rotation. It is
+// bound to the key and the rotation and can never be a payment instruction.
+func RotationChallengeDigest(pub *ecdsa.PublicKey, keyID string, rotationID []byte) ([]byte, error) {
+	b := []byte("gmgate cosign rotation confirm v1\x00")
+	b = append(b, keyID...)
+	b = append(b, 0)
+	b = append(b, rotationID...)
+	return Digest(pub, []byte("1234567812345678"), b)
+}

@@ -40,22 +40,11 @@ const (
 	pendingSize = shareSize + RotationIDSize + 8
 )
 
-// rotationChallenge is the message the terminal co-signs with the pending share to confirm:
-// fixed, domain-separated, bound to the key and the rotation, never a payment instruction.
-func rotationChallenge(keyID string, rotationID []byte) []byte {
-	b := []byte("gmgate cosign rotation confirm v1\x00")
-	b = append(b, keyID...)
-	b = append(b, 0)
-	return append(b, rotationID...)
-}
-
-// RotationChallengeDigest is e = SM3(Z_A(P, 1234567812345678) || challenge) of a rotation: what
-// the terminal's confirming co-signature signs.
+// RotationChallengeDigest is cosign.RotationChallengeDigest: what the terminal's confirming
+// co-signature signs.
 func RotationChallengeDigest(pub *ecdsa.PublicKey, keyID string, rotationID []byte) ([]byte, error) {
-	return cosign.Digest(pub, []byte(defaultUID), rotationChallenge(keyID, rotationID))
+	return cosign.RotationChallengeDigest(pub, keyID, rotationID)
 }
-
-const defaultUID = "1234567812345678"
 
 // shareState is a key's record: the current share and, during a rotation, the pending one.
 type shareState struct {
