@@ -146,7 +146,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		FreshnessWindow: time.Duration(h.PointWindow), FreshnessMax: h.MaxPoints,
 		BindInstruction: h.BindInstruction, BindUserID: h.UserID,
 		RotationTimeout: time.Duration(h.RotationTimeout),
-		RequestID: func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
+		RequestID:       func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
 		Observe: func(op string, code refusal.Code, d time.Duration) {
 			if op == "" {
 				op = "unknown"
