@@ -6,7 +6,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +63,11 @@ type crlFile struct {
 	modTime time.Time
 	size    int64
 	crls    []*loadedCRL
+	// url sources (path is an http:// or https:// URL) only:
+	fetching bool   // a background fetch is running
+	etag     string // validator of the last fetched body
+	pending  bool   // never fetched successfully: IsRevoked fails closed
+	lastErr  error  // failure of the latest background fetch
 }
 
 type loadedCRL struct {
@@ -71,6 +79,13 @@ type loadedCRL struct {
 
 // NewCRLStore loads every file of paths (PEM "X509 CRL" blocks or one DER CRL
 // per file). Any file that fails to load fails the call.
+//
+// A path that is an http:// or https:// URL is a CRL published by a CA (for
+// instance gm_enroll's /crl endpoint): it is fetched now (a failure leaves it
+// pending: IsRevoked fails closed with ErrCRLStale until a fetch succeeds)
+// and then again in the background at most once per CheckInterval, on use,
+// with If-None-Match. A fetched CRL older than the one held for its issuer is
+// refused (ErrCRLRollback, reported by LastError).
 func NewCRLStore(paths []string, opts CRLOptions) (*CRLStore, error) {
 	if opts.CheckInterval == 0 {
 		opts.CheckInterval = DefaultCRLCheckInterval
@@ -80,6 +95,19 @@ func NewCRLStore(paths []string, opts CRLOptions) (*CRLStore, error) {
 	}
 	s := &CRLStore{opts: opts, paths: append([]string(nil), paths...)}
 	for _, p := range s.paths {
+		if isCRLURL(p) {
+			// A CRL published by a CA (gm_enroll's /crl) may not be reachable yet (the CA is
+			// this very instance, still starting): the source starts pending, IsRevoked fails
+			// closed until the first fetch succeeds, and fetches run in the background.
+			f := &crlFile{path: p, pending: true}
+			if nf, err := s.fetchURL(f); err == nil {
+				f = nf
+			} else {
+				s.lastErr = errors.Join(s.lastErr, err)
+			}
+			s.files = append(s.files, f)
+			continue
+		}
 		f, err := s.loadFile(p)
 		if err != nil {
 			return nil, err
@@ -149,11 +177,17 @@ func (s *CRLStore) loadFile(path string) (*crlFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: CRL %w", err)
 	}
+	return s.parseSource(&crlFile{path: path, modTime: st.ModTime(), size: st.Size()}, data)
+}
+
+// parseSource fills f with the CRLs of data (every one SM2, and verified
+// against the configured issuers when there are any).
+func (s *CRLStore) parseSource(f *crlFile, data []byte) (*crlFile, error) {
+	path := f.path
 	rls, err := parseCRLs(data)
 	if err != nil {
 		return nil, fmt.Errorf("pki: CRL %s: %w", path, err)
 	}
-	f := &crlFile{path: path, modTime: st.ModTime(), size: st.Size()}
 	for _, rl := range rls {
 		if rl.SignatureAlgorithm != smx509.SM2WithSM3 {
 			return nil, fmt.Errorf("pki: CRL %s: %w: signature algorithm %v", path, ErrNotSM2, rl.SignatureAlgorithm)
@@ -226,6 +260,32 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 	s.lastCheck = now
 	var errs []error
 	for i, f := range s.files {
+		if isCRLURL(f.path) {
+			if f.fetching {
+				continue
+			}
+			if force {
+				// Reload: fetch now, without the lock (the network is slow; IsRevoked keeps
+				// answering from the CRLs held meanwhile).
+				f.fetching = true
+				s.mu.Unlock()
+				nf, err := s.fetchURL(f)
+				s.mu.Lock()
+				f.fetching = false
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				s.install(i, f, nf)
+				continue
+			}
+			if f.lastErr != nil {
+				errs = append(errs, f.lastErr)
+			}
+			f.fetching = true
+			go s.backgroundFetch(i, f)
+			continue
+		}
 		st, err := os.Stat(f.path)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pki: CRL %s: %w", f.path, err))
@@ -298,6 +358,11 @@ func (s *CRLStore) IsRevoked(cert *smx509.Certificate, issuer *smx509.Certificat
 	now := s.opts.Now()
 	s.maybeReload(now, false)
 
+	for _, f := range s.files {
+		if f.pending {
+			return false, certError(ErrCRLStale, issuer, "CRL %s was never fetched; no revocation decision is possible yet", f.path)
+		}
+	}
 	var newest *loadedCRL
 	key := serialKey(cert)
 	revoked := false
@@ -329,6 +394,88 @@ func (s *CRLStore) IsRevoked(cert *smx509.Certificate, issuer *smx509.Certificat
 			newest.rl.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return false, nil
+}
+
+// CRLFetchTimeout bounds one fetch of a CRL published at a URL.
+const CRLFetchTimeout = 10 * time.Second
+
+// isCRLURL reports whether a CRL source is a URL rather than a file.
+func isCRLURL(p string) bool {
+	return strings.HasPrefix(p, "https://") || strings.HasPrefix(p, "http://")
+}
+
+// crlHTTPClient fetches CRLs published at URLs. A CRL is signed: the transport
+// needs no trust of its own, and the signature (and, when configured, the
+// issuer) is checked like a file's.
+var crlHTTPClient = &http.Client{Timeout: CRLFetchTimeout}
+
+// fetchURL fetches f's URL (conditionally on the last ETag). It returns nil
+// and no error when the CRL did not change.
+func (s *CRLStore) fetchURL(f *crlFile) (*crlFile, error) {
+	req, err := http.NewRequest(http.MethodGet, f.path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %s: %w", f.path, err)
+	}
+	req.Header.Set("Accept", "application/pkix-crl")
+	if f.etag != "" && !f.pending {
+		req.Header.Set("If-None-Match", f.etag)
+	}
+	resp, err := crlHTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %s: %w", f.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && !f.pending {
+		return nil, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pki: CRL %s: HTTP status %d", f.path, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxCRLSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL %s: %w", f.path, err)
+	}
+	if len(data) > MaxCRLSize {
+		return nil, fmt.Errorf("pki: CRL %s: %w: limit %d bytes", f.path, ErrInputTooLarge, MaxCRLSize)
+	}
+	nf, err := s.parseSource(&crlFile{path: f.path, etag: resp.Header.Get("ETag")}, data)
+	if err != nil {
+		return nil, err
+	}
+	return nf, nil
+}
+
+// backgroundFetch refreshes the URL source f (index i) and installs the result.
+func (s *CRLStore) backgroundFetch(i int, f *crlFile) {
+	nf, err := s.fetchURL(f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f.fetching = false
+	f.lastErr = err
+	if err == nil {
+		s.install(i, f, nf)
+	}
+}
+
+// install replaces the URL source old (index i) with nf (nil: unchanged),
+// unless the store moved on meanwhile or nf would roll a CRL back: a CRL
+// older (thisUpdate) than the one held for the same issuer is refused, so a
+// replayed, validly signed old CRL cannot un-revoke a certificate.
+// Caller holds s.mu.
+func (s *CRLStore) install(i int, old, nf *crlFile) {
+	if nf == nil || i >= len(s.files) || s.files[i] != old {
+		return
+	}
+	for _, held := range old.crls {
+		for _, lc := range nf.crls {
+			if bytes.Equal(held.rl.RawIssuer, lc.rl.RawIssuer) && lc.rl.ThisUpdate.Before(held.rl.ThisUpdate) {
+				old.lastErr = fmt.Errorf("pki: CRL %s: %w: thisUpdate %s is older than the held CRL's %s", old.path, ErrCRLRollback,
+					lc.rl.ThisUpdate.UTC().Format(time.RFC3339), held.rl.ThisUpdate.UTC().Format(time.RFC3339))
+				return
+			}
+		}
+	}
+	s.files[i] = nf
 }
 
 // EncodeCRLPEM encodes a DER CRL as an "X509 CRL" PEM block.

@@ -44,6 +44,8 @@ var (
 	ErrCRLStale = errors.New("pki: CRL is stale (past its NextUpdate)")
 	// ErrCRLBadSignature reports a CRL whose signature does not verify against its issuer.
 	ErrCRLBadSignature = errors.New("pki: CRL signature does not verify against its issuer")
+	// ErrCRLRollback reports a fetched CRL older than the one already held for its issuer.
+	ErrCRLRollback = errors.New("pki: CRL older than the one held (rollback refused)")
 	// ErrMalformedCRL reports a CRL that does not parse.
 	ErrMalformedCRL = errors.New("pki: malformed CRL")
 	// ErrInputTooLarge reports input (PEM, DER, CRL) above the package's size bounds.

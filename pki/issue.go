@@ -69,6 +69,30 @@ type IssueOptions struct {
 	// MaxPathLen is the path length constraint of an intermediate CA
 	// (0 = none set; use -1 for "no further CAs", i.e. MaxPathLenZero).
 	MaxPathLen int
+	// CRLDistributionPoints are the URLs where the issuer publishes its CRL
+	// (the cRLDistributionPoints extension); none by default.
+	CRLDistributionPoints []string
+}
+
+// NewCA returns a CA for cert whose key is signer, which may live in a key
+// vault or an HSM (a crypto.Signer signing like *sm2.PrivateKey). It checks
+// that cert is an SM2 CA certificate (keyCertSign) and that signer holds the
+// key of cert, so a CA is never assembled from a certificate and a stranger's
+// key (certificates signed by it would not verify).
+func NewCA(cert *smx509.Certificate, signer crypto.Signer) (*CA, error) {
+	ca := &CA{Cert: cert, Key: signer}
+	if err := ca.check(); err != nil {
+		return nil, err
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	pub, ok := signer.Public().(equaler)
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, certError(ErrWrongUsage, cert, "the CA key is not the key of this CA certificate")
+	}
+	if cert.KeyUsage&smx509.KeyUsageCRLSign == 0 {
+		return nil, certError(ErrWrongUsage, cert, "CA certificate without cRLSign cannot sign CRLs")
+	}
+	return ca, nil
 }
 
 // keyUsageCA is the key usage of issued CA certificates (sign and enc
@@ -310,6 +334,7 @@ func template(opts IssueOptions, role Role, issuer *smx509.Certificate) (*smx509
 		IPAddresses:           opts.IPAddresses,
 		EmailAddresses:        opts.EmailAddresses,
 		ExtKeyUsage:           opts.ExtKeyUsage,
+		CRLDistributionPoints: opts.CRLDistributionPoints,
 	}
 	switch role {
 	case RoleSign:
