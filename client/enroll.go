@@ -1,0 +1,272 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/refusal"
+	"github.com/gmgate/gmgate/signing"
+)
+
+// Enroller obtains and renews a terminal's dual certificate from a gm_enroll endpoint
+// (docs/enrolment.md). The signing key is generated here and never leaves the terminal; the
+// encryption key arrives enveloped to it (GM/T 0092 CSRResponse with a GB/T 35276
+// SM2EnvelopedKey), and a pair is accepted only when it chains to Roots, has the right key
+// usages, and its encryption key matches its encryption certificate.
+type Enroller struct {
+	// BaseURL is the enrolment endpoint's base, e.g. https://pay.example/.well-known/est.
+	BaseURL string
+	// Roots are the CA certificates the issued pairs must chain to (the terminal's trust
+	// anchor; cacerts is not trusted on first use). Required.
+	Roots []*smx509.Certificate
+	// HTTP sends the requests. Default: a client with a 30s timeout.
+	HTTP *http.Client
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// EnrolledPair is a terminal's dual certificate with both private keys.
+type EnrolledPair struct {
+	Sign *Identity // signing certificate and key (*sm2.PrivateKey)
+	Enc  *Identity // encryption certificate and key (*sm2.PrivateKey)
+	// Serial is the signing certificate's serial (hex), the pair's name at the server.
+	Serial string
+}
+
+// EnrolError is a refusal from the enrolment endpoint.
+type EnrolError struct {
+	Status int
+	// Code is the server's refusal code (enroll_token_used, ...), unauthenticated: a hint.
+	Code    string
+	Message string
+}
+
+func (e *EnrolError) Error() string {
+	return fmt.Sprintf("client: enrolment refused: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// ErrEnrolResponse reports a pair that does not verify (chain, usage, key match).
+var ErrEnrolResponse = errors.New("client: enrolment response does not verify")
+
+// maxEnrolResponse bounds a response body.
+const maxEnrolResponse = 1 << 20
+
+// Enroll generates a signing key, sends a request for commonName (and dnsNames) authorised by
+// the one-time token, and returns the verified pair.
+func (e *Enroller) Enroll(ctx context.Context, token, commonName string, dnsNames []string) (*EnrolledPair, error) {
+	key, csr, err := newCSR(commonName, dnsNames)
+	if err != nil {
+		return nil, err
+	}
+	req, err := e.request(ctx, enroll.OpSimpleEnroll, enroll.MediaPKCS10, encodeB64(csr))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	return e.pair(req, key)
+}
+
+// Reenroll renews cur with a fresh signing key, authorised by a request signed with cur's
+// signing key. cur stays usable: the caller switches to the returned pair once it works.
+func (e *Enroller) Reenroll(ctx context.Context, cur *EnrolledPair) (*EnrolledPair, error) {
+	key, csr, err := newCSR(cur.Sign.Certificate.Subject.CommonName, cur.Sign.Certificate.DNSNames)
+	if err != nil {
+		return nil, err
+	}
+	req, err := e.signed(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr), cur.Sign.Key.(*sm2.PrivateKey), cur.Serial)
+	if err != nil {
+		return nil, err
+	}
+	return e.pair(req, key)
+}
+
+// Download fetches the pair last issued for signKey (after a lost enrolment answer),
+// authorised by a request signed with that key.
+func (e *Enroller) Download(ctx context.Context, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
+	spki, err := smx509.MarshalPKIXPublicKey(&signKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	ski := pkiSKI(spki)
+	req, err := e.signed(ctx, enroll.OpDownload, "application/json", nil, signKey, "ski:"+ski)
+	if err != nil {
+		return nil, err
+	}
+	return e.pair(req, signKey)
+}
+
+// Revoke asks the server to revoke cur (e.g. the terminal is decommissioned).
+func (e *Enroller) Revoke(ctx context.Context, cur *EnrolledPair) error {
+	req, err := e.signed(ctx, enroll.OpRevoke, "application/json", []byte(`{}`), cur.Sign.Key.(*sm2.PrivateKey), cur.Serial)
+	if err != nil {
+		return err
+	}
+	_, err = e.do(req)
+	return err
+}
+
+func pkiSKI(spki []byte) string {
+	sum := sm3Sum(spki)
+	return hex.EncodeToString(sum[:20])
+}
+
+func encodeB64(der []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(der)) }
+
+func newCSR(cn string, dns []string) (*sm2.PrivateKey, []byte, error) {
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: certificate request: %w", err)
+	}
+	return key, csr, nil
+}
+
+func (e *Enroller) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Enroller) request(ctx context.Context, op, ctype string, body []byte) (*http.Request, error) {
+	u, err := url.Parse(strings.TrimRight(e.BaseURL, "/") + "/" + op)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("client: enrolment BaseURL %q is not an http(s) URL", e.BaseURL)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ctype)
+	return req, nil
+}
+
+// signed builds a request signed with http-sig-sm2 (enroll.RequestScheme) by key, keyid keyID.
+func (e *Enroller) signed(ctx context.Context, op, ctype string, body []byte, key *sm2.PrivateKey, keyID string) (*http.Request, error) {
+	if key == nil {
+		return nil, errors.New("client: enrolment needs the signing key as *sm2.PrivateKey")
+	}
+	req, err := e.request(ctx, op, ctype, body)
+	if err != nil {
+		return nil, err
+	}
+	var nb [16]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		return nil, err
+	}
+	m := &signing.Message{Kind: signing.Request, Method: req.Method, Target: req.URL.RequestURI(), Authority: req.URL.Host,
+		Scheme: req.URL.Scheme, Header: req.Header, Body: body}
+	if err := enroll.RequestScheme().Sign(m, signing.Key{Signer: key, KeyID: keyID}, e.now(), hex.EncodeToString(nb[:])); err != nil {
+		return nil, fmt.Errorf("client: signing the enrolment request: %w", err)
+	}
+	return req, nil
+}
+
+func (e *Enroller) do(req *http.Request) ([]byte, error) {
+	hc := e.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxEnrolResponse+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxEnrolResponse {
+		return nil, fmt.Errorf("%w: response too large", ErrEnrolResponse)
+	}
+	if resp.StatusCode != http.StatusOK {
+		code, msg, _ := refusal.ParseBody(body)
+		return nil, &EnrolError{Status: resp.StatusCode, Code: code, Message: msg}
+	}
+	return body, nil
+}
+
+// pair sends req and verifies the issued pair for signKey.
+func (e *Enroller) pair(req *http.Request, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
+	body, err := e.do(req)
+	if err != nil {
+		return nil, err
+	}
+	var r enroll.Response
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
+	}
+	return e.openPair(&r, signKey)
+}
+
+// openPair opens the GM/T 0092 CSRResponse with the signing key and checks the pair.
+func (e *Enroller) openPair(r *enroll.Response, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
+	if len(r.CSRResponse) == 0 {
+		return nil, fmt.Errorf("%w: no CSRResponse", ErrEnrolResponse)
+	}
+	cr, err := smx509.ParseCSRResponse(signKey, r.CSRResponse)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
+	}
+	if cr.EncryptPrivateKey == nil || len(cr.SignCerts) == 0 || len(cr.EncryptCerts) == 0 {
+		return nil, fmt.Errorf("%w: incomplete CSRResponse", ErrEnrolResponse)
+	}
+	sign, enc := cr.SignCerts[0], cr.EncryptCerts[0]
+	if len(e.Roots) == 0 {
+		return nil, fmt.Errorf("%w: Enroller.Roots is empty", ErrEnrolResponse)
+	}
+	v, err := pki.NewVerifier(pki.VerifierOptions{Roots: e.Roots, Now: e.Now})
+	if err != nil {
+		return nil, err
+	}
+	// r.Chain is the CA chain, issuing CA first: intermediates for path building only (the
+	// trust comes from Roots).
+	var inter []*smx509.Certificate
+	for i, der := range r.Chain {
+		if i >= pki.MaxPeerIntermediates {
+			break
+		}
+		c, err := smx509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: chain: %v", ErrEnrolResponse, err)
+		}
+		inter = append(inter, c)
+	}
+	if _, err := v.Verify(sign, inter, pki.RoleSign); err != nil {
+		return nil, fmt.Errorf("%w: signing certificate: %v", ErrEnrolResponse, err)
+	}
+	if _, err := v.Verify(enc, inter, pki.RoleEnc); err != nil {
+		return nil, fmt.Errorf("%w: encryption certificate: %v", ErrEnrolResponse, err)
+	}
+	if !bytes.Equal(sign.RawSubject, enc.RawSubject) {
+		return nil, fmt.Errorf("%w: the two certificates name different subjects", ErrEnrolResponse)
+	}
+	return &EnrolledPair{
+		Sign:   &Identity{Certificate: sign, Chain: inter, Key: signKey},
+		Enc:    &Identity{Certificate: enc, Chain: inter, Key: cr.EncryptPrivateKey},
+		Serial: strings.ToLower(sign.SerialNumber.Text(16)),
+	}, nil
+}
+
+func sm3Sum(b []byte) [32]byte { return sm3.Sum(b) }

@@ -1,0 +1,221 @@
+package enroll
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/pki"
+)
+
+// Reenroll is simplereenroll for an authenticated holder: a new pair for csrDER under the same
+// profile and common name. A certificate renews once: a second renewal (a stolen key racing
+// the terminal) is refused with enroll_already_renewed. The old pair stays valid (the terminal
+// keeps it until the new one works) until it expires or is revoked.
+func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Response, error) {
+	if h.admin != "" {
+		return nil, failf(CodeAuthInvalid, "administrators do not re-enrol")
+	}
+	if h.rec.RenewedBy != "" {
+		return nil, failf(CodeAlreadyRenewed, "already renewed by "+h.rec.RenewedBy)
+	}
+	prof, ok := s.profiles[h.rec.Profile]
+	if !ok {
+		return nil, failf(CodeUnavailable, "profile of the certificate is no longer configured")
+	}
+	csr, err := parseCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, h.rec.CommonName)
+	if err != nil {
+		return nil, err
+	}
+	// One renewal per certificate, atomically (the same single-use marker as tokens).
+	if err := s.cfg.Store.ConsumeToken(ctx, "renew-"+h.rec.Serial, h.rec.NotAfter); err != nil {
+		if errors.Is(err, ErrTokenUsed) {
+			return nil, fail(CodeAlreadyRenewed, err)
+		}
+		return nil, fail(CodeUnavailable, err)
+	}
+	out, err := s.issue(ctx, csr, prof, cn, dns, "renew:"+h.rec.Serial)
+	if err != nil {
+		return nil, err
+	}
+	old := h.rec
+	old.RenewedBy = out.Serial
+	if err := s.cfg.Store.PutCert(old); err != nil {
+		return nil, fail(CodeUnavailable, err)
+	}
+	return out, nil
+}
+
+// Download returns the holder's issued pair (its certificates and key delivery as issued).
+func (s *Server) Download(h *holder) (*Response, error) {
+	if h.admin != "" {
+		return nil, failf(CodeAuthInvalid, "administrators do not download pairs")
+	}
+	return s.response(h.rec), nil
+}
+
+// RevokeRequest is the JSON body of a revoke request.
+type RevokeRequest struct {
+	// Serial is the signing-certificate serial (hex) to revoke. A holder may omit it (its own)
+	// and may not name another; an administrator must name it.
+	Serial string `json:"serial,omitempty"`
+}
+
+// Revoke revokes a pair (signing and encryption certificates) and re-signs the CRL at once.
+func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord, error) {
+	var req RevokeRequest
+	if len(body) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return CertRecord{}, fail(CodeRequestInvalid, err)
+		}
+	}
+	serial := strings.ToLower(req.Serial)
+	by := "holder"
+	switch {
+	case h.admin != "":
+		if serial == "" {
+			return CertRecord{}, failf(CodeRequestInvalid, "serial required")
+		}
+		by = "admin:" + h.admin
+	case serial == "":
+		serial = h.rec.Serial
+	case serial != h.rec.Serial:
+		return CertRecord{}, failf(CodeAuthInvalid, "a holder revokes only its own certificate")
+	}
+	rec, err := s.cfg.Store.Revoke(serial, by, s.cfg.Now())
+	if errors.Is(err, ErrNotFound) {
+		return rec, fail(CodeNotFound, err)
+	}
+	if err != nil {
+		return rec, fail(CodeUnavailable, err)
+	}
+	if err := s.RefreshCRL(ctx); err != nil {
+		return rec, fail(CodeUnavailable, err)
+	}
+	return rec, nil
+}
+
+// RevokeLocal revokes serial on behalf of an operator (the gmgate enroll revoke command path
+// when run against a live server is the admin request; this is for tests and tools holding
+// the Server) and re-signs the CRL.
+func (s *Server) RevokeLocal(ctx context.Context, serial, by string) (CertRecord, error) {
+	return s.Revoke(ctx, &holder{admin: by}, []byte(`{"serial":"`+strings.ToLower(serial)+`"}`))
+}
+
+// CRL returns the current CRL (DER) and its number, re-signing it first when the revocations
+// changed (another process, the gmgate enroll revoke command, wrote the store) or half of its
+// validity has passed.
+func (s *Server) CRL(ctx context.Context) ([]byte, *big.Int, error) {
+	if err := s.RefreshCRL(ctx); err != nil {
+		s.crlMu.Lock()
+		der, n := s.crlDER, s.crlNumber
+		s.crlMu.Unlock()
+		if der != nil && s.cfg.Now().Before(s.crlNext) {
+			return der, n, nil // keep serving the valid CRL; the error is for the logs
+		}
+		return nil, nil, err
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	return s.crlDER, s.crlNumber, nil
+}
+
+// RefreshCRL re-signs the CRL when the revocation set changed or half its validity passed,
+// and writes CRLFile.
+func (s *Server) RefreshCRL(ctx context.Context) error {
+	revs, err := s.cfg.Store.Revocations()
+	if err != nil {
+		return fmt.Errorf("enroll: listing revocations: %w", err)
+	}
+	sort.Slice(revs, func(i, j int) bool { return revs[i].Serial < revs[j].Serial })
+	h := sm3.New()
+	for _, r := range revs {
+		fmt.Fprintf(h, "%s %d\n", r.Serial, r.At.UnixNano())
+	}
+	set := string(h.Sum(nil))
+	now := s.cfg.Now()
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.crlDER != nil && set == s.crlSet && now.Before(s.crlThis.Add(s.cfg.CRLValidity/2)) {
+		return nil
+	}
+	entries := make([]smx509.RevocationListEntry, 0, len(revs))
+	for _, r := range revs {
+		n, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			continue
+		}
+		entries = append(entries, smx509.RevocationListEntry{SerialNumber: n, RevocationTime: r.At.UTC()})
+	}
+	// CRL numbers grow with time (milliseconds), and strictly within the process.
+	number := big.NewInt(now.UnixMilli())
+	if s.crlNumber != nil && number.Cmp(s.crlNumber) <= 0 {
+		number = new(big.Int).Add(s.crlNumber, big.NewInt(1))
+	}
+	this := now.Add(-time.Minute).UTC().Truncate(time.Second)
+	der, err := s.cfg.Issuer.SignCRL(ctx, entries, number, this, now.Add(s.cfg.CRLValidity).UTC().Truncate(time.Second))
+	if err != nil {
+		return fmt.Errorf("enroll: signing the CRL: %w", err)
+	}
+	if s.cfg.CRLFile != "" {
+		if err := writeAtomic(s.cfg.CRLFile, pki.EncodeCRLPEM(der)); err != nil {
+			return fmt.Errorf("enroll: writing the CRL file: %w", err)
+		}
+	}
+	s.crlDER, s.crlNumber, s.crlSet = der, number, set
+	s.crlThis, s.crlNext = this, now.Add(s.cfg.CRLValidity)
+	return nil
+}
+
+// Run re-checks the CRL every interval until ctx ends (revocations written by another process
+// reach CRLFile and /crl without a request). Errors are reported through onErr.
+func (s *Server) Run(ctx context.Context, interval time.Duration, onErr func(error)) {
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.RefreshCRL(ctx); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// Expiring counts the valid (not revoked, not expired, not renewed) signing certificates that
+// expire within d: the dashboard's "terminal certificates expiring" figure.
+func Expiring(st Store, now time.Time, d time.Duration) (int, error) {
+	all, err := st.Certs()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range all {
+		if c.Revoked || c.RenewedBy != "" || !now.Before(c.NotAfter) {
+			continue
+		}
+		if c.NotAfter.Sub(now) <= d {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,438 @@
+package enroll
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emmansun/gmsm/pkcs7"
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/signing"
+)
+
+// Operations (the last path segment of a request, as in EST's /.well-known/est/<op>).
+const (
+	OpCACerts        = "cacerts"
+	OpSimpleEnroll   = "simpleenroll"
+	OpSimpleReenroll = "simplereenroll"
+	OpDownload       = "download"
+	OpRevoke         = "revoke"
+	OpCRL            = "crl"
+)
+
+// Defaults.
+const (
+	// DefaultMaxRequestSize bounds a request body (a base64 PKCS#10 request is ~1 KiB).
+	DefaultMaxRequestSize = 64 << 10
+	// DefaultWindow is the accepted age of a signed request (created) in both directions.
+	DefaultWindow = 5 * time.Minute
+	// DefaultCRLValidity is the distance to a CRL's nextUpdate; a CRL is re-signed at half of it
+	// and at every revocation.
+	DefaultCRLValidity = 24 * time.Hour
+)
+
+// Escrow archives centrally generated encryption private keys (package sealstore through the
+// Caddy adapter: SM4-GCM under a vault key). Put must be durable before it returns: the key is
+// delivered only once it is escrowed.
+type Escrow interface {
+	Put(id string, secret []byte) error
+}
+
+// NonceStore remembers single-use values: CheckAndStore stores (keyID, nonce) for ttl and
+// returns nil, or an error wrapping ErrSeen when it was stored before and has not expired; any
+// other error means the store cannot decide (the request is refused, fail closed). The Caddy
+// adapter passes gm_verify's replay store (memory, or Redis shared by every instance).
+type NonceStore interface {
+	CheckAndStore(ctx context.Context, keyID, nonce string, ttl time.Duration) error
+}
+
+// ErrSeen is what a NonceStore wraps for a value stored before.
+var ErrSeen = errors.New("enroll: value already used")
+
+// AdminAuthorizer returns the signing certificate of the administrator a signed request names
+// (keyid "admin:<name>"), after checking it (chain, validity, signing usage, revocation: the
+// Caddy adapter uses a pki.Verifier over the configured administrator roots). The server then
+// verifies the request's signature with it. An error refuses the request.
+type AdminAuthorizer func(name string) (*smx509.Certificate, error)
+
+// Config configures a Server.
+type Config struct {
+	// Issuer issues the pairs and signs the CRL. Required.
+	Issuer Issuer
+	// Store keeps tokens, issued pairs and revocations. Required.
+	Store Store
+	// Profiles are the certificate profiles tokens refer to. At least one.
+	Profiles []Profile
+	// TokenLedger, when set, is where a token's single use is recorded (the gateway's replay
+	// store, Redis for several instances): SET-if-absent of the token ID until its expiry.
+	// Default: the Store's exclusive marker file.
+	TokenLedger NonceStore
+	// Nonces remembers the nonces of signed requests (re-enrol, download, revoke) for twice
+	// the Window. Required (the gateway's memory or Redis replay store).
+	Nonces NonceStore
+	// Escrow, when set, archives every encryption private key before it is delivered; an
+	// escrow failure refuses the issuance (enroll_unavailable).
+	Escrow Escrow
+	// Audit receives one entry per operation (accepted or refused). Optional.
+	Audit audit.Sink
+	// Admin authorises administrative revocations. Optional (none: holders only).
+	Admin AdminAuthorizer
+	// CRLFile, when set, receives the current CRL (PEM, atomically replaced) whenever it is
+	// re-signed, for the TLCP listener / gm_verify / gm_channel of this instance (their crl
+	// option reloads it on change).
+	CRLFile string
+	// CRLValidity is the distance from a CRL's thisUpdate to its nextUpdate. Default 24h.
+	CRLValidity time.Duration
+	// MaxRequestSize bounds a request body, in bytes. Default 64 KiB.
+	MaxRequestSize int64
+	// Window is the accepted clock difference of a signed request. Default 5m.
+	Window time.Duration
+	// RequestIDHeader names the header copied into audit entries.
+	RequestIDHeader string
+	// Observe, when set, is called once per request with the operation and its code (metrics).
+	Observe func(op string, code Code)
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// Server is the enrolment service. It is safe for concurrent use.
+type Server struct {
+	cfg      Config
+	profiles map[string]*Profile
+	scheme   signing.Scheme
+	verifier *pki.Verifier
+	cacerts  []byte // base64 PKCS#7 certs-only
+
+	crlMu     sync.Mutex
+	crlDER    []byte
+	crlNumber *big.Int
+	crlThis   time.Time
+	crlNext   time.Time
+	crlSet    string // SM3 of the sorted revocation list the CRL was built from
+}
+
+// RequestScheme is the signature scheme of signed enrolment requests: http-sig-sm2 covering
+// the method, the path (which binds the operation) and the SM3 content digest.
+func RequestScheme() signing.Scheme {
+	return signing.NewHTTPSig(signing.WithRequiredComponents(signing.Request, "@method", "@path", "content-digest"))
+}
+
+// NewServer checks cfg, signs a first CRL and returns the server.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Issuer == nil || cfg.Store == nil || cfg.Nonces == nil {
+		return nil, errors.New("enroll: Issuer, Store and Nonces are required")
+	}
+	if len(cfg.Profiles) == 0 {
+		return nil, errors.New("enroll: at least one profile is required")
+	}
+	if cfg.CRLValidity <= 0 {
+		cfg.CRLValidity = DefaultCRLValidity
+	}
+	if cfg.MaxRequestSize <= 0 {
+		cfg.MaxRequestSize = DefaultMaxRequestSize
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, profiles: map[string]*Profile{}, scheme: RequestScheme()}
+	for i := range cfg.Profiles {
+		p := cfg.Profiles[i]
+		if err := p.compile(); err != nil {
+			return nil, err
+		}
+		if _, dup := s.profiles[p.Name]; dup {
+			return nil, fmt.Errorf("enroll: profile %s defined twice", p.Name)
+		}
+		s.profiles[p.Name] = &p
+	}
+	chain := cfg.Issuer.Chain()
+	if len(chain) == 0 {
+		return nil, errors.New("enroll: issuer has no CA certificate")
+	}
+	root := chain[len(chain)-1]
+	v, err := pki.NewVerifier(pki.VerifierOptions{Roots: []*smx509.Certificate{root}, Intermediates: chain[:len(chain)-1], Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("enroll: CA chain: %w", err)
+	}
+	s.verifier = v
+	var raw []byte
+	for _, c := range chain {
+		raw = append(raw, c.Raw...)
+	}
+	p7, err := pkcs7.DegenerateCertificate(raw)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: cacerts: %w", err)
+	}
+	s.cacerts = []byte(base64.StdEncoding.EncodeToString(p7))
+	if err := s.RefreshCRL(context.Background()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Profile returns the named profile.
+func (s *Server) Profile(name string) (*Profile, bool) {
+	p, ok := s.profiles[name]
+	return p, ok
+}
+
+// Response is the JSON body of a successful simpleenroll, simplereenroll or download
+// (docs/enrolment.md). Binary fields are standard base64 (encoding/json).
+type Response struct {
+	Serial    string    `json:"serial"`
+	EncSerial string    `json:"enc_serial"`
+	NotAfter  time.Time `json:"not_after"`
+	SignCert  []byte    `json:"sign_cert"`
+	EncCert   []byte    `json:"enc_cert"`
+	// Chain is the CA chain, issuing CA first.
+	Chain [][]byte `json:"chain"`
+	Delivery
+}
+
+func (s *Server) response(rec CertRecord) *Response {
+	r := &Response{Serial: rec.Serial, EncSerial: rec.EncSerial, NotAfter: rec.NotAfter, SignCert: rec.SignCert, EncCert: rec.EncCert, Delivery: rec.Delivery}
+	for _, c := range s.cfg.Issuer.Chain() {
+		r.Chain = append(r.Chain, c.Raw)
+	}
+	return r
+}
+
+func serialHex(n *big.Int) string { return strings.ToLower(n.Text(16)) }
+
+// Enroll is simpleenroll: a first pair for csrDER, authorised by token. keyID is filled with
+// the token ID for the audit entry.
+func (s *Server) Enroll(ctx context.Context, token string, csrDER []byte) (*Response, string, error) {
+	id, secret, ok := parseToken(token)
+	if !ok {
+		return nil, "", failf(CodeTokenInvalid, "malformed token")
+	}
+	defer clear(secret)
+	rec, err := s.cfg.Store.Token(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, id, failf(CodeTokenInvalid, "unknown token")
+	}
+	if err != nil {
+		return nil, id, fail(CodeUnavailable, err)
+	}
+	if !checkTokenSecret(rec, secret) {
+		return nil, id, failf(CodeTokenInvalid, "token secret does not match")
+	}
+	now := s.cfg.Now()
+	if !now.Before(rec.NotAfter) {
+		return nil, id, failf(CodeTokenExpired, "token expired")
+	}
+	prof, ok := s.profiles[rec.Profile]
+	if !ok {
+		return nil, id, failf(CodeTokenInvalid, "token names an unknown profile")
+	}
+	csr, err := parseCSR(csrDER)
+	if err != nil {
+		return nil, id, err
+	}
+	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, rec.CommonName)
+	if err != nil {
+		return nil, id, err
+	}
+	// The token is spent only by a request that passed every check: a malformed request does
+	// not burn it, a valid one uses it exactly once.
+	if err := s.consumeToken(ctx, rec, now); err != nil {
+		return nil, id, err
+	}
+	out, err := s.issue(ctx, csr, prof, cn, dns, "token:"+id)
+	return out, id, err
+}
+
+func (s *Server) consumeToken(ctx context.Context, rec TokenRecord, now time.Time) error {
+	if l := s.cfg.TokenLedger; l != nil {
+		ttl := rec.NotAfter.Sub(now) + s.cfg.Window
+		err := l.CheckAndStore(ctx, "gmgate-enroll-token", rec.ID, ttl)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrSeen):
+			return fail(CodeTokenUsed, err)
+		default:
+			return fail(CodeUnavailable, err)
+		}
+	}
+	err := s.cfg.Store.ConsumeToken(ctx, rec.ID, rec.NotAfter)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrTokenUsed):
+		return fail(CodeTokenUsed, err)
+	default:
+		return fail(CodeUnavailable, err)
+	}
+}
+
+// cfcaRequest is a parsed request; TmpPublicKey is set for a CFCA "double" request.
+type cfcaRequest = smx509.CertificateRequestCFCA
+
+// maxCSRSize bounds a DER request.
+const maxCSRSize = 16 << 10
+
+// parseCSR parses a DER PKCS#10 request, standard or CFCA "double" (with a temporary public
+// key attribute). It never panics on hostile input.
+func parseCSR(der []byte) (*cfcaRequest, error) {
+	if len(der) == 0 || len(der) > maxCSRSize {
+		return nil, failf(CodeCSRInvalid, "request empty or too large")
+	}
+	csr, err := smx509.ParseCFCACertificateRequest(der)
+	if err != nil {
+		return nil, fail(CodeCSRInvalid, fmt.Errorf("enroll: parsing the request: %w", err))
+	}
+	return csr, nil
+}
+
+// issue issues, escrows and records a pair for a checked request.
+func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn string, dns []string, via string) (*Response, error) {
+	signPub, ok := signPublic(csr.PublicKey)
+	if !ok {
+		return nil, failf(CodeCSRInvalid, "request key is not SM2")
+	}
+	var tmpPub *ecdsa.PublicKey
+	if csr.TmpPublicKey != nil {
+		if tmpPub, ok = signPublic(csr.TmpPublicKey); !ok {
+			return nil, failf(CodeCSRInvalid, "CFCA temporary key is not SM2")
+		}
+	}
+	pair, err := s.cfg.Issuer.IssuePair(ctx, &PairRequest{SignPublicKey: signPub, CSR: csr.Raw, CommonName: cn, DNSNames: dns, Profile: prof})
+	if err != nil {
+		return nil, fail(CodeUnavailable, err)
+	}
+	rec := CertRecord{
+		Serial: serialHex(pair.Sign.SerialNumber), EncSerial: serialHex(pair.Enc.SerialNumber), CommonName: cn, Profile: prof.Name,
+		SKI: hex.EncodeToString(pair.Sign.SubjectKeyId), NotBefore: pair.Sign.NotBefore, NotAfter: pair.Sign.NotAfter,
+		IssuedAt: s.cfg.Now().UTC(), Via: via, SignCert: pair.Sign.Raw, EncCert: pair.Enc.Raw,
+	}
+	if pair.EncKey != nil {
+		defer zeroKey(pair)
+		if s.cfg.Escrow != nil {
+			d := pair.EncKey.D.FillBytes(make([]byte, 32))
+			err := s.cfg.Escrow.Put(rec.EncSerial, d)
+			clear(d)
+			if err != nil {
+				return nil, fail(CodeUnavailable, fmt.Errorf("enroll: escrow: %w", err))
+			}
+			rec.Escrowed = true
+		}
+		if rec.Delivery, err = envelopeTo(signPub, pair.EncKey, pair.Sign, pair.Enc); err != nil {
+			return nil, fail(CodeInternal, err)
+		}
+		if tmpPub != nil {
+			if rec.Delivery.CFCAEncryptedKey, err = cfcaEnvelope(tmpPub, pair.EncKey); err != nil {
+				return nil, fail(CodeInternal, err)
+			}
+		}
+	} else if pair.Delivery != nil {
+		rec.Delivery = *pair.Delivery
+	} else {
+		return nil, failf(CodeInternal, "issuer returned neither a key nor a delivery")
+	}
+	if err := s.cfg.Store.PutCert(rec); err != nil {
+		return nil, fail(CodeUnavailable, fmt.Errorf("enroll: recording the pair: %w", err))
+	}
+	return s.response(rec), nil
+}
+
+func zeroKey(p *Pair) {
+	if p.EncKey != nil && p.EncKey.D != nil {
+		p.EncKey.D.SetInt64(0)
+	}
+}
+
+// holder is an authenticated signed request.
+type holder struct {
+	rec   CertRecord
+	admin string // administrator name for "admin:" key IDs
+}
+
+// authenticate checks a signed request (http-sig-sm2): the signature with the key its keyid
+// names (a signing-certificate serial, "ski:<hex>", or "admin:<name>"), then freshness and
+// the nonce, then the certificate's status. Nothing about the certificate is revealed before
+// the signature verifies.
+func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte) (*holder, error) {
+	m := &signing.Message{Kind: signing.Request, Method: r.Method, Target: r.URL.RequestURI(), Authority: r.Host, Header: r.Header, Body: body}
+	signed, err := s.scheme.Parse(m)
+	if err != nil {
+		return nil, fail(CodeAuthInvalid, err)
+	}
+	var cert *smx509.Certificate
+	h := &holder{}
+	keyID := signed.KeyID
+	switch {
+	case strings.HasPrefix(keyID, "admin:"):
+		if s.cfg.Admin == nil {
+			return nil, failf(CodeAuthInvalid, "no administrators configured")
+		}
+		c, aerr := s.cfg.Admin(strings.TrimPrefix(keyID, "admin:"))
+		if aerr != nil || c == nil {
+			return nil, fail(CodeAuthInvalid, fmt.Errorf("enroll: administrator: %w", aerr))
+		}
+		cert, h.admin = c, strings.TrimPrefix(keyID, "admin:")
+	case strings.HasPrefix(keyID, "ski:"):
+		h.rec, err = s.cfg.Store.CertBySKI(strings.TrimPrefix(keyID, "ski:"))
+	default:
+		h.rec, err = s.cfg.Store.Cert(keyID)
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, failf(CodeAuthInvalid, "unknown key ID")
+	case err != nil:
+		return nil, fail(CodeUnavailable, err)
+	}
+	if cert == nil {
+		if cert, err = smx509.ParseCertificate(h.rec.SignCert); err != nil {
+			return nil, fail(CodeInternal, err)
+		}
+	}
+	pub, ok := signPublic(cert.PublicKey)
+	if !ok {
+		return nil, failf(CodeAuthInvalid, "key is not SM2")
+	}
+	if err := s.scheme.Verify(signed, pub); err != nil {
+		return nil, fail(CodeAuthInvalid, err)
+	}
+	now := s.cfg.Now()
+	if d := now.Sub(signed.Timestamp); signed.Timestamp.IsZero() || d > s.cfg.Window || d < -s.cfg.Window {
+		return nil, failf(CodeReplay, "created outside the window")
+	}
+	if err := s.cfg.Nonces.CheckAndStore(ctx, "gmgate-enroll:"+keyID, signed.Nonce, 2*s.cfg.Window); err != nil {
+		if errors.Is(err, ErrSeen) {
+			return nil, fail(CodeReplay, err)
+		}
+		return nil, fail(CodeUnavailable, err)
+	}
+	if h.admin != "" {
+		return h, nil
+	}
+	if h.rec.Revoked {
+		return nil, failf(CodeCertRevoked, "certificate revoked")
+	}
+	if _, err := s.verifier.Verify(cert, nil, pki.RoleSign); err != nil {
+		switch {
+		case errors.Is(err, pki.ErrExpired), errors.Is(err, pki.ErrNotYetValid):
+			return nil, fail(CodeCertExpired, err)
+		case errors.Is(err, pki.ErrRevoked):
+			return nil, fail(CodeCertRevoked, err)
+		default:
+			return nil, fail(CodeCertUntrusted, err)
+		}
+	}
+	return h, nil
+}
