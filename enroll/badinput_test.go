@@ -30,7 +30,7 @@ func TestEnrolBadInput(t *testing.T) {
 	good := simpleCSR(t, key, "T0100")
 
 	badSig := append([]byte(nil), good...)
-	badSig[len(badSig)-3] ^= 0x01 // inside the signature
+	badSig[len(badSig)-3] ^= 0x01                               // inside the signature
 	kuBits := asn1.BitString{Bytes: []byte{0x04}, BitLength: 6} // keyCertSign (bit 5)
 	bc := struct{ IsCA bool }{true}
 	eku := []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}} // serverAuth

@@ -73,7 +73,9 @@ func NewLocalCA(chain []*smx509.Certificate, key crypto.Signer, crlURLs []string
 }
 
 // Chain returns the CA chain, issuing CA first.
-func (l *LocalCA) Chain() []*smx509.Certificate { return append([]*smx509.Certificate(nil), l.chain...) }
+func (l *LocalCA) Chain() []*smx509.Certificate {
+	return append([]*smx509.Certificate(nil), l.chain...)
+}
 
 // IssuePair generates the encryption key pair and issues both certificates.
 func (l *LocalCA) IssuePair(_ context.Context, req *PairRequest) (*Pair, error) {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	gmcipher "github.com/emmansun/gmsm/cipher"
 	"github.com/emmansun/gmsm/cfca"
+	gmcipher "github.com/emmansun/gmsm/cipher"
 	"github.com/emmansun/gmsm/pkcs7"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm4"

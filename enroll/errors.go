@@ -68,7 +68,9 @@ func WriteError(w http.ResponseWriter, c Code) { refusals.Write(w, c) }
 
 func fail(c Code, err error) error { return refusal.Wrap(c, err) }
 
-func failf(c Code, msg string) error { return &refusal.Error{Code: c, Cause: errors.New("enroll: " + msg)} }
+func failf(c Code, msg string) error {
+	return &refusal.Error{Code: c, Cause: errors.New("enroll: " + msg)}
+}
 
 // Store errors.
 var (

@@ -235,5 +235,3 @@ func DecodeBase64Body(body []byte) ([]byte, error) {
 	}
 	return der[:n], nil
 }
-
-

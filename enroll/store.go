@@ -2,12 +2,12 @@ package enroll
 
 import (
 	"context"
-	"math/big"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sort"
@@ -58,13 +58,13 @@ type CertRecord struct {
 	NotAfter   time.Time `json:"not_after"`
 	IssuedAt   time.Time `json:"issued_at"`
 	// Via is "token:<id>" for a first enrolment, "renew:<serial>" for a renewal.
-	Via       string   `json:"via"`
-	SignCert  []byte   `json:"sign_cert"`
-	EncCert   []byte   `json:"enc_cert"`
-	Delivery  Delivery `json:"delivery"`
-	Escrowed  bool     `json:"escrowed,omitempty"`
-	RenewedBy string   `json:"renewed_by,omitempty"`
-	Revoked   bool     `json:"revoked,omitempty"`
+	Via       string    `json:"via"`
+	SignCert  []byte    `json:"sign_cert"`
+	EncCert   []byte    `json:"enc_cert"`
+	Delivery  Delivery  `json:"delivery"`
+	Escrowed  bool      `json:"escrowed,omitempty"`
+	RenewedBy string    `json:"renewed_by,omitempty"`
+	Revoked   bool      `json:"revoked,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	// RevokedBy is "holder" or "admin:<who>".
 	RevokedBy string `json:"revoked_by,omitempty"`
