@@ -1419,3 +1419,154 @@ func parseChannelTLS13SM(d *caddyfile.Dispenser) (*ChannelTLS13SM, error) {
 	}
 	return c, nil
 }
+
+// ---- gm_enroll (issue 16) ----
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("gm_enroll", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		e := new(Enroll)
+		return e, e.UnmarshalCaddyfile(h.Dispenser)
+	})
+	// gm_enroll answers every request it sees (enrolment is authorised by tokens and signed
+	// requests, not by gm_verify); it sits with the other terminal handlers, before respond.
+	httpcaddyfile.RegisterDirectiveOrder("gm_enroll", httpcaddyfile.Before, "respond")
+}
+
+// UnmarshalCaddyfile sets up gm_enroll:
+//
+//	gm_enroll {
+//		ca_key             <vault key name>
+//		ca_chain           <PEM file...>
+//		store              <dir>
+//		profile <name> {
+//			common_name         <regexp>
+//			organization        <O...>
+//			organizational_unit <OU...>
+//			dns_names           <name or *.suffix...>
+//			validity            <duration>
+//		}
+//		identities_dir     <dir>
+//		escrow_key         <vault SM4 key name>
+//		escrow_dir         <dir>
+//		crl_file           <path>
+//		crl_urls           <url...>
+//		crl_validity       <duration>
+//		crl_check_interval <duration>
+//		max_body_size      <size>
+//		admin_certs        <PEM file...>
+//		admin_roots        <PEM file...>
+//		expiry_warning     <duration>
+//		replay {
+//			window <duration>
+//			store  memory|redis
+//			redis_address ...   (as in gm_verify)
+//		}
+//	}
+func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "ca_key":
+			if err := oneArg(d, &h.CAKey); err != nil {
+				return err
+			}
+		case "ca_chain":
+			if err := appendArgs(d, &h.CAChain); err != nil {
+				return err
+			}
+		case "store":
+			if err := oneArg(d, &h.Store); err != nil {
+				return err
+			}
+		case "profile":
+			var p EnrollProfile
+			if err := oneArg(d, &p.Name); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "common_name":
+					if err := oneArg(d, &p.CommonName); err != nil {
+						return err
+					}
+				case "organization":
+					if err := appendArgs(d, &p.Organization); err != nil {
+						return err
+					}
+				case "organizational_unit":
+					if err := appendArgs(d, &p.OrganizationalUnit); err != nil {
+						return err
+					}
+				case "dns_names":
+					if err := appendArgs(d, &p.DNSNames); err != nil {
+						return err
+					}
+				case "validity":
+					if err := durationArg(d, &p.Validity); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown gm_enroll profile option %q", d.Val())
+				}
+			}
+			h.Profiles = append(h.Profiles, p)
+		case "identities_dir":
+			if err := oneArg(d, &h.IdentitiesDir); err != nil {
+				return err
+			}
+		case "escrow_key":
+			if err := oneArg(d, &h.EscrowKey); err != nil {
+				return err
+			}
+		case "escrow_dir":
+			if err := oneArg(d, &h.EscrowDir); err != nil {
+				return err
+			}
+		case "crl_file":
+			if err := oneArg(d, &h.CRLFile); err != nil {
+				return err
+			}
+		case "crl_urls", "crl_url":
+			if err := appendArgs(d, &h.CRLURLs); err != nil {
+				return err
+			}
+		case "crl_validity":
+			if err := durationArg(d, &h.CRLValidity); err != nil {
+				return err
+			}
+		case "crl_check_interval":
+			if err := durationArg(d, &h.CRLCheckInterval); err != nil {
+				return err
+			}
+		case "max_body_size":
+			if err := sizeArg(d, &h.MaxBodySize); err != nil {
+				return err
+			}
+		case "admin_certs":
+			if err := appendArgs(d, &h.AdminCerts); err != nil {
+				return err
+			}
+		case "admin_roots":
+			if err := appendArgs(d, &h.AdminRoots); err != nil {
+				return err
+			}
+		case "expiry_warning":
+			if err := durationArg(d, &h.ExpiryWarning); err != nil {
+				return err
+			}
+		case "replay":
+			if h.Replay == nil {
+				h.Replay = &ReplayConfig{}
+			}
+			if err := h.Replay.unmarshal(d); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown gm_enroll option %q", d.Val())
+		}
+	}
+	return nil
+}

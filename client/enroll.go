@@ -270,3 +270,45 @@ func (e *Enroller) openPair(r *enroll.Response, signKey *sm2.PrivateKey) (*Enrol
 }
 
 func sm3Sum(b []byte) [32]byte { return sm3.Sum(b) }
+
+// AdminRevoke revokes the pair whose signing certificate has serial (hex), as the administrator
+// name (keyid "admin:<name>", the common name of its certificate in gm_enroll's admin_certs),
+// signing with adminKey.
+func (e *Enroller) AdminRevoke(ctx context.Context, name string, adminKey *sm2.PrivateKey, serial string) error {
+	body, _ := json.Marshal(enroll.RevokeRequest{Serial: serial})
+	req, err := e.signed(ctx, enroll.OpRevoke, "application/json", body, adminKey, "admin:"+name)
+	if err != nil {
+		return err
+	}
+	_, err = e.do(req)
+	return err
+}
+
+// AdminRecover recovers the escrowed encryption key of the pair with serial (signing or
+// encryption certificate, hex): the server envelopes it to adminKey's public key; it is opened
+// here and checked against the encryption certificate. The recovery is an audit entry at the
+// server.
+func (e *Enroller) AdminRecover(ctx context.Context, name string, adminKey *sm2.PrivateKey, serial string) (*sm2.PrivateKey, *smx509.Certificate, error) {
+	body, _ := json.Marshal(enroll.RecoverRequest{Serial: serial})
+	req, err := e.signed(ctx, enroll.OpRecover, "application/json", body, adminKey, "admin:"+name)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := e.do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rk enroll.Recovered
+	if err := json.Unmarshal(b, &rk); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
+	}
+	enc, err := smx509.ParseCertificate(rk.EncCert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
+	}
+	key, err := sm2.ParseEnvelopedPrivateKey(adminKey, rk.EnvelopedKey)
+	if err != nil || !key.PublicKey.Equal(enc.PublicKey) {
+		return nil, nil, fmt.Errorf("%w: recovered key does not open or does not match", ErrEnrolResponse)
+	}
+	return key, enc, nil
+}

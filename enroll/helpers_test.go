@@ -229,3 +229,13 @@ func (f *fixture) signedHeaders(op, ctype string, body []byte, key *sm2.PrivateK
 	}
 	return h
 }
+
+func (e *escrowed) Get(id string) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k, ok := e.keys[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return append([]byte(nil), k...), nil
+}

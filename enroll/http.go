@@ -78,7 +78,7 @@ func (r *reply) Write(b []byte) (int, error) { return r.body.Write(b) }
 
 func opLabel(op string) string {
 	switch op {
-	case OpCACerts, OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpCRL:
+	case OpCACerts, OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover, OpCRL:
 		return op
 	}
 	return "unknown"
@@ -115,7 +115,7 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(der)
 		return refusal.OK, "", ""
-	case OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke:
+	case OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover:
 	default:
 		return CodeNotFound, "", ""
 	}
@@ -163,6 +163,16 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 			if out, err = s.Download(h); err != nil {
 				return CodeOf(err), keyID, ""
 			}
+		case OpRecover:
+			rk, err := s.Recover(h, h.adminCert, body)
+			if err != nil {
+				return CodeOf(err), keyID, ""
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			_ = json.NewEncoder(w).Encode(rk)
+			return refusal.OK, keyID, rk.EncSerial
 		case OpRevoke:
 			rec, err := s.Revoke(r.Context(), h, body)
 			if err != nil {

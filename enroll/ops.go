@@ -2,14 +2,19 @@ package enroll
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
@@ -103,10 +108,94 @@ func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord
 	if err != nil {
 		return rec, fail(CodeUnavailable, err)
 	}
+	if s.cfg.IdentityDir != "" {
+		if err := os.Remove(filepath.Join(s.cfg.IdentityDir, rec.Serial+".pem")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return rec, fail(CodeUnavailable, err)
+		}
+	}
 	if err := s.RefreshCRL(ctx); err != nil {
 		return rec, fail(CodeUnavailable, err)
 	}
 	return rec, nil
+}
+
+// RecoverRequest is the JSON body of a recover request: the serial (hex) of the pair's signing
+// or encryption certificate.
+type RecoverRequest struct {
+	Serial string `json:"serial"`
+}
+
+// Recovered is the answer to a recover request: the escrowed encryption private key as a
+// GB/T 35276 SM2EnvelopedKey to the administrator's signing public key (never in clear).
+type Recovered struct {
+	Serial       string `json:"serial"`
+	EncSerial    string `json:"enc_serial"`
+	EncCert      []byte `json:"enc_cert"`
+	EnvelopedKey []byte `json:"enveloped_key"`
+}
+
+// Recover returns a pair's escrowed encryption key to an administrator, enveloped to the
+// administrator's signing key. Every recovery is an audit entry (enroll/recover).
+func (s *Server) Recover(h *holder, adminCert *smx509.Certificate, body []byte) (*Recovered, error) {
+	if h.admin == "" || adminCert == nil {
+		return nil, failf(CodeAuthInvalid, "recovery is for administrators")
+	}
+	if s.cfg.Escrow == nil {
+		return nil, failf(CodeNotFound, "no escrow configured")
+	}
+	var req RecoverRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Serial == "" {
+		return nil, failf(CodeRequestInvalid, "serial required")
+	}
+	serial := strings.ToLower(req.Serial)
+	rec, err := s.cfg.Store.Cert(serial)
+	if errors.Is(err, ErrNotFound) {
+		rec, err = s.certByEncSerial(serial)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil, fail(CodeNotFound, err)
+	}
+	if err != nil {
+		return nil, fail(CodeUnavailable, err)
+	}
+	d, err := s.cfg.Escrow.Get(rec.EncSerial)
+	if err != nil {
+		return nil, fail(CodeUnavailable, fmt.Errorf("enroll: escrow: %w", err))
+	}
+	defer clear(d)
+	key, err := sm2.NewPrivateKey(d)
+	if err != nil {
+		return nil, fail(CodeInternal, err)
+	}
+	defer key.D.SetInt64(0)
+	enc, err := smx509.ParseCertificate(rec.EncCert)
+	if err != nil || !key.PublicKey.Equal(enc.PublicKey) {
+		return nil, failf(CodeInternal, "escrowed key does not match the encryption certificate")
+	}
+	pub, ok := signPublic(adminCert.PublicKey)
+	if !ok {
+		return nil, failf(CodeAuthInvalid, "administrator key is not SM2")
+	}
+	env, err := sm2.MarshalEnvelopedPrivateKey(rand.Reader, pub, key)
+	if err != nil {
+		return nil, fail(CodeInternal, err)
+	}
+	return &Recovered{Serial: rec.Serial, EncSerial: rec.EncSerial, EncCert: rec.EncCert, EnvelopedKey: env}, nil
+}
+
+func (s *Server) certByEncSerial(enc string) (CertRecord, error) {
+	all, err := s.cfg.Store.Certs()
+	if err != nil {
+		return CertRecord{}, err
+	}
+	for _, c := range all {
+		if c.EncSerial == enc {
+			return c, nil
+		}
+	}
+	return CertRecord{}, ErrNotFound
 }
 
 // RevokeLocal revokes serial on behalf of an operator (the gmgate enroll revoke command path

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,9 @@ const (
 	OpDownload       = "download"
 	OpRevoke         = "revoke"
 	OpCRL            = "crl"
+	// OpRecover returns an escrowed encryption key to an administrator (enveloped to the
+	// administrator's signing key).
+	OpRecover = "recover"
 )
 
 // Defaults.
@@ -45,8 +49,10 @@ const (
 // Escrow archives centrally generated encryption private keys (package sealstore through the
 // Caddy adapter: SM4-GCM under a vault key). Put must be durable before it returns: the key is
 // delivered only once it is escrowed.
+// Get returns the escrowed key of id (the encryption certificate's serial) for recovery.
 type Escrow interface {
 	Put(id string, secret []byte) error
+	Get(id string) ([]byte, error)
 }
 
 // NonceStore remembers single-use values: CheckAndStore stores (keyID, nonce) for ttl and
@@ -92,6 +98,10 @@ type Config struct {
 	// re-signed, for the TLCP listener / gm_verify / gm_channel of this instance (their crl
 	// option reloads it on change).
 	CRLFile string
+	// IdentityDir, when set, receives every issued signing certificate as <serial>.pem (and
+	// loses it on revocation): point gm_verify's identities { dir } at it so enrolled terminals
+	// can pay at once. Revocation is enforced by the CRL either way.
+	IdentityDir string
 	// CRLValidity is the distance from a CRL's thisUpdate to its nextUpdate. Default 24h.
 	CRLValidity time.Duration
 	// MaxRequestSize bounds a request body, in bytes. Default 64 KiB.
@@ -344,6 +354,11 @@ func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn 
 	} else {
 		return nil, failf(CodeInternal, "issuer returned neither a key nor a delivery")
 	}
+	if s.cfg.IdentityDir != "" {
+		if err := writeAtomicMode(filepath.Join(s.cfg.IdentityDir, rec.Serial+".pem"), pki.EncodeCertificatesPEM(pair.Sign), 0o644); err != nil {
+			return nil, fail(CodeUnavailable, fmt.Errorf("enroll: identity file: %w", err))
+		}
+	}
 	if err := s.cfg.Store.PutCert(rec); err != nil {
 		return nil, fail(CodeUnavailable, fmt.Errorf("enroll: recording the pair: %w", err))
 	}
@@ -358,8 +373,9 @@ func zeroKey(p *Pair) {
 
 // holder is an authenticated signed request.
 type holder struct {
-	rec   CertRecord
-	admin string // administrator name for "admin:" key IDs
+	rec       CertRecord
+	admin     string              // administrator name for "admin:" key IDs
+	adminCert *smx509.Certificate // the administrator's certificate
 }
 
 // authenticate checks a signed request (http-sig-sm2): the signature with the key its keyid
@@ -384,7 +400,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 		if aerr != nil || c == nil {
 			return nil, fail(CodeAuthInvalid, fmt.Errorf("enroll: administrator: %w", aerr))
 		}
-		cert, h.admin = c, strings.TrimPrefix(keyID, "admin:")
+		cert, h.admin, h.adminCert = c, strings.TrimPrefix(keyID, "admin:"), c
 	case strings.HasPrefix(keyID, "ski:"):
 		h.rec, err = s.cfg.Store.CertBySKI(strings.TrimPrefix(keyID, "ski:"))
 	default:

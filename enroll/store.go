@@ -145,7 +145,9 @@ func (s *FileStore) path(kind, id, ext string) (string, error) {
 	return filepath.Join(s.dir, kind, id+ext), nil
 }
 
-func writeAtomic(path string, data []byte) error {
+func writeAtomic(path string, data []byte) error { return writeAtomicMode(path, data, 0o600) }
+
+func writeAtomicMode(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -158,7 +160,7 @@ func writeAtomic(path string, data []byte) error {
 			os.Remove(name)
 		}
 	}()
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		return err
 	}
 	if _, err := tmp.Write(data); err != nil {

@@ -261,22 +261,21 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 	var errs []error
 	for i, f := range s.files {
 		if isCRLURL(f.path) {
-			if f.fetching {
-				continue
-			}
 			if force {
 				// Reload: fetch now, without the lock (the network is slow; IsRevoked keeps
-				// answering from the CRLs held meanwhile).
-				f.fetching = true
+				// answering from the CRLs held meanwhile), even while a background fetch runs
+				// (whichever installs first wins; install ignores the other).
 				s.mu.Unlock()
 				nf, err := s.fetchURL(f)
 				s.mu.Lock()
-				f.fetching = false
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
 				s.install(i, f, nf)
+				continue
+			}
+			if f.fetching {
 				continue
 			}
 			if f.lastErr != nil {

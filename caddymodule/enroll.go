@@ -1,0 +1,438 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/emmansun/gmsm/smx509"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/sealstore"
+)
+
+func init() {
+	caddy.RegisterModule(Enroll{})
+}
+
+// Enroll is the `http.handlers.gm_enroll` handler: terminal enrolment of dual SM2 certificates
+// (package enroll; docs/enrolment.md). It answers cacerts, simpleenroll, simplereenroll,
+// download, revoke, recover and crl (the last path segment) and never passes a request on.
+type Enroll struct {
+	// CAKey names the vault key of the issuing CA (an HSM key in production). Its certificate
+	// (the vault key's certificate) is the issuing CA certificate. Default, only while the
+	// development PKI is in use: the development root CA (development only).
+	CAKey string `json:"ca_key,omitempty"`
+	// CAChain are PEM files of the CA certificates above the issuing CA (intermediates, root),
+	// sent in cacerts and in every pair. Default: the vault key's certificate chain.
+	CAChain []string `json:"ca_chain,omitempty"`
+	// Store is the enrolment directory (tokens, issued pairs, revocations). Default:
+	// "gmgate/enroll" under Caddy's data directory. The gmgate enroll commands use it too.
+	Store string `json:"store,omitempty"`
+	// Profiles are the certificate profiles tokens refer to. At least one.
+	Profiles []EnrollProfile `json:"profiles,omitempty"`
+	// EscrowKey names the vault SM4 key that seals escrowed encryption keys (package
+	// sealstore). Without it encryption keys are not escrowed (and recover answers not found).
+	EscrowKey string `json:"escrow_key,omitempty"`
+	// EscrowDir is the sealstore directory. Default: "<store>/escrow".
+	EscrowDir string `json:"escrow_dir,omitempty"`
+	// CRLFile receives the CA's CRL (PEM) whenever it is re-signed; list it in the crls option
+	// of gm_verify / tlcp / gm_channel of this instance. Default: "<store>/crl.pem".
+	CRLFile string `json:"crl_file,omitempty"`
+	// IdentitiesDir receives every issued signing certificate (<serial>.pem; removed on
+	// revocation): point gm_verify's identities { dir } at it. Default: none.
+	IdentitiesDir string `json:"identities_dir,omitempty"`
+	// CRLURLs are written into every issued certificate (cRLDistributionPoints): where other
+	// instances and relying parties fetch the CRL (this handler's .../crl).
+	CRLURLs []string `json:"crl_urls,omitempty"`
+	// CRLValidity is the distance to a CRL's nextUpdate (re-signed at half). Default 24h.
+	CRLValidity caddy.Duration `json:"crl_validity,omitempty"`
+	// CRLCheckInterval is how often revocations written by the gmgate enroll commands are
+	// picked up. Default 10s.
+	CRLCheckInterval caddy.Duration `json:"crl_check_interval,omitempty"`
+	// MaxBodySize bounds a request body, in bytes. Default 64KiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// AdminCerts are PEM files of administrator signing certificates; an administrator signs a
+	// revoke or recover request with keyid "admin:<certificate common name>".
+	AdminCerts []string `json:"admin_certs,omitempty"`
+	// AdminRoots are PEM files of the CAs administrator certificates must chain to. Required
+	// with AdminCerts.
+	AdminRoots []string `json:"admin_roots,omitempty"`
+	// Replay configures the nonce store of signed requests, as in gm_verify (window, store
+	// memory|redis, redis_*). With store redis, token single use is recorded in Redis too.
+	Replay *ReplayConfig `json:"replay,omitempty"`
+	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
+	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+
+	srv         *enroll.Server
+	store       *enroll.FileStore
+	nonces      gateway.ReplayStore
+	storeHolder int
+	cancel      context.CancelFunc
+	logger      *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Enroll) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.gm_enroll", New: func() caddy.Module { return new(Enroll) }}
+}
+
+var (
+	enrollRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "enroll", Name: "requests_total",
+		Help: "Enrolment operations (cacerts, simpleenroll, simplereenroll, download, revoke, recover, crl) by result code (ok or the enroll_* code).",
+	}, []string{"op", "code"})
+	enrollExpiring = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates_expiring",
+		Help: "Valid terminal signing certificates (not revoked, not renewed) expiring within the warning horizon, by profile.",
+	}, []string{"profile"})
+	enrollCertificates = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates",
+		Help: "Terminal signing certificates in the enrolment store by state (valid, expired, revoked, renewed).",
+	}, []string{"state"})
+)
+
+// EnrollProfile is a certificate profile of gm_enroll (enroll.Profile).
+type EnrollProfile struct {
+	// Name identifies the profile in tokens. Required.
+	Name string `json:"name"`
+	// CommonName is an anchored regular expression for the subject CN when the token fixes
+	// none. Default [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
+	CommonName string `json:"common_name,omitempty"`
+	// Organization and OrganizationalUnit are written by the CA into both certificates.
+	Organization       []string `json:"organization,omitempty"`
+	OrganizationalUnit []string `json:"organizational_unit,omitempty"`
+	// DNSNames are the DNS names a request may carry: exact or "*.suffix". Default: none.
+	DNSNames []string `json:"dns_names,omitempty"`
+	// Validity of both certificates. Default 8760h (365 days).
+	Validity caddy.Duration `json:"validity,omitempty"`
+}
+
+func (p EnrollProfile) core() enroll.Profile {
+	return enroll.Profile{Name: p.Name, CommonName: p.CommonName, Organization: p.Organization,
+		OrganizationalUnit: p.OrganizationalUnit, DNSNames: p.DNSNames, Validity: time.Duration(p.Validity)}
+}
+
+// enrollNonces adapts gm_verify's replay store to enroll.NonceStore.
+type enrollNonces struct{ gateway.ReplayStore }
+
+func (n enrollNonces) CheckAndStore(ctx context.Context, keyID, nonce string, ttl time.Duration) error {
+	err := n.ReplayStore.CheckAndStore(ctx, keyID, nonce, ttl)
+	if errors.Is(err, gateway.ErrReplay) {
+		return fmt.Errorf("%w: %v", enroll.ErrSeen, err)
+	}
+	return err
+}
+
+// sealEscrow keeps escrowed keys in a sealstore (kind "enroll-enc", id = encryption serial).
+type sealEscrow struct{ st *sealstore.Store }
+
+// EscrowKind is the sealstore kind of escrowed encryption keys.
+const EscrowKind = "enroll-enc"
+
+func (e sealEscrow) Put(id string, secret []byte) error {
+	_, err := e.st.Put(EscrowKind, []byte(id), secret)
+	return err
+}
+
+func (e sealEscrow) Get(id string) ([]byte, error) {
+	b, _, err := e.st.Get(EscrowKind, []byte(id))
+	return b, err
+}
+
+// enrollDefaults fills the directory defaults.
+func (h *Enroll) enrollDefaults() {
+	if h.Store == "" {
+		h.Store = filepath.Join(caddy.AppDataDir(), "gmgate", "enroll")
+	}
+	if h.CRLFile == "" {
+		h.CRLFile = filepath.Join(h.Store, "crl.pem")
+	}
+	if h.EscrowDir == "" {
+		h.EscrowDir = filepath.Join(h.Store, "escrow")
+	}
+}
+
+// Provision builds the CA from the vault key, the store, the escrow, the nonce store and the
+// enrolment server, and starts the CRL and metrics loop.
+func (h *Enroll) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	app, err := gmgateApp(ctx)
+	if err != nil {
+		return err
+	}
+	h.enrollDefaults()
+	var (
+		signer crypto.Signer
+		chain  []*smx509.Certificate
+	)
+	switch {
+	case h.CAKey != "":
+		if signer, err = app.Signer(h.CAKey); err != nil {
+			return fmt.Errorf("gm_enroll: ca_key %q: %w", h.CAKey, err)
+		}
+		if chain, err = app.Certificates(h.CAKey); err != nil || len(chain) == 0 {
+			return fmt.Errorf("gm_enroll: ca_key %q has no certificate", h.CAKey)
+		}
+	case app.Dev() != nil:
+		signer, chain = app.Dev().Root.Key, []*smx509.Certificate{app.Dev().Root.Cert}
+		h.logger.Warn("gm_enroll: no ca_key: issuing terminal certificates with the DEVELOPMENT root CA; do not use in production")
+	default:
+		return errors.New("gm_enroll: ca_key required (no development PKI in use)")
+	}
+	if len(h.CAChain) > 0 {
+		more, err := pki.LoadCertificatesFiles(h.CAChain...)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: ca_chain: %w", err)
+		}
+		chain = append(chain[:1:1], more...)
+	}
+	ca, err := enroll.NewLocalCA(chain, signer, h.CRLURLs)
+	if err != nil {
+		return fmt.Errorf("gm_enroll: %w", err)
+	}
+	if h.IdentitiesDir != "" {
+		if err := os.MkdirAll(h.IdentitiesDir, 0o755); err != nil {
+			return fmt.Errorf("gm_enroll: identities_dir: %w", err)
+		}
+	}
+	if h.store, err = enroll.OpenFileStore(h.Store); err != nil {
+		return fmt.Errorf("gm_enroll: %w", err)
+	}
+	var profiles []enroll.Profile
+	for _, p := range h.Profiles {
+		profiles = append(profiles, p.core())
+	}
+	cfg := enroll.Config{Issuer: ca, Store: h.store, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
+		CRLValidity: time.Duration(h.CRLValidity), MaxRequestSize: h.MaxBodySize, RequestIDHeader: "X-Request-Id",
+		Observe: func(op string, code enroll.Code) { enrollRequests.WithLabelValues(op, string(code)).Inc() }}
+	if h.EscrowKey != "" {
+		if _, err := app.SM4(h.EscrowKey); err != nil {
+			return fmt.Errorf("gm_enroll: escrow_key %q: %w", h.EscrowKey, err)
+		}
+		ss, err := sealstore.Open(h.EscrowDir, sealstore.VaultKey(app.vault, h.EscrowKey))
+		if err != nil {
+			return fmt.Errorf("gm_enroll: escrow: %w", err)
+		}
+		cfg.Escrow = sealEscrow{ss}
+	} else {
+		h.logger.Warn("gm_enroll: no escrow_key: encryption keys are not escrowed and cannot be recovered")
+	}
+	rc := h.Replay
+	if rc == nil {
+		rc = &ReplayConfig{}
+	}
+	cfg.Window = time.Duration(rc.Window)
+	switch strings.ToLower(rc.Store) {
+	case "", "memory":
+		st, holder, err := acquireMemoryReplayStore(rc.MaxEntries)
+		if err != nil {
+			return err
+		}
+		h.nonces, h.storeHolder = st, holder
+	case "redis":
+		if len(rc.RedisAddress) == 0 {
+			return errors.New("gm_enroll: replay: redis_address required for the redis store")
+		}
+		conn := rc.redisConfig()
+		acks := conn.DefaultReplicaAcks()
+		if rc.RedisReplicaAcks != nil {
+			acks = *rc.RedisReplicaAcks
+		}
+		client, err := conn.NewClient()
+		if err != nil {
+			return fmt.Errorf("gm_enroll: replay: %w", err)
+		}
+		st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client,
+			Prefix: rc.RedisPrefix, Timeout: conn.Timeout, ReplicaAcks: acks, CloseClient: true})
+		if err != nil {
+			client.Close()
+			return fmt.Errorf("gm_enroll: replay: %w", err)
+		}
+		h.nonces = st
+		cfg.TokenLedger = enrollNonces{st}
+	default:
+		return fmt.Errorf("gm_enroll: replay: unknown store %q (memory, redis)", rc.Store)
+	}
+	cfg.Nonces = enrollNonces{h.nonces}
+	if len(h.AdminCerts) > 0 {
+		auth, err := adminAuthorizer(h.AdminCerts, h.AdminRoots)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: %w", err)
+		}
+		cfg.Admin = auth
+	}
+	if shared, ok := any(app).(interface{ AuditLog() *audit.Log }); ok {
+		if l := shared.AuditLog(); l != nil {
+			cfg.Audit = l
+		}
+	}
+	if h.srv, err = enroll.NewServer(cfg); err != nil {
+		return fmt.Errorf("gm_enroll: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	interval := time.Duration(h.CRLCheckInterval)
+	go h.srv.Run(runCtx, interval, func(err error) { h.logger.Error("gm_enroll: CRL", zap.Error(err)) })
+	go h.gaugeLoop(runCtx, interval)
+	return nil
+}
+
+// gaugeLoop keeps the certificate gauges current.
+func (h *Enroll) gaugeLoop(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	horizon := time.Duration(h.ExpiryWarning)
+	if horizon <= 0 {
+		horizon = 30 * 24 * time.Hour
+	}
+	update := func() {
+		all, err := h.store.Certs()
+		if err != nil {
+			h.logger.Warn("gm_enroll: listing certificates", zap.Error(err))
+			return
+		}
+		now := time.Now()
+		states := map[string]float64{"valid": 0, "expired": 0, "revoked": 0, "renewed": 0}
+		expiring := map[string]float64{}
+		for _, p := range h.Profiles {
+			expiring[p.Name] = 0
+		}
+		for _, c := range all {
+			switch {
+			case c.Revoked:
+				states["revoked"]++
+			case c.RenewedBy != "":
+				states["renewed"]++
+			case !now.Before(c.NotAfter):
+				states["expired"]++
+			default:
+				states["valid"]++
+				if c.NotAfter.Sub(now) <= horizon {
+					expiring[c.Profile]++
+				}
+			}
+		}
+		for k, v := range states {
+			enrollCertificates.WithLabelValues(k).Set(v)
+		}
+		for k, v := range expiring {
+			enrollExpiring.WithLabelValues(k).Set(v)
+		}
+	}
+	update()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			update()
+		}
+	}
+}
+
+// adminAuthorizer names administrators by their certificate's common name and checks each
+// certificate (chain to roots, validity, signing usage) on every use.
+func adminAuthorizer(certFiles, rootFiles []string) (enroll.AdminAuthorizer, error) {
+	if len(rootFiles) == 0 {
+		return nil, errors.New("admin_roots required with admin_certs")
+	}
+	certs, err := pki.LoadCertificatesFiles(certFiles...)
+	if err != nil {
+		return nil, fmt.Errorf("admin_certs: %w", err)
+	}
+	roots, err := pki.LoadCertificatesFiles(rootFiles...)
+	if err != nil {
+		return nil, fmt.Errorf("admin_roots: %w", err)
+	}
+	v, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots})
+	if err != nil {
+		return nil, fmt.Errorf("admin_roots: %w", err)
+	}
+	byName := map[string]*smx509.Certificate{}
+	for _, c := range certs {
+		if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
+			return nil, fmt.Errorf("admin certificate %q: %w", c.Subject.CommonName, err)
+		}
+		if _, dup := byName[c.Subject.CommonName]; dup || c.Subject.CommonName == "" {
+			return nil, fmt.Errorf("admin certificates need distinct, non-empty common names (%q)", c.Subject.CommonName)
+		}
+		byName[c.Subject.CommonName] = c
+	}
+	var mu sync.Mutex
+	return func(name string) (*smx509.Certificate, error) {
+		mu.Lock()
+		c, ok := byName[name]
+		mu.Unlock()
+		if !ok {
+			return nil, errors.New("unknown administrator")
+		}
+		if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}, nil
+}
+
+// Validate checks the configuration without side effects.
+func (h *Enroll) Validate() error {
+	if len(h.Profiles) == 0 {
+		return errors.New("gm_enroll: at least one profile required")
+	}
+	if len(h.AdminCerts) > 0 && len(h.AdminRoots) == 0 {
+		return errors.New("gm_enroll: admin_roots required with admin_certs")
+	}
+	if h.MaxBodySize < 0 {
+		return errors.New("gm_enroll: negative max_body_size")
+	}
+	return nil
+}
+
+// ServeHTTP answers the enrolment operations; it never calls next.
+func (h *Enroll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.srv.ServeHTTP(w, r)
+	return nil
+}
+
+// Cleanup stops the loops and releases the nonce store.
+func (h *Enroll) Cleanup() error {
+	if h.cancel != nil {
+		h.cancel()
+	}
+	switch {
+	case h.storeHolder != 0:
+		ms, _ := h.nonces.(*gateway.MemoryReplayStore)
+		return releaseMemoryReplayStore(h.storeHolder, ms)
+	case h.nonces != nil:
+		return h.nonces.Close()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Enroll)(nil)
+	_ caddy.Validator             = (*Enroll)(nil)
+	_ caddy.CleanerUpper          = (*Enroll)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Enroll)(nil)
+)
