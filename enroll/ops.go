@@ -18,7 +18,9 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/refusal"
 )
 
 // Reenroll is simplereenroll for an authenticated holder: a new pair for csrDER under the same
@@ -108,6 +110,7 @@ func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord
 	if err != nil {
 		return rec, fail(CodeUnavailable, err)
 	}
+	s.markRevoked(rec.Serial, rec.EncSerial)
 	if s.cfg.IdentityDir != "" {
 		if err := os.Remove(filepath.Join(s.cfg.IdentityDir, rec.Serial+".pem")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return rec, fail(CodeUnavailable, err)
@@ -267,7 +270,45 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 	}
 	s.crlDER, s.crlNumber, s.crlSet = der, number, set
 	s.crlThis, s.crlNext = this, now.Add(s.cfg.CRLValidity)
+	s.auditPickedUp(revs, now)
 	return nil
+}
+
+// auditPickedUp writes an audit entry for each revocation this server did not make itself
+// (`gmgate enroll revoke --store`, another instance sharing the store) when it first sees it.
+// Revocations present when the server starts are taken as known. Caller holds s.crlMu.
+func (s *Server) auditPickedUp(revs []Revocation, now time.Time) {
+	first := s.crlKnown == nil
+	if first {
+		s.crlKnown = make(map[string]bool, len(revs))
+	}
+	for _, r := range revs {
+		if s.crlKnown[r.Serial] {
+			continue
+		}
+		s.crlKnown[r.Serial] = true
+		if first || s.cfg.Audit == nil {
+			continue
+		}
+		rec, err := s.cfg.Store.Cert(r.Serial)
+		if err != nil {
+			continue // the encryption certificate of a pair: audited with its signing one
+		}
+		_ = s.cfg.Audit.Append(audit.Record{Time: now, Direction: audit.DirectionInbound, Scheme: "enroll/revoke",
+			KeyID: rec.RevokedBy, CertSerial: rec.Serial, Verdict: audit.VerdictAccept, Reason: string(refusal.OK)})
+	}
+}
+
+// markRevoked records serials this server revoked (and audited) itself.
+func (s *Server) markRevoked(serials ...string) {
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.crlKnown == nil {
+		s.crlKnown = map[string]bool{}
+	}
+	for _, sn := range serials {
+		s.crlKnown[sn] = true
+	}
 }
 
 // Run re-checks the CRL every interval until ctx ends (revocations written by another process

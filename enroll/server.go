@@ -129,7 +129,8 @@ type Server struct {
 	crlNumber *big.Int
 	crlThis   time.Time
 	crlNext   time.Time
-	crlSet    string // SM3 of the sorted revocation list the CRL was built from
+	crlSet    string          // SM3 of the sorted revocation list the CRL was built from
+	crlKnown  map[string]bool // revoked serials already seen (audit of picked-up revocations)
 }
 
 // RequestScheme is the signature scheme of signed enrolment requests: http-sig-sm2 covering

@@ -207,7 +207,7 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.CloseIdleConnections()
-		resp, err := c.Post(ctx, "/pay/order", "application/json", []byte(`{"amount":100,"order":"`+hex.EncodeToString(randBytes(6))+`"}`))
+		resp, err := c.Post(ctx, "/pay/order", "application/json", []byte(`{"amount":100,"order":"`+hex.EncodeToString(enrollRandBytes(6))+`"}`))
 		if err != nil {
 			var re *client.ReplyError
 			if errors.As(err, &re) && re.StatusCode != 0 {
@@ -340,6 +340,12 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 		!strings.Contains(m, `gmgate_enroll_requests_total{code="ok",op="recover"} 1`) {
 		t.Errorf("enrolment metrics missing:\n%s", grepLines(m, "gmgate_enroll"))
 	}
+	// The store gauges (updated every crl_check_interval): pair renewed, pair2 revoked.
+	eventually("certificate gauges", 10*time.Second, func() (bool, string) {
+		m := a.p.Metrics()
+		return strings.Contains(m, `gmgate_enroll_certificates{state="revoked"} 1`) && strings.Contains(m, `gmgate_enroll_certificates{state="renewed"} 1`) &&
+			strings.Contains(m, `gmgate_enroll_certificates_expiring{profile="terminal"} 0`), grepLines(m, "gmgate_enroll_certificates")
+	})
 	out, err = gm("enroll", "list", "--store", filepath.Join(shared, "enroll"))
 	if err != nil || !strings.Contains(out, pair2.Serial) || !strings.Contains(out, "revoked") || !strings.Contains(out, "renewed") {
 		t.Fatalf("gmgate enroll list: %v\n%s", err, out)
@@ -362,7 +368,7 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-func randBytes(n int) []byte {
+func enrollRandBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
