@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +182,36 @@ func TestEscrowAndAuditFailClosed(t *testing.T) {
 	resp, body = f.post(OpSimpleEnroll, enrolHeaders(f.token("T0301", time.Hour)), b64(simpleCSR(t, newKey(t), "T0301")))
 	if resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(string(body), "csr_response") {
 		t.Fatalf("audit down: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestSKIIndex: the download lookup by key identifier reads the index (no scan), follows the
+// newest pair of a key, survives rewrites of older records, and refuses an index naming
+// another key's record.
+func TestSKIIndex(t *testing.T) {
+	f := newFixture(t)
+	key := newKey(t)
+	r1 := f.enrol(key, "T0700")
+	r2 := f.enrol(key, "T0700") // the same signing key enrolled again (new token)
+	rec1, _ := f.store.Cert(r1.Serial)
+	got, err := f.store.CertBySKI(rec1.SKI)
+	if err != nil || got.Serial != r2.Serial {
+		t.Fatalf("newest pair of the key: %v %s", err, got.Serial)
+	}
+	if _, err := f.store.Revoke(r1.Serial, "holder", f.clock.now()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.store.CertBySKI(rec1.SKI); got.Serial != r2.Serial {
+		t.Fatal("rewriting an older record moved the index")
+	}
+	other := f.enrol(newKey(t), "T0701")
+	if err := os.WriteFile(filepath.Join(f.store.Dir(), "ski", rec1.SKI), []byte(other.Serial), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.CertBySKI(rec1.SKI); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("index naming another key's record: %v", err)
+	}
+	if _, err := f.store.CertBySKI("../certs/x"); err == nil {
+		t.Fatal("path in a key identifier accepted")
 	}
 }

@@ -114,7 +114,7 @@ func OpenFileStore(dir string) (*FileStore, error) {
 	if dir == "" {
 		return nil, errors.New("enroll: store directory required")
 	}
-	for _, sub := range []string{"", "tokens", "used", "certs", "revoked"} {
+	for _, sub := range []string{"", "tokens", "used", "certs", "revoked", "ski"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("enroll: store: %w", err)
 		}
@@ -283,11 +283,28 @@ func (s *FileStore) Tokens() ([]TokenRecord, error) {
 	return out, nil
 }
 
-// PutCert stores a certificate record.
+// PutCert stores a certificate record, and ski/<ski> naming the newest record of its signing
+// key (CertBySKI reads one file: the lookup precedes signature verification, so it must not
+// cost a scan of the store per unauthenticated request).
 func (s *FileStore) PutCert(c CertRecord) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.putJSON("certs", c.Serial, c)
+	if err := s.putJSON("certs", c.Serial, c); err != nil {
+		return err
+	}
+	if c.SKI == "" {
+		return nil
+	}
+	p, err := s.path("ski", c.SKI, "")
+	if err != nil {
+		return err
+	}
+	if cur, err := os.ReadFile(p); err == nil && string(cur) != c.Serial {
+		if prev, err := s.Cert(string(cur)); err == nil && prev.IssuedAt.After(c.IssuedAt) {
+			return nil // an older record rewritten (renewed_by, revoked): the index stays
+		}
+	}
+	return writeAtomic(p, []byte(c.Serial))
 }
 
 // Cert returns the record of a signing-certificate serial (lower-case hex).
@@ -301,22 +318,29 @@ func (s *FileStore) Cert(serial string) (CertRecord, error) {
 	return c, err
 }
 
-// CertBySKI scans the records for the newest one of that signing key.
+// CertBySKI returns the newest record of the signing key with that identifier (ski/<ski>).
 func (s *FileStore) CertBySKI(ski string) (CertRecord, error) {
-	all, err := s.Certs()
+	p, err := s.path("ski", strings.ToLower(ski), "")
 	if err != nil {
 		return CertRecord{}, err
 	}
-	var best *CertRecord
-	for i := range all {
-		if all[i].SKI == strings.ToLower(ski) && (best == nil || all[i].IssuedAt.After(best.IssuedAt)) {
-			best = &all[i]
-		}
-	}
-	if best == nil {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
 		return CertRecord{}, ErrNotFound
 	}
-	return *best, nil
+	if err != nil {
+		return CertRecord{}, err
+	}
+	defer f.Close()
+	serial, err := io.ReadAll(io.LimitReader(f, 129))
+	if err != nil {
+		return CertRecord{}, err
+	}
+	c, err := s.Cert(string(serial))
+	if err == nil && c.SKI != strings.ToLower(ski) {
+		return CertRecord{}, ErrNotFound // the index names a record of another key: altered
+	}
+	return c, err
 }
 
 // Certs lists every certificate record.
