@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
@@ -224,10 +223,11 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		CRLValidity: time.Duration(h.CRLValidity), MaxRequestSize: h.MaxBodySize, RequestIDHeader: "X-Request-Id",
 		Observe: func(op string, code enroll.Code) { enrollRequests.WithLabelValues(op, string(code)).Inc() }}
 	if h.EscrowKey != "" {
-		if _, err := app.SM4(h.EscrowKey); err != nil {
+		keys, err := app.SealKeys(h.EscrowKey)
+		if err != nil {
 			return fmt.Errorf("gm_enroll: escrow_key %q: %w", h.EscrowKey, err)
 		}
-		ss, err := sealstore.Open(h.EscrowDir, sealstore.VaultKey(app.vault, h.EscrowKey))
+		ss, err := sealstore.Open(h.EscrowDir, keys)
 		if err != nil {
 			return fmt.Errorf("gm_enroll: escrow: %w", err)
 		}
@@ -279,10 +279,8 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		}
 		cfg.Admin = auth
 	}
-	if shared, ok := any(app).(interface{ AuditLog() *audit.Log }); ok {
-		if l := shared.AuditLog(); l != nil {
-			cfg.Audit = l
-		}
+	if sink := app.AuditSink(); sink != nil {
+		cfg.Audit = sink
 	}
 	if h.srv, err = enroll.NewServer(cfg); err != nil {
 		return fmt.Errorf("gm_enroll: %w", err)
