@@ -2,9 +2,11 @@ package cryptosvc
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm4"
 
 	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/internal/testenv"
@@ -290,3 +293,22 @@ func mustCode(t testing.TB, err error, want refusal.Code) {
 }
 
 func hexs(b []byte) string { return hex.EncodeToString(b) }
+
+func sm4CBCDecrypt(t testing.TB, key, iv, ct []byte) []byte {
+	t.Helper()
+	b, err := sm4.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, len(ct))
+	cipher.NewCBCDecrypter(b, iv).CryptBlocks(out, ct)
+	n := int(out[len(out)-1])
+	if n < 1 || n > 16 {
+		t.Fatal("bad padding")
+	}
+	return out[:len(out)-n]
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}

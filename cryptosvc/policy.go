@@ -23,7 +23,15 @@ const (
 	OpHMAC       Op = "hmac"        // HMAC-SM3 under the newest version
 	OpVerifyHMAC Op = "verify_hmac" // HMAC-SM3 check of any allowed version
 	OpRandom     Op = "random"      // random bytes
-	OpKeyInfo    Op = "key_info"    // versions of a key: loaded, newest, the caller's minimum
+	OpKeyInfo    Op = "key_info"    // versions of a key, its certificate chain
+
+	OpSignMessage   Op = "sign_message"         // PKCS#7/CMS SignedData, attached or detached
+	OpVerifyMessage Op = "verify_message"       // PKCS#7/CMS SignedData, signer chain through pki
+	OpVerifyData    Op = "verify_data"          // SM2 verification with a caller-supplied certificate
+	OpValidateCert  Op = "validate_certificate" // chain, validity, usage, CRL; parsed identity
+	OpParseCert     Op = "parse_certificate"    // parsed identity only (no trust decision)
+	OpSeal          Op = "seal_envelope"        // SM2 digital envelope to a verified certificate
+	OpOpen          Op = "open_envelope"        // open an envelope addressed to a vault key
 )
 
 // opInfo describes an operation: its path under /shf/v1/, whether it names a vault key, and
@@ -46,6 +54,13 @@ var opTable = []opInfo{
 	{OpVerifyHMAC, "VerifyHmac", true, true},
 	{OpRandom, "GenerateRandom", false, false},
 	{OpKeyInfo, "KeyInfo", true, false},
+	{OpSignMessage, "SignMessage", true, false},
+	{OpVerifyMessage, "VerifyMessage", false, false},
+	{OpVerifyData, "VerifySignedData", false, false},
+	{OpValidateCert, "ValidateCertificate", false, false},
+	{OpParseCert, "ParseCertificate", false, false},
+	{OpSeal, "SealEnvelope", false, false},
+	{OpOpen, "OpenEnvelope", true, false},
 }
 
 func lookupOp(op Op) (opInfo, bool) {
@@ -98,12 +113,13 @@ type CallerConfig struct {
 }
 
 // Rule allows one caller some operations on one key. Operations without a key (random,
-// verify_message, validate_certificate, seal_envelope) take no key.
+// verify_message, verify_data, validate_certificate, parse_certificate, seal_envelope) take
+// no key.
 type Rule struct {
 	Caller string `json:"caller"`
 	Ops    []Op   `json:"ops"`
 	Key    string `json:"key,omitempty"`
-	// MinVersion is the lowest key version the caller may decrypt, rewrap, verify or open with
+	// MinVersion is the lowest key version the caller may decrypt, rewrap or verify with
 	// (0: any loaded version). Raising it after a rotation retires the older versions for this
 	// caller without touching the vault.
 	MinVersion int `json:"min_version,omitempty"`
@@ -226,7 +242,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 			p.allow[g] = r.MinVersion
 		}
 		if r.MinVersion > 0 && !readOld {
-			return nil, fmt.Errorf("cryptosvc: rule %d: min_version applies only to operations that read old versions (decrypt, rewrap, verify, verify_hmac, open_envelope)", i+1)
+			return nil, fmt.Errorf("cryptosvc: rule %d: min_version applies only to operations that read old versions (decrypt, rewrap, verify, verify_hmac)", i+1)
 		}
 	}
 	return p, nil

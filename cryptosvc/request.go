@@ -48,6 +48,8 @@ type Item struct {
 	CMS         []byte   `json:"cms,omitempty"`
 	Detached    bool     `json:"detached,omitempty"`
 	Envelope    []byte   `json:"envelope,omitempty"`
+	GMOIDs      bool     `json:"gm_oids,omitempty"`
+	GCM         bool     `json:"gcm,omitempty"`
 }
 
 // Request is the body of every operation: a key (for keyed operations) and either one item
@@ -91,6 +93,8 @@ const (
 	fCMS         field = "cms"
 	fDetached    field = "detached"
 	fEnvelope    field = "envelope"
+	fGMOIDs      field = "gm_oids"
+	fGCM         field = "gcm"
 )
 
 // set lists the fields of it that are present (non-zero).
@@ -117,21 +121,30 @@ func (it *Item) set() []field {
 	add(it.CMS != nil, fCMS)
 	add(it.Detached, fDetached)
 	add(it.Envelope != nil, fEnvelope)
+	add(it.GMOIDs, fGMOIDs)
+	add(it.GCM, fGCM)
 	return out
 }
 
 // opFields lists the fields each operation takes.
 var opFields = map[Op][]field{
-	OpSign:       {fData, fDigest, fUserID},
-	OpVerify:     {fData, fDigest, fUserID, fSignature, fKeyVersion},
-	OpEncrypt:    {fPlaintext, fContext},
-	OpDecrypt:    {fCiphertext, fContext},
-	OpRewrap:     {fCiphertext, fContext},
-	OpDataKey:    {fContext, fWrappedOnly},
-	OpHMAC:       {fData},
-	OpVerifyHMAC: {fData, fHMAC},
-	OpRandom:     {fBytes},
-	OpKeyInfo:    {},
+	OpSign:          {fData, fDigest, fUserID},
+	OpVerify:        {fData, fDigest, fUserID, fSignature, fKeyVersion},
+	OpEncrypt:       {fPlaintext, fContext},
+	OpDecrypt:       {fCiphertext, fContext},
+	OpRewrap:        {fCiphertext, fContext},
+	OpDataKey:       {fContext, fWrappedOnly},
+	OpHMAC:          {fData},
+	OpVerifyHMAC:    {fData, fHMAC},
+	OpRandom:        {fBytes},
+	OpKeyInfo:       {},
+	OpSignMessage:   {fData, fDetached, fGMOIDs},
+	OpVerifyMessage: {fCMS, fData},
+	OpVerifyData:    {fData, fDigest, fUserID, fSignature, fCertificate, fChain},
+	OpValidateCert:  {fCertificate, fChain},
+	OpParseCert:     {fCertificate},
+	OpSeal:          {fPlaintext, fCertificate, fChain, fGMOIDs, fGCM},
+	OpOpen:          {fEnvelope},
 }
 
 // ParseRequest decodes and bounds the body of op: strict JSON (unknown fields, trailing data

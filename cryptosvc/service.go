@@ -88,7 +88,9 @@ type Result struct {
 	Signer        *CertInfo    `json:"signer,omitempty"`
 	Certificate   *CertInfo    `json:"certificate,omitempty"`
 	CMS           []byte       `json:"cms,omitempty"`
+	Content       []byte       `json:"content,omitempty"`
 	Envelope      []byte       `json:"envelope,omitempty"`
+	Certificates  []string     `json:"certificates,omitempty"`
 	Code          refusal.Code `json:"code,omitempty"`
 	Message       string       `json:"message,omitempty"`
 }
@@ -226,6 +228,20 @@ func (s *Service) item(op Op, key string, minVersion int, it *Item, res *Result)
 		return s.random(it, res)
 	case OpKeyInfo:
 		return s.keyInfo(key, res)
+	case OpSignMessage:
+		return s.signMessage(key, it, res)
+	case OpVerifyMessage:
+		return s.verifyMessage(it, res)
+	case OpVerifyData:
+		return s.verifyData(it, res)
+	case OpValidateCert:
+		return s.validateCert(it, res)
+	case OpParseCert:
+		return s.parseCertificate(it, res)
+	case OpSeal:
+		return s.sealEnvelope(it, res)
+	case OpOpen:
+		return s.openEnvelope(key, it, res)
 	}
 	return itemOutcome{err: fail(CodeUnknownOperation, fmt.Errorf("operation %q", op))}
 }
@@ -525,6 +541,11 @@ func (s *Service) keyInfo(key string, res *Result) itemOutcome {
 		return itemOutcome{err: keyCode(err)}
 	}
 	res.Versions, res.LatestVersion = vs, latest
+	if certs, err := s.o.Keys.Certificate(key); err == nil { // GM/T 0029 ExportCert
+		for _, c := range certs {
+			res.Certificates = append(res.Certificates, string(pki.EncodeCertificatesPEM(c)))
+		}
+	}
 	return itemOutcome{version: latest}
 }
 
@@ -600,7 +621,7 @@ func digestOf(outs []itemOutcome) []byte {
 	return h.Sum(nil)
 }
 
-// CertInfo is the parsed identity of a certificate (slice 2 fills it).
+// CertInfo is the parsed identity of a certificate: who signed, or whom a certificate names.
 type CertInfo struct {
 	Subject   string    `json:"subject"`
 	Issuer    string    `json:"issuer"`

@@ -1,0 +1,207 @@
+package cryptosvc
+
+import (
+	"crypto/ecdsa"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+
+	"github.com/emmansun/gmsm/pkcs7"
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/envelope"
+	"github.com/gmgate/gmgate/pki"
+)
+
+// maxSigners bounds the SignerInfos of a verified message: the service verifies exactly one.
+const maxSigners = 1
+
+// signMessage makes a PKCS#7/CMS SignedData of data with the key's certificate (GM/T 0029
+// SignMessage): SM3 digest, SM2 signature over the authenticated attributes (content type,
+// message digest, signing time) with the default user ID, the key's configured certificate
+// chain included, attached or detached. Standard PKCS#7 content-type OIDs (what Tongsuo/OpenSSL
+// `cms` read) unless gm_oids asks for GM/T 0010's.
+func (s *Service) signMessage(key string, it *Item, res *Result) itemOutcome {
+	if it.Data == nil {
+		return itemOutcome{err: fail(CodeMalformed, errors.New("data is required"))}
+	}
+	d := sum(it.Data)
+	signer, err := s.o.Keys.Signer(key)
+	if err != nil {
+		return itemOutcome{digest: d, err: keyCode(err)}
+	}
+	ver := versionOf(signer)
+	certs, err := s.o.Keys.Certificate(key)
+	if err != nil {
+		return itemOutcome{digest: d, version: ver, err: keyCode(err)}
+	}
+	leaf := certs[0]
+	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(signer.Public()) {
+		return itemOutcome{digest: d, version: ver, err: fail(CodeKeyUnavailable, errors.New("the key's certificate does not carry the signing version"))}
+	}
+	var sd *pkcs7.SignedData
+	if it.GMOIDs {
+		sd, err = pkcs7.NewSMSignedData(it.Data)
+	} else {
+		sd, err = pkcs7.NewSignedData(it.Data)
+		if err == nil {
+			sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSM3)
+		}
+	}
+	if err == nil {
+		err = sd.AddSignerChain(leaf, defaultUIDSigner{signer}, certs[1:], pkcs7.SignerInfoConfig{})
+	}
+	if err != nil {
+		return itemOutcome{digest: d, version: ver, err: fail(CodeInternal, err)}
+	}
+	if it.Detached {
+		sd.Detach()
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		return itemOutcome{digest: d, version: ver, err: fail(CodeInternal, err)}
+	}
+	res.CMS, res.KeyVersion, res.Signer = der, ver, certInfo(leaf)
+	return itemOutcome{digest: d, version: ver}
+}
+
+// verifyMessage verifies a PKCS#7/CMS SignedData (GM/T 0029 VerifySignedMessage) with exactly
+// one signer: the signer's certificate through pki as a signing certificate (chain to a
+// configured root with the message's certificates as intermediates, validity, key usage, CRL),
+// then the signature over the (attached, or given as data when detached) content. The result
+// names the signer; an attached content is returned.
+func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
+	if it.CMS == nil {
+		return itemOutcome{err: fail(CodeMalformed, errors.New("cms is required"))}
+	}
+	d := sum(it.CMS)
+	p7, err := parsePKCS7(it.CMS)
+	if err != nil {
+		return itemOutcome{digest: d, err: fail(CodeMalformed, err)}
+	}
+	if len(p7.Signers) != maxSigners {
+		return itemOutcome{digest: d, err: fail(CodeMalformed, fmt.Errorf("%d signers, want %d", len(p7.Signers), maxSigners))}
+	}
+	attached := len(p7.Content) > 0
+	switch {
+	case attached && it.Data != nil:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("data given for a message with attached content"))}
+	case !attached && it.Data == nil:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("detached message: data is required"))}
+	case !attached:
+		p7.Content = it.Data
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil {
+		return itemOutcome{digest: d, err: fail(CodeCertUntrusted, errors.New("the signer's certificate is not in the message"))}
+	}
+	normalizeSM2Algorithm(p7)
+	var others []*smx509.Certificate
+	for _, c := range p7.Certificates {
+		if c != signer {
+			others = append(others, c)
+		}
+	}
+	if len(others) > pki.MaxPeerIntermediates {
+		return itemOutcome{digest: d, err: fail(CodeTooLarge, errors.New("too many certificates in the message"))}
+	}
+	if err := s.checkCert(signer, others, pki.RoleSign); err != nil {
+		return itemOutcome{digest: d, err: err}
+	}
+	if err := p7.Verify(); err != nil {
+		return itemOutcome{digest: d, err: fail(CodeBadSignature, err)}
+	}
+	res.Valid, res.Signer = true, certInfo(signer)
+	if attached {
+		res.Content = p7.Content
+	}
+	return itemOutcome{digest: d}
+}
+
+var (
+	oidSM2WithSM3 = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 501}
+	oidSM3        = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 401}
+)
+
+// normalizeSM2Algorithm reads a SignerInfo whose digestEncryptionAlgorithm is sm2sign-with-sm3
+// (1.2.156.10197.1.501, what OpenSSL and Tongsuo `cms -sign` write) with an SM3 digest as
+// GM/T 0010's SM2-1 (1.2.156.10197.1.301.1), which gmsm v0.44.1's pkcs7 verifies: the same
+// signature (SM2 over SM3 with the default user ID). Other algorithms are left for gmsm to
+// refuse.
+func normalizeSM2Algorithm(p7 *pkcs7.PKCS7) {
+	for i := range p7.Signers {
+		si := &p7.Signers[i]
+		if si.DigestEncryptionAlgorithm.Algorithm.Equal(oidSM2WithSM3) && si.DigestAlgorithm.Algorithm.Equal(oidSM3) {
+			si.DigestEncryptionAlgorithm.Algorithm = pkcs7.OIDDigestEncryptionAlgorithmSM2
+		}
+	}
+}
+
+// parsePKCS7 parses with gmsm, turning a panic of the parser on hostile input into an error
+// (the input is bounded by the item size).
+func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p7, err = nil, errors.New("unparseable PKCS#7")
+		}
+	}()
+	p7, err = pkcs7.Parse(der)
+	if err == nil && p7 == nil {
+		err = errors.New("empty PKCS#7")
+	}
+	return p7, err
+}
+
+// sealEnvelope seals plaintext to a recipient's encryption certificate (an SM2 digital
+// envelope, PKCS#7 EnvelopedData, package envelope): the certificate must pass pki as an
+// encryption certificate first (chain, validity, usage, CRL), so nothing is sealed to a revoked
+// or foreign key.
+func (s *Service) sealEnvelope(it *Item, res *Result) itemOutcome {
+	if it.Plaintext == nil {
+		return itemOutcome{err: fail(CodeMalformed, errors.New("plaintext is required"))}
+	}
+	c, err := s.certItem(it, pki.RoleEnc)
+	if err != nil {
+		return itemOutcome{err: err}
+	}
+	env, err := envelope.Seal(it.Plaintext, c, envelope.SealOptions{GCM: it.GCM, StandardOIDs: !it.GMOIDs})
+	if err != nil {
+		return itemOutcome{err: fail(CodeInternal, err)}
+	}
+	res.Envelope, res.Certificate = env, certInfo(c)
+	return itemOutcome{digest: sum(env)}
+}
+
+// openEnvelope opens an envelope addressed to the key's certificate (package envelope's
+// Opener: structure, recipient, bounds; one error for every failure to decrypt).
+func (s *Service) openEnvelope(key string, it *Item, res *Result) itemOutcome {
+	if it.Envelope == nil {
+		return itemOutcome{err: fail(CodeMalformed, errors.New("envelope is required"))}
+	}
+	d := sum(it.Envelope)
+	dec, err := s.o.Keys.Decrypter(key)
+	if err != nil {
+		return itemOutcome{digest: d, err: keyCode(err)}
+	}
+	ver := versionOf(dec)
+	certs, err := s.o.Keys.Certificate(key)
+	if err != nil {
+		return itemOutcome{digest: d, version: ver, err: keyCode(err)}
+	}
+	o := &envelope.Opener{Cert: certs[0], Key: dec, MaxSize: s.o.MaxItemSize}
+	pt, err := o.Open(it.Envelope)
+	if err != nil {
+		if errors.Is(err, envelope.ErrKeyUnavailable) {
+			return itemOutcome{digest: d, version: ver, err: fail(CodeKeyUnavailable, err)}
+		}
+		if errors.Is(err, envelope.ErrTooLarge) {
+			return itemOutcome{digest: d, version: ver, err: fail(CodeTooLarge, err)}
+		}
+		return itemOutcome{digest: d, version: ver, err: fail(CodeBadCiphertext, err)}
+	}
+	if pt == nil {
+		pt = []byte{}
+	}
+	res.Plaintext, res.KeyVersion = pt, ver
+	return itemOutcome{digest: d, version: ver}
+}
