@@ -103,3 +103,31 @@ func TestAADBindsKeyName(t *testing.T) {
 		t.Fatal("control: decrypt under the right name")
 	}
 }
+
+// FuzzVerifyMessage: hostile SignedData (and certificates) never panic the service and are
+// refused with a code of this package unless they verify.
+func FuzzVerifyMessage(f *testing.F) {
+	p := loadTestPKI(f)
+	s := certService(f, p, nil)
+	good := externalCMS(f, p.signer, nil, []byte("x"), false)
+	f.Add(good, []byte(nil))
+	f.Add(externalCMS(f, p.signer, nil, []byte("x"), true), []byte("x"))
+	f.Add([]byte{0x30, 0x80, 0x06, 0x09}, []byte(nil))
+	f.Add(p.signer.Cert.Raw, []byte(nil))
+	f.Fuzz(func(t *testing.T, cms, data []byte) {
+		var res Result
+		it := Item{CMS: cms, Data: data}
+		if len(cms) == 0 {
+			it.CMS = nil
+		}
+		out := s.verifyMessage(&it, &res)
+		if out.err != nil && !refusals.Has(CodeOf(out.err)) {
+			t.Fatalf("error without a code: %v", out.err)
+		}
+		if out.err == nil && (res.Signer == nil || !res.Valid) {
+			t.Fatal("accepted without a signer")
+		}
+		var res2 Result
+		_ = s.parseCertificate(&Item{Certificate: b64(cms)}, &res2)
+	})
+}
