@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/cryptosvc"
 	"github.com/gmgate/gmgate/envelope"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
@@ -1566,6 +1568,113 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unknown gm_enroll option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// ---- gm_crypto (the crypto service, issue 15) ----
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("gm_crypto", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		c := new(Crypto)
+		return c, c.UnmarshalCaddyfile(h.Dispenser)
+	})
+	// The service answers every request itself: it runs where respond does.
+	httpcaddyfile.RegisterDirectiveOrder("gm_crypto", httpcaddyfile.Before, "respond")
+}
+
+// UnmarshalCaddyfile sets up gm_crypto:
+//
+//	gm_crypto {
+//		caller <name> [fingerprint <SM3 hex>] [subject_cn <CN>]
+//		allow <caller> <op>[,<op>...] [<key>] [min_version <n>]
+//		trusted_roots <PEM file...>
+//		intermediates <PEM file...>
+//		crls <CRL file...>
+//		max_body_size <size>      # default 1MB
+//		max_items <n>             # default 256
+//		max_item_size <size>      # default 64KiB
+//	}
+func (h *Crypto) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "caller":
+			var c cryptosvc.CallerConfig
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Name = d.Val()
+			for d.NextArg() {
+				switch d.Val() {
+				case "fingerprint":
+					if err := oneArg(d, &c.Fingerprint); err != nil {
+						return err
+					}
+				case "subject_cn":
+					if err := oneArg(d, &c.SubjectCN); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("caller %s: unknown matcher %q (fingerprint, subject_cn)", c.Name, d.Val())
+				}
+			}
+			h.Callers = append(h.Callers, c)
+		case "allow":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.ArgErr()
+			}
+			r := cryptosvc.Rule{Caller: args[0]}
+			for _, op := range strings.Split(args[1], ",") {
+				r.Ops = append(r.Ops, cryptosvc.Op(op))
+			}
+			rest := args[2:]
+			if len(rest) > 0 && rest[0] != "min_version" {
+				r.Key, rest = rest[0], rest[1:]
+			}
+			switch {
+			case len(rest) == 0:
+			case len(rest) == 2 && rest[0] == "min_version":
+				n, err := strconv.Atoi(rest[1])
+				if err != nil || n < 1 {
+					return d.Errf("min_version: a version number >= 1, got %q", rest[1])
+				}
+				r.MinVersion = n
+			default:
+				return d.Errf("allow: unexpected %q (want: allow <caller> <ops> [<key>] [min_version <n>])", strings.Join(rest, " "))
+			}
+			h.Rules = append(h.Rules, r)
+		case "trusted_roots":
+			if err := appendArgs(d, &h.TrustedRoots); err != nil {
+				return err
+			}
+		case "intermediates":
+			if err := appendArgs(d, &h.Intermediates); err != nil {
+				return err
+			}
+		case "crl", "crls":
+			if err := appendArgs(d, &h.CRLs); err != nil {
+				return err
+			}
+		case "max_body_size":
+			if err := sizeArg(d, &h.MaxBodySize); err != nil {
+				return err
+			}
+		case "max_items":
+			if err := intArg(d, &h.MaxItems); err != nil {
+				return err
+			}
+		case "max_item_size":
+			if err := sizeArg(d, &h.MaxItemSize); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("gm_crypto: unknown option %q", d.Val())
 		}
 	}
 	return nil

@@ -77,6 +77,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		channelRequests, channelSeconds, vaultOps, vaultOpSeconds, vaultPoolWait,
 		vaultFailovers, vaultTokenUp, expiries,
 		enrollRequests, enrollExpiring, enrollCertificates, // gm_enroll (enroll.go)
+		cryptoRequests, cryptoItems, cryptoSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

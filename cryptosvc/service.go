@@ -631,3 +631,6 @@ type CertInfo struct {
 	SM3       string    `json:"fingerprint_sm3"`
 	Role      string    `json:"role,omitempty"`
 }
+
+// Policy returns the service's policy (for identifying callers).
+func (s *Service) Policy() *Policy { return s.o.Policy }

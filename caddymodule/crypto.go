@@ -1,0 +1,287 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/emmansun/gmsm/smx509"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/gmgate/gmgate/cryptosvc"
+	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/refusal"
+	"github.com/gmgate/gmgate/signing"
+)
+
+func init() {
+	caddy.RegisterModule(Crypto{})
+}
+
+// Defaults of gm_crypto.
+const (
+	// DefaultCryptoMaxBodySize bounds a request body (1 MiB).
+	DefaultCryptoMaxBodySize = 1 << 20
+	// CryptoPathPrefix is where the operations live (GM/T 0136-2024's prefix).
+	CryptoPathPrefix = "/shf/v1/"
+)
+
+// Crypto is the `http.handlers.gm_crypto` handler: the crypto service for the platform's own
+// systems (docs/crypto-service.md). It serves POST /shf/v1/<Operation> (Sign, Verify, Encrypt,
+// Decrypt, Rewrap, GenerateDataKey, Hmac, VerifyHmac, GenerateRandom, KeyInfo, SignMessage,
+// VerifyMessage, VerifySignedData, ValidateCertificate, ParseCertificate, SealEnvelope,
+// OpenEnvelope) with the gmgate vault's keys. The caller is the subject of the verified client
+// certificate of the connection (TLCP: the `tlcp` listener with client_auth
+// require_and_verify; TLS: Caddy's client authentication), matched against Callers; Rules say
+// what each caller may do. Every request is an entry of the gmgate app's audit log and counted
+// in gmgate_crypto_requests_total. It never calls the next handler.
+type Crypto struct {
+	// Callers are the internal systems, by the SM3 fingerprint and/or subject CN of their
+	// client certificate.
+	Callers []cryptosvc.CallerConfig `json:"callers,omitempty"`
+	// Rules allow a caller operations on a key (and a minimum key version to decrypt). Nothing
+	// else is allowed.
+	Rules []cryptosvc.Rule `json:"rules,omitempty"`
+	// TrustedRoots are PEM files of the GM roots that signer and recipient certificates must
+	// chain to (SignMessage/VerifyMessage, VerifySignedData, ValidateCertificate, SealEnvelope).
+	// Default: the development root when the development PKI is in use; without roots those
+	// operations refuse every certificate (crypto_cert_untrusted).
+	TrustedRoots []string `json:"trusted_roots,omitempty"`
+	// Intermediates are PEM files of intermediate CAs used to build chains.
+	Intermediates []string `json:"intermediates,omitempty"`
+	// CRLs are CRL files (PEM or DER) checked for every certificate of a chain; reloaded on
+	// change; a stale CRL fails closed.
+	CRLs []string `json:"crls,omitempty"`
+	// MaxBodySize bounds a request body in bytes (default 1 MiB).
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// MaxItems bounds the items of a batch (default 256).
+	MaxItems int `json:"max_items,omitempty"`
+	// MaxItemSize bounds each data field of an item in bytes (default 64 KiB).
+	MaxItemSize int64 `json:"max_item_size,omitempty"`
+
+	svc    *cryptosvc.Service
+	keys   map[string]bool // the keys the rules name: the only key label values
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Crypto) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gm_crypto",
+		New: func() caddy.Module { return new(Crypto) },
+	}
+}
+
+// Collectors of gm_crypto (registered by registerMetrics with the others).
+var (
+	cryptoRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "crypto", Name: "requests_total",
+		Help: "Crypto service requests by caller, operation, key and result code (ok or the crypto_* refusal code).",
+	}, []string{"caller", "op", "key", "code"})
+	cryptoItems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "crypto", Name: "items_total",
+		Help: "Items processed by the crypto service (one per batch entry) by operation, key and result code.",
+	}, []string{"op", "key", "code"})
+	cryptoSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "gmgate", Subsystem: "crypto", Name: "request_duration_seconds",
+		Help:    "Time to serve a crypto service request (body read to response written) by operation.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+	}, []string{"op"})
+)
+
+// Provision builds the policy, the certificate verifier and the service.
+func (h *Crypto) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	app, err := gmgateApp(ctx)
+	if err != nil {
+		return err
+	}
+	if app.vault == nil {
+		return errors.New("gm_crypto: the gmgate key vault is not open")
+	}
+	policy, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: h.Callers, Rules: h.Rules})
+	if err != nil {
+		return fmt.Errorf("gm_crypto: %w", err)
+	}
+	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
+	if err != nil {
+		return fmt.Errorf("gm_crypto: trusted_roots: %w", err)
+	}
+	if len(roots) == 0 && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	inters, err := pki.LoadCertificatesFiles(h.Intermediates...)
+	if err != nil {
+		return fmt.Errorf("gm_crypto: intermediates: %w", err)
+	}
+	var verifier *pki.Verifier
+	if len(roots) > 0 {
+		var crls *pki.CRLStore
+		if len(h.CRLs) > 0 {
+			if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
+				return fmt.Errorf("gm_crypto: crls: %w", err)
+			}
+		}
+		if verifier, err = pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls}); err != nil {
+			return fmt.Errorf("gm_crypto: %w", err)
+		}
+	} else if len(h.CRLs) > 0 {
+		return errors.New("gm_crypto: crls without trusted_roots")
+	}
+	o := cryptosvc.Options{Keys: cryptosvc.VaultKeys(app.vault), Policy: policy, Certificates: verifier,
+		MaxItems: h.MaxItems, MaxItemSize: int(h.MaxItemSize)}
+	if l := app.AuditLog(); l != nil { // a nil *audit.Log in the interface would not be nil
+		o.Audit = l
+	} else {
+		h.logger.Warn("gm_crypto: no audit log configured (gmgate { audit … }): operations are not recorded")
+	}
+	if h.svc, err = cryptosvc.New(o); err != nil {
+		return fmt.Errorf("gm_crypto: %w", err)
+	}
+	h.keys = map[string]bool{}
+	for _, r := range h.Rules {
+		h.keys[r.Key] = true
+	}
+	for _, c := range h.Callers {
+		for _, op := range cryptosvc.Ops() {
+			cryptoRequests.WithLabelValues(c.Name, string(op), "", string(refusal.OK)).Add(0)
+		}
+	}
+	return nil
+}
+
+// Validate checks the configuration without side effects.
+func (h *Crypto) Validate() error {
+	if _, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: h.Callers, Rules: h.Rules}); err != nil {
+		return fmt.Errorf("gm_crypto: %w", err)
+	}
+	if h.MaxBodySize < 0 || h.MaxItems < 0 || h.MaxItemSize < 0 {
+		return errors.New("gm_crypto: negative max_body_size, max_items or max_item_size")
+	}
+	if h.MaxItemSize > 0 && h.MaxBodySize > 0 && h.MaxItemSize > h.MaxBodySize {
+		return errors.New("gm_crypto: max_item_size larger than max_body_size")
+	}
+	return nil
+}
+
+// Cleanup releases nothing: the vault and the audit log belong to the gmgate app.
+func (h *Crypto) Cleanup() error { return nil }
+
+// caller returns the verified client certificate's caller (an empty Caller when there is none).
+func (h *Crypto) caller(r *http.Request) (cryptosvc.Caller, string) {
+	var der []byte
+	var cn, serial string
+	if st, ok := setTLCPPlaceholders(r); ok {
+		if c := st.PeerSignCertificate; c != nil { // set only when the chain was verified
+			der, cn, serial = c.Raw, c.Subject.CommonName, signing.SerialHex(c.SerialNumber)
+		}
+	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		c := r.TLS.VerifiedChains[0][0]
+		der, cn, serial = c.Raw, c.Subject.CommonName, signing.SerialHex(c.SerialNumber)
+	}
+	name, ok := h.svc.Policy().Identify(der, cn)
+	if !ok {
+		return cryptosvc.Caller{Serial: serial}, "-"
+	}
+	return cryptosvc.Caller{Name: name, Serial: serial}, name
+}
+
+// ServeHTTP serves one operation.
+func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	start := time.Now()
+	caller, label := h.caller(r)
+	path, _ := strings.CutPrefix(r.URL.Path, CryptoPathPrefix)
+	op, ok := cryptosvc.OpForPath(path)
+	if !ok || r.Method != http.MethodPost {
+		h.refuse(w, label, "unknown", "", cryptosvc.CodeUnknownOperation, start, nil)
+		return nil
+	}
+	max := h.MaxBodySize
+	if max <= 0 {
+		max = DefaultCryptoMaxBodySize
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.refuse(w, label, string(op), "", cryptosvc.CodeTooLarge, start, err)
+			return nil
+		}
+		h.refuse(w, label, string(op), "", cryptosvc.CodeMalformed, start, err)
+		return nil
+	}
+	resp, err := h.svc.Do(r.Context(), caller, op, body, r.Header.Get("X-Request-Id"))
+	if err != nil {
+		h.refuse(w, label, string(op), h.keyOf(body), cryptosvc.CodeOf(err), start, err)
+		return nil
+	}
+	defer resp.Wipe()
+	out, err := json.Marshal(resp)
+	if err != nil {
+		h.refuse(w, label, string(op), resp.Key, cryptosvc.CodeInternal, start, err)
+		return nil
+	}
+	defer clear(out)
+	code := refusal.OK
+	for _, res := range resp.Results {
+		c := res.Code
+		if c == "" {
+			c = refusal.OK
+		} else if code == refusal.OK {
+			code = c
+		}
+		cryptoItems.WithLabelValues(string(op), resp.Key, string(c)).Inc()
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json; charset=utf-8")
+	hd.Set("Content-Length", strconv.Itoa(len(out)))
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	cryptoRequests.WithLabelValues(label, string(op), resp.Key, string(code)).Inc()
+	cryptoSeconds.WithLabelValues(string(op)).Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// keyOf reads the key name of a refused body for the metric label, only when a rule names that
+// key: a refused body is untrusted, and its free text must not grow the label set.
+func (h *Crypto) keyOf(body []byte) string {
+	var k struct {
+		Key string `json:"key"`
+	}
+	if json.Unmarshal(body, &k) != nil || !h.keys[k.Key] {
+		return ""
+	}
+	return k.Key
+}
+
+func (h *Crypto) refuse(w http.ResponseWriter, caller, op, key string, c refusal.Code, start time.Time, err error) {
+	cryptosvc.WriteError(w, c)
+	cryptoRequests.WithLabelValues(caller, op, key, string(c)).Inc()
+	cryptoSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		h.logger.Debug("gm_crypto: request refused", zap.String("code", string(c)), zap.String("caller", caller), zap.Error(err))
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Crypto)(nil)
+	_ caddy.Validator             = (*Crypto)(nil)
+	_ caddy.CleanerUpper          = (*Crypto)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Crypto)(nil)
+	_ caddyfile.Unmarshaler       = (*Crypto)(nil)
+)

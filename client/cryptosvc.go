@@ -1,0 +1,277 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gmgate/gmgate/refusal"
+)
+
+// CryptoService is a client of gmgate's crypto service (the gm_crypto handler,
+// docs/crypto-service.md) for the platform's internal systems: sign and verify, encrypt and
+// decrypt with versioned vault keys, CMS messages, envelopes, certificates. The caller is
+// identified by the client certificate of its TLCP (Config.TLCP.Sign/Enc) or TLS
+// (Config.TLS.Certificates) connection. It is safe for concurrent use.
+type CryptoService struct {
+	base string
+	hc   *http.Client
+}
+
+// CryptoError is a refusal of the service: the HTTP status and the crypto_* code and message
+// of its body (unauthenticated text: a hint for logs and decisions, never proof).
+type CryptoError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *CryptoError) Error() string {
+	return fmt.Sprintf("gmgate crypto service: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// maxCryptoReply bounds a reply body (a full batch of large items).
+const maxCryptoReply = 64 << 20
+
+// NewCryptoService returns a client of the service at baseURL (e.g.
+// "https://gmgate.internal:8443"; operations are POSTed to <baseURL>/shf/v1/<Operation>).
+// cfg supplies the connection: TLCP (with the caller's Sign and Enc certificates), TLS,
+// DialTimeout, MaxIdleConnsPerHost, or Transport; its signing fields are not used.
+func NewCryptoService(baseURL string, cfg Config) (*CryptoService, error) {
+	if !strings.HasPrefix(baseURL, "https://") && !strings.HasPrefix(baseURL, "http://") {
+		return nil, errors.New("client: crypto service base URL must be http:// or https://")
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		tr, err := newHTTPTransport(cfg)
+		if err != nil {
+			return nil, err
+		}
+		rt = tr
+	}
+	return &CryptoService{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: rt}}, nil
+}
+
+// Call POSTs req (marshalled to JSON) to /shf/v1/<operation> and decodes the reply into resp.
+// A refusal is a *CryptoError.
+func (c *CryptoService) Call(ctx context.Context, operation string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/shf/v1/"+operation, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	r, err := c.hc.Do(hr)
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	out, err := readAllBounded(r.Body, maxCryptoReply)
+	if err != nil {
+		return err
+	}
+	if r.StatusCode != http.StatusOK {
+		code, msg, _ := refusal.ParseBody(out)
+		return &CryptoError{Status: r.StatusCode, Code: code, Message: msg}
+	}
+	if resp == nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	if err := dec.Decode(resp); err != nil {
+		return fmt.Errorf("client: crypto service reply: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("client: crypto service reply: trailing data")
+	}
+	return nil
+}
+
+// CryptoItem is one input of an operation (only the fields the operation takes may be set).
+type CryptoItem struct {
+	Data        []byte   `json:"data,omitempty"`
+	Digest      []byte   `json:"digest,omitempty"`
+	UserID      *string  `json:"user_id,omitempty"`
+	Signature   []byte   `json:"signature,omitempty"`
+	KeyVersion  int      `json:"key_version,omitempty"`
+	Plaintext   []byte   `json:"plaintext,omitempty"`
+	Ciphertext  string   `json:"ciphertext,omitempty"`
+	Context     []byte   `json:"context,omitempty"`
+	HMAC        string   `json:"hmac,omitempty"`
+	Bytes       int      `json:"bytes,omitempty"`
+	WrappedOnly bool     `json:"wrapped_only,omitempty"`
+	Certificate string   `json:"certificate,omitempty"`
+	Chain       []string `json:"chain,omitempty"`
+	CMS         []byte   `json:"cms,omitempty"`
+	Detached    bool     `json:"detached,omitempty"`
+	Envelope    []byte   `json:"envelope,omitempty"`
+	GMOIDs      bool     `json:"gm_oids,omitempty"`
+	GCM         bool     `json:"gcm,omitempty"`
+}
+
+// CryptoCert is the parsed identity of a certificate in a result.
+type CryptoCert struct {
+	Subject string `json:"subject"`
+	Issuer  string `json:"issuer"`
+	Serial  string `json:"serial"`
+	SM3     string `json:"fingerprint_sm3"`
+	Role    string `json:"role"`
+}
+
+// CryptoResult is the outcome of one item. In a batch, a failed item has Code and Message.
+type CryptoResult struct {
+	Signature     []byte      `json:"signature"`
+	Valid         bool        `json:"valid"`
+	Ciphertext    string      `json:"ciphertext"`
+	Plaintext     []byte      `json:"plaintext"`
+	HMAC          string      `json:"hmac"`
+	Random        []byte      `json:"random"`
+	KeyVersion    int         `json:"key_version"`
+	Versions      []int       `json:"versions"`
+	LatestVersion int         `json:"latest_version"`
+	Signer        *CryptoCert `json:"signer"`
+	Certificate   *CryptoCert `json:"certificate"`
+	CMS           []byte      `json:"cms"`
+	Content       []byte      `json:"content"`
+	Envelope      []byte      `json:"envelope"`
+	Certificates  []string    `json:"certificates"`
+	Code          string      `json:"code"`
+	Message       string      `json:"message"`
+}
+
+// Err returns the item's refusal as a *CryptoError (nil for a successful item).
+func (r *CryptoResult) Err() error {
+	if r.Code == "" {
+		return nil
+	}
+	return &CryptoError{Status: refusal.Code(r.Code).Status(), Code: r.Code, Message: r.Message}
+}
+
+// One runs operation on key ("" for keyless operations) with one item.
+func (c *CryptoService) One(ctx context.Context, operation, key string, it CryptoItem) (*CryptoResult, error) {
+	req := struct {
+		Key string `json:"key,omitempty"`
+		CryptoItem
+	}{key, it}
+	var res CryptoResult
+	if err := c.Call(ctx, operation, req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Batch runs operation on key with many items in one round trip; each result carries its own
+// outcome (check CryptoResult.Err).
+func (c *CryptoService) Batch(ctx context.Context, operation, key string, items []CryptoItem) ([]CryptoResult, error) {
+	req := struct {
+		Key   string       `json:"key,omitempty"`
+		Batch []CryptoItem `json:"batch_input"`
+	}{key, items}
+	var res struct {
+		Results []CryptoResult `json:"batch_results"`
+	}
+	if err := c.Call(ctx, operation, req, &res); err != nil {
+		return nil, err
+	}
+	if len(res.Results) != len(items) {
+		return nil, fmt.Errorf("client: crypto service answered %d results for %d items", len(res.Results), len(items))
+	}
+	return res.Results, nil
+}
+
+// Sign signs data with the vault key (SM2, the key's user ID when userID is "") and returns the
+// DER signature and the key version.
+func (c *CryptoService) Sign(ctx context.Context, key string, data []byte, userID string) ([]byte, int, error) {
+	it := CryptoItem{Data: data}
+	if userID != "" {
+		it.UserID = &userID
+	}
+	r, err := c.One(ctx, "Sign", key, it)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.Signature, r.KeyVersion, nil
+}
+
+// Verify checks an SM2 signature of data with the vault key (version 0: the one in use). A
+// signature that does not verify is a *CryptoError with code crypto_bad_signature.
+func (c *CryptoService) Verify(ctx context.Context, key string, data, sig []byte, userID string, version int) error {
+	it := CryptoItem{Data: data, Signature: sig, KeyVersion: version}
+	if userID != "" {
+		it.UserID = &userID
+	}
+	r, err := c.One(ctx, "Verify", key, it)
+	if err == nil && !r.Valid {
+		err = errors.New("client: crypto service answered without valid")
+	}
+	return err
+}
+
+// Encrypt encrypts plaintext under the key's newest version, bound to context (may be nil),
+// and returns the "gm:v<N>:…" ciphertext.
+func (c *CryptoService) Encrypt(ctx context.Context, key string, plaintext, context []byte) (string, error) {
+	if plaintext == nil {
+		plaintext = []byte{}
+	}
+	r, err := c.One(ctx, "Encrypt", key, CryptoItem{Plaintext: plaintext, Context: context})
+	if err != nil {
+		return "", err
+	}
+	return r.Ciphertext, nil
+}
+
+// Decrypt decrypts a "gm:v<N>:…" ciphertext of key made with the same context.
+func (c *CryptoService) Decrypt(ctx context.Context, key, ciphertext string, context []byte) ([]byte, error) {
+	r, err := c.One(ctx, "Decrypt", key, CryptoItem{Ciphertext: ciphertext, Context: context})
+	if err != nil {
+		return nil, err
+	}
+	if r.Plaintext == nil {
+		return []byte{}, nil
+	}
+	return r.Plaintext, nil
+}
+
+// Rewrap moves a ciphertext to the key's newest version without the plaintext leaving the
+// service.
+func (c *CryptoService) Rewrap(ctx context.Context, key, ciphertext string, context []byte) (string, error) {
+	r, err := c.One(ctx, "Rewrap", key, CryptoItem{Ciphertext: ciphertext, Context: context})
+	if err != nil {
+		return "", err
+	}
+	return r.Ciphertext, nil
+}
+
+// SignMessage makes a PKCS#7/CMS SignedData of data with the key's certificate.
+func (c *CryptoService) SignMessage(ctx context.Context, key string, data []byte, detached bool) ([]byte, error) {
+	r, err := c.One(ctx, "SignMessage", key, CryptoItem{Data: data, Detached: detached})
+	if err != nil {
+		return nil, err
+	}
+	return r.CMS, nil
+}
+
+// VerifyMessage verifies a SignedData (data for a detached one) and returns its signer and,
+// when attached, its content.
+func (c *CryptoService) VerifyMessage(ctx context.Context, cms, data []byte) (*CryptoCert, []byte, error) {
+	r, err := c.One(ctx, "VerifyMessage", "", CryptoItem{CMS: cms, Data: data})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !r.Valid || r.Signer == nil {
+		return nil, nil, errors.New("client: crypto service answered without a signer")
+	}
+	return r.Signer, r.Content, nil
+}
+
+// HTTPClient returns the HTTP client the service client uses (for requests the typed methods
+// do not cover).
+func (c *CryptoService) HTTPClient() *http.Client { return c.hc }
