@@ -2,26 +2,30 @@ package cryptosvc
 
 import (
 	"bytes"
-	"encoding/base64"
 	"strings"
 	"testing"
 
+	"github.com/gmgate/gmgate/internal/attack"
 	"github.com/gmgate/gmgate/refusal"
 )
 
 // flip returns ct with one bit of its sealed body changed at byte i (negative: from the end).
 func flip(t testing.TB, ct string, i int) string {
 	t.Helper()
-	v, body, err := parseVersioned(ct)
+	out, err := attack.FlipCiphertextBit(ct, i)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i < 0 {
-		i += len(body)
+	return out
+}
+
+func relabel(t testing.TB, ct string, v int) string {
+	t.Helper()
+	out, err := attack.RelabelCiphertextVersion(ct, v)
+	if err != nil {
+		t.Fatal(err)
 	}
-	body = append([]byte(nil), body...)
-	body[i] ^= 0x01
-	return formatVersioned(v, body)
+	return out
 }
 
 // TestRefusals is the bad-input table of the core: each row is an attack or a mistake and the
@@ -42,9 +46,11 @@ func TestRefusals(t *testing.T) {
 		manyItems[i] = item{"bytes": 1}
 	}
 	// A ciphertext whose version prefix is rewritten from 3 to 2 (both versions exist).
-	_, body, _ := parseVersioned(ct)
-	ctV2 := formatVersioned(2, body)
-	ctV99 := formatVersioned(99, body)
+	ctV2, ctV99 := relabel(t, ct, 2), relabel(t, ct, 99)
+	truncated, err := attack.TruncateCiphertext(ct, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A ciphertext of pii-other relabelled... it is already "gm:v1:": decrypting it under pii
 	// (version 1 exists there too) must fail the tag, since the AAD names the key.
 
@@ -81,7 +87,7 @@ func TestRefusals(t *testing.T) {
 		{"tampered ciphertext body", settlement, OpDecrypt, item{"key": "pii", "ciphertext": flip(t, ct, 20)}, CodeBadCiphertext},
 		{"tampered tag", settlement, OpDecrypt, item{"key": "pii", "ciphertext": flip(t, ct, -1)}, CodeBadCiphertext},
 		{"tampered nonce", settlement, OpDecrypt, item{"key": "pii", "ciphertext": flip(t, ct, 0)}, CodeBadCiphertext},
-		{"truncated ciphertext", settlement, OpDecrypt, item{"key": "pii", "ciphertext": "gm:v3:" + base64.StdEncoding.EncodeToString(body[:20])}, CodeBadCiphertext},
+		{"truncated ciphertext", settlement, OpDecrypt, item{"key": "pii", "ciphertext": truncated}, CodeBadCiphertext},
 		{"version prefix rewritten", settlement, OpDecrypt, item{"key": "pii", "ciphertext": ctV2}, CodeBadCiphertext},
 		{"version not loaded", settlement, OpDecrypt, item{"key": "pii", "ciphertext": ctV99}, CodeUnknownKey},
 		{"ciphertext of another key", settlement, OpDecrypt, item{"key": "pii", "ciphertext": ctOther}, CodeBadCiphertext},
@@ -89,6 +95,7 @@ func TestRefusals(t *testing.T) {
 		{"context of another record", settlement, OpDecrypt, item{"key": "pii", "ciphertext": ctCtx, "context": b64([]byte("order-2"))}, CodeBadCiphertext},
 		{"rewrap of another key", settlement, OpRewrap, item{"key": "pii", "ciphertext": ctOther}, CodeBadCiphertext},
 		{"retired version for risk", risk, OpDecrypt, item{"key": "pii", "ciphertext": hsmOld[1]}, CodeVersionRetired},
+		{"retired ciphertext relabelled as the newest", risk, OpDecrypt, item{"key": "pii", "ciphertext": relabel(t, hsmOld[1], 3)}, CodeBadCiphertext},
 		{"version 2 for risk", risk, OpDecrypt, item{"key": "pii", "ciphertext": hsmOld[2]}, CodeVersionRetired},
 		{"bad hmac", settlement, OpVerifyHMAC, item{"key": "pii", "data": b64([]byte("other")), "hmac": mac}, CodeBadSignature},
 		{"hmac of another key", settlement, OpVerifyHMAC, item{"key": "pii-other", "data": pt, "hmac": strings.Replace(mac, "gm:v3:", "gm:v1:", 1)}, CodeBadSignature},

@@ -23,6 +23,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/client"
+	"github.com/gmgate/gmgate/internal/attack"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -266,10 +267,15 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		return fmt.Sprintf(`{"cms":%q}`, base64.StdEncoding.EncodeToString(der))
 	}
 	flipped := func(ct string) string {
-		i := strings.LastIndexByte(ct, ':')
-		raw, _ := base64.StdEncoding.DecodeString(ct[i+1:])
-		raw[len(raw)/2] ^= 1
-		return ct[:i+1] + base64.StdEncoding.EncodeToString(raw)
+		out, err := attack.FlipCiphertextBit(ct, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	relabelled, err := attack.RelabelCiphertextVersion(ctV1, 3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
@@ -291,8 +297,9 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		{"oversized body", settlementHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"` + strings.Repeat("A", 70<<10) + `"}`, 413, "crypto_too_large"},
 		{"oversized item", settlementHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"` + b64(make([]byte, 9<<10)) + `"}`, 413, "crypto_too_large"},
 		{"tampered ciphertext", settlementHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q,"context":%q}`, flipped(ct), b64([]byte("order-7"))), 400, "crypto_bad_ciphertext"},
-		{"ciphertext of another key", settlementHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q}`, strings.Replace(otherCT, "gm:v1:", "gm:v1:", 1)), 400, "crypto_bad_ciphertext"},
+		{"ciphertext of another key", settlementHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q}`, otherCT), 400, "crypto_bad_ciphertext"},
 		{"another record's context", settlementHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q,"context":%q}`, ct, b64([]byte("order-8"))), 400, "crypto_bad_ciphertext"},
+		{"old ciphertext relabelled as the newest version", riskHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q}`, relabelled), 400, "crypto_bad_ciphertext"},
 		{"version below the caller's minimum", riskHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q}`, ctV1), 403, "crypto_version_retired"},
 		{"expired signer", settlementHTTP, "POST", "VerifyMessage", signedBy(expired), 422, "crypto_cert_expired"},
 		{"revoked signer", settlementHTTP, "POST", "VerifyMessage", signedBy(revoked), 422, "crypto_cert_revoked"},

@@ -64,7 +64,7 @@ func TestXcaddyPlugin(t *testing.T) {
 	}
 
 	plugin := gmgateModules(t, bin)
-	want := []string{"caddy.listeners.tlcp", "caddy.listeners.tlcp_join", "caddy.listeners.tls13sm", "gmgate", "http.handlers.gm_cosign", "http.handlers.gm_enroll", "http.handlers.gm_verify",
+	want := []string{"caddy.listeners.tlcp", "caddy.listeners.tlcp_join", "caddy.listeners.tls13sm", "gmgate", "http.handlers.gm_cosign", "http.handlers.gm_crypto", "http.handlers.gm_enroll", "http.handlers.gm_verify",
 		"http.handlers.tlcp_vars", "http.reverse_proxy.transport.gm_channel"}
 	if !slices.Equal(plugin, want) {
 		t.Fatalf("Caddy built with the plugin registers gmgate modules %v, want %v", plugin, want)
