@@ -1,0 +1,54 @@
+package cryptosvc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"strconv"
+	"testing"
+)
+
+// The service's own cost over the vault's signing, in process (no network, no TLCP): compare
+// BenchmarkSignVault with BenchmarkSignService/batch-N per signature (ns/op is per signature in
+// both). docs/crypto-service.md reports the ratios with the real binary (integration/cmd/cryptoload).
+
+var benchMsg = []byte("settlement batch 2026-12-04 line 000001 amount 1234.56 CNY merchant 1900000001")
+
+func BenchmarkSignVault(b *testing.B) {
+	v := fileVault(b)
+	signer, err := v.Signer("platform-sign")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := signer.Sign(rand.Reader, benchMsg, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSignService(b *testing.B) {
+	for _, n := range []int{1, 16, 64} {
+		b.Run("batch-"+strconv.Itoa(n), func(b *testing.B) {
+			v := fileVault(b)
+			s := newService(b, v, &recSink{})
+			items := make([]map[string]any, n)
+			for i := range items {
+				items[i] = map[string]any{"data": benchMsg}
+			}
+			body, _ := json.Marshal(map[string]any{"key": "platform-sign", "batch_input": items})
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += n {
+				resp, err := s.Do(context.Background(), settlement, OpSign, body, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := json.Marshal(resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
