@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,8 +109,8 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if app.vault == nil {
-		return errors.New("gm_crypto: the gmgate key vault is not open")
+	if app.vs == nil {
+		return errors.New("gm_crypto: the gmgate key vault is not configured")
 	}
 	policy, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: h.Callers, Rules: h.Rules})
 	if err != nil {
@@ -140,10 +141,10 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	} else if len(h.CRLs) > 0 {
 		return errors.New("gm_crypto: crls without trusted_roots")
 	}
-	o := cryptosvc.Options{Keys: cryptosvc.VaultKeys(app.vault), Policy: policy, Certificates: verifier,
+	o := cryptosvc.Options{Keys: lazyKeys{app.vs}, Policy: policy, Certificates: verifier,
 		MaxItems: h.MaxItems, MaxItemSize: int(h.MaxItemSize)}
-	if l := app.AuditLog(); l != nil { // a nil *audit.Log in the interface would not be nil
-		o.Audit = l
+	if sink := app.AuditSink(); sink != nil {
+		o.Audit = sink
 	} else {
 		h.logger.Warn("gm_crypto: no audit log configured (gmgate { audit … }): operations are not recorded")
 	}
@@ -275,6 +276,66 @@ func (h *Crypto) refuse(w http.ResponseWriter, caller, op, key string, c refusal
 	if err != nil {
 		h.logger.Debug("gm_crypto: request refused", zap.String("code", string(c)), zap.String("caller", caller), zap.Error(err))
 	}
+}
+
+// lazyKeys gives the service the gmgate app's vault, which opens when the configuration starts
+// (or at the first key use): every call fails closed with the vault's error if it cannot open.
+type lazyKeys struct{ vs *vaultState }
+
+func (k lazyKeys) keys() (cryptosvc.Keys, error) {
+	v, err := k.vs.open()
+	if err != nil {
+		return nil, err
+	}
+	return cryptosvc.VaultKeys(v), nil
+}
+
+func (k lazyKeys) Signer(name string) (crypto.Signer, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, err
+	}
+	return ks.Signer(name)
+}
+
+func (k lazyKeys) PublicKey(name string) (crypto.PublicKey, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, err
+	}
+	return ks.PublicKey(name)
+}
+
+func (k lazyKeys) Decrypter(name string) (crypto.Decrypter, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, err
+	}
+	return ks.Decrypter(name)
+}
+
+func (k lazyKeys) Certificate(name string) ([]*smx509.Certificate, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, err
+	}
+	return ks.Certificate(name)
+}
+
+func (k lazyKeys) SymmetricKey(name string) (cryptosvc.SymmetricKey, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, err
+	}
+	return ks.SymmetricKey(name)
+}
+
+func (k lazyKeys) Versions(name string) ([]int, int, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return nil, 0, err
+	}
+	return ks.Versions(name)
 }
 
 // Interface guards
