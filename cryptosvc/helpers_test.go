@@ -109,7 +109,7 @@ func wrappedVault(t testing.TB) *keyvault.Vault {
 	needHSM(t)
 	hsmOnce.Do(func() {
 		tc := keyvault.TokenConfig{Name: "main", Module: softhsmModule, TokenLabel: hsmLabel, PINEnv: hsmPINEnv,
-			PoolSize: 4, BorrowTimeout: 2 * time.Second}
+			PoolSize: 4, BorrowTimeout: keyvault.Duration(2 * time.Second)}
 		ref := func(o string) string { return "pkcs11:token=" + hsmLabel + ";object=" + o }
 		cfg := keyvault.Config{Tokens: []keyvault.TokenConfig{tc}, Keys: []keyvault.KeyConfig{
 			{Name: "pii", Type: keyvault.KeyTypeSM4, Ref: ref("pii")},
