@@ -1,8 +1,11 @@
 package platform
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -194,4 +197,36 @@ func TestServiceRotationFailsClosed(t *testing.T) {
 	if _, code, _ := f.coSignWith(tm, tm.d1, f.token(tm.id, OpSign), payment, nil); code != CodeInternal {
 		t.Fatalf("three versions: %s", code)
 	}
+}
+
+// FuzzRotationRequest: authenticated sign/rotate/confirm bodies of any shape, against a key with
+// a pending rotation, never panic and never confirm the rotation (nothing but the pending pair
+// can sign the challenge); the record keeps its current and its pending version.
+func FuzzRotationRequest(f *testing.F) {
+	fx := newFixture(f, func(c *Config) { c.RatePerMinute = 1 << 30; c.Burst = 1 << 30; c.MaxFailures = 1 << 30 })
+	tm := fx.enroll("term-fuzz")
+	fx.now = time.Now()
+	tok := fx.token(tm.id, OpSign, OpRotate)
+	resp, code := fx.call(OpRotate, tok, Request{KeyID: tm.id})
+	if code != refusal.OK {
+		f.Fatal(code)
+	}
+	f.Add([]byte(`{"key_id":"term-fuzz","rotation_id":"AAAAAAAAAAAAAAAAAAAAAA==","signature":"MAYCAQECAQE="}`), "confirm")
+	f.Add([]byte(`{"key_id":"term-fuzz","e":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","q1":"BA==","rotation_id":"AAAAAAAAAAAAAAAAAAAAAA=="}`), "sign")
+	f.Add([]byte(`{"key_id":"term-fuzz"}`), "rotate")
+	f.Fuzz(func(t *testing.T, body []byte, op string) {
+		fx.t = t
+		r := httptest.NewRequest(http.MethodPost, "/cosign/confirm", bytes.NewReader(body))
+		r.URL.Path = "/cosign/" + op
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		fx.svc.ServeHTTP(w, r)
+		if op == OpConfirm && w.Code == http.StatusOK {
+			t.Fatalf("rotation confirmed by %s", body)
+		}
+		vs, err := fx.svc.cfg.Shares.GetAll(ShareKind, []byte(tm.id))
+		if err != nil || len(vs) != 2 || vs[0].Version != 1 || string(vs[1].Secret[shareSize:shareSize+RotationIDSize]) != string(resp.RotationID) {
+			t.Fatalf("record changed by %s %s: %d versions %v", op, body, len(vs), err)
+		}
+	})
 }
