@@ -246,12 +246,28 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 		return nil
 	}
 	entries := make([]smx509.RevocationListEntry, 0, len(revs))
+	listed := map[string]bool{}
 	for _, r := range revs {
 		n, ok := new(big.Int).SetString(r.Serial, 16)
 		if !ok {
 			continue
 		}
+		listed[n.Text(16)] = true
 		entries = append(entries, smx509.RevocationListEntry{SerialNumber: n, RevocationTime: r.At.UTC()})
+	}
+	// A revocation is never undone: every serial of the last CRL this CA signed stays listed,
+	// whatever the store says now (someone who can write the store directory could delete a
+	// revocation marker; the CRL is signed, the markers are not).
+	for _, e := range s.previousCRLEntries() {
+		if listed[e.SerialNumber.Text(16)] {
+			continue
+		}
+		listed[e.SerialNumber.Text(16)] = true
+		entries = append(entries, e)
+		if s.cfg.Audit != nil {
+			_ = s.cfg.Audit.Append(audit.Record{Time: now, Direction: audit.DirectionInbound, Scheme: "enroll/crl",
+				CertSerial: e.SerialNumber.Text(16), Verdict: audit.VerdictReject, Reason: "revocation_marker_missing"})
+		}
 	}
 	// CRL numbers grow with time (milliseconds), and strictly within the process.
 	number := big.NewInt(now.UnixMilli())
@@ -272,6 +288,36 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 	s.crlThis, s.crlNext = this, now.Add(s.cfg.CRLValidity)
 	s.auditPickedUp(revs, now)
 	return nil
+}
+
+// previousCRLEntries returns the entries of the last CRL this CA signed: the one in memory, or
+// at start the CRL file, when its signature verifies against the issuing CA. The caller holds
+// s.crlMu.
+func (s *Server) previousCRLEntries() []smx509.RevocationListEntry {
+	der := s.crlDER
+	if der == nil && s.cfg.CRLFile != "" {
+		data, err := os.ReadFile(s.cfg.CRLFile)
+		if err != nil {
+			return nil
+		}
+		rl, err := pki.ParseCRL(data)
+		if err != nil {
+			return nil
+		}
+		chain := s.cfg.Issuer.Chain()
+		if len(chain) == 0 || rl.CheckSignatureFrom(chain[0]) != nil {
+			return nil
+		}
+		return rl.RevokedCertificateEntries
+	}
+	if der == nil {
+		return nil
+	}
+	rl, err := smx509.ParseRevocationList(der)
+	if err != nil {
+		return nil
+	}
+	return rl.RevokedCertificateEntries
 }
 
 // auditPickedUp writes an audit entry for each revocation this server did not make itself
