@@ -24,6 +24,7 @@ import (
 	"github.com/emmansun/gmsm/ecdh"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/peerverify"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -223,7 +224,7 @@ type Config struct {
 	clientCAsN [][]byte
 	caNamesSet bool
 
-	verifyCache verifyCache
+	verifyCache peerverify.Cache
 }
 
 // ErrCertificateRevoked may be wrapped by VerifyPeerCertificate errors to

@@ -363,8 +363,8 @@ func TestVerifyCacheHonoursExpiry(t *testing.T) {
 			t.Fatal(a, b)
 		}
 	}
-	if len(sc.verifyCache.m) != 1 {
-		t.Fatalf("verify cache has %d entries, want 1", len(sc.verifyCache.m))
+	if sc.verifyCache.Len() != 1 {
+		t.Fatalf("verify cache has %d entries, want 1", sc.verifyCache.Len())
 	}
 	now = now.Add(30 * time.Hour) // past the client certificates' NotAfter
 	_, srvErr := runPair(t, sc, clientConfig(p, true), nil)

@@ -2,11 +2,9 @@ package tlcp
 
 import (
 	"errors"
-	"sync"
-	"time"
 
-	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/peerverify"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -55,46 +53,22 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 	}
 	var chains [][]*smx509.Certificate
 	if verify {
-		opts := smx509.VerifyOptions{
-			CurrentTime:   c.config.now(),
-			Intermediates: smx509.NewCertPool(),
-		}
 		first := 1
+		var enc *smx509.Certificate
 		if hasEnc {
-			first = 2
+			first, enc = 2, certs[1]
 		}
-		for _, ic := range certs[first:] {
-			opts.Intermediates.AddCert(ic)
+		p := peerverify.Peer{
+			Raw: raw, Sign: certs[0], Enc: enc, Intermediates: certs[first:], Certs: certs,
+			Roots: c.config.ClientCAs, Server: isServerCert, ServerName: c.config.ServerName,
+			Now: c.config.now(),
 		}
 		if isServerCert {
-			opts.Roots = c.config.RootCAs
-			opts.KeyUsages = []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth}
-		} else {
-			opts.Roots = c.config.ClientCAs
-			opts.KeyUsages = []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}
+			p.Roots = c.config.RootCAs
 		}
-		if opts.Roots == nil {
-			opts.Roots = smx509.NewCertPool()
-		}
-		signOpts := opts
-		if isServerCert {
-			signOpts.DNSName = c.config.ServerName
-		}
-		key := verifyCacheKey(raw, isServerCert, signOpts.DNSName)
-		if cached, ok := c.config.verifyCache.get(key, opts.CurrentTime); ok {
-			chains = cached
-		} else {
-			var err error
-			chains, err = certs[0].Verify(signOpts)
-			if err != nil {
-				return certAlert(err)
-			}
-			if hasEnc {
-				if _, err := certs[1].Verify(opts); err != nil {
-					return certAlert(err)
-				}
-			}
-			c.config.verifyCache.put(key, chains, certs, opts.CurrentTime)
+		var err error
+		if chains, err = c.config.verifyCache.Verify(p); err != nil {
+			return certAlert(err)
 		}
 	}
 	if c.config.VerifyPeerCertificate != nil {
@@ -110,24 +84,15 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 	return nil
 }
 
-// certAlert maps a verification error to its alert.
+// certAlert maps a chain verification error to its TLCP alert.
 func certAlert(err error) error {
-	var inv smx509.CertificateInvalidError
-	var unk smx509.UnknownAuthorityError
-	var host smx509.HostnameError
-	switch {
-	case errors.As(err, &inv):
-		switch inv.Reason {
-		case smx509.Expired:
-			return wrapAlert(AlertCertificateExpired, err)
-		case smx509.IncompatibleUsage:
-			return wrapAlert(AlertUnsupportedCertificate, err)
-		}
-		return wrapAlert(AlertBadCertificate, err)
-	case errors.As(err, &unk):
+	switch peerverify.Classify(err) {
+	case peerverify.Expired:
+		return wrapAlert(AlertCertificateExpired, err)
+	case peerverify.UnsupportedCertificate:
+		return wrapAlert(AlertUnsupportedCertificate, err)
+	case peerverify.UnknownCA:
 		return wrapAlert(AlertUnknownCA, err)
-	case errors.As(err, &host):
-		return wrapAlert(AlertBadCertificate, err)
 	}
 	return wrapAlert(AlertBadCertificate, err)
 }
@@ -155,90 +120,6 @@ func fixServerOrder(certs []*smx509.Certificate, raw [][]byte) ([]*smx509.Certif
 		}
 	}
 	return certs, raw
-}
-
-// verifyCache remembers successful chain verifications of peer certificate
-// lists for a short time, so that clients reconnecting with the same
-// certificates do not cost two SM2 verifications per handshake. Key usage,
-// validity period and VerifyPeerCertificate are still checked every time.
-type verifyCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]verifyEntry
-}
-
-type verifyEntry struct {
-	chains           [][]*smx509.Certificate
-	notBefore, until time.Time
-}
-
-const (
-	verifyCacheMax = 1024
-	verifyCacheTTL = 5 * time.Minute
-)
-
-func verifyCacheKey(raw [][]byte, isServer bool, name string) [32]byte {
-	h := sm3.New()
-	if isServer {
-		h.Write([]byte{1})
-	} else {
-		h.Write([]byte{0})
-	}
-	h.Write([]byte(name))
-	h.Write([]byte{0})
-	for _, r := range raw {
-		h.Write([]byte{byte(len(r) >> 16), byte(len(r) >> 8), byte(len(r))})
-		h.Write(r)
-	}
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
-
-func (v *verifyCache) get(k [32]byte, now time.Time) ([][]*smx509.Certificate, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	e, ok := v.m[k]
-	if !ok {
-		return nil, false
-	}
-	if now.Before(e.notBefore) || now.After(e.until) {
-		delete(v.m, k)
-		return nil, false
-	}
-	return e.chains, true
-}
-
-func (v *verifyCache) put(k [32]byte, chains [][]*smx509.Certificate, certs []*smx509.Certificate, now time.Time) {
-	e := verifyEntry{chains: chains, until: now.Add(verifyCacheTTL)}
-	// The entry is only valid while every certificate involved is valid.
-	consider := func(c *smx509.Certificate) {
-		if c.NotAfter.Before(e.until) {
-			e.until = c.NotAfter
-		}
-		if c.NotBefore.After(e.notBefore) {
-			e.notBefore = c.NotBefore
-		}
-	}
-	for _, c := range certs {
-		consider(c)
-	}
-	for _, ch := range chains {
-		for _, c := range ch {
-			consider(c)
-		}
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.m == nil {
-		v.m = make(map[[32]byte]verifyEntry)
-	}
-	if len(v.m) >= verifyCacheMax {
-		for key := range v.m { // drop an arbitrary entry
-			delete(v.m, key)
-			break
-		}
-	}
-	v.m[k] = e
 }
 
 // recheckSession re-applies to a cached session's peer what time and

@@ -28,6 +28,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/peerverify"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -209,7 +210,7 @@ type Config struct {
 	caNames     [][]byte
 	caNamesSet  bool
 
-	verifyCache verifyCache
+	verifyCache peerverify.Cache
 
 	// keyLog, set by tests only, receives each traffic secret with its NSS
 	// key-log label and the client random, to compare with a peer's key log.
