@@ -116,9 +116,7 @@ func FuzzMuxHostilePeer(f *testing.F) {
 				t.Fatalf("routed connection reads %d bytes (%.32x...), the peer sent %d (%.32x...)", len(got), got, len(data), data)
 			}
 		}
-		m.mu.Lock()
-		total, pending, peeking := m.total, len(m.pending), len(m.peeking)
-		m.mu.Unlock()
+		total, pending, peeking := m.m.Pending()
 		if total != 0 || pending != 0 || peeking != 0 {
 			t.Fatalf("after the peer: total %d, sources %d, peeking %d still pending", total, pending, peeking)
 		}

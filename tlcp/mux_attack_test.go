@@ -62,9 +62,7 @@ func TestAttackSilentConnectionsDoNotStallMux(t *testing.T) {
 	// Let the mux accept them all: the pending count must reach the silent ones.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		m.mu.Lock()
-		n := m.total
-		m.mu.Unlock()
+		n, _, _ := m.m.Pending()
 		if n >= silent {
 			break
 		}

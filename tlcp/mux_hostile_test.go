@@ -97,9 +97,7 @@ func TestAttackHostilePeersOnMux(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		m.mu.Lock()
-		total, sources := m.total, len(m.pending)
-		m.mu.Unlock()
+		total, sources, _ := m.m.Pending()
 		if total == 0 && sources == 0 {
 			break
 		}

@@ -1,11 +1,10 @@
 package tls13sm
 
 import (
-	"errors"
 	"net"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/gmgate/gmgate/internal/firstrecord"
 )
 
 // classifyClientHello decides from the first bytes of a connection whether
@@ -63,24 +62,13 @@ const muxPeekMax = recordHeaderLen + maxPlaintext
 // Mux splits one listener into connections for this package (ClientHellos
 // offering only or first the RFC 8998 suites) and every other connection
 // (for crypto/tls, or the tlcp Mux in front of it), by peeking at the first
-// record; the routed connections replay the peeked bytes. As in tlcp.Mux the
-// accept loop never waits for a peer: each connection is peeked in its own
-// goroutine under PeekTimeout, and a source IP with MaxPendingPerSource
-// connections still undecided (or the Mux with MaxPending) has new ones
-// closed at once.
+// record; the routed connections replay the peeked bytes. The accept loop
+// and its bounds are internal/firstrecord's, as for tlcp.Mux: each
+// connection is peeked in its own goroutine under PeekTimeout, and a source
+// IP with MaxPendingPerSource connections still undecided (or the Mux with
+// MaxPending) has new ones closed at once.
 type Mux struct {
-	inner     net.Listener
-	cfg       MuxConfig
-	sm, other *muxListener
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  error
-	wg        sync.WaitGroup
-
-	mu      sync.Mutex
-	pending map[string]int
-	total   int
-	peeking map[net.Conn]struct{}
+	m *firstrecord.Mux
 }
 
 // MuxConfig bounds a Mux. Zero values take the defaults.
@@ -97,206 +85,20 @@ type MuxConfig struct {
 
 // NewMux starts routing connections accepted from inner.
 func NewMux(inner net.Listener, cfg MuxConfig) *Mux {
-	if cfg.PeekTimeout <= 0 {
-		cfg.PeekTimeout = 10 * time.Second
-	}
-	if cfg.MaxPendingPerSource <= 0 {
-		cfg.MaxPendingPerSource = 256
-	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 65536
-	}
-	m := &Mux{inner: inner, cfg: cfg, done: make(chan struct{}), pending: map[string]int{}, peeking: map[net.Conn]struct{}{}}
-	m.sm = &muxListener{m: m, ch: make(chan net.Conn)}
-	m.other = &muxListener{m: m, ch: make(chan net.Conn)}
-	m.wg.Add(1)
-	go m.acceptLoop()
-	return m
+	return &Mux{m: firstrecord.New(inner, firstrecord.Config{
+		PeekTimeout:         cfg.PeekTimeout,
+		MaxPendingPerSource: cfg.MaxPendingPerSource,
+		MaxPending:          cfg.MaxPending,
+		MaxPeek:             muxPeekMax,
+	}, classifyClientHello)}
 }
 
 // SM returns the listener of the RFC 8998 connections (raw; wrap it with
 // NewListener to serve them).
-func (m *Mux) SM() net.Listener { return m.sm }
+func (m *Mux) SM() net.Listener { return m.m.Match() }
 
 // Other returns the listener of every other connection.
-func (m *Mux) Other() net.Listener { return m.other }
+func (m *Mux) Other() net.Listener { return m.m.Other() }
 
 // Close closes the inner listener and both routed listeners.
-func (m *Mux) Close() error {
-	m.closeOnce.Do(func() {
-		close(m.done)
-		m.closeErr = m.inner.Close()
-		m.mu.Lock()
-		for c := range m.peeking {
-			c.Close()
-		}
-		m.mu.Unlock()
-	})
-	m.wg.Wait()
-	return m.closeErr
-}
-
-func temporaryAcceptError(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ECONNRESET,
-		syscall.ENOBUFS, syscall.ENOMEM, syscall.EAGAIN, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-func (m *Mux) acceptLoop() {
-	defer m.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := m.inner.Accept()
-		if err != nil {
-			select {
-			case <-m.done:
-				return
-			default:
-			}
-			if temporaryAcceptError(err) {
-				if delay == 0 {
-					delay = 5 * time.Millisecond
-				} else if delay *= 2; delay > time.Second {
-					delay = time.Second
-				}
-				select {
-				case <-time.After(delay):
-				case <-m.done:
-					return
-				}
-				continue
-			}
-			go m.Close() //nolint:errcheck // the inner error ends the Mux
-			return
-		}
-		delay = 0
-		src := sourceIP(c.RemoteAddr())
-		if !m.admit(src, c) {
-			c.Close()
-			continue
-		}
-		m.wg.Add(1)
-		go m.route(c, src)
-	}
-}
-
-func (m *Mux) admit(src string, c net.Conn) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	select {
-	case <-m.done:
-		return false
-	default:
-	}
-	if m.total >= m.cfg.MaxPending || m.pending[src] >= m.cfg.MaxPendingPerSource {
-		return false
-	}
-	m.total++
-	m.pending[src]++
-	m.peeking[c] = struct{}{}
-	return true
-}
-
-func (m *Mux) release(src string, c net.Conn) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.peeking, c)
-	m.total--
-	if m.pending[src]--; m.pending[src] <= 0 {
-		delete(m.pending, src)
-	}
-}
-
-func sourceIP(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	s := a.String()
-	if h, _, err := net.SplitHostPort(s); err == nil {
-		return h
-	}
-	return s
-}
-
-func (m *Mux) route(c net.Conn, src string) {
-	defer m.wg.Done()
-	buf := make([]byte, 0, 512)
-	c.SetReadDeadline(time.Now().Add(m.cfg.PeekTimeout)) //nolint:errcheck
-	isSM := false
-	for {
-		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(2*cap(buf), muxPeekMax))
-			copy(nb, buf)
-			buf = nb
-		}
-		n, err := c.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		var more bool
-		isSM, more = classifyClientHello(buf)
-		if !more || len(buf) >= muxPeekMax {
-			break
-		}
-		if err != nil {
-			m.release(src, c)
-			c.Close()
-			return
-		}
-	}
-	m.release(src, c)
-	c.SetReadDeadline(time.Time{}) //nolint:errcheck
-	pc := &prefixConn{Conn: c, prefix: buf}
-	dst := m.other
-	if isSM {
-		dst = m.sm
-	}
-	select {
-	case dst.ch <- pc:
-	case <-m.done:
-		c.Close()
-	}
-}
-
-type muxListener struct {
-	m  *Mux
-	ch chan net.Conn
-}
-
-// Accept returns the next routed connection.
-func (l *muxListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.m.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close closes the whole Mux.
-func (l *muxListener) Close() error { return l.m.Close() }
-
-// Addr returns the inner listener's address.
-func (l *muxListener) Addr() net.Addr { return l.m.inner.Addr() }
-
-// prefixConn replays peeked bytes before reading from the connection.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-// Read implements io.Reader.
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.prefix) > 0 {
-		n := copy(b, p.prefix)
-		p.prefix = p.prefix[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
-}
+func (m *Mux) Close() error { return m.m.Close() }
