@@ -65,6 +65,27 @@ func (r *joinRegistry) takeIf(addr string, ln net.Listener) bool {
 	return true
 }
 
+// parkUntilJoined parks ln under key for tlcp_join. tlcp_join takes it while the server
+// starts; if none does within joinGrace, its connections would queue in the mux until it
+// stalls TLS too: unjoined reports it, then every connection of raw (the listener under ln,
+// before any handshake) is refused.
+func (r *joinRegistry) parkUntilJoined(key string, ln, raw net.Listener, unjoined func()) {
+	r.park(key, ln)
+	time.AfterFunc(joinGrace, func() {
+		if !r.takeIf(key, ln) {
+			return
+		}
+		unjoined()
+		for {
+			c, err := raw.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+}
+
 func (r *joinRegistry) take(addr string) net.Listener {
 	r.mu.Lock()
 	defer r.mu.Unlock()

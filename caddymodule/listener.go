@@ -20,6 +20,7 @@ import (
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
+	"github.com/gmgate/gmgate/tls13sm"
 )
 
 func init() {
@@ -318,21 +319,8 @@ func (w *ListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 	mux := tlcp.NewMuxConfig(ln, tlcp.MuxConfig{PeekTimeout: time.Duration(w.PeekTimeout),
 		MaxPendingPerSource: w.MaxPendingPerSource})
 	addr, parked := ln.Addr().String(), &tlcpListener{Listener: mux.TLCP(), w: w, stateful: true}
-	joins.park(addr, parked)
-	// tlcp_join takes the parked listener while the server starts. If none does, TLCP
-	// connections would queue in the mux until it stalls TLS too: refuse them instead.
-	time.AfterFunc(joinGrace, func() {
-		if !joins.takeIf(addr, parked) {
-			return
-		}
+	joins.parkUntilJoined(addr, parked, parked.Listener, func() {
 		w.logger.Error("dual_stack tlcp without tlcp_join after tls: TLCP connections are refused", zap.String("address", addr))
-		for {
-			c, err := parked.Listener.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
 	})
 	return mux.Other()
 }
@@ -456,18 +444,18 @@ func tlsConnectionState(st tlcp.ConnectionState) tls.ConnectionState {
 	}
 }
 
+// handshakeResult is the metrics label of a TLCP or RFC 8998 handshake outcome.
 func handshakeResult(err error) string {
 	if err == nil {
 		return "ok"
 	}
 	var ae *tlcp.AlertError
-	if errors.As(err, &ae) {
-		// Label values in snake_case like the others: "handshake failure" -> handshake_failure.
-		name := strings.ToLower(strings.NewReplacer(" ", "_", "(", "_", ")", "").Replace(ae.Alert.String()))
-		if ae.Remote {
-			return "remote_" + name
-		}
-		return name
+	var ae13 *tls13sm.AlertError
+	switch {
+	case errors.As(err, &ae):
+		return alertLabel(ae.Alert.String(), ae.Remote)
+	case errors.As(err, &ae13):
+		return alertLabel(ae13.Alert.String(), ae13.Remote)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -477,6 +465,16 @@ func handshakeResult(err error) string {
 		return "eof"
 	}
 	return "error"
+}
+
+// alertLabel is an alert's label value, in snake_case like the others: "handshake failure"
+// -> handshake_failure, remote_ prefixed when the peer sent it.
+func alertLabel(name string, remote bool) string {
+	name = strings.ToLower(strings.NewReplacer(" ", "_", "(", "_", ")", "").Replace(name))
+	if remote {
+		return "remote_" + name
+	}
+	return name
 }
 
 // handshakeMetrics are the collectors' children for the successful handshakes of one suite,

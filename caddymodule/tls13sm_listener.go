@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -258,19 +257,8 @@ func (w *TLS13SMListenerWrapper) WrapListener(ln net.Listener) net.Listener {
 		MaxPendingPerSource: w.MaxPendingPerSource})
 	key := ln.Addr().String() + tls13smJoinSuffix
 	parked := &tls13smListener{Listener: mux.SM(), w: w}
-	joins.park(key, parked)
-	time.AfterFunc(joinGrace, func() {
-		if !joins.takeIf(key, parked) {
-			return
-		}
+	joins.parkUntilJoined(key, parked, parked.Listener, func() {
 		w.logger.Error("tls13sm without tlcp_join after tls: RFC 8998 connections are refused", zap.String("address", ln.Addr().String()))
-		for {
-			c, err := parked.Listener.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
 	})
 	return mux.Other()
 }
@@ -308,7 +296,7 @@ func (c *tls13smConn) handshake() error {
 		if st.CipherSuite != 0 {
 			suite = tls13sm.CipherSuiteName(st.CipherSuite)
 		}
-		tls13smHandshakes.WithLabelValues(suite, tls13smResult(err)).Inc()
+		tls13smHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
 		if err != nil {
 			c.hsErr = err
 			c.logger.Debug("RFC 8998 handshake failed", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
@@ -341,29 +329,6 @@ func (c *tls13smConn) ConnectionState() tls.ConnectionState {
 	st := c.Conn.ConnectionState()
 	return tls.ConnectionState{Version: st.Version, HandshakeComplete: st.HandshakeComplete, DidResume: st.DidResume,
 		CipherSuite: st.CipherSuite, ServerName: st.ServerName, NegotiatedProtocol: st.NegotiatedProtocol}
-}
-
-// tls13smResult is the metrics label of a handshake outcome.
-func tls13smResult(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	var ae *tls13sm.AlertError
-	if errors.As(err, &ae) {
-		name := strings.ToLower(strings.NewReplacer(" ", "_", "(", "_", ")", "").Replace(ae.Alert.String()))
-		if ae.Remote {
-			return "remote_" + name
-		}
-		return name
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return "eof"
-	}
-	return "error"
 }
 
 // Interface guards

@@ -81,7 +81,7 @@ func TestTLS13SMResultLabels(t *testing.T) {
 		"alert_200":                   &tls13sm.AlertError{Alert: 200},
 	}
 	for want, err := range cases {
-		if got := tls13smResult(err); got != want {
+		if got := handshakeResult(err); got != want {
 			t.Errorf("%v: %q, want %q", err, got, want)
 		}
 	}

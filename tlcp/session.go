@@ -1,11 +1,10 @@
 package tlcp
 
 import (
-	"container/list"
-	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/lru"
 )
 
 // SessionState is a resumable TLCP session.
@@ -38,17 +37,9 @@ type SessionCache interface {
 
 // LRUSessionCache is a bounded LRU session cache with a lifetime.
 type LRUSessionCache struct {
-	mu       sync.Mutex
-	capacity int
 	lifetime time.Duration
 	now      func() time.Time
-	m        map[string]*list.Element
-	q        *list.List
-}
-
-type lruEntry struct {
-	key string
-	s   *SessionState
+	c        *lru.Cache[*SessionState]
 }
 
 // NewLRUSessionCache returns a cache holding at most capacity sessions
@@ -60,56 +51,22 @@ func NewLRUSessionCache(capacity int, lifetime time.Duration) *LRUSessionCache {
 	if lifetime <= 0 {
 		lifetime = time.Hour
 	}
-	return &LRUSessionCache{capacity: capacity, lifetime: lifetime, now: time.Now,
-		m: make(map[string]*list.Element), q: list.New()}
+	l := &LRUSessionCache{lifetime: lifetime, now: time.Now}
+	l.c = lru.New(capacity, func(s *SessionState) bool { return l.now().Sub(s.Created) > l.lifetime })
+	return l
 }
 
 // Get implements SessionCache.
-func (c *LRUSessionCache) Get(key string) (*SessionState, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[key]
-	if !ok {
-		return nil, false
-	}
-	ent := e.Value.(*lruEntry)
-	if c.now().Sub(ent.s.Created) > c.lifetime {
-		c.q.Remove(e)
-		delete(c.m, key)
-		return nil, false
-	}
-	c.q.MoveToFront(e)
-	return ent.s, true
-}
+func (c *LRUSessionCache) Get(key string) (*SessionState, bool) { return c.c.Get(key) }
 
 // Put implements SessionCache.
 func (c *LRUSessionCache) Put(key string, s *SessionState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[key]; ok {
-		if s == nil {
-			c.q.Remove(e)
-			delete(c.m, key)
-			return
-		}
-		e.Value.(*lruEntry).s = s
-		c.q.MoveToFront(e)
-		return
-	}
 	if s == nil {
+		c.c.Delete(key)
 		return
 	}
-	if c.q.Len() >= c.capacity {
-		last := c.q.Back()
-		c.q.Remove(last)
-		delete(c.m, last.Value.(*lruEntry).key)
-	}
-	c.m[key] = c.q.PushFront(&lruEntry{key: key, s: s})
+	c.c.Put(key, s)
 }
 
 // Len returns the number of cached sessions.
-func (c *LRUSessionCache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.q.Len()
-}
+func (c *LRUSessionCache) Len() int { return c.c.Len() }

@@ -1,17 +1,16 @@
 package tls13sm
 
 import (
-	"container/list"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/subtle"
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm4"
+	"github.com/gmgate/gmgate/internal/lru"
 	"golang.org/x/crypto/cryptobyte"
 )
 
@@ -233,15 +232,7 @@ type ClientSession struct {
 }
 
 type lruSessionCache struct {
-	mu       sync.Mutex
-	m        map[string]*list.Element
-	q        *list.List
-	capacity int
-}
-
-type lruEntry struct {
-	key string
-	s   *ClientSession
+	c *lru.Cache[*ClientSession]
 }
 
 // NewLRUClientSessionCache returns a ClientSessionCache holding up to
@@ -250,39 +241,15 @@ func NewLRUClientSessionCache(capacity int) ClientSessionCache {
 	if capacity < 1 {
 		capacity = 64
 	}
-	return &lruSessionCache{m: make(map[string]*list.Element), q: list.New(), capacity: capacity}
+	return &lruSessionCache{c: lru.New[*ClientSession](capacity, nil)}
 }
 
 func (c *lruSessionCache) Put(key string, s *ClientSession) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[key]; ok {
-		if s == nil {
-			c.q.Remove(e)
-			delete(c.m, key)
-			return
-		}
-		e.Value.(*lruEntry).s = s
-		c.q.MoveToFront(e)
-		return
-	}
 	if s == nil {
+		c.c.Delete(key)
 		return
 	}
-	if c.q.Len() >= c.capacity {
-		old := c.q.Back()
-		c.q.Remove(old)
-		delete(c.m, old.Value.(*lruEntry).key)
-	}
-	c.m[key] = c.q.PushFront(&lruEntry{key: key, s: s})
+	c.c.Put(key, s)
 }
 
-func (c *lruSessionCache) Get(key string) (*ClientSession, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[key]; ok {
-		c.q.MoveToFront(e)
-		return e.Value.(*lruEntry).s, true
-	}
-	return nil, false
-}
+func (c *lruSessionCache) Get(key string) (*ClientSession, bool) { return c.c.Get(key) }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+
+	"github.com/gmgate/gmgate/internal/dialhs"
 )
 
 type listener struct {
@@ -67,35 +69,20 @@ func Dial(network, addr string, config *Config) (*Conn, error) {
 }
 
 func dial(ctx context.Context, nd *net.Dialer, network, addr string, config *Config) (*Conn, error) {
-	if nd == nil {
-		nd = new(net.Dialer)
-	}
 	if config == nil {
 		return nil, errors.New("tls13sm: nil Config")
 	}
-	if nd.Timeout != 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, nd.Timeout)
-		defer cancel()
-	}
-	raw, err := nd.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	cfg := config
-	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
+	return dialhs.Dial(ctx, nd, network, addr, func(ctx context.Context, raw net.Conn, host string) (*Conn, error) {
+		cfg := config
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = config.cloneWithServerName(host)
 		}
-		cfg = config.cloneWithServerName(host)
-	}
-	c := Client(raw, cfg)
-	if err := c.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return c, nil
+		c := Client(raw, cfg)
+		if err := c.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
 }
 
 // cloneWithServerName returns a copy of c's public settings with ServerName set.
