@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/recordio"
 )
 
 var cryptoRandReader = rand.Reader
@@ -48,12 +49,10 @@ type Conn struct {
 	in, out halfConn
 
 	hdr     [recordHeaderLen]byte
-	rbuf    []byte // read buffer: c.rbuf[c.rstart:c.rend] is unconsumed
-	rstart  int
-	rend    int
-	input   []byte       // unread application data (aliases rbuf)
-	hand    bytes.Buffer // pending handshake bytes
-	retries int          // records in a row that did not advance
+	rb      recordio.ReadBuffer // received, unconsumed bytes
+	input   []byte              // unread application data (aliases rbuf)
+	hand    bytes.Buffer        // pending handshake bytes
+	retries int                 // records in a row that did not advance
 
 	outBuf    []byte // record output buffer, reused
 	sendBuf   []byte // buffered handshake flight
@@ -155,12 +154,12 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 	if c.in.err != nil {
 		return c.in.err
 	}
-	// Bytes of a partly read record stay in c.rbuf across errors such as
+	// Bytes of a partly read record stay in c.rb.Buf across errors such as
 	// timeouts, so a later Read resumes where this one stopped.
 	if err := c.fill(recordHeaderLen); err != nil {
 		return c.readErr(err)
 	}
-	copy(c.hdr[:], c.rbuf[c.rstart:])
+	copy(c.hdr[:], c.rb.Buf[c.rb.Start:])
 	typ := c.hdr[0]
 	vers := uint16(c.hdr[1])<<8 | uint16(c.hdr[2])
 	n := int(c.hdr[3])<<8 | int(c.hdr[4])
@@ -181,8 +180,8 @@ func (c *Conn) readRecordOrCCS(expectCCS bool) error {
 	if err := c.fill(recordHeaderLen + n); err != nil {
 		return c.readErr(err)
 	}
-	frag := c.rbuf[c.rstart+recordHeaderLen : c.rstart+recordHeaderLen+n]
-	c.rstart += recordHeaderLen + n
+	frag := c.rb.Buf[c.rb.Start+recordHeaderLen : c.rb.Start+recordHeaderLen+n]
+	c.rb.Start += recordHeaderLen + n
 	data := frag
 	if c.in.cipher != nil {
 		var err error
@@ -266,49 +265,9 @@ func (c *Conn) readCCS() error {
 	return nil
 }
 
-// fill makes at least n unconsumed bytes available in c.rbuf[c.rstart:c.rend],
-// reading ahead when the buffer has room.
+// fill makes at least n unconsumed bytes available in c.rb (see recordio.ReadBuffer.Fill).
 func (c *Conn) fill(n int) error {
-	if c.rend-c.rstart >= n {
-		return nil
-	}
-	if c.rstart > 0 && c.rstart == c.rend {
-		c.rstart, c.rend = 0, 0
-	}
-	if len(c.rbuf)-c.rstart < n {
-		size := len(c.rbuf)
-		if size < 4096 {
-			size = 4096
-		}
-		if size < n {
-			size = recordHeaderLen + maxCiphertext
-			if size < n {
-				size = n
-			}
-		}
-		if size != len(c.rbuf) {
-			nb := make([]byte, size)
-			c.rend = copy(nb, c.rbuf[c.rstart:c.rend])
-			c.rbuf = nb
-		} else {
-			c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
-		}
-		c.rstart = 0
-	}
-	for c.rend-c.rstart < n {
-		m, err := c.conn.Read(c.rbuf[c.rend:])
-		c.rend += m
-		if err != nil {
-			if c.rend-c.rstart >= n {
-				return nil
-			}
-			if err == io.EOF && c.rend > c.rstart {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	return nil
+	return c.rb.Fill(c.conn, n, recordHeaderLen+maxCiphertext)
 }
 
 // readErr records a read error as permanent unless it is a timeout.
@@ -562,18 +521,8 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
 		defer cancel()
 	}
-	var interrupted atomic.Bool
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
-			interrupted.Store(true)
-			c.conn.SetDeadline(time.Unix(1, 0)) //nolint:errcheck
-		})
-		defer func() {
-			if !stop() || interrupted.Load() {
-				c.conn.SetDeadline(time.Time{}) //nolint:errcheck
-			}
-		}()
-	}
+	interrupted, release := recordio.InterruptOnDone(ctx, c.conn)
+	defer release()
 	c.in.Lock()
 	err := c.handshakeFn(ctx)
 	c.in.Unlock()
@@ -585,7 +534,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		c.handshakeComplete.Store(true)
 		return nil
 	}
-	if interrupted.Load() && ctx.Err() != nil {
+	if interrupted() && ctx.Err() != nil {
 		err = fmt.Errorf("tlcp: handshake interrupted: %w", ctx.Err())
 	}
 	c.handshakeErr = err

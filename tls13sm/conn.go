@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/recordio"
 )
 
 // Record content types (RFC 8446 5.1).
@@ -50,15 +51,13 @@ type Conn struct {
 
 	in, out halfConn
 
-	rbuf     []byte // read buffer: rbuf[rstart:rend] is unconsumed
-	rstart   int
-	rend     int
-	input    []byte       // unread application data
-	hand     bytes.Buffer // pending handshake bytes
-	retries  int          // records in a row that did not advance
-	sentCH   bool         // a ClientHello was sent or received (CCS allowed from here on)
-	peerFin  bool         // the peer's Finished was received (CCS no longer allowed)
-	firstRec bool         // the first record was written
+	rb       recordio.ReadBuffer // received, unconsumed bytes
+	input    []byte              // unread application data
+	hand     bytes.Buffer        // pending handshake bytes
+	retries  int                 // records in a row that did not advance
+	sentCH   bool                // a ClientHello was sent or received (CCS allowed from here on)
+	peerFin  bool                // the peer's Finished was received (CCS no longer allowed)
+	firstRec bool                // the first record was written
 
 	outBuf    []byte
 	innerBuf  []byte // inner plaintext of the record being sealed
@@ -168,7 +167,7 @@ func (c *Conn) readRecord() error {
 	if err := c.fill(recordHeaderLen); err != nil {
 		return c.readErr(err)
 	}
-	hdr := c.rbuf[c.rstart : c.rstart+recordHeaderLen]
+	hdr := c.rb.Buf[c.rb.Start : c.rb.Start+recordHeaderLen]
 	typ := hdr[0]
 	vers := uint16(hdr[1])<<8 | uint16(hdr[2])
 	n := int(hdr[3])<<8 | int(hdr[4])
@@ -181,8 +180,8 @@ func (c *Conn) readRecord() error {
 	if err := c.fill(recordHeaderLen + n); err != nil {
 		return c.readErr(err)
 	}
-	record := c.rbuf[c.rstart : c.rstart+recordHeaderLen+n]
-	c.rstart += recordHeaderLen + n
+	record := c.rb.Buf[c.rb.Start : c.rb.Start+recordHeaderLen+n]
+	c.rb.Start += recordHeaderLen + n
 	payload := record[recordHeaderLen:]
 
 	// A single change_cipher_spec byte 0x01 may arrive, unprotected, between
@@ -270,45 +269,9 @@ func (c *Conn) readRecord() error {
 	return c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("record of unknown type %d", typ)))
 }
 
-// fill makes at least n unconsumed bytes available in c.rbuf[c.rstart:c.rend].
+// fill makes at least n unconsumed bytes available in c.rb (see recordio.ReadBuffer.Fill).
 func (c *Conn) fill(n int) error {
-	if c.rend-c.rstart >= n {
-		return nil
-	}
-	if c.rstart > 0 && c.rstart == c.rend {
-		c.rstart, c.rend = 0, 0
-	}
-	if len(c.rbuf)-c.rstart < n {
-		size := len(c.rbuf)
-		if size < 4096 {
-			size = 4096
-		}
-		if size < n {
-			size = recordHeaderLen + maxCiphertext
-		}
-		if size != len(c.rbuf) {
-			nb := make([]byte, size)
-			c.rend = copy(nb, c.rbuf[c.rstart:c.rend])
-			c.rbuf = nb
-		} else {
-			c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
-		}
-		c.rstart = 0
-	}
-	for c.rend-c.rstart < n {
-		m, err := c.conn.Read(c.rbuf[c.rend:])
-		c.rend += m
-		if err != nil {
-			if c.rend-c.rstart >= n {
-				return nil
-			}
-			if err == io.EOF && c.rend > c.rstart {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	return nil
+	return c.rb.Fill(c.conn, n, recordHeaderLen+maxCiphertext)
 }
 
 // readErr records a read error as permanent unless it is a timeout.
@@ -720,18 +683,8 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
 		defer cancel()
 	}
-	var interrupted atomic.Bool
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
-			interrupted.Store(true)
-			c.conn.SetDeadline(time.Unix(1, 0)) //nolint:errcheck
-		})
-		defer func() {
-			if !stop() || interrupted.Load() {
-				c.conn.SetDeadline(time.Time{}) //nolint:errcheck
-			}
-		}()
-	}
+	interrupted, release := recordio.InterruptOnDone(ctx, c.conn)
+	defer release()
 	c.in.Lock()
 	err := c.handshakeFn(ctx)
 	if err != nil {
@@ -746,7 +699,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		c.handshakeComplete.Store(true)
 		return nil
 	}
-	if interrupted.Load() && ctx.Err() != nil {
+	if interrupted() && ctx.Err() != nil {
 		err = fmt.Errorf("tls13sm: handshake interrupted: %w", ctx.Err())
 	}
 	c.handshakeErr = err
