@@ -305,27 +305,12 @@ func (c *Conn) retry() error {
 
 // readHandshakeBytes reads one complete handshake message (header included).
 func (c *Conn) readHandshakeBytes() ([]byte, error) {
-	for c.hand.Len() < 4 {
-		if err := c.readRecord(); err != nil {
-			return nil, err
-		}
+	msg, err := recordio.ReadHandshake(&c.hand, c.config.maxHandshake(), c.readRecord)
+	var tooLarge *recordio.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, c.inErr(c.fatal(AlertUnexpectedMessage, err))
 	}
-	h := c.hand.Bytes()
-	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
-	if n > c.config.maxHandshake() {
-		return nil, c.inErr(c.fatal(AlertUnexpectedMessage, fmt.Errorf("handshake message of %d bytes exceeds the limit", n)))
-	}
-	for c.hand.Len() < 4+n {
-		if err := c.readRecord(); err != nil {
-			return nil, err
-		}
-	}
-	msg := make([]byte, 4+n)
-	copy(msg, c.hand.Next(4+n))
-	if c.hand.Len() == 0 {
-		c.hand.Reset()
-	}
-	return msg, nil
+	return msg, err
 }
 
 // readHandshake reads the next message, which must be of type typ, into m.

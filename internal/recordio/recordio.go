@@ -1,12 +1,15 @@
 // Package recordio holds the record-layer plumbing that tlcp.Conn and
 // tls13sm.Conn share and that does not depend on the protocol: the
-// read-ahead buffer of received records and the interruption of a handshake's blocking I/O when
+// read-ahead buffer of received records, the bounded reassembly of
+// handshake messages and the interruption of a handshake's blocking I/O when
 // its context ends. Record formats, protection and state machines stay in
 // each protocol package.
 package recordio
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -83,4 +86,41 @@ func InterruptOnDone(ctx context.Context, conn net.Conn) (interrupted func() boo
 			conn.SetDeadline(time.Time{}) //nolint:errcheck
 		}
 	}
+}
+
+// TooLargeError is ReadHandshake's error for a handshake message whose
+// header announces more than the limit.
+type TooLargeError struct{ N int }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("handshake message of %d bytes exceeds the limit", e.N)
+}
+
+// ReadHandshake reassembles the next handshake message (its 4-byte header
+// included) from the handshake bytes received in hand, calling more to
+// receive another record while the message is incomplete. A message longer
+// than max is refused from its header (*TooLargeError), before its bytes
+// are waited for. The returned message is a copy.
+func ReadHandshake(hand *bytes.Buffer, max int, more func() error) ([]byte, error) {
+	for hand.Len() < 4 {
+		if err := more(); err != nil {
+			return nil, err
+		}
+	}
+	h := hand.Bytes()
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if n > max {
+		return nil, &TooLargeError{N: n}
+	}
+	for hand.Len() < 4+n {
+		if err := more(); err != nil {
+			return nil, err
+		}
+	}
+	msg := make([]byte, 4+n)
+	copy(msg, hand.Next(4+n))
+	if hand.Len() == 0 {
+		hand.Reset()
+	}
+	return msg, nil
 }

@@ -121,3 +121,66 @@ func FuzzFill(f *testing.F) {
 		}
 	})
 }
+
+func TestReadHandshake(t *testing.T) {
+	msg := func(typ byte, body string) []byte {
+		n := len(body)
+		return append([]byte{typ, byte(n >> 16), byte(n >> 8), byte(n)}, body...)
+	}
+	tests := []struct {
+		name    string
+		records [][]byte // what each call of more adds
+		max     int
+		want    []byte
+		wantErr error
+	}{
+		{"one record", [][]byte{msg(1, "hello")}, 100, msg(1, "hello"), nil},
+		{"split header and body", [][]byte{{1, 0}, {0, 5, 'h'}, []byte("ello")}, 100, msg(1, "hello"), nil},
+		{"empty body", [][]byte{{20, 0, 0, 0}}, 100, []byte{20, 0, 0, 0}, nil},
+		{"too large refused from its header", [][]byte{{1, 0x01, 0, 0}}, 1000, nil, &TooLargeError{N: 0x10000}},
+		{"truncated", [][]byte{{1, 0, 0, 9, 'x'}}, 100, nil, io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var hand bytes.Buffer
+			recs := tt.records
+			more := func() error {
+				if len(recs) == 0 {
+					return io.ErrUnexpectedEOF
+				}
+				hand.Write(recs[0])
+				recs = recs[1:]
+				return nil
+			}
+			got, err := ReadHandshake(&hand, tt.max, more)
+			if tt.wantErr != nil {
+				var tl *TooLargeError
+				if want, ok := tt.wantErr.(*TooLargeError); ok {
+					if !errors.As(err, &tl) || tl.N != want.N {
+						t.Fatalf("err = %v, want %v", err, want)
+					}
+					if len(recs) != 0 {
+						t.Fatal("waited for the bytes of a message refused by its header")
+					}
+					return
+				}
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, tt.want) {
+				t.Fatalf("ReadHandshake = %x, %v; want %x", got, err, tt.want)
+			}
+		})
+	}
+	// Two messages in one record come out one at a time.
+	var hand bytes.Buffer
+	hand.Write(append(msg(1, "a"), msg(2, "bc")...))
+	noMore := func() error { return io.ErrUnexpectedEOF }
+	first, err1 := ReadHandshake(&hand, 10, noMore)
+	second, err2 := ReadHandshake(&hand, 10, noMore)
+	if err1 != nil || err2 != nil || !bytes.Equal(first, msg(1, "a")) || !bytes.Equal(second, msg(2, "bc")) || hand.Len() != 0 {
+		t.Fatalf("coalesced messages: %x %v, %x %v", first, err1, second, err2)
+	}
+}
