@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // rogueCA is a CA nobody trusts, made by the attacker.
 func rogueCA(t *testing.T) *testPKI {
 	t.Helper()
-	p := &testPKI{caKey: mustKey(t)}
-	p.caCert = issue(t, certSpec{cn: "gmgate test CA", usage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, isCA: true}, p.caKey, nil, nil)
+	p := &testPKI{caKey: testpki.Key(t)}
+	p.caCert = testpki.Issue(t, testpki.Spec{CN: "gmgate test CA", Usage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, IsCA: true}, p.caKey, nil, nil)
 	p.client = pairFor(t, p, "client.test", nil, smx509.ExtKeyUsageClientAuth)
 	return p
 }
@@ -66,10 +67,10 @@ func TestAttackResumeAfterRevocation(t *testing.T) {
 		advance time.Duration
 	}{{"revoked", true, 0}, {"expired", false, 48 * time.Hour}} {
 		t.Run(tc.name, func(t *testing.T) {
-			sk, ek := mustKey(t), mustKey(t)
+			sk, ek := testpki.Key(t), testpki.Key(t)
 			notAfter := time.Now().Add(24 * time.Hour)
-			sc1 := issue(t, certSpec{cn: "client.test", usage: smx509.KeyUsageDigitalSignature, eku: []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}, notAfter: notAfter}, sk, p.caCert, p.caKey)
-			ec1 := issue(t, certSpec{cn: "client.test", usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement, eku: []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}, notAfter: notAfter}, ek, p.caCert, p.caKey)
+			sc1 := testpki.Issue(t, testpki.Spec{CN: "client.test", Usage: smx509.KeyUsageDigitalSignature, EKU: []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}, NotAfter: notAfter}, sk, p.caCert, p.caKey)
+			ec1 := testpki.Issue(t, testpki.Spec{CN: "client.test", Usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement, EKU: []smx509.ExtKeyUsage{smx509.ExtKeyUsageClientAuth}, NotAfter: notAfter}, ek, p.caCert, p.caKey)
 			revoked := false
 			now := time.Now()
 			sc := serverConfig(p)

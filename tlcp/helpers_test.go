@@ -1,17 +1,14 @@
 package tlcp
 
 import (
-	"crypto/rand"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"crypto/x509/pkix"
-
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // testPKI is a CA with server and client sign/enc pairs.
@@ -26,72 +23,12 @@ type testPKI struct {
 var (
 	pkiOnce sync.Once
 	pkiVal  *testPKI
-	serial  int64 = 100
-	serialM sync.Mutex
 )
 
-func nextSerial() *big.Int {
-	serialM.Lock()
-	defer serialM.Unlock()
-	serial++
-	return big.NewInt(serial)
-}
-
-func mustKey(t testing.TB) *sm2.PrivateKey {
-	k, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-type certSpec struct {
-	cn        string
-	dns       []string
-	usage     smx509.KeyUsage
-	eku       []smx509.ExtKeyUsage
-	notBefore time.Time
-	notAfter  time.Time
-	isCA      bool
-}
-
-func issue(t testing.TB, spec certSpec, key *sm2.PrivateKey, parent *smx509.Certificate, parentKey *sm2.PrivateKey) *smx509.Certificate {
-	t.Helper()
-	if spec.notBefore.IsZero() {
-		spec.notBefore = time.Now().Add(-time.Hour)
-	}
-	if spec.notAfter.IsZero() {
-		spec.notAfter = time.Now().Add(24 * time.Hour)
-	}
-	tmpl := &smx509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkixName(spec.cn),
-		NotBefore:             spec.notBefore,
-		NotAfter:              spec.notAfter,
-		KeyUsage:              spec.usage,
-		ExtKeyUsage:           spec.eku,
-		DNSNames:              spec.dns,
-		BasicConstraintsValid: true,
-		IsCA:                  spec.isCA,
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := smx509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := smx509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func pairFor(t testing.TB, p *testPKI, cn string, dns []string, eku smx509.ExtKeyUsage) *CertificatePair {
-	sk, ek := mustKey(t), mustKey(t)
-	sc := issue(t, certSpec{cn: cn, dns: dns, usage: smx509.KeyUsageDigitalSignature, eku: []smx509.ExtKeyUsage{eku}}, sk, p.caCert, p.caKey)
-	ec := issue(t, certSpec{cn: cn, dns: dns, usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement, eku: []smx509.ExtKeyUsage{eku}}, ek, p.caCert, p.caKey)
+	sk, ek := testpki.Key(t), testpki.Key(t)
+	sc := testpki.Issue(t, testpki.Spec{CN: cn, DNS: dns, Usage: smx509.KeyUsageDigitalSignature, EKU: []smx509.ExtKeyUsage{eku}}, sk, p.caCert, p.caKey)
+	ec := testpki.Issue(t, testpki.Spec{CN: cn, DNS: dns, Usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement, EKU: []smx509.ExtKeyUsage{eku}}, ek, p.caCert, p.caKey)
 	return &CertificatePair{
 		Sign: Certificate{Certificate: [][]byte{sc.Raw, p.caCert.Raw}, PrivateKey: sk},
 		Enc:  Certificate{Certificate: [][]byte{ec.Raw, p.caCert.Raw}, PrivateKey: ek},
@@ -101,9 +38,9 @@ func pairFor(t testing.TB, p *testPKI, cn string, dns []string, eku smx509.ExtKe
 func getPKI(t testing.TB) *testPKI {
 	pkiOnce.Do(func() {
 		p := &testPKI{}
-		p.caKey = mustKey(t)
-		p.caCert = issue(t, certSpec{cn: "gmgate test CA", usage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, isCA: true,
-			notAfter: time.Now().Add(48 * time.Hour)}, p.caKey, nil, nil)
+		p.caKey = testpki.Key(t)
+		p.caCert = testpki.Issue(t, testpki.Spec{CN: "gmgate test CA", Usage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign, IsCA: true,
+			NotAfter: time.Now().Add(48 * time.Hour)}, p.caKey, nil, nil)
 		p.pool = smx509.NewCertPool()
 		p.pool.AddCert(p.caCert)
 		p.server = pairFor(t, p, "server.test", []string{"server.test", "localhost"}, smx509.ExtKeyUsageServerAuth)
@@ -174,9 +111,3 @@ func runPair(t testing.TB, sc, cc *Config, fn func(cli, srv *Conn) error) (cliEr
 	}
 	return cliErr, srvErr
 }
-
-func pkixName(cn string) pkixNameT {
-	return pkixNameT{CommonName: cn, Organization: []string{"gmgate test"}}
-}
-
-type pkixNameT = pkix.Name

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // checkGoroutines fails if goroutines started by a test do not settle.
@@ -106,17 +107,17 @@ func wantAlert(t *testing.T, who string, err error, a Alert, remote bool) {
 func TestNegativeCertificates(t *testing.T) {
 	defer checkGoroutines(t)()
 	p := getPKI(t)
-	expiredKey, expiredEncKey := mustKey(t), mustKey(t)
+	expiredKey, expiredEncKey := testpki.Key(t), testpki.Key(t)
 	past := time.Now().Add(-48 * time.Hour)
-	expSign := issue(t, certSpec{cn: "server.test", dns: []string{"server.test"}, usage: smx509.KeyUsageDigitalSignature,
-		notBefore: past, notAfter: past.Add(time.Hour)}, expiredKey, p.caCert, p.caKey)
-	expEnc := issue(t, certSpec{cn: "server.test", dns: []string{"server.test"}, usage: smx509.KeyUsageKeyEncipherment,
-		notBefore: past, notAfter: past.Add(time.Hour)}, expiredEncKey, p.caCert, p.caKey)
+	expSign := testpki.Issue(t, testpki.Spec{CN: "server.test", DNS: []string{"server.test"}, Usage: smx509.KeyUsageDigitalSignature,
+		NotBefore: past, NotAfter: past.Add(time.Hour)}, expiredKey, p.caCert, p.caKey)
+	expEnc := testpki.Issue(t, testpki.Spec{CN: "server.test", DNS: []string{"server.test"}, Usage: smx509.KeyUsageKeyEncipherment,
+		NotBefore: past, NotAfter: past.Add(time.Hour)}, expiredEncKey, p.caCert, p.caKey)
 	// A server whose "enc" certificate only allows signatures.
-	badEncKey := mustKey(t)
-	badEnc := issue(t, certSpec{cn: "server.test", dns: []string{"server.test"}, usage: smx509.KeyUsageDigitalSignature}, badEncKey, p.caCert, p.caKey)
+	badEncKey := testpki.Key(t)
+	badEnc := testpki.Issue(t, testpki.Spec{CN: "server.test", DNS: []string{"server.test"}, Usage: smx509.KeyUsageDigitalSignature}, badEncKey, p.caCert, p.caKey)
 	otherCA := smx509.NewCertPool()
-	otherCA.AddCert(issue(t, certSpec{cn: "other CA", isCA: true, usage: smx509.KeyUsageCertSign}, mustKey(t), nil, nil))
+	otherCA.AddCert(testpki.Issue(t, testpki.Spec{CN: "other CA", IsCA: true, Usage: smx509.KeyUsageCertSign}, testpki.Key(t), nil, nil))
 
 	cases := []struct {
 		name      string

@@ -2,12 +2,10 @@ package tlcp
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,8 +13,8 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
-
 	"github.com/gmgate/gmgate/internal/testenv"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -62,10 +60,10 @@ func tongsuoMadePKI(t *testing.T) *livePKI {
 	pair := func(role string) *livePair {
 		f := func(n string) string { return filepath.Join(d, role+"_"+n+".pem") }
 		return &livePair{signCert: f("sign_cert"), signKey: f("sign_key"), encCert: f("enc_cert"), encKey: f("enc_key"),
-			sign: loadPEMCert(t, f("sign_cert")), enc: loadPEMCert(t, f("enc_cert")),
-			signPriv: loadPEMKey(t, f("sign_key")), encPriv: loadPEMKey(t, f("enc_key"))}
+			sign: testpki.LoadCert(t, f("sign_cert")), enc: testpki.LoadCert(t, f("enc_cert")),
+			signPriv: testpki.LoadKey(t, f("sign_key")), encPriv: testpki.LoadKey(t, f("enc_key"))}
 	}
-	return &livePKI{name: "tongsuo-pki", caFile: filepath.Join(d, "ca.pem"), ca: loadPEMCert(t, filepath.Join(d, "ca.pem")),
+	return &livePKI{name: "tongsuo-pki", caFile: filepath.Join(d, "ca.pem"), ca: testpki.LoadCert(t, filepath.Join(d, "ca.pem")),
 		server: pair("server"), cli: pair("client")}
 }
 
@@ -119,45 +117,15 @@ var liveSuites = []struct {
 	{ECDHE_SM4_GCM_SM3, "ECDHE-SM2-SM4-GCM-SM3", true},
 }
 
-func liveFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startSServer runs `tongsuo s_server -enable_ntls -www` with pair (and asks for client
 // certificates with verifyClient) and waits until it accepts.
 func startSServer(t *testing.T, bin string, p *livePKI, pair *livePair, verifyClient bool) string {
 	t.Helper()
-	port := liveFreePort(t)
-	args := append([]string{"s_server", "-accept", fmt.Sprint(port), "-enable_ntls", "-CAfile", p.caFile, "-www", "-quiet"},
-		pair.tongsuoArgs("")...)
+	args := append([]string{"-enable_ntls", "-CAfile", p.caFile, "-www", "-quiet"}, pair.tongsuoArgs("")...)
 	if verifyClient {
 		args = append(args, "-Verify", "1")
 	}
-	cmd := exec.Command(bin, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tongsuo s_server did not start: %v\n%s", err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.TongsuoServer(t, bin, args...)
 }
 
 // getRoot sends GET / over c and returns the status line.
@@ -221,17 +189,11 @@ func TestTongsuoLiveOurClient(t *testing.T) {
 // returns its output and error.
 func runSClient(t *testing.T, bin, addr string, p *livePKI, suite string, pair *livePair, extra ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	args := []string{"s_client", "-connect", addr, "-enable_ntls", "-ntls", "-cipher", suite, "-CAfile", p.caFile,
-		"-verify_return_error", "-ign_eof"}
+	args := []string{"-enable_ntls", "-ntls", "-cipher", suite, "-CAfile", p.caFile, "-verify_return_error", "-ign_eof"}
 	if pair != nil {
 		args = append(args, pair.tongsuoArgs("")...)
 	}
-	cmd := exec.CommandContext(ctx, bin, append(args, extra...)...)
-	cmd.Stdin = strings.NewReader("ping\n")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testenv.TongsuoClient(t, bin, addr, append(args, extra...)...)
 }
 
 // startEchoServer runs our TLCP server with cfg: it answers each line "echo:<line>" and closes.

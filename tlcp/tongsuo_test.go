@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -17,8 +16,8 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
-
 	"github.com/gmgate/gmgate/internal/testenv"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // interopDir is ../shared/interop (testenv: fails under GMGATE_REQUIRE_SERVICES=1 when absent).
@@ -56,54 +55,16 @@ type tongsuoPKI struct {
 	serverSignKey, serverEncKey                      *sm2.PrivateKey
 }
 
-func loadPEMCert(t testing.TB, path string) *smx509.Certificate {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(data)
-	if b == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := smx509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func loadPEMKey(t testing.TB, path string) *sm2.PrivateKey {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(data)
-	if b == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	k, err := smx509.ParsePKCS8PrivateKey(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, ok := k.(*sm2.PrivateKey)
-	if !ok {
-		t.Fatalf("%s: %T is not SM2", path, k)
-	}
-	return sk
-}
-
 func loadTongsuoPKI(t testing.TB, dir string) *tongsuoPKI {
 	d := filepath.Join(dir, "tongsuo", "pki")
 	return &tongsuoPKI{
-		ca:            loadPEMCert(t, filepath.Join(d, "ca.pem")),
-		serverSign:    loadPEMCert(t, filepath.Join(d, "server_sign_cert.pem")),
-		serverEnc:     loadPEMCert(t, filepath.Join(d, "server_enc_cert.pem")),
-		clientSign:    loadPEMCert(t, filepath.Join(d, "client_sign_cert.pem")),
-		clientEnc:     loadPEMCert(t, filepath.Join(d, "client_enc_cert.pem")),
-		serverSignKey: loadPEMKey(t, filepath.Join(d, "server_sign_key.pem")),
-		serverEncKey:  loadPEMKey(t, filepath.Join(d, "server_enc_key.pem")),
+		ca:            testpki.LoadCert(t, filepath.Join(d, "ca.pem")),
+		serverSign:    testpki.LoadCert(t, filepath.Join(d, "server_sign_cert.pem")),
+		serverEnc:     testpki.LoadCert(t, filepath.Join(d, "server_enc_cert.pem")),
+		clientSign:    testpki.LoadCert(t, filepath.Join(d, "client_sign_cert.pem")),
+		clientEnc:     testpki.LoadCert(t, filepath.Join(d, "client_enc_cert.pem")),
+		serverSignKey: testpki.LoadKey(t, filepath.Join(d, "server_sign_key.pem")),
+		serverEncKey:  testpki.LoadKey(t, filepath.Join(d, "server_enc_key.pem")),
 	}
 }
 

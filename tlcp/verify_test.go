@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -44,9 +45,9 @@ func TestKeyUsagePolicy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			sk, ek := mustKey(t), mustKey(t)
-			sc := issue(t, certSpec{cn: "usage.test", usage: tc.sign, isCA: tc.signCA}, sk, p.caCert, p.caKey)
-			ec := issue(t, certSpec{cn: "usage.test", usage: tc.enc}, ek, p.caCert, p.caKey)
+			sk, ek := testpki.Key(t), testpki.Key(t)
+			sc := testpki.Issue(t, testpki.Spec{CN: "usage.test", Usage: tc.sign, IsCA: tc.signCA}, sk, p.caCert, p.caKey)
+			ec := testpki.Issue(t, testpki.Spec{CN: "usage.test", Usage: tc.enc}, ek, p.caCert, p.caKey)
 
 			_, err := preparePair(&Certificate{Certificate: [][]byte{sc.Raw}, PrivateKey: sk},
 				&Certificate{Certificate: [][]byte{ec.Raw}, PrivateKey: ek})

@@ -8,14 +8,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/gmgate/gmgate/internal/testenv"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"io"
 	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gmgate/gmgate/internal/testenv"
 )
 
 func helloRecord(t testing.TB, suites []uint16) []byte {
@@ -212,7 +212,7 @@ func TestTongsuoLiveOnePort(t *testing.T) {
 	if err != nil || !strings.Contains(out, "rfc8998:ping") || !strings.Contains(out, "Cipher is TLS_SM4_GCM_SM3") {
 		t.Fatalf("SM s_client: %v\n%s", err, out)
 	}
-	ecCA := writePEM(t, t.TempDir(), "ec.pem", "CERTIFICATE", tlsCfg.Certificates[0].Certificate[0])
+	ecCA := testpki.WritePEM(t, t.TempDir(), "ec.pem", "CERTIFICATE", tlsCfg.Certificates[0].Certificate[0])
 	out, _ = runSClient(t, bin, addr, "-ciphersuites", "TLS_AES_128_GCM_SHA256", "-groups", "P-256", "-CAfile", ecCA)
 	if !strings.Contains(out, "tls:ping") || !strings.Contains(out, "Cipher is TLS_AES_128_GCM_SHA256") ||
 		!strings.Contains(out, "Peer signature type: ecdsa_secp256r1_sha256") {

@@ -19,6 +19,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/internal/attack"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // baseHello is a valid RFC 8998 ClientHello with a fresh curveSM2 share.
@@ -223,18 +224,18 @@ func TestSecondClientHelloChecked(t *testing.T) {
 // TestClientAuthAlerts: certificate problems end with the alert that names them, on both sides.
 func TestClientAuthAlerts(t *testing.T) {
 	p := getPKI(t)
-	rogueKey := mustKey(t)
-	rogueCA := issue(t, certSpec{cn: "rogue CA", usage: 0x60, isCA: true}, rogueKey, nil, nil)
+	rogueKey := testpki.Key(t)
+	rogueCA := testpki.Issue(t, testpki.Spec{CN: "rogue CA", Usage: 0x60, IsCA: true}, rogueKey, nil, nil)
 	rogueClient := func() *Certificate {
-		k := mustKey(t)
-		c := issue(t, certSpec{cn: "rogue terminal", usage: 1, eku: nil}, k, rogueCA, rogueKey)
+		k := testpki.Key(t)
+		c := testpki.Issue(t, testpki.Spec{CN: "rogue terminal", Usage: 1, EKU: nil}, k, rogueCA, rogueKey)
 		return &Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k}
 	}()
 	// A hostile client sends an encryption-only certificate (keyEncipherment|dataEncipherment);
 	// ours would refuse to use it, so its prepared state is forced.
-	encOnly := leafCert(t, p, certSpec{cn: "enc-only terminal", usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment})
+	encOnly := leafCert(t, p, testpki.Spec{CN: "enc-only terminal", Usage: smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment})
 	forcePrepared(t, encOnly)
-	expired := leafCert(t, p, certSpec{cn: "expired terminal", usage: 1, notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
+	expired := leafCert(t, p, testpki.Spec{CN: "expired terminal", Usage: 1, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
 	cases := []struct {
 		name       string
 		auth       ClientAuthType
@@ -277,7 +278,7 @@ func TestClientAuthAlerts(t *testing.T) {
 // TestClientRefusesServerCertificate: the client's side of the certificate checks.
 func TestClientRefusesServerCertificate(t *testing.T) {
 	p := getPKI(t)
-	wrongName := leafCert(t, p, certSpec{cn: "other.test", dns: []string{"other.test"}, usage: 1, eku: nil})
+	wrongName := leafCert(t, p, testpki.Spec{CN: "other.test", DNS: []string{"other.test"}, Usage: 1, EKU: nil})
 	cases := []struct {
 		name string
 		cfg  func(c *Config)
@@ -444,10 +445,10 @@ func TestClientRefusesNonSM2Certificates(t *testing.T) {
 // an untrusted CA (the five modes mean what they mean in crypto/tls).
 func TestClientAuthModes(t *testing.T) {
 	p := getPKI(t)
-	rogueKey := mustKey(t)
-	rogueCA := issue(t, certSpec{cn: "rogue CA", usage: smx509.KeyUsageCertSign, isCA: true}, rogueKey, nil, nil)
-	rk := mustKey(t)
-	rc := issue(t, certSpec{cn: "rogue terminal", usage: smx509.KeyUsageDigitalSignature}, rk, rogueCA, rogueKey)
+	rogueKey := testpki.Key(t)
+	rogueCA := testpki.Issue(t, testpki.Spec{CN: "rogue CA", Usage: smx509.KeyUsageCertSign, IsCA: true}, rogueKey, nil, nil)
+	rk := testpki.Key(t)
+	rc := testpki.Issue(t, testpki.Spec{CN: "rogue terminal", Usage: smx509.KeyUsageDigitalSignature}, rk, rogueCA, rogueKey)
 	rogue := &Certificate{Certificate: [][]byte{rc.Raw}, PrivateKey: rk}
 	type outcome struct {
 		ok       bool

@@ -2,24 +2,19 @@ package tls13sm
 
 import (
 	"bufio"
-	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
-
 	"github.com/gmgate/gmgate/internal/testenv"
+	"github.com/gmgate/gmgate/internal/testpki"
 )
 
 // Live interop with Tongsuo 8.5 (an independent TLS 1.3 + RFC 8998 implementation, in C) in
@@ -35,55 +30,16 @@ type livePKI struct {
 	serverLeaf                *smx509.Certificate
 }
 
-func loadPEMCert(t *testing.T, path string) *smx509.Certificate {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(data)
-	if b == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := smx509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func loadPEMKey(t *testing.T, path string) *sm2.PrivateKey {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(data)
-	if b == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	if k, err := smx509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
-		if sk, ok := k.(*sm2.PrivateKey); ok {
-			return sk
-		}
-	}
-	k, err := smx509.ParseSM2PrivateKey(b.Bytes)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return k
-}
-
 func tongsuoPKI(t *testing.T) *livePKI {
 	d := testenv.InteropDir(t, "tongsuo", "pki")
 	f := func(n string) string { return filepath.Join(d, n) }
 	p := &livePKI{caFile: f("ca.pem"), serverCertFile: f("server_sign_cert.pem"), serverKey: f("server_sign_key.pem"),
 		clientCertFile: f("client_sign_cert.pem"), clientKey: f("client_sign_key.pem")}
 	p.pool = smx509.NewCertPool()
-	p.pool.AddCert(loadPEMCert(t, p.caFile))
-	p.serverLeaf = loadPEMCert(t, p.serverCertFile)
-	p.server = &Certificate{Certificate: [][]byte{p.serverLeaf.Raw}, PrivateKey: loadPEMKey(t, p.serverKey)}
-	p.client = &Certificate{Certificate: [][]byte{loadPEMCert(t, p.clientCertFile).Raw}, PrivateKey: loadPEMKey(t, p.clientKey)}
+	p.pool.AddCert(testpki.LoadCert(t, p.caFile))
+	p.serverLeaf = testpki.LoadCert(t, p.serverCertFile)
+	p.server = &Certificate{Certificate: [][]byte{p.serverLeaf.Raw}, PrivateKey: testpki.LoadKey(t, p.serverKey)}
+	p.client = &Certificate{Certificate: [][]byte{testpki.LoadCert(t, p.clientCertFile).Raw}, PrivateKey: testpki.LoadKey(t, p.clientKey)}
 	return p
 }
 
@@ -93,16 +49,6 @@ var liveSuites = []struct {
 }{
 	{TLS_SM4_GCM_SM3, "TLS_SM4_GCM_SM3"},
 	{TLS_SM4_CCM_SM3, "TLS_SM4_CCM_SM3"},
-}
-
-func liveFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // echoServer runs our server with cfg: each connection answers its first line with
@@ -169,14 +115,8 @@ func (es *echoServer) next(t *testing.T) serverResult {
 // runSClient runs `tongsuo s_client -tls1_3` against addr with stdin "ping\n".
 func runSClient(t *testing.T, bin, addr string, extra ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	args := append([]string{"s_client", "-connect", addr, "-tls1_3", "-servername", "localhost",
-		"-verify_return_error", "-ign_eof"}, extra...)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdin = strings.NewReader("ping\n")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testenv.TongsuoClient(t, bin, addr, append([]string{"-tls1_3", "-servername", "localhost",
+		"-verify_return_error", "-ign_eof"}, extra...)...)
 }
 
 // TestTongsuoLiveOurServer: Tongsuo's s_client against our server: both suites, with and
@@ -239,29 +179,9 @@ func TestTongsuoLiveOurServer(t *testing.T) {
 // it accepts.
 func startSServer(t *testing.T, bin string, p *livePKI, extra ...string) string {
 	t.Helper()
-	port := liveFreePort(t)
-	args := append([]string{"s_server", "-accept", fmt.Sprint(port), "-tls1_3",
+	return testenv.TongsuoServer(t, bin, append([]string{"-tls1_3",
 		"-ciphersuites", "TLS_SM4_GCM_SM3:TLS_SM4_CCM_SM3", "-groups", "curveSM2", "-sigalgs", "sm2sig_sm3",
-		"-cert", p.serverCertFile, "-key", p.serverKey, "-CAfile", p.caFile, "-www", "-quiet"}, extra...)
-	cmd := exec.Command(bin, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tongsuo s_server did not start: %v\n%s", err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		"-cert", p.serverCertFile, "-key", p.serverKey, "-CAfile", p.caFile, "-www", "-quiet"}, extra...)...)
 }
 
 // getRoot sends GET / over c and returns the whole response (s_server -www answers with
@@ -333,11 +253,11 @@ func TestTongsuoLiveOurClient(t *testing.T) {
 	t.Run("HelloRetryRequest with cookie", func(t *testing.T) {
 		// -stateless makes s_server answer every first ClientHello with a cookie HRR; it
 		// works in its echo mode (not -www), where what we send is printed on its stdout.
-		port := liveFreePort(t)
+		port := testenv.FreePort(t)
 		cmd := exec.Command(bin, "s_server", "-accept", fmt.Sprint(port), "-tls1_3", "-stateless",
 			"-ciphersuites", "TLS_SM4_GCM_SM3", "-groups", "curveSM2", "-sigalgs", "sm2sig_sm3",
 			"-cert", p.serverCertFile, "-key", p.serverKey, "-quiet")
-		var out syncBuffer
+		var out testenv.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -370,23 +290,6 @@ func TestTongsuoLiveOurClient(t *testing.T) {
 			}
 		}
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTongsuoLiveRefusals: what the strict profile refuses, against the real peer. Our server
@@ -431,16 +334,8 @@ func TestTongsuoLiveRefusals(t *testing.T) {
 				t.Fatalf("%v: %v\n%s", args, err, out)
 			}
 		}
-		port := liveFreePort(t)
-		cmd := exec.Command(bin, "s_server", "-accept", fmt.Sprint(port), "-tls1_3", "-ciphersuites", "TLS_SM4_GCM_SM3",
+		addr := testenv.TongsuoServer(t, bin, "-tls1_3", "-ciphersuites", "TLS_SM4_GCM_SM3",
 			"-groups", "curveSM2", "-cert", certFile, "-key", key, "-www", "-quiet")
-		var out syncBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		var err error
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			_, err = Dial("tcp", addr, &Config{RootCAs: p.pool, ServerName: "localhost", InsecureSkipVerify: true})
@@ -454,7 +349,7 @@ func TestTongsuoLiveRefusals(t *testing.T) {
 		// a certificate, were a server to send it, is TestClientRefusesNonSM2Certificates.)
 		var ae *AlertError
 		if !errors.As(err, &ae) || !ae.Remote || ae.Alert != AlertHandshakeFailure {
-			t.Fatalf("client: %v, want Tongsuo's handshake_failure\n%s", err, out.String())
+			t.Fatalf("client: %v, want Tongsuo's handshake_failure", err)
 		}
 	})
 	t.Run("our client/untrusted server chain", func(t *testing.T) {
