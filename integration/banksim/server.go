@@ -607,7 +607,7 @@ func (s *Server) sealReply(status int, ctype string, body []byte, mb Misbehaviou
 			return nil, nil, err
 		}
 		if mb == TamperCiphertext {
-			c[len(c)-1] ^= 0x01
+			tamperCiphertext(c)
 		}
 		w := map[string]string{"encAlg": s.algName(), "encData": base64.StdEncoding.EncodeToString(c)}
 		if ctype != "" {
@@ -623,7 +623,7 @@ func (s *Server) sealReply(status int, ctype string, body []byte, mb Misbehaviou
 				return "", err
 			}
 			if mb == TamperCiphertext && !tampered {
-				c[len(c)-1] ^= 0x01
+				tamperCiphertext(c)
 				tampered = true
 			}
 			return base64.StdEncoding.EncodeToString(c), nil
@@ -798,4 +798,18 @@ func parseParams(body []byte, asJSON bool) (map[string]string, error) {
 		out[k] = v[0]
 	}
 	return out, nil
+}
+
+// tamperCiphertext corrupts a sealed value so that opening it always fails: the byte 17 from the
+// end is flipped by 0x80. For SM4-GCM (and the GCM envelope) any flip breaks the tag. For SM4-CBC
+// (IV || blocks, or an envelope whose DER ends with the encrypted content) it sits in the block
+// before the last, so the last plaintext block's padding byte p (1..16) becomes p^0x80, never a
+// valid padding; flipping the last byte instead left a valid padding about once in 256 tries,
+// and the bank's signed garbage passed as a reply.
+func tamperCiphertext(c []byte) {
+	if len(c) >= 17 {
+		c[len(c)-17] ^= 0x80
+		return
+	}
+	c[len(c)-1] ^= 0x01
 }
