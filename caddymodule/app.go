@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -296,6 +297,7 @@ func (a *App) Validate() error {
 type deferredAudit struct {
 	opts    audit.Options
 	onOpen  func()
+	ready   atomic.Pointer[audit.Log] // set while open: the per-entry path takes no lock of its own
 	mu      sync.Mutex
 	log     *audit.Log
 	release func()
@@ -318,14 +320,20 @@ func (d *deferredAudit) open() (*audit.Log, error) {
 		return nil, d.err
 	}
 	d.log, d.release, d.err = openSharedAudit(d.opts)
-	if d.err == nil && d.onOpen != nil {
-		d.onOpen()
+	if d.err == nil {
+		d.ready.Store(d.log)
+		if d.onOpen != nil {
+			d.onOpen()
+		}
 	}
 	return d.log, d.err
 }
 
 // Append implements audit.Sink.
 func (d *deferredAudit) Append(r audit.Record) error {
+	if l := d.ready.Load(); l != nil {
+		return l.Append(r)
+	}
 	l, err := d.open()
 	if err != nil {
 		return err
@@ -337,6 +345,7 @@ func (d *deferredAudit) Append(r audit.Record) error {
 func (d *deferredAudit) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.ready.Store(nil)
 	if d.release != nil {
 		d.release()
 		d.release = nil

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"io"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -123,5 +124,32 @@ func TestValidators(t *testing.T) {
 		if err := c.v.Validate(); (err == nil) != c.ok {
 			t.Errorf("%s: %v", c.name, err)
 		}
+	}
+}
+
+// A deferred audit log writes nothing until it is opened (at start or by the first entry), and
+// refuses entries once its configuration gave it back (fail closed).
+func TestDeferredAuditOpensOnceAndFailsClosed(t *testing.T) {
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sub", "audit.log")
+	opened := 0
+	d := newDeferredAudit(audit.Options{Path: path, Signer: key, CheckpointInterval: -1}, func() { opened++ })
+	if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
+		t.Fatalf("configured log touched the disk: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := d.Append(audit.Record{Direction: audit.DirectionInbound, Verdict: audit.VerdictAccept, Reason: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if opened != 1 {
+		t.Fatalf("opened %d times", opened)
+	}
+	d.close()
+	if err := d.Append(audit.Record{Direction: audit.DirectionInbound, Verdict: audit.VerdictAccept, Reason: "ok"}); err == nil {
+		t.Fatal("an entry was accepted after the log was given back")
 	}
 }

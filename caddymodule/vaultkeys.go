@@ -81,27 +81,37 @@ type vaultKey struct {
 }
 
 func (k *vaultKey) resolve() (*keyvault.SM2Key, error) {
-	if h := k.key.Load(); h != nil {
-		return h, nil
-	}
-	v, err := k.vs.open()
-	if err != nil {
-		return nil, err
-	}
-	var h *keyvault.SM2Key
-	if k.decrypt {
+	return resolveOnce(k.vs, &k.key, func(v *keyvault.Vault) (*keyvault.SM2Key, error) {
+		if !k.decrypt {
+			return v.SM2Key(k.name)
+		}
 		d, err := v.Decrypter(k.name)
 		if err != nil {
 			return nil, err
 		}
-		var ok bool
-		if h, ok = d.(*keyvault.SM2Key); !ok {
+		h, ok := d.(*keyvault.SM2Key)
+		if !ok {
 			return nil, fmt.Errorf("key %q: unexpected decrypter type %T", k.name, d)
 		}
-	} else if h, err = v.SM2Key(k.name); err != nil {
+		return h, nil
+	})
+}
+
+// resolveOnce returns the handle cached in slot, or opens the vault (once per configuration) and
+// looks the handle up with get, caching it: after the first use a key costs one atomic load.
+func resolveOnce[T any](vs *vaultState, slot *atomic.Pointer[T], get func(*keyvault.Vault) (*T, error)) (*T, error) {
+	if h := slot.Load(); h != nil {
+		return h, nil
+	}
+	v, err := vs.open()
+	if err != nil {
 		return nil, err
 	}
-	k.key.Store(h)
+	h, err := get(v)
+	if err != nil {
+		return nil, err
+	}
+	slot.Store(h)
 	return h, nil
 }
 
@@ -150,19 +160,7 @@ type vaultSM4 struct {
 }
 
 func (k *vaultSM4) resolve() (*keyvault.SM4Key, error) {
-	if h := k.key.Load(); h != nil {
-		return h, nil
-	}
-	v, err := k.vs.open()
-	if err != nil {
-		return nil, err
-	}
-	h, err := v.SM4(k.name)
-	if err != nil {
-		return nil, err
-	}
-	k.key.Store(h)
-	return h, nil
+	return resolveOnce(k.vs, &k.key, func(v *keyvault.Vault) (*keyvault.SM4Key, error) { return v.SM4(k.name) })
 }
 
 func (k *vaultSM4) SealGCM(plaintext, aad []byte) ([]byte, error) {
