@@ -194,18 +194,11 @@ func containsAt(s string) bool {
 }
 
 func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
-	ref, err := ParseRef(kc.Ref)
+	ref, uid, err := parseKeyConfig(kc)
 	if err != nil {
-		return nil, opErr("config", kc.Name, "", ErrBadReference, err)
+		return nil, err
 	}
-	e := &keyEntry{cfg: kc, ref: ref, versions: map[int]*loadedVersion{}}
-	e.uid = []byte(kc.UserID)
-	if len(e.uid) == 0 {
-		e.uid = []byte(pki.DefaultUserID)
-	}
-	if len(e.uid) > 8191 {
-		return nil, opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
-	}
+	e := &keyEntry{cfg: kc, ref: ref, uid: uid, versions: map[int]*loadedVersion{}}
 	if ref.Scheme == "pkcs11" {
 		if err := v.selectReplicas(e, cfg); err != nil {
 			return nil, err
@@ -215,6 +208,23 @@ func (v *Vault) newEntry(kc KeyConfig, cfg Config) (*keyEntry, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// parseKeyConfig reads a key's reference and SM2 user ID (default pki.DefaultUserID): the
+// checks Open and CheckConfig share.
+func parseKeyConfig(kc KeyConfig) (Ref, []byte, error) {
+	ref, err := ParseRef(kc.Ref)
+	if err != nil {
+		return Ref{}, nil, opErr("config", kc.Name, "", ErrBadReference, err)
+	}
+	uid := []byte(kc.UserID)
+	if len(uid) == 0 {
+		uid = []byte(pki.DefaultUserID)
+	}
+	if len(uid) > 8191 {
+		return Ref{}, nil, opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
+	}
+	return ref, uid, nil
 }
 
 // KeyCertificates reads the certificate chain configured for a key (leaf first; nil when none
@@ -255,11 +265,8 @@ func CheckConfig(cfg Config) error {
 		}
 	}
 	for _, kc := range cfg.Keys {
-		if _, err := ParseRef(kc.Ref); err != nil {
-			return opErr("config", kc.Name, "", ErrBadReference, err)
-		}
-		if len(kc.UserID) > 8191 {
-			return opErr("config", kc.Name, "", ErrConfig, errorf(ErrConfig, "user ID too long"))
+		if _, _, err := parseKeyConfig(kc); err != nil {
+			return err
 		}
 		if _, err := KeyCertificates(kc); err != nil {
 			return err
