@@ -184,7 +184,9 @@ type Config struct {
 	ClientAuth ClientAuthType
 	// VerifyPeerCertificate, if set, is called after normal verification
 	// (or instead of it when verification is skipped) with the raw peer
-	// certificates and the verified chains of the signing certificate. A
+	// certificates and the verified chains of the signing certificate,
+	// followed by those of the encryption certificate (a revocation check
+	// must cover both keys), on full handshakes and before resumption. A
 	// non-nil error aborts the handshake with a bad_certificate alert, or
 	// certificate_revoked if the error wraps ErrCertificateRevoked.
 	VerifyPeerCertificate func(rawCerts [][]byte, verifiedChains [][]*smx509.Certificate) error

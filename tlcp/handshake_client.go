@@ -147,9 +147,11 @@ func (hs *clientHandshake) doFull() error {
 	if err := hs.readMsg(typeCertificate, &cm, "server Certificate"); err != nil {
 		return err
 	}
-	if err := c.verifyPeer(cm.certificates, true, !cfg.InsecureSkipVerify); err != nil {
+	encChains, err := c.verifyPeer(cm.certificates, true, !cfg.InsecureSkipVerify)
+	if err != nil {
 		return err
 	}
+	hs.encChains = encChains
 	signPub, _ := sm2PublicKey(c.peerCertificates[0])
 	encCert := c.peerCertificates[1]
 

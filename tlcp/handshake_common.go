@@ -2,6 +2,8 @@ package tlcp
 
 import (
 	"crypto/subtle"
+
+	"github.com/emmansun/gmsm/smx509"
 )
 
 // handshakeState is what the client and the server handshakes have in
@@ -20,6 +22,7 @@ type handshakeState struct {
 	fh           finishedHash
 	ms           []byte
 	session      *SessionState
+	encChains    [][]*smx509.Certificate // verified chains of the peer's encryption certificate
 }
 
 func newHandshakeState(c *Conn, isClient bool) handshakeState {
@@ -196,6 +199,6 @@ func (hs *handshakeState) resume(sendFirst bool, sid []byte) error {
 func (hs *handshakeState) newSession(sid []byte, serverName string) *SessionState {
 	c := hs.c
 	return &SessionState{SessionID: sid, CipherSuite: hs.suite.id, MasterSecret: hs.ms,
-		PeerCertificates: c.peerCertificates, VerifiedChains: c.verifiedChains,
+		PeerCertificates: c.peerCertificates, VerifiedChains: c.verifiedChains, encChains: hs.encChains,
 		ServerName: serverName, Created: c.config.now()}
 }

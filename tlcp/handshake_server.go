@@ -318,9 +318,11 @@ func (hs *serverHandshake) processClientCerts(certs [][]byte) error {
 		return newAlert(AlertBadCertificate, "ECDHE requires client sign and enc certificates")
 	}
 	verify := auth == VerifyClientCertIfGiven || auth == RequireAndVerifyClientCert
-	if err := c.verifyPeer(certs, false, verify); err != nil {
+	encChains, err := c.verifyPeer(certs, false, verify)
+	if err != nil {
 		return err
 	}
+	hs.encChains = encChains
 	hs.clientCerts = certs
 	return nil
 }

@@ -19,6 +19,10 @@ type SessionState struct {
 	// verified by the full handshake.
 	PeerCertificates []*smx509.Certificate
 	VerifiedChains   [][]*smx509.Certificate
+	// encChains are the verified chains of the peer's encryption
+	// certificate, checked again (validity, VerifyPeerCertificate) before
+	// the session is resumed.
+	encChains [][]*smx509.Certificate
 	// ServerName is the SNI name of the full handshake.
 	ServerName string
 	// Created is when the full handshake completed.

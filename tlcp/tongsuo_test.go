@@ -274,7 +274,7 @@ func replayConnection(t *testing.T, rec *recording, suite *cipherSuite, tp *tong
 				}
 				// Tongsuo's certificates pass our peer checks (SM2 keys,
 				// pki.CheckUsage key usage for the sign and enc positions).
-				if err := (&Conn{config: &Config{}}).verifyPeer(m.certificates, r.Dir == "s2c", false); err != nil {
+				if _, err := (&Conn{config: &Config{}}).verifyPeer(m.certificates, r.Dir == "s2c", false); err != nil {
 					t.Fatalf("%s certificates rejected: %v", r.Dir, err)
 				}
 				if r.Dir == "s2c" {

@@ -18,12 +18,19 @@ var ErrWrongKeyUsage = pki.ErrWrongUsage
 // For servers (isServerCert) both leaves must be present; serverName is
 // checked against the signing certificate only. verify=false skips the chain
 // check (InsecureSkipVerify / RequireAnyClientCert) but not key usage.
-func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
+//
+// It returns the verified chains of the encryption certificate (nil without
+// one or without verification). VerifyPeerCertificate sees them after the
+// signing certificate's: the ECC suites encrypt the pre-master secret to the
+// encryption key and seal_reply seals replies to it, so a revoked encryption
+// certificate (a compromised encryption key) must end the handshake as a
+// revoked signing certificate does.
+func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) (encChains [][]*smx509.Certificate, err error) {
 	certs := make([]*smx509.Certificate, 0, len(raw))
 	for _, der := range raw {
 		cert, err := smx509.ParseCertificate(der)
 		if err != nil {
-			return newAlert(AlertBadCertificate, "cannot parse peer certificate")
+			return nil, newAlert(AlertBadCertificate, "cannot parse peer certificate")
 		}
 		certs = append(certs, cert)
 	}
@@ -31,24 +38,24 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 		certs, raw = fixServerOrder(certs, raw)
 	}
 	if len(certs) == 0 {
-		return newAlert(AlertBadCertificate, "empty certificate list")
+		return nil, newAlert(AlertBadCertificate, "empty certificate list")
 	}
 	if _, err := sm2PublicKey(certs[0]); err != nil {
-		return wrapAlert(AlertUnsupportedCertificate, err)
+		return nil, wrapAlert(AlertUnsupportedCertificate, err)
 	}
 	if err := pki.CheckUsage(certs[0], pki.RoleSign); err != nil {
-		return wrapAlert(AlertUnsupportedCertificate, err)
+		return nil, wrapAlert(AlertUnsupportedCertificate, err)
 	}
 	hasEnc := len(certs) > 1 && !certs[1].IsCA
 	if isServerCert && !hasEnc {
-		return newAlert(AlertBadCertificate, "server sent no encryption certificate")
+		return nil, newAlert(AlertBadCertificate, "server sent no encryption certificate")
 	}
 	if hasEnc {
 		if _, err := sm2PublicKey(certs[1]); err != nil {
-			return wrapAlert(AlertUnsupportedCertificate, err)
+			return nil, wrapAlert(AlertUnsupportedCertificate, err)
 		}
 		if err := pki.CheckUsage(certs[1], pki.RoleEnc); err != nil {
-			return wrapAlert(AlertUnsupportedCertificate, err)
+			return nil, wrapAlert(AlertUnsupportedCertificate, err)
 		}
 	}
 	var chains [][]*smx509.Certificate
@@ -67,21 +74,30 @@ func (c *Conn) verifyPeer(raw [][]byte, isServerCert, verify bool) error {
 			p.Roots = c.config.RootCAs
 		}
 		var err error
-		if chains, err = c.config.verifyCache.Verify(p); err != nil {
-			return certAlert(err)
+		if chains, encChains, err = c.config.verifyCache.VerifyPair(p); err != nil {
+			return nil, certAlert(err)
 		}
 	}
 	if c.config.VerifyPeerCertificate != nil {
-		if err := c.config.VerifyPeerCertificate(raw, chains); err != nil {
+		if err := c.config.VerifyPeerCertificate(raw, peerChains(chains, encChains)); err != nil {
 			if errors.Is(err, ErrCertificateRevoked) {
-				return wrapAlert(AlertCertificateRevoked, err)
+				return nil, wrapAlert(AlertCertificateRevoked, err)
 			}
-			return wrapAlert(AlertBadCertificate, err)
+			return nil, wrapAlert(AlertBadCertificate, err)
 		}
 	}
 	c.peerCertificates = certs
 	c.verifiedChains = chains
-	return nil
+	return encChains, nil
+}
+
+// peerChains is what VerifyPeerCertificate is given: the signing
+// certificate's verified chains, then the encryption certificate's.
+func peerChains(sign, enc [][]*smx509.Certificate) [][]*smx509.Certificate {
+	if len(enc) == 0 {
+		return sign
+	}
+	return append(append(make([][]*smx509.Certificate, 0, len(sign)+len(enc)), sign...), enc...)
 }
 
 // certAlert maps a chain verification error to its TLCP alert.
@@ -152,13 +168,20 @@ func (c *Conn) recheckSession(s *SessionState) error {
 				return err
 			}
 		}
+		for _, chain := range s.encChains {
+			for _, cert := range chain {
+				if err := valid(cert); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if c.config.VerifyPeerCertificate != nil {
 		raw := make([][]byte, len(s.PeerCertificates))
 		for i, cert := range s.PeerCertificates {
 			raw[i] = cert.Raw
 		}
-		if err := c.config.VerifyPeerCertificate(raw, s.VerifiedChains); err != nil {
+		if err := c.config.VerifyPeerCertificate(raw, peerChains(s.VerifiedChains, s.encChains)); err != nil {
 			return wrapAlert(AlertCertificateRevoked, err)
 		}
 	}

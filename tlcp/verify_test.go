@@ -61,7 +61,7 @@ func TestKeyUsagePolicy(t *testing.T) {
 
 			for _, isServer := range []bool{true, false} {
 				c := &Conn{config: &Config{}}
-				err := c.verifyPeer([][]byte{sc.Raw, ec.Raw}, isServer, false)
+				_, err := c.verifyPeer([][]byte{sc.Raw, ec.Raw}, isServer, false)
 				if !tc.wantReject {
 					if err != nil {
 						t.Fatalf("verifyPeer(server=%v): %v", isServer, err)

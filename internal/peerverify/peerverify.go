@@ -45,6 +45,14 @@ type Peer struct {
 // Verify checks p's chains, using and filling cache (nil: no cache). It
 // returns the verified chains of p.Sign, or the smx509 error (see Classify).
 func (cache *Cache) Verify(p Peer) ([][]*smx509.Certificate, error) {
+	sign, _, err := cache.VerifyPair(p)
+	return sign, err
+}
+
+// VerifyPair is Verify that also returns the verified chains of p.Enc (nil
+// without one): a revocation check must look at the encryption leaf's chain
+// too, since TLCP encrypts the pre-master secret to that key.
+func (cache *Cache) VerifyPair(p Peer) (sign, enc [][]*smx509.Certificate, err error) {
 	opts := smx509.VerifyOptions{
 		CurrentTime:   p.Now,
 		Intermediates: smx509.NewCertPool(),
@@ -66,20 +74,19 @@ func (cache *Cache) Verify(p Peer) ([][]*smx509.Certificate, error) {
 		signOpts.DNSName = p.ServerName
 	}
 	key := cacheKey(p.Raw, p.Server, signOpts.DNSName)
-	if cached, ok := cache.get(key, p.Now); ok {
-		return cached, nil
+	if e, ok := cache.get(key, p.Now); ok {
+		return e.chains, e.encChains, nil
 	}
-	chains, err := p.Sign.Verify(signOpts)
-	if err != nil {
-		return nil, err
+	if sign, err = p.Sign.Verify(signOpts); err != nil {
+		return nil, nil, err
 	}
 	if p.Enc != nil {
-		if _, err := p.Enc.Verify(opts); err != nil {
-			return nil, err
+		if enc, err = p.Enc.Verify(opts); err != nil {
+			return nil, nil, err
 		}
 	}
-	cache.put(key, chains, p.Certs, p.Now)
-	return chains, nil
+	cache.put(key, sign, enc, p.Certs, p.Now)
+	return sign, enc, nil
 }
 
 // Reason is the kind of a chain verification failure, which each protocol
@@ -128,8 +135,8 @@ type Cache struct {
 }
 
 type entry struct {
-	chains           [][]*smx509.Certificate
-	notBefore, until time.Time
+	chains, encChains [][]*smx509.Certificate
+	notBefore, until  time.Time
 }
 
 const (
@@ -167,28 +174,28 @@ func cacheKey(raw [][]byte, isServer bool, name string) [32]byte {
 	return k
 }
 
-func (v *Cache) get(k [32]byte, now time.Time) ([][]*smx509.Certificate, bool) {
+func (v *Cache) get(k [32]byte, now time.Time) (entry, bool) {
 	if v == nil {
-		return nil, false
+		return entry{}, false
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	e, ok := v.m[k]
 	if !ok {
-		return nil, false
+		return entry{}, false
 	}
 	if now.Before(e.notBefore) || now.After(e.until) {
 		delete(v.m, k)
-		return nil, false
+		return entry{}, false
 	}
-	return e.chains, true
+	return e, true
 }
 
-func (v *Cache) put(k [32]byte, chains [][]*smx509.Certificate, certs []*smx509.Certificate, now time.Time) {
+func (v *Cache) put(k [32]byte, chains, encChains [][]*smx509.Certificate, certs []*smx509.Certificate, now time.Time) {
 	if v == nil {
 		return
 	}
-	e := entry{chains: chains, until: now.Add(CacheTTL)}
+	e := entry{chains: chains, encChains: encChains, until: now.Add(CacheTTL)}
 	// The entry is only valid while every certificate involved is valid.
 	consider := func(c *smx509.Certificate) {
 		if c.NotAfter.Before(e.until) {
@@ -201,9 +208,11 @@ func (v *Cache) put(k [32]byte, chains [][]*smx509.Certificate, certs []*smx509.
 	for _, c := range certs {
 		consider(c)
 	}
-	for _, ch := range chains {
-		for _, c := range ch {
-			consider(c)
+	for _, set := range [][][]*smx509.Certificate{chains, encChains} {
+		for _, ch := range set {
+			for _, c := range ch {
+				consider(c)
+			}
 		}
 	}
 	v.mu.Lock()

@@ -147,7 +147,7 @@ func TestCacheBounded(t *testing.T) {
 	var c Cache
 	chains := [][]*smx509.Certificate{{p.server.Sign.Cert, p.root.Cert}}
 	for i := 0; i < CacheMax+10; i++ {
-		c.put(cacheKey([][]byte{[]byte(fmt.Sprint(i))}, true, ""), chains, nil, now)
+		c.put(cacheKey([][]byte{[]byte(fmt.Sprint(i))}, true, ""), chains, nil, nil, now)
 	}
 	if c.Len() != CacheMax {
 		t.Fatalf("cache has %d entries, want %d", c.Len(), CacheMax)
