@@ -9,6 +9,16 @@ root=$(pwd)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# 0. One full run at a time per machine: runs started side by side (several worktrees) would share the
+# CPUs and time each other out. GMGATE_TEST_LOCK=off skips the queue.
+if [ "${GMGATE_TEST_LOCK:-on}" != off ] && command -v flock >/dev/null; then
+  exec 9>"${TMPDIR:-/tmp}/gmgate-test.lock"
+  if ! flock -n 9; then
+    log "another scripts/test.sh is running on this machine: waiting for it"
+    flock 9
+  fi
+fi
+
 # 1. Debian packages the tests use for real (no mocks): SoftHSM2 (PKCS#11) and Redis.
 need=()
 command -v go >/dev/null || { echo "Go 1.26 is required (https://go.dev/dl/)" >&2; exit 1; }
