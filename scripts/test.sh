@@ -72,7 +72,7 @@ start_redis() {
     --pidfile "$dir/redis.pid")
   mkdir -p "$dir"
   printf '%s\0' "${argv[@]}" >"$dir/argv"
-  "${argv[@]}" >/dev/null 2>&1 &
+  "${argv[@]}" >/dev/null 2>&1 9>&- &  # 9: the run lock stays with this script
   disown  # no job-control notice when a test kills it
   for _ in $(seq 1 100); do
     redis-cli -p "$port" ${REDISCLI_AUTH:+--no-auth-warning} ping 2>/dev/null | grep -q PONG && return
