@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"crypto"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,16 +184,17 @@ func (h *Crypto) Cleanup() error { return nil }
 // caller returns the verified client certificate's caller (an empty Caller when there is none).
 func (h *Crypto) caller(r *http.Request) (cryptosvc.Caller, string) {
 	var der []byte
-	var cn, serial string
+	var subject pkix.Name
+	var serial string
 	if st, ok := setTLCPPlaceholders(r); ok {
 		if c := st.PeerSignCertificate; c != nil { // set only when the chain was verified
-			der, cn, serial = c.Raw, c.Subject.CommonName, signing.SerialHex(c.SerialNumber)
+			der, subject, serial = c.Raw, c.Subject, signing.SerialHex(c.SerialNumber)
 		}
 	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		c := r.TLS.VerifiedChains[0][0]
-		der, cn, serial = c.Raw, c.Subject.CommonName, signing.SerialHex(c.SerialNumber)
+		der, subject, serial = c.Raw, c.Subject, signing.SerialHex(c.SerialNumber)
 	}
-	name, ok := h.svc.Policy().Identify(der, cn)
+	name, ok := h.svc.Policy().Identify(der, subject)
 	if !ok {
 		return cryptosvc.Caller{Serial: serial}, "-"
 	}

@@ -2,6 +2,8 @@ package cryptosvc
 
 import (
 	"crypto/subtle"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -98,8 +100,17 @@ func Ops() []Op {
 	return out
 }
 
-// CallerConfig declares one internal system by its client certificate. At least one of
-// Fingerprint and SubjectCN is required; when both are set both must match.
+// CallerConfig declares one internal system by its certificate (the client certificate of its
+// TLCP/TLS connection, or the certificate of its signed request). At least one of Fingerprint
+// and SubjectCN is required; when both are set both must match.
+//
+// The one matching rule: Fingerprint is the SM3 of the whole certificate DER (it pins one
+// certificate: subject, issuer, key and serial); SubjectCN is compared byte for byte with the
+// subject's common name, and a subject with no or with several CN attributes never matches by CN.
+// Nothing else of the subject (other RDNs, the full DN, SANs) and no SPKI hash is matched. Two
+// callers that one certificate could both match (the same CN where either has no fingerprint or
+// both the same, or the same fingerprint) are refused by NewPolicy, so at most one caller
+// matches any certificate.
 type CallerConfig struct {
 	// Name is how rules, audit entries and metrics name the caller ([a-z0-9._-], 1..64 bytes).
 	Name string `json:"name"`
@@ -210,6 +221,11 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		if m.fp == nil && m.cn == "" {
 			return nil, fmt.Errorf("cryptosvc: caller %q: needs a fingerprint or a subject_cn", c.Name)
 		}
+		for _, o := range p.callers {
+			if overlap(o, m) {
+				return nil, fmt.Errorf("cryptosvc: callers %q and %q can match the same certificate (same subject_cn without distinct fingerprints, or the same fingerprint): identities must be unambiguous", o.name, m.name)
+			}
+		}
 		p.callers = append(p.callers, m)
 	}
 	for i, r := range cfg.Rules {
@@ -248,18 +264,49 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	return p, nil
 }
 
-// Identify returns the caller whose certificate (DER, and its subject CN) this is. The
-// certificate must already be verified (chain, validity, usage, revocation) by the listener.
-func (p *Policy) Identify(der []byte, subjectCN string) (string, bool) {
+// overlap reports whether one certificate could match both a and b.
+func overlap(a, b callerMatch) bool {
+	if a.fp != nil && b.fp != nil {
+		if subtle.ConstantTimeCompare(a.fp, b.fp) != 1 {
+			return false // distinct pinned certificates
+		}
+		return true // the same certificate named twice, whatever the CNs say
+	}
+	return a.cn == "" || b.cn == "" || a.cn == b.cn
+}
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// singleCN returns the subject's common name when it has exactly one CN attribute.
+func singleCN(subject pkix.Name) (string, bool) {
+	cn, n := "", 0
+	for _, a := range subject.Names {
+		if a.Type.Equal(oidCommonName) {
+			v, ok := a.Value.(string)
+			if !ok {
+				return "", false
+			}
+			cn, n = v, n+1
+		}
+	}
+	return cn, n == 1
+}
+
+// Identify returns the caller whose certificate this is (der, and its parsed subject), by the
+// rule of CallerConfig. The certificate must already be verified (chain, validity, usage,
+// revocation): by the listener for a client certificate, by the signed-request verifier for a
+// request signature.
+func (p *Policy) Identify(der []byte, subject pkix.Name) (string, bool) {
 	if p == nil || len(der) == 0 {
 		return "", false
 	}
 	sum := sm3.Sum(der)
+	cn, oneCN := singleCN(subject)
 	for _, c := range p.callers {
 		if c.fp != nil && subtle.ConstantTimeCompare(c.fp, sum[:]) != 1 {
 			continue
 		}
-		if c.cn != "" && c.cn != subjectCN {
+		if c.cn != "" && (!oneCN || c.cn != cn) {
 			continue
 		}
 		return c.name, true

@@ -2,6 +2,8 @@ package cryptosvc
 
 import (
 	"bytes"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"strings"
 	"testing"
 
@@ -211,7 +213,7 @@ func TestPolicyConfig(t *testing.T) {
 	der := []byte("certificate DER")
 	d := sm3sum(der)
 	p, err := NewPolicy(PolicyConfig{Callers: []CallerConfig{
-		{Name: "by-fp", Fingerprint: strings.ToUpper(hexs(d))},
+		{Name: "by-fp", Fingerprint: strings.ToUpper(hexs(d)), SubjectCN: "whoever"},
 		{Name: "by-both", Fingerprint: strings.Repeat("00", 32), SubjectCN: "risk"},
 		{Name: "by-cn", SubjectCN: "settlement"}}})
 	if err != nil {
@@ -219,12 +221,64 @@ func TestPolicyConfig(t *testing.T) {
 	}
 	for _, c := range []struct {
 		der  []byte
-		cn   string
+		subj pkix.Name
 		want string
-	}{{der, "whoever", "by-fp"}, {[]byte("other"), "risk", ""}, {[]byte("other"), "settlement", "by-cn"}, {nil, "settlement", ""}} {
-		got, _ := p.Identify(c.der, c.cn)
+	}{
+		{der, subjectOf("whoever"), "by-fp"},
+		{der, subjectOf("settlement"), "by-cn"}, // the pinned certificate whose CN is another caller's: that one
+		{[]byte("other"), subjectOf("risk"), ""},
+		{[]byte("other"), subjectOf("settlement"), "by-cn"},
+		{nil, subjectOf("settlement"), ""},
+		// A subject with two CN attributes is ambiguous: Go's CommonName keeps one of them,
+		// the other could be what a CA checked. It never matches by CN.
+		{[]byte("other"), subjectOf("settlement", "risk"), ""},
+		{[]byte("other"), subjectOf("risk", "settlement"), ""},
+		// The CN is compared exactly: no case folding, no match on another RDN.
+		{[]byte("other"), subjectOf("Settlement"), ""},
+		{[]byte("other"), pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: "settlement"}}}, ""},
+	} {
+		got, _ := p.Identify(c.der, c.subj)
 		if got != c.want {
-			t.Fatalf("Identify(%q,%q) = %q, want %q", c.der, c.cn, got, c.want)
+			t.Fatalf("Identify(%q,%v) = %q, want %q", c.der, c.subj.Names, got, c.want)
+		}
+	}
+}
+
+func subjectOf(cns ...string) pkix.Name {
+	var n pkix.Name
+	for _, cn := range cns {
+		n.Names = append(n.Names, pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: cn})
+		n.CommonName = cn
+	}
+	return n
+}
+
+// TestPolicyAmbiguousCallers: two callers that one certificate could both match are refused at
+// configuration (Provision and Validate both build the policy), whatever their order.
+func TestPolicyAmbiguousCallers(t *testing.T) {
+	fpA, fpB := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	rows := []struct {
+		name string
+		a, b CallerConfig
+		ok   bool
+	}{
+		{"same cn", CallerConfig{Name: "a", SubjectCN: "x"}, CallerConfig{Name: "b", SubjectCN: "x"}, false},
+		{"same cn, one pinned", CallerConfig{Name: "a", SubjectCN: "x", Fingerprint: fpA}, CallerConfig{Name: "b", SubjectCN: "x"}, false},
+		{"same fingerprint", CallerConfig{Name: "a", Fingerprint: fpA}, CallerConfig{Name: "b", Fingerprint: strings.ToUpper(fpA)}, false},
+		{"same fingerprint, other cns", CallerConfig{Name: "a", Fingerprint: fpA, SubjectCN: "x"}, CallerConfig{Name: "b", Fingerprint: fpA, SubjectCN: "y"}, false},
+		{"fingerprint only vs cn only", CallerConfig{Name: "a", Fingerprint: fpA}, CallerConfig{Name: "b", SubjectCN: "y"}, false},
+		{"fingerprint only vs cn pinned elsewhere", CallerConfig{Name: "a", Fingerprint: fpA}, CallerConfig{Name: "b", SubjectCN: "y", Fingerprint: fpB}, true},
+		{"same cn, distinct fingerprints", CallerConfig{Name: "a", SubjectCN: "x", Fingerprint: fpA}, CallerConfig{Name: "b", SubjectCN: "x", Fingerprint: fpB}, true},
+		{"distinct cns", CallerConfig{Name: "a", SubjectCN: "x"}, CallerConfig{Name: "b", SubjectCN: "y"}, true},
+	}
+	for _, r := range rows {
+		for _, order := range [][]CallerConfig{{r.a, r.b}, {r.b, r.a}} {
+			t.Run(r.name, func(t *testing.T) {
+				_, err := NewPolicy(PolicyConfig{Callers: order})
+				if (err == nil) != r.ok {
+					t.Fatalf("err %v, want ok=%v", err, r.ok)
+				}
+			})
 		}
 	}
 }

@@ -57,7 +57,7 @@ http://:{PORT} {
 	handle /shf/v1/* {
 		gm_crypto {
 			caller settlement subject_cn settlement
-			caller risk fingerprint {RISKFP}
+			caller risk fingerprint {RISKFP} subject_cn risk
 			allow settlement sign,verify,sign_message,key_info platform-sign
 			allow settlement encrypt,decrypt,rewrap,datakey,hmac,verify_hmac,key_info pii
 			allow settlement encrypt,decrypt pii-other
