@@ -1610,15 +1610,22 @@ func (h *Crypto) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.Name = d.Val()
 			for d.NextArg() {
-				switch d.Val() {
+				matcher := d.Val()
+				var dst *string
+				switch matcher {
 				case "fingerprint":
-					if err := oneArg(d, &c.Fingerprint); err != nil {
-						return err
-					}
+					dst = &c.Fingerprint
 				case "subject_cn":
-					if err := oneArg(d, &c.SubjectCN); err != nil {
-						return err
+					dst = &c.SubjectCN
+				}
+				switch {
+				case dst != nil && *dst != "":
+					return d.Errf("caller %s: %s given twice", c.Name, matcher)
+				case dst != nil:
+					if !d.NextArg() {
+						return d.ArgErr()
 					}
+					*dst = d.Val()
 				default:
 					return d.Errf("caller %s: unknown matcher %q (fingerprint, subject_cn)", c.Name, d.Val())
 				}
