@@ -706,6 +706,33 @@ func unmarshalSchemeSettings(d *caddyfile.Dispenser, s *signing.Settings) error 
 
 var _ caddyfile.Unmarshaler = (*ChannelTransport)(nil)
 
+// unmarshal reads an identities block (gm_verify, gm_crypto).
+func (ic *IdentitiesConfig) unmarshal(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		switch d.Val() {
+		case "file", "files":
+			if err := appendArgs(d, &ic.Files); err != nil {
+				return err
+			}
+		case "dir":
+			if err := oneArg(d, &ic.Dir); err != nil {
+				return err
+			}
+		case "vault":
+			if err := appendArgs(d, &ic.Vault); err != nil {
+				return err
+			}
+		case "reload_interval":
+			if err := durationArg(d, &ic.ReloadInterval); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown identities option %q", d.Val())
+		}
+	}
+	return nil
+}
+
 // unmarshal reads gm_verify's replay block (syntax: Verify.UnmarshalCaddyfile).
 func (rc *ReplayConfig) unmarshal(d *caddyfile.Dispenser) error {
 	for d.NextBlock(1) {
@@ -910,27 +937,8 @@ func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if h.Identities == nil {
 				h.Identities = &IdentitiesConfig{}
 			}
-			for d.NextBlock(1) {
-				switch d.Val() {
-				case "file", "files":
-					if err := appendArgs(d, &h.Identities.Files); err != nil {
-						return err
-					}
-				case "dir":
-					if err := oneArg(d, &h.Identities.Dir); err != nil {
-						return err
-					}
-				case "vault":
-					if err := appendArgs(d, &h.Identities.Vault); err != nil {
-						return err
-					}
-				case "reload_interval":
-					if err := durationArg(d, &h.Identities.ReloadInterval); err != nil {
-						return err
-					}
-				default:
-					return d.Errf("unknown identities option %q", d.Val())
-				}
+			if err := h.Identities.unmarshal(d); err != nil {
+				return err
 			}
 		case "bind_tlcp_client":
 			if err := oneArg(d, &h.BindTLCPClient); err != nil {
@@ -1595,6 +1603,13 @@ func init() {
 //		max_body_size <size>      # default 1MB
 //		max_items <n>             # default 256
 //		max_item_size <size>      # default 64KiB
+//		# signed requests (callers without a client certificate):
+//		scheme http-sig-sm2|wechatpay-v3-sm2 { <scheme options as gm_verify> }
+//		identities { file <PEM...>; dir <dir>; vault <key...>; reload_interval <d> }
+//		client_ca <PEM file...>          # roots the identities chain to
+//		client_intermediates <PEM file...>
+//		client_crls <CRL file...>
+//		replay { window 5m; store memory|redis; … as gm_verify }
 //	}
 func (h *Crypto) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1678,6 +1693,53 @@ func (h *Crypto) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "max_item_size":
 			if err := sizeArg(d, &h.MaxItemSize); err != nil {
+				return err
+			}
+		case "scheme":
+			sr := h.signedRequests()
+			if err := oneArg(d, &sr.Scheme); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				if sr.SchemeOptions == nil {
+					sr.SchemeOptions = &SchemeOptions{}
+				}
+				if err := sr.SchemeOptions.unmarshal(d); err != nil {
+					return err
+				}
+			}
+		case "identities":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			sr := h.signedRequests()
+			if sr.Identities == nil {
+				sr.Identities = &IdentitiesConfig{}
+			}
+			if err := sr.Identities.unmarshal(d); err != nil {
+				return err
+			}
+		case "client_ca":
+			if err := appendArgs(d, &h.signedRequests().ClientCA); err != nil {
+				return err
+			}
+		case "client_intermediates":
+			if err := appendArgs(d, &h.signedRequests().ClientIntermediates); err != nil {
+				return err
+			}
+		case "client_crls":
+			if err := appendArgs(d, &h.signedRequests().ClientCRLs); err != nil {
+				return err
+			}
+		case "replay":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			sr := h.signedRequests()
+			if sr.Replay == nil {
+				sr.Replay = &ReplayConfig{}
+			}
+			if err := sr.Replay.unmarshal(d); err != nil {
 				return err
 			}
 		default:

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/cryptosvc"
+	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/signing"
@@ -69,10 +70,93 @@ type Crypto struct {
 	MaxItems int `json:"max_items,omitempty"`
 	// MaxItemSize bounds each data field of an item in bytes (default 64 KiB).
 	MaxItemSize int64 `json:"max_item_size,omitempty"`
+	// SignedRequests lets a caller without a client certificate authenticate by signing its
+	// request with its SM2 key (absent: only client certificates identify callers).
+	SignedRequests *CryptoSignedRequests `json:"signed_requests,omitempty"`
 
 	svc    *cryptosvc.Service
-	keys   map[string]bool // the keys the rules name: the only key label values
+	signed *gateway.Verifier // nil without signed requests
+	inner  *Verify           // the signed-request pipeline's stores, released at Cleanup
+	keys   map[string]bool   // the keys the rules name: the only key label values
 	logger *zap.Logger
+}
+
+// CryptoSignedRequests configures signed requests: the gateway's verification pipeline
+// (package gateway: the scheme's parser and SM2 check, the identities verified through pki, the
+// timestamp window and the nonce store), with the callers' signing certificates as identities.
+// The signature must cover the method, the path (with the query) and the body, so only
+// http-sig-sm2 (covering at least @method, @target-uri or @path, and content-digest) and
+// wechatpay-v3-sm2 (which always covers them) are accepted.
+type CryptoSignedRequests struct {
+	// Scheme is "http-sig-sm2" (default) or "wechatpay-v3-sm2".
+	Scheme string `json:"scheme,omitempty"`
+	// SchemeOptions adjusts the scheme (user ID, encodings, label, covered components).
+	SchemeOptions *SchemeOptions `json:"scheme_options,omitempty"`
+	// Identities are the callers' signing certificates (files, a reloaded directory, vault
+	// keys); a request names one by its key ID (serial). Required.
+	Identities *IdentitiesConfig `json:"identities,omitempty"`
+	// ClientCA are PEM files of the roots the identities must chain to (chain, validity, sign
+	// key usage and CRL are checked through pki at every use, cached briefly). Default: the
+	// development root when the development PKI is in use; otherwise required.
+	ClientCA []string `json:"client_ca,omitempty"`
+	// ClientIntermediates are PEM files of intermediate CAs of the identities.
+	ClientIntermediates []string `json:"client_intermediates,omitempty"`
+	// ClientCRLs are CRL files (PEM or DER) of the identities' CAs; reloaded on change; a
+	// stale CRL fails closed.
+	ClientCRLs []string `json:"client_crls,omitempty"`
+	// Replay is the timestamp window and the nonce store (as gm_verify's; default: memory,
+	// window 5m).
+	Replay *ReplayConfig `json:"replay,omitempty"`
+}
+
+// signedRequests returns h.SignedRequests, creating it.
+func (h *Crypto) signedRequests() *CryptoSignedRequests {
+	if h.SignedRequests == nil {
+		h.SignedRequests = &CryptoSignedRequests{}
+	}
+	return h.SignedRequests
+}
+
+// verifyConfig maps the signed-request settings to the gm_verify configuration whose builders
+// they reuse.
+func (sr *CryptoSignedRequests) verifyConfig() *Verify {
+	name := sr.Scheme
+	if name == "" {
+		name = signing.HTTPSigName
+	}
+	return &Verify{Scheme: name, SchemeOptions: sr.SchemeOptions, TrustedRoots: sr.ClientCA,
+		Intermediates: sr.ClientIntermediates, CRLs: sr.ClientCRLs, Identities: sr.Identities, Replay: sr.Replay}
+}
+
+// check refuses a scheme whose signature would not cover the method, the path and the body
+// (so that no operation or key name can be swapped under a valid signature).
+func (sr *CryptoSignedRequests) check() error {
+	v := sr.verifyConfig()
+	switch v.Scheme {
+	case signing.HTTPSigName:
+		if o := sr.SchemeOptions; o != nil && len(o.Components) > 0 {
+			has := map[string]bool{}
+			for _, c := range o.Components {
+				has[strings.ToLower(c)] = true
+			}
+			if !has["@method"] || !(has["@target-uri"] || has["@path"] || has["@request-target"]) || !has["content-digest"] {
+				return errors.New("signed requests: http-sig-sm2 components must cover @method, @target-uri (or @path) and content-digest")
+			}
+		}
+	case signing.WechatPayName:
+	default:
+		return fmt.Errorf("signed requests: scheme %q does not cover the method and path (use http-sig-sm2 or wechatpay-v3-sm2)", v.Scheme)
+	}
+	if sr.Identities == nil || len(sr.Identities.Files) == 0 && sr.Identities.Dir == "" && len(sr.Identities.Vault) == 0 {
+		return errors.New("signed requests: identities (the callers' signing certificates) required")
+	}
+	if r := sr.Replay; r != nil && r.Window < 0 {
+		return errors.New("signed requests: replay window must not be negative")
+	}
+	if _, err := v.buildScheme(); err != nil {
+		return fmt.Errorf("signed requests: %w", err)
+	}
+	return nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -152,6 +236,12 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	if h.svc, err = cryptosvc.New(o); err != nil {
 		return fmt.Errorf("gm_crypto: %w", err)
 	}
+	if sr := h.SignedRequests; sr != nil {
+		if err := h.provisionSigned(app, sr); err != nil {
+			_ = h.Cleanup()
+			return fmt.Errorf("gm_crypto: %w", err)
+		}
+	}
 	h.keys = map[string]bool{}
 	for _, r := range h.Rules {
 		h.keys[r.Key] = true
@@ -164,8 +254,44 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// provisionSigned builds the signed-request verifier with gm_verify's builders (scheme,
+// identities through pki, replay guard). It writes no audit entries of its own: the request's
+// one entry is the service's (an unauthenticated one when the signature fails).
+func (h *Crypto) provisionSigned(app *App, sr *CryptoSignedRequests) error {
+	if err := sr.check(); err != nil {
+		return err
+	}
+	v := sr.verifyConfig()
+	v.logger = h.logger
+	h.inner = v
+	var err error
+	if v.scheme, err = v.buildScheme(); err != nil {
+		return err
+	}
+	ids, err := v.identityStore(app, "gm_crypto")
+	if err != nil {
+		return err
+	}
+	guard, err := v.replayGuard()
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	max := h.MaxBodySize
+	if max <= 0 {
+		max = DefaultCryptoMaxBodySize
+	}
+	h.signed, err = gateway.NewVerifier(gateway.VerifierOptions{Scheme: v.scheme, Identities: ids, Replay: guard,
+		MaxBodySize: max})
+	return err
+}
+
 // Validate checks the configuration without side effects.
 func (h *Crypto) Validate() error {
+	if sr := h.SignedRequests; sr != nil {
+		if err := sr.check(); err != nil {
+			return fmt.Errorf("gm_crypto: %w", err)
+		}
+	}
 	if _, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: h.Callers, Rules: h.Rules}); err != nil {
 		return fmt.Errorf("gm_crypto: %w", err)
 	}
@@ -178,8 +304,19 @@ func (h *Crypto) Validate() error {
 	return nil
 }
 
-// Cleanup releases nothing: the vault and the audit log belong to the gmgate app.
-func (h *Crypto) Cleanup() error { return nil }
+// Cleanup releases the signed-request replay store (the vault and the audit log belong to the
+// gmgate app).
+func (h *Crypto) Cleanup() error {
+	if h.inner == nil {
+		return nil
+	}
+	v := h.inner
+	h.inner = nil
+	for _, release := range v.releases {
+		release()
+	}
+	return v.release()
+}
 
 // caller returns the verified client certificate's caller (an empty Caller when there is none).
 func (h *Crypto) caller(r *http.Request) (cryptosvc.Caller, string) {
@@ -201,6 +338,33 @@ func (h *Crypto) caller(r *http.Request) (cryptosvc.Caller, string) {
 	return cryptosvc.Caller{Name: name, Serial: serial}, name
 }
 
+// signedCaller authenticates a request by its signature (when signed requests are configured
+// and the connection named no caller): the gateway's pipeline verifies the signature over the
+// request as received (method, target, body), the identity's chain, validity, usage and CRL,
+// the timestamp window and the nonce, and installs the verified body. The policy then matches
+// the signing certificate exactly as a client certificate. It returns the caller and label, or
+// the refusal code (crypto_unauthenticated, crypto_too_large, or crypto_replay_unavailable
+// when the nonce store cannot answer).
+func (h *Crypto) signedCaller(r *http.Request) (cryptosvc.Caller, string, refusal.Code, error) {
+	res, err := h.signed.Verify(receivedContext(r), r, nil)
+	if err != nil {
+		switch gateway.CodeOf(err) {
+		case gateway.CodeBodyTooLarge:
+			return cryptosvc.Caller{}, "-", cryptosvc.CodeTooLarge, err
+		case gateway.CodeReplayStoreUnavailable:
+			return cryptosvc.Caller{}, "-", cryptosvc.CodeReplayUnavailable, err
+		}
+		return cryptosvc.Caller{}, "-", cryptosvc.CodeUnauthenticated, err
+	}
+	c := res.Identity.Cert
+	serial := signing.SerialHex(c.SerialNumber)
+	name, ok := h.svc.Policy().Identify(c.Raw, c.Subject)
+	if !ok {
+		return cryptosvc.Caller{Serial: serial}, "-", cryptosvc.CodeUnauthenticated, errors.New("signing certificate of no configured caller")
+	}
+	return cryptosvc.Caller{Name: name, Serial: serial}, name, refusal.OK, nil
+}
+
 // ServeHTTP serves one operation.
 func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	start := time.Now()
@@ -210,6 +374,18 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if !ok || r.Method != http.MethodPost {
 		h.refuse(w, label, "unknown", "", cryptosvc.CodeUnknownOperation, start, nil)
 		return nil
+	}
+	if caller.Name == "" && h.signed != nil {
+		var c refusal.Code
+		var err error
+		if caller, label, c, err = h.signedCaller(r); c != refusal.OK {
+			// One audit entry for the refused request, as for any other.
+			if aerr := h.svc.Refused(caller, op, c, r.Header.Get("X-Request-Id")); aerr != nil {
+				h.logger.Error("gm_crypto: audit write failed", zap.Error(aerr))
+			}
+			h.refuse(w, label, string(op), "", c, start, err)
+			return nil
+		}
 	}
 	max := h.MaxBodySize
 	if max <= 0 {

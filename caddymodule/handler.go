@@ -327,49 +327,9 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	}
 	zeroVerifyMetrics(h.scheme.Name(), codeStrings(gateway.Codes()))
 	h.verifiedOK = verifyResults.WithLabelValues(h.scheme.Name(), string(gateway.CodeOK))
-	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
+	ids, err := h.identityStore(app, "gm_verify")
 	if err != nil {
-		return fmt.Errorf("gm_verify: trusted_roots: %w", err)
-	}
-	if len(roots) == 0 && app.Dev() != nil {
-		roots = []*smx509.Certificate{app.Dev().Root.Cert}
-	}
-	if len(roots) == 0 {
-		return errors.New("gm_verify: trusted_roots required (no development PKI in use)")
-	}
-	inters, err := pki.LoadCertificatesFiles(h.Intermediates...)
-	if err != nil {
-		return fmt.Errorf("gm_verify: intermediates: %w", err)
-	}
-	var crls *pki.CRLStore
-	if len(h.CRLs) > 0 {
-		if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
-			return fmt.Errorf("gm_verify: crls: %w", err)
-		}
-	}
-	h.releases = append(h.releases, trackCertificates("gm_verify", "client_root", h.scheme.Name(), roots), trackCRLs("gm_verify", crls))
-	pv, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls})
-	if err != nil {
-		return fmt.Errorf("gm_verify: %w", err)
-	}
-	idOpts := gateway.IdentityOptions{Verifier: pv}
-	if ic := h.Identities; ic != nil {
-		idOpts.Files, idOpts.Dir, idOpts.ReloadInterval = ic.Files, ic.Dir, time.Duration(ic.ReloadInterval)
-		for _, name := range ic.Vault {
-			cs, err := app.Certificates(name)
-			if err != nil || len(cs) == 0 {
-				return fmt.Errorf("gm_verify: identity %q from the vault: no certificate (%v)", name, err)
-			}
-			idOpts.Certificates = append(idOpts.Certificates, cs[0])
-		}
-	}
-	if len(idOpts.Files) == 0 && idOpts.Dir == "" && len(idOpts.Certificates) == 0 && app.Dev() != nil {
-		idOpts.Certificates = []*smx509.Certificate{app.Dev().Client.Sign.Cert}
-		h.logger.Warn("gm_verify: no identities configured; accepting the development client certificate only")
-	}
-	ids, err := gateway.NewIdentityStore(idOpts)
-	if err != nil {
-		return fmt.Errorf("gm_verify: identities: %w", err)
+		return err
 	}
 	bind, err := gateway.ParseBinding(h.BindTLCPClient)
 	if err != nil {
@@ -457,6 +417,57 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gm_verify: %w", err)
 	}
 	return nil
+}
+
+// identityStore builds the client signing identities and their pki verifier (roots,
+// intermediates, CRLs) from TrustedRoots, Intermediates, CRLs and Identities: gm_verify's and
+// gm_crypto's signed requests (who names the handler in errors and metrics).
+func (h *Verify) identityStore(app *App, who string) (*gateway.IdentityStore, error) {
+	roots, err := pki.LoadCertificatesFiles(h.TrustedRoots...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: trusted_roots: %w", who, err)
+	}
+	if len(roots) == 0 && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("%s: trusted_roots required (no development PKI in use)", who)
+	}
+	inters, err := pki.LoadCertificatesFiles(h.Intermediates...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: intermediates: %w", who, err)
+	}
+	var crls *pki.CRLStore
+	if len(h.CRLs) > 0 {
+		if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
+			return nil, fmt.Errorf("%s: crls: %w", who, err)
+		}
+	}
+	h.releases = append(h.releases, trackCertificates(who, "client_root", h.scheme.Name(), roots), trackCRLs(who, crls))
+	pv, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", who, err)
+	}
+	idOpts := gateway.IdentityOptions{Verifier: pv}
+	if ic := h.Identities; ic != nil {
+		idOpts.Files, idOpts.Dir, idOpts.ReloadInterval = ic.Files, ic.Dir, time.Duration(ic.ReloadInterval)
+		for _, name := range ic.Vault {
+			cs, err := app.Certificates(name)
+			if err != nil || len(cs) == 0 {
+				return nil, fmt.Errorf("%s: identity %q from the vault: no certificate (%v)", who, name, err)
+			}
+			idOpts.Certificates = append(idOpts.Certificates, cs[0])
+		}
+	}
+	if len(idOpts.Files) == 0 && idOpts.Dir == "" && len(idOpts.Certificates) == 0 && app.Dev() != nil && who == "gm_verify" {
+		idOpts.Certificates = []*smx509.Certificate{app.Dev().Client.Sign.Cert}
+		h.logger.Warn(who + ": no identities configured; accepting the development client certificate only")
+	}
+	ids, err := gateway.NewIdentityStore(idOpts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: identities: %w", who, err)
+	}
+	return ids, nil
 }
 
 func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gmgate/gmgate/refusal"
+	"github.com/gmgate/gmgate/signing"
 )
 
 // CryptoService is a client of gmgate's crypto service (the gm_crypto handler,
@@ -21,6 +23,12 @@ import (
 type CryptoService struct {
 	base string
 	hc   *http.Client
+
+	// Signed requests (Config.Scheme set): each request is signed with key.
+	scheme signing.Scheme
+	key    signing.Key
+	now    func() time.Time
+	nonce  func() (string, error)
 }
 
 // CryptoError is a refusal of the service: the HTTP status and the crypto_* code and message
@@ -41,10 +49,44 @@ const maxCryptoReply = 64 << 20
 // NewCryptoService returns a client of the service at baseURL (e.g.
 // "https://gmgate.internal:8443"; operations are POSTed to <baseURL>/shf/v1/<Operation>).
 // cfg supplies the connection: TLCP (with the caller's Sign and Enc certificates), TLS,
-// DialTimeout, MaxIdleConnsPerHost, or Transport; its signing fields are not used.
+// DialTimeout, MaxIdleConnsPerHost, or Transport.
+//
+// A caller without a client certificate signs its requests instead: set cfg.Scheme
+// ("http-sig-sm2" or "wechatpay-v3-sm2", the schemes whose signature covers the method, the
+// path and the body), cfg.Key (Signer, and Cert or KeyID: the key ID is the certificate's
+// upper-case hex serial by default; MerchantID for wechatpay-v3-sm2) and optionally
+// cfg.SchemeOptions, cfg.Now and cfg.Nonce. Every request then carries a fresh signature
+// (timestamp and nonce) that gm_crypto verifies against the caller's configured certificate.
+// Replies are not signed (the service answers over the authenticated TLCP/TLS channel).
 func NewCryptoService(baseURL string, cfg Config) (*CryptoService, error) {
 	if !strings.HasPrefix(baseURL, "https://") && !strings.HasPrefix(baseURL, "http://") {
 		return nil, errors.New("client: crypto service base URL must be http:// or https://")
+	}
+	c := &CryptoService{base: strings.TrimRight(baseURL, "/"), now: cfg.Now, nonce: cfg.Nonce}
+	if cfg.Scheme != "" {
+		if cfg.Scheme != signing.HTTPSigName && cfg.Scheme != signing.WechatPayName {
+			return nil, fmt.Errorf("client: crypto service requests are signed with %s or %s, not %s", signing.HTTPSigName, signing.WechatPayName, cfg.Scheme)
+		}
+		sch, err := signing.New(cfg.Scheme, cfg.SchemeOptions...)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		if cfg.Key.Signer == nil {
+			return nil, errors.New("client: signed crypto service requests need Config.Key.Signer")
+		}
+		c.scheme, c.key = sch, cfg.Key
+		if c.key.KeyID == "" && c.key.Cert != nil {
+			c.key.KeyID = signing.SerialHex(c.key.Cert.SerialNumber)
+		}
+		if c.key.KeyID == "" {
+			return nil, errors.New("client: signed crypto service requests need Config.Key.KeyID or Config.Key.Cert")
+		}
+		if c.now == nil {
+			c.now = time.Now
+		}
+		if c.nonce == nil {
+			c.nonce = signing.NewNonce
+		}
 	}
 	rt := cfg.Transport
 	if rt == nil {
@@ -54,7 +96,29 @@ func NewCryptoService(baseURL string, cfg Config) (*CryptoService, error) {
 		}
 		rt = tr
 	}
-	return &CryptoService{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: rt}}, nil
+	c.hc = &http.Client{Transport: rt}
+	return c, nil
+}
+
+// sign adds the request signature to hr (whose body is body).
+func (c *CryptoService) sign(hr *http.Request, body []byte) error {
+	nonce, err := c.nonce()
+	if err != nil {
+		return fmt.Errorf("%w: nonce: %v", ErrRequestSigning, err)
+	}
+	authority := hr.Host
+	if authority == "" {
+		authority = hr.URL.Host
+	}
+	m := &signing.Message{Kind: signing.Request, Method: hr.Method, Target: hr.URL.RequestURI(),
+		Authority: authority, Scheme: hr.URL.Scheme, Header: hr.Header, Body: body}
+	if err := c.scheme.Sign(m, c.key, c.now(), nonce); err != nil {
+		return fmt.Errorf("%w: %v", ErrRequestSigning, err)
+	}
+	if !bytes.Equal(m.Body, body) {
+		return fmt.Errorf("%w: the scheme rewrote the body", ErrRequestSigning)
+	}
+	return nil
 }
 
 // Call POSTs req (marshalled to JSON) to /shf/v1/<operation> and decodes the reply into resp.
@@ -69,6 +133,11 @@ func (c *CryptoService) Call(ctx context.Context, operation string, req, resp an
 		return err
 	}
 	hr.Header.Set("Content-Type", "application/json")
+	if c.scheme != nil {
+		if err := c.sign(hr, body); err != nil {
+			return err
+		}
+	}
 	r, err := c.hc.Do(hr)
 	if err != nil {
 		return err

@@ -46,6 +46,9 @@ const (
 	CodeKeyUnavailable refusal.Code = "crypto_key_unavailable"
 	// CodeAuditUnavailable: the audit entry could not be written; the result is withheld (503).
 	CodeAuditUnavailable refusal.Code = "crypto_audit_unavailable"
+	// CodeReplayUnavailable: a signed request's freshness cannot be checked now (the nonce
+	// store does not answer): fail closed (503).
+	CodeReplayUnavailable refusal.Code = "crypto_replay_unavailable"
 	// CodeInternal: an unexpected failure (500).
 	CodeInternal refusal.Code = "crypto_internal_error"
 )
@@ -70,6 +73,7 @@ var refusals = refusal.NewCatalog("cryptosvc", CodeInternal, HeaderCode,
 	refusal.Def{Code: CodeRevocationUnavailable, Status: http.StatusServiceUnavailable, Message: "certificate revocation cannot be checked now"},
 	refusal.Def{Code: CodeKeyUnavailable, Status: http.StatusServiceUnavailable, Message: "the key is unavailable now; try again later"},
 	refusal.Def{Code: CodeAuditUnavailable, Status: http.StatusServiceUnavailable, Message: "the operation cannot be recorded now; try again later"},
+	refusal.Def{Code: CodeReplayUnavailable, Status: http.StatusServiceUnavailable, Message: "request freshness cannot be verified now; try again later"},
 	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
 )
 

@@ -162,6 +162,13 @@ func (s *Service) Do(ctx context.Context, caller Caller, op Op, body []byte, req
 	return resp, nil
 }
 
+// Refused records a request refused before the service could read it (its caller could not be
+// authenticated, or its signed-request freshness could not be checked): one audit entry with
+// code c. It returns the audit error, if any.
+func (s *Service) Refused(caller Caller, op Op, c refusal.Code, requestID string) error {
+	return s.audit(caller, op, "", nil, nil, fail(c, nil), requestID)
+}
+
 func (s *Service) do(ctx context.Context, caller Caller, op Op, body []byte) (*Response, []itemOutcome, string, error) {
 	if caller.Name == "" {
 		return nil, nil, "", fail(CodeUnauthenticated, errors.New("no verified client certificate of a configured caller"))
