@@ -42,7 +42,7 @@ const (
 // systems (docs/crypto-service.md). It serves POST /shf/v1/<Operation> (Sign, Verify, Encrypt,
 // Decrypt, Rewrap, GenerateDataKey, Hmac, VerifyHmac, GenerateRandom, KeyInfo, SignMessage,
 // VerifyMessage, VerifySignedData, ValidateCertificate, ParseCertificate, SealEnvelope,
-// OpenEnvelope) with the gmgate vault's keys. The caller is the subject of the verified client
+// OpenEnvelope, RotateKey) with the gmgate vault's keys. The caller is the subject of the verified client
 // certificate of the connection (TLCP: the `tlcp` listener with client_auth
 // require_and_verify; TLS: Caddy's client authentication), matched against Callers; Rules say
 // what each caller may do. Every request is an entry of the gmgate app's audit log and counted
@@ -506,6 +506,14 @@ func (k lazyKeys) SymmetricKey(name string) (cryptosvc.SymmetricKey, error) {
 		return nil, err
 	}
 	return ks.SymmetricKey(name)
+}
+
+func (k lazyKeys) Rotate(name string) (int, error) {
+	ks, err := k.keys()
+	if err != nil {
+		return 0, err
+	}
+	return ks.Rotate(name)
 }
 
 func (k lazyKeys) Versions(name string) ([]int, int, error) {

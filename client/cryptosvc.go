@@ -319,6 +319,16 @@ func (c *CryptoService) Rewrap(ctx context.Context, key, ciphertext string, cont
 	return r.Ciphertext, nil
 }
 
+// Rotate adds a new version of an SM4 key in the vault (RotateKey, policy operation rotate) and
+// returns its number: it encrypts from now on, older versions still decrypt.
+func (c *CryptoService) Rotate(ctx context.Context, key string) (int, error) {
+	r, err := c.One(ctx, "RotateKey", key, CryptoItem{})
+	if err != nil {
+		return 0, err
+	}
+	return r.KeyVersion, nil
+}
+
 // SignMessage makes a PKCS#7/CMS SignedData of data with the key's certificate.
 func (c *CryptoService) SignMessage(ctx context.Context, key string, data []byte, detached bool) ([]byte, error) {
 	r, err := c.One(ctx, "SignMessage", key, CryptoItem{Data: data, Detached: detached})

@@ -25,6 +25,9 @@ type Keys interface {
 	SymmetricKey(name string) (SymmetricKey, error)
 	// Versions lists the loaded versions of a key (ascending) and its newest one.
 	Versions(name string) (versions []int, current int, err error)
+	// Rotate stores a new version of the key in every replica of the vault and makes it the
+	// newest (keyvault.Vault.Rotate, what `gmgate vault rotate` does), returning its number.
+	Rotate(name string) (version int, err error)
 }
 
 // SymmetricKey is one version of an SM4 key (*keyvault.SM4Key).
@@ -51,6 +54,13 @@ func (k vaultKeys) Certificate(name string) ([]*smx509.Certificate, error) {
 	return k.v.Certificate(name)
 }
 func (k vaultKeys) Versions(name string) ([]int, int, error) { return k.v.Versions(name) }
+func (k vaultKeys) Rotate(name string) (int, error) {
+	ki, err := k.v.Rotate(name)
+	if err != nil {
+		return 0, err
+	}
+	return ki.Current, nil
+}
 func (k vaultKeys) SymmetricKey(name string) (SymmetricKey, error) {
 	s, err := k.v.SM4(name)
 	if err != nil {

@@ -26,6 +26,7 @@ const (
 	OpVerifyHMAC Op = "verify_hmac" // HMAC-SM3 check of any allowed version
 	OpRandom     Op = "random"      // random bytes
 	OpKeyInfo    Op = "key_info"    // versions of a key, its certificate chain
+	OpRotate     Op = "rotate"      // a new version of an SM4 key in the vault, current at once
 
 	OpSignMessage   Op = "sign_message"         // PKCS#7/CMS SignedData, attached or detached
 	OpVerifyMessage Op = "verify_message"       // PKCS#7/CMS SignedData, signer chain through pki
@@ -56,6 +57,7 @@ var opTable = []opInfo{
 	{OpVerifyHMAC, "VerifyHmac", true, true},
 	{OpRandom, "GenerateRandom", false, false},
 	{OpKeyInfo, "KeyInfo", true, false},
+	{OpRotate, "RotateKey", true, false},
 	{OpSignMessage, "SignMessage", true, false},
 	{OpVerifyMessage, "VerifyMessage", false, false},
 	{OpVerifyData, "VerifySignedData", false, false},

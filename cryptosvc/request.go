@@ -138,6 +138,7 @@ var opFields = map[Op][]field{
 	OpVerifyHMAC:    {fData, fHMAC},
 	OpRandom:        {fBytes},
 	OpKeyInfo:       {},
+	OpRotate:        {},
 	OpSignMessage:   {fData, fDetached, fGMOIDs},
 	OpVerifyMessage: {fCMS, fData},
 	OpVerifyData:    {fData, fDigest, fUserID, fSignature, fCertificate, fChain},
@@ -187,6 +188,9 @@ func ParseRequest(op Op, body []byte, maxItems, maxItemSize int) (*Request, erro
 		}
 		if len(r.BatchInput) == 0 {
 			return nil, fail(CodeMalformed, errors.New("empty batch_input"))
+		}
+		if op == OpRotate {
+			return nil, fail(CodeMalformed, errors.New("rotate takes no batch_input (one rotation per request)"))
 		}
 		if len(r.BatchInput) > maxItems {
 			return nil, fail(CodeTooLarge, fmt.Errorf("batch of %d items, limit %d", len(r.BatchInput), maxItems))

@@ -235,6 +235,8 @@ func (s *Service) item(op Op, key string, minVersion int, it *Item, res *Result)
 		return s.random(it, res)
 	case OpKeyInfo:
 		return s.keyInfo(key, res)
+	case OpRotate:
+		return s.rotate(key, res)
 	case OpSignMessage:
 		return s.signMessage(key, it, res)
 	case OpVerifyMessage:
@@ -554,6 +556,27 @@ func (s *Service) keyInfo(key string, res *Result) itemOutcome {
 		}
 	}
 	return itemOutcome{version: latest}
+}
+
+// rotate adds a version of an SM4 key (encryption and HMAC keys): the vault stores it on every
+// replica and loads it, so the next Encrypt, Hmac or Rewrap uses it at once; older versions stay
+// loaded for Decrypt and VerifyHmac (down to each caller's min_version). SM2 keys are refused:
+// their certificates name one public key, so they rotate through `gmgate vault rotate` with a
+// new certificate.
+func (s *Service) rotate(key string, res *Result) itemOutcome {
+	if _, err := s.o.Keys.SymmetricKey(key); err != nil {
+		return itemOutcome{err: keyCode(err)}
+	}
+	ver, err := s.o.Keys.Rotate(key)
+	if err != nil {
+		return itemOutcome{err: keyCode(err)}
+	}
+	vs, latest, err := s.o.Keys.Versions(key)
+	if err != nil {
+		return itemOutcome{version: ver, err: keyCode(err)}
+	}
+	res.KeyVersion, res.Versions, res.LatestVersion = ver, vs, latest
+	return itemOutcome{version: ver}
 }
 
 // audit writes the request's one entry. Scheme is "gm_crypto/<op>"; KeyID is

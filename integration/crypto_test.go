@@ -59,9 +59,9 @@ http://:{PORT} {
 			caller settlement subject_cn settlement
 			caller risk fingerprint {RISKFP} subject_cn risk
 			allow settlement sign,verify,sign_message,key_info platform-sign
-			allow settlement encrypt,decrypt,rewrap,datakey,hmac,verify_hmac,key_info pii
+			allow settlement encrypt,decrypt,rewrap,datakey,hmac,verify_hmac,key_info,rotate pii
 			allow settlement encrypt,decrypt pii-other
-			allow settlement encrypt,decrypt file-pii
+			allow settlement encrypt,decrypt,rotate file-pii
 			allow settlement encrypt missing
 			allow settlement verify_message,validate_certificate,seal_envelope,random
 			allow settlement open_envelope platform-enc
@@ -335,6 +335,35 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		t.Fatalf("client error %v", err)
 	}
 
+	// Rotation through the service (RotateKey): version 4 is made in the token by the vault's
+	// own rotation and encrypts at once, without a reload; version 1 still decrypts for
+	// settlement, risk (min_version 3) decrypts version 4.
+	nv, err := settlement.Rotate(ctx, "pii")
+	if err != nil || nv != 4 {
+		t.Fatalf("rotate: version %d, %v", nv, err)
+	}
+	ct4, err := settlement.Encrypt(ctx, "pii", secret, []byte("order-9"))
+	if err != nil || !strings.HasPrefix(ct4, "gm:v4:") {
+		t.Fatalf("encrypt after rotate: %q %v", ct4, err)
+	}
+	if pt, err := risk.Decrypt(ctx, "pii", ct4, []byte("order-9")); err != nil || !bytes.Equal(pt, secret) {
+		t.Fatalf("risk decrypts version 4: %v", err)
+	}
+	if pt, err := settlement.Decrypt(ctx, "pii", ctV1, nil); err != nil || string(pt) != "old card 6222000011112222" {
+		t.Fatalf("version 1 after rotate: %v", err)
+	}
+	if r, err := settlement.One(ctx, "KeyInfo", "pii", client.CryptoItem{}); err != nil || r.LatestVersion != 4 || len(r.Versions) != 4 {
+		t.Fatalf("key_info after rotate: %+v %v", r, err)
+	}
+	_, err = settlement.Rotate(ctx, "file-pii")
+	if !errors.As(err, &ce) || ce.Code != "crypto_wrong_key_type" {
+		t.Fatalf("rotate a file key: %v", err)
+	}
+	_, err = risk.Rotate(ctx, "pii")
+	if !errors.As(err, &ce) || ce.Code != "crypto_forbidden" {
+		t.Fatalf("risk rotates: %v", err)
+	}
+
 	// Metrics: per caller, operation, key and code.
 	m := scrapeMetrics(t, inst.admin)
 	for _, l := range []map[string]string{
@@ -342,6 +371,8 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		{"caller": "risk", "op": "decrypt", "key": "pii", "code": "ok"},
 		{"caller": "-", "op": "encrypt", "key": "pii", "code": "crypto_unauthenticated"},
 		{"caller": "settlement", "op": "verify_message", "key": "", "code": "crypto_cert_revoked"},
+		{"caller": "settlement", "op": "rotate", "key": "pii", "code": "ok"},
+		{"caller": "settlement", "op": "rotate", "key": "file-pii", "code": "crypto_wrong_key_type"},
 	} {
 		if n, ok := m.sum("gmgate_crypto_requests_total", l); !ok || n < 1 {
 			t.Errorf("gmgate_crypto_requests_total%v = %v (%v)", l, n, ok)
@@ -360,7 +391,8 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		all = append(all, b...)
 	}
 	for _, want := range []string{`"scheme":"gm_crypto/decrypt"`, `"key_id":"risk:pii@v3"`, `"reason":"crypto_version_retired"`,
-		`"key_id":"settlement:pii@v1"`, `"scheme":"gm_crypto/verify_message"`, `"reason":"crypto_cert_revoked"`, `"reason":"crypto_unauthenticated"`} {
+		`"key_id":"settlement:pii@v1"`, `"scheme":"gm_crypto/verify_message"`, `"reason":"crypto_cert_revoked"`, `"reason":"crypto_unauthenticated"`,
+		`"scheme":"gm_crypto/rotate","key_id":"settlement:pii@v4"`} {
 		if !bytes.Contains(all, []byte(want)) {
 			t.Errorf("audit log lacks %s", want)
 		}
@@ -372,6 +404,13 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 	}
 	if out := inst.out.String(); strings.Contains(out, "6222021234567890") || strings.Contains(out, b64(secret)) {
 		t.Error("process output contains plaintext")
+	}
+
+	// The rotated version is in the token: a new process loads it.
+	start()
+	risk, _ = cryptoClient(t, v.CAFile, riskPair, port)
+	if pt, err := risk.Decrypt(ctx, "pii", ct4, []byte("order-9")); err != nil || !bytes.Equal(pt, secret) {
+		t.Fatalf("version 4 after a restart: %v", err)
 	}
 }
 
