@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,11 +32,13 @@ const (
 	softhsmModule = "/usr/lib/softhsm/libsofthsm2.so"
 	hsmLabel      = "cryptosvc"
 	hsmPINEnv     = "GMGATE_TEST_CRYPTOSVC_PIN"
+	hsmPairLabel  = "cryptosvc-pair"
 )
 
 var hsm struct {
-	skip string
-	dir  string
+	skip        string
+	dir         string
+	pairSerials []string // the two tokens labelled hsmPairLabel
 }
 
 func TestMain(m *testing.M) {
@@ -78,6 +81,35 @@ func setupSoftHSM() error {
 	out, err := exec.Command(util, "--init-token", "--free", "--label", hsmLabel, "--so-pin", "12345678", "--pin", "123456").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("softhsm2-util --init-token: %v: %s", err, out)
+	}
+	// Two more tokens of one label: the replicas of the failover test.
+	for i := 0; i < 2; i++ {
+		out, err := exec.Command(util, "--init-token", "--free", "--label", hsmPairLabel, "--so-pin", "12345678", "--pin", "123456").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("softhsm2-util --init-token: %v: %s", err, out)
+		}
+	}
+	out, err = exec.Command(util, "--show-slots").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("softhsm2-util --show-slots: %v: %s", err, out)
+	}
+	var serial string
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch v = strings.TrimSpace(v); k {
+		case "Serial number":
+			serial = v
+		case "Label":
+			if v == hsmPairLabel && serial != "" {
+				hsm.pairSerials = append(hsm.pairSerials, serial)
+			}
+		}
+	}
+	if len(hsm.pairSerials) != 2 {
+		return fmt.Errorf("softhsm2-util --show-slots: want 2 tokens labelled %s: %s", hsmPairLabel, out)
 	}
 	return nil
 }
