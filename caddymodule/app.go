@@ -7,6 +7,8 @@ package caddymodule
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +49,9 @@ const (
 	DevBankSignKey         = "dev-bank-sign"
 	DevBankEncKey          = "dev-bank-enc"
 	DevBankPlatformSignKey = "dev-bank-platform-sign"
+	// DevEnrollStoreKey is the development SM4 key that authenticates gm_enroll's store when
+	// it names no store_key.
+	DevEnrollStoreKey = "dev-enroll-store"
 )
 
 // App is the `gmgate` Caddy app: the key vault that holds every gmgate key, and the embedded
@@ -59,8 +64,8 @@ const (
 type App struct {
 	// Vault declares the PKCS#11 tokens and the named keys. Keys of the development default
 	// (dev-server-sign, dev-server-enc, dev-platform-sign, dev-client-sign, dev-client-enc, and
-	// the demo bank's dev-bank-sign, dev-bank-enc, dev-bank-platform-sign) are always added when
-	// the development PKI is enabled.
+	// the demo bank's dev-bank-sign, dev-bank-enc, dev-bank-platform-sign, and the SM4 key
+	// dev-enroll-store of gm_enroll's store) are always added when the development PKI is enabled.
 	Vault keyvault.Config `json:"vault,omitempty"`
 
 	// VaultHealthInterval is how often every PKCS#11 token is probed (a session round trip),
@@ -132,6 +137,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("development PKI: %w", err)
 		}
 		a.dev = dev
+		if err := ensureDevSM4Key(filepath.Join(dev.Dir, DevEnrollStoreKey+".sm4")); err != nil {
+			return fmt.Errorf("development PKI: %w", err)
+		}
 		cfg.Keys = append(cfg.Keys, devKeys(dev)...)
 		a.logger.Warn("gmgate is using the embedded DEVELOPMENT PKI and a software key vault; do not use in production",
 			zap.String("root_certificate", dev.RootCertPath),
@@ -631,7 +639,29 @@ func devKeys(dev *pki.DevPKI) []keyvault.KeyConfig {
 		key(DevBankSignKey, pki.DevBankSignBase),
 		key(DevBankEncKey, pki.DevBankEncBase),
 		key(DevBankPlatformSignKey, pki.DevBankPlatformBase),
+		{Name: DevEnrollStoreKey, Ref: "file:" + filepath.Join(dev.Dir, DevEnrollStoreKey+".sm4"), Type: keyvault.KeyTypeSM4},
 	}
+}
+
+// ensureDevSM4Key creates the development SM4 key file (32 hex digits, 0600) when missing.
+func ensureDevSM4Key(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	var k [keyvault.SM4KeySize]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil // another process made it
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(hex.EncodeToString(k[:]) + "\n")
+	clear(k[:])
+	return errors.Join(err, f.Close())
 }
 
 // vaultLogger hands the vault a slog logger writing to l's core under the logger name

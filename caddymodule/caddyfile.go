@@ -1471,6 +1471,7 @@ func init() {
 //			store  memory|redis
 //			redis_address ...   (as in gm_verify)
 //		}
+//		store_key          <vault SM4 key name>
 //	}
 func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -1572,6 +1573,10 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Replay = &ReplayConfig{}
 			}
 			if err := h.Replay.unmarshal(d); err != nil {
+				return err
+			}
+		case "store_key":
+			if err := oneArg(d, &h.StoreKey); err != nil {
 				return err
 			}
 		default:

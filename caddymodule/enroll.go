@@ -42,6 +42,12 @@ type Enroll struct {
 	// Store is the enrolment directory (tokens, issued pairs, revocations). Default:
 	// "gmgate/enroll" under Caddy's data directory. The gmgate enroll commands use it too.
 	Store string `json:"store,omitempty"`
+	// StoreKey names the vault SM4 key that authenticates every record of Store (tokens,
+	// spent markers, issued pairs, revocation markers): a record someone wrote or edited in
+	// the directory without the key is refused (enroll_store_integrity). Rotating the key in
+	// the vault keeps the older versions verifying. Required, except with the development PKI,
+	// whose software vault provides dev-enroll-store (development only).
+	StoreKey string `json:"store_key,omitempty"`
 	// Profiles are the certificate profiles tokens refer to. At least one.
 	Profiles []EnrollProfile `json:"profiles,omitempty"`
 	// EscrowKey names the vault SM4 key that seals escrowed encryption keys (package
@@ -103,6 +109,10 @@ var (
 		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates",
 		Help: "Terminal signing certificates in the enrolment store by state (valid, expired, revoked, renewed).",
 	}, []string{"state"})
+	enrollStoreRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "enroll", Name: "store_records_refused_total",
+		Help: "Enrolment store records refused because they failed their integrity check (forged, edited, moved, truncated, or written by an older gmgate), by record kind (token, spent, cert, revoked, ski).",
+	}, []string{"kind"})
 )
 
 // EnrollProfile is a certificate profile of gm_enroll (enroll.Profile).
@@ -212,9 +222,21 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_enroll: identities_dir: %w", err)
 		}
 	}
-	if h.store, err = enroll.OpenFileStore(h.Store); err != nil {
+	storeKeys, err := h.storeKeys(app)
+	if err != nil {
+		return err
+	}
+	if h.store, err = enroll.OpenFileStore(h.Store, storeKeys); err != nil {
 		return fmt.Errorf("gm_enroll: %w", err)
 	}
+	for _, k := range enroll.RecordKinds() {
+		enrollStoreRefused.WithLabelValues(k)
+	}
+	logger := h.logger
+	h.store.OnIntegrityFailure(func(kind, id string, err error) {
+		enrollStoreRefused.WithLabelValues(kind).Inc()
+		logger.Error("gm_enroll: store record refused", zap.String("kind", kind), zap.String("id", id), zap.Error(err))
+	})
 	var profiles []enroll.Profile
 	for _, p := range h.Profiles {
 		profiles = append(profiles, p.core())
@@ -267,11 +289,13 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_enroll: replay: %w", err)
 		}
 		h.nonces = st
-		cfg.TokenLedger = enrollNonces{st}
 	default:
 		return fmt.Errorf("gm_enroll: replay: unknown store %q (memory, redis)", rc.Store)
 	}
 	cfg.Nonces = enrollNonces{h.nonces}
+	// Spent tokens and renewals go to the replay store as well as to the store directory:
+	// Redis outlives a restore of the directory; memory, the process.
+	cfg.TokenLedger = enrollNonces{h.nonces}
 	if len(h.AdminCerts) > 0 {
 		auth, err := adminAuthorizer(h.AdminCerts, h.AdminRoots)
 		if err != nil {
@@ -293,6 +317,24 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// storeKeys resolves store_key (dev-enroll-store with the development PKI) without opening
+// the vault.
+func (h *Enroll) storeKeys(app *App) (sealstore.Keys, error) {
+	name := h.StoreKey
+	if name == "" {
+		if app.Dev() == nil {
+			return nil, errors.New("gm_enroll: store_key required: a vault SM4 key that authenticates the enrolment store's records")
+		}
+		name = DevEnrollStoreKey
+		h.logger.Warn("gm_enroll: no store_key: authenticating the enrolment store with the DEVELOPMENT key dev-enroll-store; do not use in production")
+	}
+	keys, err := app.SealKeys(name)
+	if err != nil {
+		return nil, fmt.Errorf("gm_enroll: store_key %q: %w", name, err)
+	}
+	return keys, nil
+}
+
 // gaugeLoop keeps the certificate gauges current.
 func (h *Enroll) gaugeLoop(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
@@ -304,7 +346,7 @@ func (h *Enroll) gaugeLoop(ctx context.Context, interval time.Duration) {
 	}
 	update := func() {
 		all, err := h.store.Certs()
-		if err != nil {
+		if err != nil && !errors.Is(err, enroll.ErrIntegrity) {
 			h.logger.Warn("gm_enroll: listing certificates", zap.Error(err))
 			return
 		}

@@ -19,6 +19,7 @@ http://:1 {
 			ca_key terminal-ca
 			ca_chain /etc/gmgate/root.pem
 			store /var/lib/gmgate/enroll
+			store_key enroll-store
 			identities_dir /var/lib/gmgate/identities
 			escrow_key enroll-escrow
 			escrow_dir /var/lib/gmgate/escrow
@@ -54,7 +55,7 @@ http://:1 {
 	}
 	s := string(out)
 	for _, want := range []string{`"handler":"gm_enroll"`, `"ca_key":"terminal-ca"`, `"identities_dir":"/var/lib/gmgate/identities"`,
-		`"escrow_key":"enroll-escrow"`, `"crl_urls":["https://pay.example/est/crl"]`, `"crl_validity":43200000000000`,
+		`"escrow_key":"enroll-escrow"`, `"store_key":"enroll-store"`, `"crl_urls":["https://pay.example/est/crl"]`, `"crl_validity":43200000000000`,
 		`"max_body_size":32000`, `"admin_roots":["/etc/gmgate/ops-ca.pem"]`, `"window":120000000000`,
 		`"common_name":"POS-[0-9]{4}"`, `"dns_names":["*.pos.example"]`, `"validity":2592000000000000`} {
 		if !strings.Contains(s, want) {

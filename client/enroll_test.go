@@ -13,6 +13,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -37,7 +38,7 @@ func enrolServer(t *testing.T) (*httptest.Server, *enroll.FileStore, *pki.CA) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := enroll.OpenFileStore(filepath.Join(t.TempDir(), "enroll"))
+	st, err := enroll.OpenFileStore(filepath.Join(t.TempDir(), "enroll"), testpki.NewSealKeys(t, "enroll-store"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,11 +205,24 @@ func TestSKIIndex(t *testing.T) {
 		t.Fatal("rewriting an older record moved the index")
 	}
 	other := f.enrol(newKey(t), "T0701")
+	otherRec, _ := f.store.Cert(other.Serial)
+	// An index entry written in clear, and the other key's (genuine) entry moved here: both
+	// are refused, neither leads to the other key's record.
 	if err := os.WriteFile(filepath.Join(f.store.Dir(), "ski", rec1.SKI), []byte(other.Serial), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.CertBySKI(rec1.SKI); !errors.Is(err, ErrNotFound) {
+	if _, err := f.store.CertBySKI(rec1.SKI); !errors.Is(err, ErrIntegrity) {
 		t.Fatalf("index naming another key's record: %v", err)
+	}
+	moved, err := os.ReadFile(filepath.Join(f.store.Dir(), "ski", otherRec.SKI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.store.Dir(), "ski", rec1.SKI), moved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.CertBySKI(rec1.SKI); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("another key's index entry moved: %v", err)
 	}
 	if _, err := f.store.CertBySKI("../certs/x"); err == nil {
 		t.Fatal("path in a key identifier accepted")

@@ -31,6 +31,7 @@ const (
 	CodeMediaType        Code = "enroll_unsupported_media_type"
 	CodeUnavailable      Code = "enroll_unavailable"
 	CodeInternal         Code = "enroll_internal_error"
+	CodeStoreIntegrity   Code = "enroll_store_integrity" // a store record failed its integrity check
 	codeMethodNotAllowed Code = "enroll_method_not_allowed"
 )
 
@@ -54,6 +55,7 @@ var refusals = refusal.NewCatalog("enroll", CodeInternal, "",
 	refusal.Def{Code: codeMethodNotAllowed, Status: http.StatusMethodNotAllowed, Message: "method not allowed"},
 	refusal.Def{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "enrolment is unavailable now; try again later"},
 	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
+	refusal.Def{Code: CodeStoreIntegrity, Status: http.StatusInternalServerError, Message: "an enrolment record failed its integrity check"},
 )
 
 // Codes returns every enrolment refusal code, in a stable order.
@@ -67,6 +69,15 @@ func CodeOf(err error) Code { return refusals.Of(err) }
 func WriteError(w http.ResponseWriter, c Code) { refusals.Write(w, c) }
 
 func fail(c Code, err error) error { return refusal.Wrap(c, err) }
+
+// storeFail maps a store error: a record that failed its integrity check is
+// enroll_store_integrity, anything else (I/O, the vault key) enroll_unavailable.
+func storeFail(err error) error {
+	if errors.Is(err, ErrIntegrity) {
+		return fail(CodeStoreIntegrity, err)
+	}
+	return fail(CodeUnavailable, err)
+}
 
 func failf(c Code, msg string) error {
 	return &refusal.Error{Code: c, Cause: errors.New("enroll: " + msg)}

@@ -18,6 +18,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )
@@ -120,7 +121,7 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	st, err := OpenFileStore(filepath.Join(dir, "store"))
+	st, err := OpenFileStore(filepath.Join(dir, "store"), testpki.NewSealKeys(t, "enroll-store"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,11 +47,8 @@ func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Respo
 		return nil, err
 	}
 	// One renewal per certificate, atomically (the same single-use marker as tokens).
-	if err := s.cfg.Store.ConsumeToken(ctx, "renew-"+h.rec.Serial, h.rec.NotAfter); err != nil {
-		if errors.Is(err, ErrTokenUsed) {
-			return nil, fail(CodeAlreadyRenewed, err)
-		}
-		return nil, fail(CodeUnavailable, err)
+	if err := s.spend(ctx, "renew-"+h.rec.Serial, h.rec.NotAfter, s.cfg.Now(), CodeAlreadyRenewed); err != nil {
+		return nil, err
 	}
 	out, err := s.issue(ctx, csr, prof, cn, dns, "renew:"+h.rec.Serial)
 	if err != nil {
@@ -60,7 +57,7 @@ func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Respo
 	old := h.rec
 	old.RenewedBy = out.Serial
 	if err := s.cfg.Store.PutCert(old); err != nil {
-		return nil, fail(CodeUnavailable, err)
+		return nil, storeFail(err)
 	}
 	return out, nil
 }
@@ -108,7 +105,7 @@ func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord
 		return rec, fail(CodeNotFound, err)
 	}
 	if err != nil {
-		return rec, fail(CodeUnavailable, err)
+		return rec, storeFail(err)
 	}
 	s.markRevoked(rec.Serial, rec.EncSerial)
 	if s.cfg.IdentityDir != "" {
@@ -161,7 +158,7 @@ func (s *Server) Recover(h *holder, adminCert *smx509.Certificate, body []byte) 
 		return nil, fail(CodeNotFound, err)
 	}
 	if err != nil {
-		return nil, fail(CodeUnavailable, err)
+		return nil, storeFail(err)
 	}
 	d, err := s.cfg.Escrow.Get(rec.EncSerial)
 	if err != nil {
@@ -188,15 +185,17 @@ func (s *Server) Recover(h *holder, adminCert *smx509.Certificate, body []byte) 
 	return &Recovered{Serial: rec.Serial, EncSerial: rec.EncSerial, EncCert: rec.EncCert, EnvelopedKey: env}, nil
 }
 
+// certByEncSerial finds the pair of an encryption serial among the records that verify; when
+// none matches and some record was refused, the refusal is the answer (it may be the one).
 func (s *Server) certByEncSerial(enc string) (CertRecord, error) {
 	all, err := s.cfg.Store.Certs()
-	if err != nil {
-		return CertRecord{}, err
-	}
 	for _, c := range all {
 		if c.EncSerial == enc {
 			return c, nil
 		}
+	}
+	if err != nil {
+		return CertRecord{}, err
 	}
 	return CertRecord{}, ErrNotFound
 }
@@ -230,9 +229,12 @@ func (s *Server) CRL(ctx context.Context) ([]byte, *big.Int, error) {
 // and writes CRLFile.
 func (s *Server) RefreshCRL(ctx context.Context) error {
 	revs, err := s.cfg.Store.Revocations()
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrIntegrity) {
 		return fmt.Errorf("enroll: listing revocations: %w", err)
 	}
+	// A marker that does not verify is not believed (a forged one would revoke someone else's
+	// pair); the others are published. Each refused marker is audited once.
+	s.auditBadMarkers(err)
 	sort.Slice(revs, func(i, j int) bool { return revs[i].Serial < revs[j].Serial })
 	h := sm3.New()
 	for _, r := range revs {
@@ -284,7 +286,7 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 			return fmt.Errorf("enroll: writing the CRL file: %w", err)
 		}
 	}
-	s.crlDER, s.crlNumber, s.crlSet = der, number, set
+	s.crlDER, s.crlNumber, s.crlSet, s.crlListed = der, number, set, listed
 	s.crlThis, s.crlNext = this, now.Add(s.cfg.CRLValidity)
 	s.auditPickedUp(revs, now)
 	return nil
@@ -345,6 +347,46 @@ func (s *Server) auditPickedUp(revs []Revocation, now time.Time) {
 	}
 }
 
+// auditBadMarkers audits, once per process, each revocation marker Revocations refused.
+func (s *Server) auditBadMarkers(err error) {
+	if err == nil {
+		return
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.crlBad == nil {
+		s.crlBad = map[string]bool{}
+	}
+	for _, e := range errs {
+		var re *RecordError
+		if !errors.As(e, &re) || s.crlBad[re.ID] {
+			continue
+		}
+		s.crlBad[re.ID] = true
+		if s.cfg.Audit != nil {
+			_ = s.cfg.Audit.Append(audit.Record{Time: s.cfg.Now(), Direction: audit.DirectionInbound, Scheme: "enroll/store",
+				CertSerial: re.ID, Verdict: audit.VerdictReject, Reason: "revocation_marker_refused"})
+		}
+	}
+}
+
+// revokedInCRL reports whether serial is listed in the last CRL this server signed.
+func (s *Server) revokedInCRL(serial string) bool {
+	n, ok := new(big.Int).SetString(serial, 16)
+	if !ok {
+		return false
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	return s.crlListed[n.Text(16)]
+}
+
 // markRevoked records serials this server revoked (and audited) itself.
 func (s *Server) markRevoked(serials ...string) {
 	s.crlMu.Lock()
@@ -381,7 +423,7 @@ func (s *Server) Run(ctx context.Context, interval time.Duration, onErr func(err
 // expire within d: the dashboard's "terminal certificates expiring" figure.
 func Expiring(st Store, now time.Time, d time.Duration) (int, error) {
 	all, err := st.Certs()
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrIntegrity) {
 		return 0, err
 	}
 	n := 0
@@ -393,5 +435,5 @@ func Expiring(st Store, now time.Time, d time.Duration) (int, error) {
 			n++
 		}
 	}
-	return n, nil
+	return n, err
 }

@@ -80,9 +80,10 @@ type Config struct {
 	Store Store
 	// Profiles are the certificate profiles tokens refer to. At least one.
 	Profiles []Profile
-	// TokenLedger, when set, is where a token's single use is recorded (the gateway's replay
-	// store, Redis for several instances): SET-if-absent of the token ID until its expiry.
-	// Default: the Store's exclusive marker file.
+	// TokenLedger, when set, records every token's (and every renewal's) single use as well as
+	// the Store's exclusive marker: SET-if-absent of the ID until its expiry. The Caddy adapter
+	// passes the replay store (Redis when configured: outside the store directory, so a spent
+	// token put back by restoring the directory stays spent; memory: for the process's lifetime).
 	TokenLedger NonceStore
 	// Nonces remembers the nonces of signed requests (re-enrol, download, revoke) for twice
 	// the Window. Required (the gateway's memory or Redis replay store).
@@ -131,6 +132,8 @@ type Server struct {
 	crlNext   time.Time
 	crlSet    string          // SM3 of the sorted revocation list the CRL was built from
 	crlKnown  map[string]bool // revoked serials already seen (audit of picked-up revocations)
+	crlListed map[string]bool // serials (lower-case hex) of the last CRL signed
+	crlBad    map[string]bool // revocation markers refused for integrity, audited once
 }
 
 // RequestScheme is the signature scheme of signed enrolment requests: http-sig-sm2 covering
@@ -237,7 +240,7 @@ func (s *Server) Enroll(ctx context.Context, token string, csrDER []byte) (*Resp
 		return nil, id, failf(CodeTokenInvalid, "unknown token")
 	}
 	if err != nil {
-		return nil, id, fail(CodeUnavailable, err)
+		return nil, id, storeFail(err)
 	}
 	if !checkTokenSecret(rec, secret) {
 		return nil, id, failf(CodeTokenInvalid, "token secret does not match")
@@ -268,26 +271,42 @@ func (s *Server) Enroll(ctx context.Context, token string, csrDER []byte) (*Resp
 }
 
 func (s *Server) consumeToken(ctx context.Context, rec TokenRecord, now time.Time) error {
-	if l := s.cfg.TokenLedger; l != nil {
-		ttl := rec.NotAfter.Sub(now) + s.cfg.Window
-		err := l.CheckAndStore(ctx, "gmgate-enroll-token", rec.ID, ttl)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, ErrSeen):
-			return fail(CodeTokenUsed, err)
-		default:
-			return fail(CodeUnavailable, err)
-		}
+	return s.spend(ctx, rec.ID, rec.NotAfter, now, CodeTokenUsed)
+}
+
+// spend records the single use of id (a token ID, or "renew-<serial>" for a renewal) valid
+// until notAfter: the store's exclusive, authenticated marker, then the TokenLedger, which the
+// store directory cannot roll back. A ledger that saw id before while the marker was missing
+// means the marker was removed (the directory rolled back): refused as used, audited.
+func (s *Server) spend(ctx context.Context, id string, notAfter, now time.Time, used Code) error {
+	err := s.cfg.Store.ConsumeToken(ctx, id, notAfter)
+	switch {
+	case errors.Is(err, ErrTokenUsed):
+		return fail(used, err)
+	case err != nil:
+		return storeFail(err)
 	}
-	err := s.cfg.Store.ConsumeToken(ctx, rec.ID, rec.NotAfter)
+	l := s.cfg.TokenLedger
+	if l == nil {
+		return nil
+	}
+	err = l.CheckAndStore(ctx, "gmgate-enroll-token", id, notAfter.Sub(now)+s.cfg.Window)
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrTokenUsed):
-		return fail(CodeTokenUsed, err)
+	case errors.Is(err, ErrSeen):
+		s.auditStore(now, id, "spent_marker_rolled_back")
+		return fail(used, fmt.Errorf("enroll: %s was spent before (its spent marker was removed from the store): %w", id, err))
 	default:
 		return fail(CodeUnavailable, err)
+	}
+}
+
+// auditStore writes an audit entry about the store itself (a record refused, a rollback seen).
+func (s *Server) auditStore(now time.Time, id, reason string) {
+	if s.cfg.Audit != nil {
+		_ = s.cfg.Audit.Append(audit.Record{Time: now, Direction: audit.DirectionInbound, Scheme: "enroll/store",
+			KeyID: id, Verdict: audit.VerdictReject, Reason: reason})
 	}
 }
 
@@ -361,7 +380,7 @@ func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn 
 		}
 	}
 	if err := s.cfg.Store.PutCert(rec); err != nil {
-		return nil, fail(CodeUnavailable, fmt.Errorf("enroll: recording the pair: %w", err))
+		return nil, storeFail(fmt.Errorf("enroll: recording the pair: %w", err))
 	}
 	return s.response(rec), nil
 }
@@ -411,7 +430,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 	case errors.Is(err, ErrNotFound):
 		return nil, failf(CodeAuthInvalid, "unknown key ID")
 	case err != nil:
-		return nil, fail(CodeUnavailable, err)
+		return nil, storeFail(err)
 	}
 	if cert == nil {
 		if cert, err = smx509.ParseCertificate(h.rec.SignCert); err != nil {
@@ -438,7 +457,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 	if h.admin != "" {
 		return h, nil
 	}
-	if h.rec.Revoked {
+	// The record's flag, and the CRL this server signed last: a pair's record put back from
+	// before its revocation still carries a valid tag, the signed CRL does not forget.
+	if h.rec.Revoked || s.revokedInCRL(h.rec.Serial) {
 		return nil, failf(CodeCertRevoked, "certificate revoked")
 	}
 	if _, err := s.verifier.Verify(cert, nil, pki.RoleSign); err != nil {

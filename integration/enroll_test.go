@@ -40,6 +40,7 @@ http://127.0.0.1:{PORT} {
 			ca_key enroll-ca
 			ca_chain {ROOT}
 			store {SHARED}/enroll
+			store_key enroll-store
 			identities_dir {SHARED}/identities
 			crl_file {SHARED}/crl.pem
 			crl_urls http://127.0.0.1:{PORT}/.well-known/est/crl
@@ -130,7 +131,13 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 	if err := os.WriteFile(escrowFile, []byte(hex.EncodeToString(k[:])), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	vaultBlock := strings.TrimSuffix(v.Block, "}\n") + fmt.Sprintf("\tkey escrow file:%s {\n\t\ttype sm4\n\t}\n}\n", escrowFile)
+	// The store key authenticates the enrolment store's records (a file key here too).
+	_, _ = rand.Read(k[:])
+	storeKeyFile := filepath.Join(shared, "enroll-store.sm4")
+	if err := os.WriteFile(storeKeyFile, []byte(hex.EncodeToString(k[:])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vaultBlock := strings.TrimSuffix(v.Block, "}\n") + fmt.Sprintf("\tkey escrow file:%s {\n\t\ttype sm4\n\t}\n\tkey enroll-store file:%s {\n\t\ttype sm4\n\t}\n}\n", escrowFile, storeKeyFile)
 	// The administrator: a certificate of the operations CA, in files.
 	opsCA, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "gmgate ops CA"})
 	if err != nil {
@@ -164,12 +171,18 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 	gm := func(args ...string) (string, error) {
 		cmd := exec.Command(gmgateBin(t), args...)
 		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		var stderr strings.Builder
+		cmd.Stderr = &stderr // the config loader logs there; stdout is the answer
+		out, err := cmd.Output()
+		if err != nil {
+			return string(out) + stderr.String(), err
+		}
+		return string(out), nil
 	}
 
 	// Back office: a one-time token for terminal POS-0001.
-	out, err := gm("enroll", "token", "--store", filepath.Join(shared, "enroll"), "--profile", "terminal", "--cn", "POS-0001", "--ttl", "1h", "--json")
+	config := filepath.Join(a.dir, "Caddyfile") // the commands read the server's config
+	out, err := gm("enroll", "token", "--config", config, "--profile", "terminal", "--cn", "POS-0001", "--ttl", "1h", "--json")
 	if err != nil {
 		t.Fatalf("gmgate enroll token: %v\n%s", err, out)
 	}
@@ -193,7 +206,7 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 		t.Fatalf("token reused: %v", err)
 	}
 	// Another name with a fresh token is refused by the profile.
-	out, _ = gm("enroll", "token", "--store", filepath.Join(shared, "enroll"), "--profile", "terminal", "--json")
+	out, _ = gm("enroll", "token", "--config", config, "--profile", "terminal", "--json")
 	_ = json.Unmarshal([]byte(out), &tok)
 	if _, err := e.Enroll(ctx, tok.Token, "ATM-1", nil); !enrolCode(err, "enroll_name_forbidden") {
 		t.Fatalf("forbidden name: %v", err)
@@ -346,7 +359,7 @@ func TestEnrolmentEndToEnd(t *testing.T) {
 		return strings.Contains(m, `gmgate_enroll_certificates{state="revoked"} 1`) && strings.Contains(m, `gmgate_enroll_certificates{state="renewed"} 1`) &&
 			strings.Contains(m, `gmgate_enroll_certificates_expiring{profile="terminal"} 0`), grepLines(m, "gmgate_enroll_certificates")
 	})
-	out, err = gm("enroll", "list", "--store", filepath.Join(shared, "enroll"))
+	out, err = gm("enroll", "list", "--config", config)
 	if err != nil || !strings.Contains(out, pair2.Serial) || !strings.Contains(out, "revoked") || !strings.Contains(out, "renewed") {
 		t.Fatalf("gmgate enroll list: %v\n%s", err, out)
 	}
