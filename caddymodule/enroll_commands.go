@@ -129,9 +129,12 @@ func enrollCommand(cmd *cobra.Command) {
 			}
 			for _, t := range toks {
 				state := "unused"
-				if t.Used {
+				switch {
+				case t.Used:
 					state = "used"
-				} else if now.After(t.NotAfter) {
+				case t.Reserved:
+					state = "reserved" // an issuance holds it, or one was cut off: issue a new token
+				case now.After(t.NotAfter):
 					state = "expired"
 				}
 				fmt.Printf("token %s profile=%s cn=%q %s until %s\n", t.ID, t.Profile, t.CommonName, state, t.NotAfter.Format(time.RFC3339))

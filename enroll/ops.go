@@ -46,11 +46,12 @@ func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Respo
 	if err != nil {
 		return nil, err
 	}
-	// One renewal per certificate, atomically (the same single-use marker as tokens).
-	if err := s.spend(ctx, "renew-"+h.rec.Serial, h.rec.NotAfter, s.cfg.Now(), CodeAlreadyRenewed); err != nil {
+	// One renewal per certificate, atomically (the same reserve, issue, spend as tokens).
+	use := singleUse{id: "renew-" + h.rec.Serial, notAfter: h.rec.NotAfter, used: CodeAlreadyRenewed}
+	if err := s.reserve(ctx, use); err != nil {
 		return nil, err
 	}
-	out, err := s.issue(ctx, csr, prof, cn, dns, "renew:"+h.rec.Serial)
+	out, err := s.issue(ctx, csr, prof, cn, dns, "renew:"+h.rec.Serial, use)
 	if err != nil {
 		return nil, err
 	}

@@ -261,45 +261,64 @@ func (s *Server) Enroll(ctx context.Context, token string, csrDER []byte) (*Resp
 	if err != nil {
 		return nil, id, err
 	}
-	// The token is spent only by a request that passed every check: a malformed request does
-	// not burn it, a valid one uses it exactly once.
-	if err := s.consumeToken(ctx, rec, now); err != nil {
+	// The token is reserved only by a request that passed every check (a malformed request
+	// does not burn it) and spent only once the pair is issued (a CA, vault or escrow failure
+	// gives it back); concurrent uses of one token get exactly one pair.
+	use := singleUse{id: rec.ID, notAfter: rec.NotAfter, used: CodeTokenUsed}
+	if err := s.reserve(ctx, use); err != nil {
 		return nil, id, err
 	}
-	out, err := s.issue(ctx, csr, prof, cn, dns, "token:"+id)
+	out, err := s.issue(ctx, csr, prof, cn, dns, "token:"+id, use)
 	return out, id, err
 }
 
-func (s *Server) consumeToken(ctx context.Context, rec TokenRecord, now time.Time) error {
-	return s.spend(ctx, rec.ID, rec.NotAfter, now, CodeTokenUsed)
+// singleUse is what an issuance spends: a token, or a certificate's one renewal.
+type singleUse struct {
+	id       string // token ID, or "renew-<serial>"
+	notAfter time.Time
+	used     Code // the refusal when it was spent: enroll_token_used, enroll_already_renewed
 }
 
-// spend records the single use of id (a token ID, or "renew-<serial>" for a renewal) valid
-// until notAfter: the store's exclusive, authenticated marker, then the TokenLedger, which the
-// store directory cannot roll back. A ledger that saw id before while the marker was missing
-// means the marker was removed (the directory rolled back): refused as used, audited.
-func (s *Server) spend(ctx context.Context, id string, notAfter, now time.Time, used Code) error {
-	err := s.cfg.Store.ConsumeToken(ctx, id, notAfter)
+// reserve takes use for one issuance (the store's exclusive marker).
+func (s *Server) reserve(ctx context.Context, use singleUse) error {
+	err := s.cfg.Store.ReserveToken(ctx, use.id)
 	switch {
 	case errors.Is(err, ErrTokenUsed):
-		return fail(used, err)
+		return fail(use.used, err)
 	case err != nil:
 		return storeFail(err)
 	}
-	l := s.cfg.TokenLedger
-	if l == nil {
-		return nil
+	return nil
+}
+
+// release gives a reservation back after a failed issuance.
+func (s *Server) release(use singleUse) {
+	if err := s.cfg.Store.ReleaseToken(use.id); err != nil && !errors.Is(err, ErrNotFound) {
+		// The ID stays held (a retry is refused as used): fail closed, and say so.
+		s.auditStore(s.cfg.Now(), use.id, "reservation_not_released")
 	}
-	err = l.CheckAndStore(ctx, "gmgate-enroll-token", id, notAfter.Sub(now)+s.cfg.Window)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrSeen):
-		s.auditStore(now, id, "spent_marker_rolled_back")
-		return fail(used, fmt.Errorf("enroll: %s was spent before (its spent marker was removed from the store): %w", id, err))
-	default:
-		return fail(CodeUnavailable, err)
+}
+
+// spend records the single use of a reserved ID once its pair is issued: in the TokenLedger
+// first, which the store directory cannot roll back, then as the store's spent marker. A
+// ledger that saw the ID before means its spent marker was removed from the store (the
+// directory rolled back): refused as used, audited, and the pair just issued is discarded.
+func (s *Server) spend(ctx context.Context, use singleUse, now time.Time) error {
+	if l := s.cfg.TokenLedger; l != nil {
+		err := l.CheckAndStore(ctx, "gmgate-enroll-token", use.id, use.notAfter.Sub(now)+s.cfg.Window)
+		switch {
+		case errors.Is(err, ErrSeen):
+			_ = s.cfg.Store.SpendToken(use.id)
+			s.auditStore(now, use.id, "spent_marker_rolled_back")
+			return fail(use.used, fmt.Errorf("enroll: %s was spent before (its spent marker was removed from the store): %w", use.id, err))
+		case err != nil:
+			return fail(CodeUnavailable, err)
+		}
 	}
+	if err := s.cfg.Store.SpendToken(use.id); err != nil {
+		return storeFail(err)
+	}
+	return nil
 }
 
 // auditStore writes an audit entry about the store itself (a record refused, a rollback seen).
@@ -329,8 +348,16 @@ func parseCSR(der []byte) (*cfcaRequest, error) {
 	return csr, nil
 }
 
-// issue issues, escrows and records a pair for a checked request.
-func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn string, dns []string, via string) (*Response, error) {
+// issue issues, escrows and records a pair for a checked request whose single use (use) is
+// reserved: it spends use once the pair and its delivery exist, and releases it when anything
+// before that fails.
+func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn string, dns []string, via string, use singleUse) (*Response, error) {
+	spent := false
+	defer func() {
+		if !spent {
+			s.release(use)
+		}
+	}()
 	signPub, ok := signPublic(csr.PublicKey)
 	if !ok {
 		return nil, failf(CodeCSRInvalid, "request key is not SM2")
@@ -374,6 +401,12 @@ func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn 
 	} else {
 		return nil, failf(CodeInternal, "issuer returned neither a key nor a delivery")
 	}
+	// From here on the token is spent: a failure to record the pair leaves it spent (the pair
+	// is not delivered; the operator issues a new token).
+	if err := s.spend(ctx, use, s.cfg.Now()); err != nil {
+		return nil, err
+	}
+	spent = true
 	if s.cfg.IdentityDir != "" {
 		if err := writeAtomicMode(filepath.Join(s.cfg.IdentityDir, rec.Serial+".pem"), pki.EncodeCertificatesPEM(pair.Sign), 0o644); err != nil {
 			return nil, fail(CodeUnavailable, fmt.Errorf("enroll: identity file: %w", err))

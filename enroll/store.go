@@ -34,8 +34,10 @@ type TokenRecord struct {
 	Created    time.Time `json:"created"`
 	// Note is the operator's note (asset number, shop); never interpreted.
 	Note string `json:"note,omitempty"`
-	// Used is filled by Tokens (list) from the consumption marker.
-	Used bool `json:"used,omitempty"`
+	// Used is filled by Tokens (list) from the spent marker; Reserved when an issuance holds
+	// the token (or a crash left it held: issue a new token).
+	Used     bool `json:"used,omitempty"`
+	Reserved bool `json:"reserved,omitempty"`
 }
 
 // Delivery is what a terminal receives for an issued pair; kept for download.
@@ -82,7 +84,7 @@ type Revocation struct {
 }
 
 // Store keeps tokens, issued pairs and revocations. Implementations are safe for concurrent
-// use; ConsumeToken is atomic (exactly one caller succeeds per token). A record that fails its
+// use; ReserveToken is atomic (exactly one caller holds a token at a time). A record that fails its
 // integrity check is refused with an error wrapping ErrIntegrity, never returned. The listing
 // methods (Tokens, Certs, Revocations) return the records that verify together with an error
 // wrapping ErrIntegrity naming those that do not: a caller that needs the whole set treats that
@@ -90,8 +92,13 @@ type Revocation struct {
 type Store interface {
 	PutToken(TokenRecord) error
 	Token(id string) (TokenRecord, error)
-	// ConsumeToken marks the token used; ErrTokenUsed when it was used before.
-	ConsumeToken(ctx context.Context, id string, notAfter time.Time) error
+	// ReserveToken takes a single-use ID (a token ID, or "renew-<serial>") for one issuance;
+	// ErrTokenUsed when it is spent or reserved already. ReleaseToken gives a reservation back
+	// (the issuance failed); it leaves a spent ID spent. SpendToken turns the reservation into
+	// the permanent spent marker.
+	ReserveToken(ctx context.Context, id string) error
+	ReleaseToken(id string) error
+	SpendToken(id string) error
 	Tokens() ([]TokenRecord, error)
 	// PutCert creates or replaces a record.
 	PutCert(CertRecord) error
@@ -184,6 +191,8 @@ type envelope struct {
 
 // marker is the record of the small kinds (spent, revoked, ski).
 type marker struct {
+	// State of a single-use ID: "reserved" while an issuance holds it, "spent" after.
+	State string `json:"state,omitempty"`
 	// At is when the token was spent or the certificate revoked.
 	At time.Time `json:"at,omitzero"`
 	// Serial is the record the ski index names.
@@ -411,7 +420,7 @@ func (s *FileStore) put(kind, id string, v any) error {
 
 // PutToken stores a token record.
 func (s *FileStore) PutToken(t TokenRecord) error {
-	t.Used = false
+	t.Used, t.Reserved = false, false
 	return s.put(kindToken, t.ID, t)
 }
 
@@ -421,7 +430,7 @@ func (s *FileStore) Token(id string) (TokenRecord, error) {
 	if err := s.get(kindToken, id, &t); err != nil {
 		return TokenRecord{}, err
 	}
-	if t.ID != id || t.Used {
+	if t.ID != id || t.Used || t.Reserved {
 		return TokenRecord{}, s.integrity(kindToken, id, "the record names another token")
 	}
 	return t, nil
@@ -435,13 +444,19 @@ func (s *FileStore) integrity(kind, id, what string) error {
 	return err
 }
 
-// ConsumeToken creates used/<id> exclusively (an authenticated spent marker).
-func (s *FileStore) ConsumeToken(_ context.Context, id string, _ time.Time) error {
+// Single-use states.
+const (
+	stateReserved = "reserved"
+	stateSpent    = "spent"
+)
+
+// ReserveToken creates used/<id> exclusively, as an authenticated "reserved" marker.
+func (s *FileStore) ReserveToken(_ context.Context, id string) error {
 	p, err := s.path(kindSpent, id)
 	if err != nil {
 		return err
 	}
-	data, err := s.seal(kindSpent, id, marker{At: time.Now().UTC()})
+	data, err := s.seal(kindSpent, id, marker{State: stateReserved, At: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
@@ -459,7 +474,33 @@ func (s *FileStore) ConsumeToken(_ context.Context, id string, _ time.Time) erro
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
+	if werr != nil {
+		os.Remove(p)
+	}
 	return werr
+}
+
+// ReleaseToken removes used/<id> when it is a reservation that verifies; a spent marker, or
+// one that does not verify, stays (the ID stays unusable).
+func (s *FileStore) ReleaseToken(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m marker
+	if err := s.get(kindSpent, id, &m); err != nil {
+		return err
+	}
+	if m.State != stateReserved {
+		return nil
+	}
+	p, _ := s.path(kindSpent, id)
+	return os.Remove(p)
+}
+
+// SpendToken replaces used/<id> with an authenticated "spent" marker.
+func (s *FileStore) SpendToken(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.put(kindSpent, id, marker{State: stateSpent, At: time.Now().UTC()})
 }
 
 func (s *FileStore) list(kind string) ([]string, error) {
@@ -498,6 +539,8 @@ func (s *FileStore) Tokens() ([]TokenRecord, error) {
 		}
 		var m marker
 		switch err := s.get(kindSpent, id, &m); {
+		case err == nil && m.State == stateReserved:
+			t.Reserved = true
 		case err == nil:
 			t.Used = true
 		case errors.Is(err, ErrNotFound):
@@ -731,6 +774,9 @@ func legacyRecord(kind, id string, data []byte) ([]byte, bool) {
 			return nil, false
 		}
 		v = marker{At: at.UTC()}
+		if kind == kindSpent {
+			v = marker{State: stateSpent, At: at.UTC()}
+		}
 	case kindSKI:
 		sn := strings.TrimSpace(string(data))
 		if !validID(sn) {
