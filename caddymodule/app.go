@@ -86,6 +86,7 @@ type App struct {
 	audit    *deferredAudit   // the shared audit log, opened at Start
 	mu       *sync.Mutex      // guards deferred (a pointer: App is a value in CaddyModule)
 	deferred []*deferredAudit // gm_verify's own audit logs, opened at Start
+	starts   []func() error   // what modules of this configuration do at Start (onStart)
 	releases []func()         // expiry reporting of the vault's certificates
 	dev      *pki.DevPKI
 	logger   *zap.Logger
@@ -450,7 +451,22 @@ func (a *App) Start() error {
 			errs = append(errs, fmt.Errorf("audit log %s: %w", d.opts.Path, err))
 		}
 	}
+	a.mu.Lock()
+	starts := append([]func() error(nil), a.starts...)
+	a.mu.Unlock()
+	for _, f := range starts {
+		errs = append(errs, f())
+	}
 	return errors.Join(errs...)
+}
+
+// onStart registers what a module of this configuration does when it starts (at Start, after
+// the vault and the audit logs opened) rather than at Provision: what writes files or uses a
+// key. The module must also do it at its first use, which may come before Start.
+func (a *App) onStart(start func() error) {
+	a.mu.Lock()
+	a.starts = append(a.starts, start)
+	a.mu.Unlock()
 }
 
 // deferAudit registers an audit log of a module of this configuration to be opened at Start.

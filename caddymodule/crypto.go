@@ -216,7 +216,7 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	if len(roots) > 0 {
 		var crls *pki.CRLStore
 		if len(h.CRLs) > 0 {
-			if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
+			if crls, err = pki.NewCRLStore(h.CRLs, withEnrollCRLs(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)})); err != nil {
 				return fmt.Errorf("gm_crypto: crls: %w", err)
 			}
 		}

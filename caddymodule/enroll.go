@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -83,12 +84,24 @@ type Enroll struct {
 	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
-	srv         *enroll.Server
-	store       *enroll.FileStore
+	cfg         enroll.Config // checked at Provision; Store and Escrow are added at start
+	storeKeys   sealstore.Keys
+	escrowKeys  sealstore.Keys
 	nonces      gateway.ReplayStore
 	storeHolder int
-	cancel      context.CancelFunc
 	logger      *zap.Logger
+
+	rt *enrollRuntime // made at Provision: what start builds
+}
+
+// enrollRuntime is what gm_enroll builds when it starts.
+type enrollRuntime struct {
+	srv     atomic.Pointer[enroll.Server] // set once started
+	mu      sync.Mutex
+	err     error // the failure to start, kept
+	stopped bool
+	store   *enroll.FileStore
+	cancel  context.CancelFunc
 }
 
 // CaddyModule returns the Caddy module information.
@@ -188,6 +201,8 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.enrollDefaults()
+	// Before anything can fail: a CRL store provisioned after this handler may list crl_file.
+	enrollCRLFiles.Store(filepath.Clean(h.CRLFile), struct{}{})
 	var (
 		signer crypto.Signer
 		chain  []*smx509.Certificate
@@ -217,43 +232,27 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gm_enroll: %w", err)
 	}
-	if h.IdentitiesDir != "" {
-		if err := os.MkdirAll(h.IdentitiesDir, 0o755); err != nil {
-			return fmt.Errorf("gm_enroll: identities_dir: %w", err)
-		}
-	}
-	storeKeys, err := h.storeKeys(app)
+	h.storeKeys, err = h.resolveStoreKeys(app)
 	if err != nil {
 		return err
-	}
-	if h.store, err = enroll.OpenFileStore(h.Store, storeKeys); err != nil {
-		return fmt.Errorf("gm_enroll: %w", err)
 	}
 	for _, k := range enroll.RecordKinds() {
 		enrollStoreRefused.WithLabelValues(k)
 	}
-	logger := h.logger
-	h.store.OnIntegrityFailure(func(kind, id string, err error) {
-		enrollStoreRefused.WithLabelValues(kind).Inc()
-		logger.Error("gm_enroll: store record refused", zap.String("kind", kind), zap.String("id", id), zap.Error(err))
-	})
 	var profiles []enroll.Profile
 	for _, p := range h.Profiles {
 		profiles = append(profiles, p.core())
 	}
-	cfg := enroll.Config{Issuer: ca, Store: h.store, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
+	if err := enroll.CheckProfiles(profiles); err != nil {
+		return fmt.Errorf("gm_enroll: %w", err)
+	}
+	cfg := enroll.Config{Issuer: ca, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
 		CRLValidity: time.Duration(h.CRLValidity), MaxRequestSize: h.MaxBodySize, RequestIDHeader: "X-Request-Id",
 		Observe: func(op string, code enroll.Code) { enrollRequests.WithLabelValues(op, string(code)).Inc() }}
 	if h.EscrowKey != "" {
-		keys, err := app.SealKeys(h.EscrowKey)
-		if err != nil {
+		if h.escrowKeys, err = app.SealKeys(h.EscrowKey); err != nil {
 			return fmt.Errorf("gm_enroll: escrow_key %q: %w", h.EscrowKey, err)
 		}
-		ss, err := sealstore.Open(h.EscrowDir, keys)
-		if err != nil {
-			return fmt.Errorf("gm_enroll: escrow: %w", err)
-		}
-		cfg.Escrow = sealEscrow{ss}
 	} else {
 		h.logger.Warn("gm_enroll: no escrow_key: encryption keys are not escrowed and cannot be recovered")
 	}
@@ -306,20 +305,101 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	if sink := app.AuditSink(); sink != nil {
 		cfg.Audit = sink
 	}
-	if h.srv, err = enroll.NewServer(cfg); err != nil {
-		return fmt.Errorf("gm_enroll: %w", err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	interval := time.Duration(h.CRLCheckInterval)
-	go h.srv.Run(runCtx, interval, func(err error) { h.logger.Error("gm_enroll: CRL", zap.Error(err)) })
-	go h.gaugeLoop(runCtx, interval)
+	h.cfg = cfg
+	h.rt = &enrollRuntime{}
+	// The store, the escrow directory, the first CRL (a signature with the CA key, the CRL
+	// file) and the loops wait for the configuration to start (or the first request), so that
+	// `gmgate validate` and `adapt` write nothing and log into no HSM.
+	app.onStart(func() error { _, err := h.start(); return err })
 	return nil
 }
 
-// storeKeys resolves store_key (dev-enroll-store with the development PKI) without opening
-// the vault.
-func (h *Enroll) storeKeys(app *App) (sealstore.Keys, error) {
+// start opens the store and the escrow, builds the server, signs the first CRL and starts the
+// CRL and metrics loops, once; a failure is kept and returned to every later call (requests
+// are then refused, fail closed).
+func (h *Enroll) start() (*enroll.Server, error) {
+	rt := h.rt
+	if rt == nil {
+		return nil, errors.New("gm_enroll: not provisioned")
+	}
+	if srv := rt.srv.Load(); srv != nil {
+		return srv, nil
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if srv := rt.srv.Load(); srv != nil || rt.err != nil {
+		return srv, rt.err
+	}
+	if rt.stopped {
+		return nil, errors.New("gm_enroll: stopped")
+	}
+	srv, err := h.build()
+	if err != nil {
+		rt.err = fmt.Errorf("gm_enroll: %w", err)
+		return nil, rt.err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	rt.cancel = cancel
+	interval := time.Duration(h.CRLCheckInterval)
+	go srv.Run(runCtx, interval, func(err error) { h.logger.Error("gm_enroll: CRL", zap.Error(err)) })
+	go h.gaugeLoop(runCtx, interval)
+	rt.srv.Store(srv)
+	return srv, nil
+}
+
+func (h *Enroll) build() (*enroll.Server, error) {
+	if h.IdentitiesDir != "" {
+		if err := os.MkdirAll(h.IdentitiesDir, 0o755); err != nil {
+			return nil, fmt.Errorf("identities_dir: %w", err)
+		}
+	}
+	st, err := enroll.OpenFileStore(h.Store, h.storeKeys)
+	if err != nil {
+		return nil, err
+	}
+	logger := h.logger
+	st.OnIntegrityFailure(func(kind, id string, err error) {
+		enrollStoreRefused.WithLabelValues(kind).Inc()
+		logger.Error("gm_enroll: store record refused", zap.String("kind", kind), zap.String("id", id), zap.Error(err))
+	})
+	cfg := h.cfg
+	cfg.Store = st
+	if h.escrowKeys != nil {
+		ss, err := sealstore.Open(h.EscrowDir, h.escrowKeys)
+		if err != nil {
+			return nil, fmt.Errorf("escrow: %w", err)
+		}
+		cfg.Escrow = sealEscrow{ss}
+	}
+	srv, err := enroll.NewServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.RefreshCRL(context.Background()); err != nil {
+		return nil, err
+	}
+	h.rt.store = st
+	return srv, nil
+}
+
+// enrollCRLFiles are the crl_file paths of the gm_enroll handlers provisioned in this process:
+// written when the handler starts, so a CRL store of the same configuration that lists one
+// (gm_verify, tlcp, gm_channel crls) takes it as pending until then (withEnrollCRLs).
+var enrollCRLFiles sync.Map // cleaned path -> struct{}
+
+// withEnrollCRLs returns opts with PendingFiles set to those of paths a gm_enroll writes.
+func withEnrollCRLs(paths []string, opts pki.CRLOptions) pki.CRLOptions {
+	for _, p := range paths {
+		if _, ok := enrollCRLFiles.Load(filepath.Clean(p)); ok {
+			opts.PendingFiles = append(opts.PendingFiles, p)
+		}
+	}
+	return opts
+}
+
+// resolveStoreKeys resolves store_key (dev-enroll-store with the development PKI) without
+// opening the vault.
+func (h *Enroll) resolveStoreKeys(app *App) (sealstore.Keys, error) {
 	name := h.StoreKey
 	if name == "" {
 		if app.Dev() == nil {
@@ -345,7 +425,7 @@ func (h *Enroll) gaugeLoop(ctx context.Context, interval time.Duration) {
 		horizon = 30 * 24 * time.Hour
 	}
 	update := func() {
-		all, err := h.store.Certs()
+		all, err := h.rt.store.Certs()
 		if err != nil && !errors.Is(err, enroll.ErrIntegrity) {
 			h.logger.Warn("gm_enroll: listing certificates", zap.Error(err))
 			return
@@ -448,16 +528,29 @@ func (h *Enroll) Validate() error {
 	return nil
 }
 
-// ServeHTTP answers the enrolment operations; it never calls next.
+// ServeHTTP answers the enrolment operations; it never calls next. A request that arrives
+// before the configuration started starts the handler.
 func (h *Enroll) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	h.srv.ServeHTTP(w, r)
+	srv, err := h.start()
+	if err != nil {
+		h.logger.Error("gm_enroll: not started", zap.Error(err))
+		enrollRequests.WithLabelValues("unknown", string(enroll.CodeUnavailable)).Inc()
+		enroll.WriteError(w, enroll.CodeUnavailable)
+		return nil
+	}
+	srv.ServeHTTP(w, r)
 	return nil
 }
 
 // Cleanup stops the loops and releases the nonce store.
 func (h *Enroll) Cleanup() error {
-	if h.cancel != nil {
-		h.cancel()
+	if rt := h.rt; rt != nil {
+		rt.mu.Lock()
+		rt.stopped = true
+		if rt.cancel != nil {
+			rt.cancel()
+		}
+		rt.mu.Unlock()
 	}
 	switch {
 	case h.storeHolder != 0:

@@ -439,7 +439,7 @@ func (h *Verify) identityStore(app *App, who string) (*gateway.IdentityStore, er
 	}
 	var crls *pki.CRLStore
 	if len(h.CRLs) > 0 {
-		if crls, err = pki.NewCRLStore(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)}); err != nil {
+		if crls, err = pki.NewCRLStore(h.CRLs, withEnrollCRLs(h.CRLs, pki.CRLOptions{Issuers: append(append([]*smx509.Certificate(nil), roots...), inters...)})); err != nil {
 			return nil, fmt.Errorf("%s: crls: %w", who, err)
 		}
 	}

@@ -158,7 +158,7 @@ func (w *ListenerWrapper) Provision(ctx caddy.Context) error {
 		}
 	}
 	if len(w.CRLs) > 0 {
-		crls, err := pki.NewCRLStore(w.CRLs, pki.CRLOptions{})
+		crls, err := pki.NewCRLStore(w.CRLs, withEnrollCRLs(w.CRLs, pki.CRLOptions{}))
 		if err != nil {
 			return fmt.Errorf("tlcp: loading CRLs: %w", err)
 		}

@@ -166,7 +166,7 @@ func (w *TLS13SMListenerWrapper) Provision(ctx caddy.Context) error {
 		}
 	}
 	if len(w.CRLs) > 0 {
-		crls, err := pki.NewCRLStore(w.CRLs, pki.CRLOptions{})
+		crls, err := pki.NewCRLStore(w.CRLs, withEnrollCRLs(w.CRLs, pki.CRLOptions{}))
 		if err != nil {
 			return fmt.Errorf("tls13sm: loading CRLs: %w", err)
 		}

@@ -171,7 +171,7 @@ func (c *ChannelTLS13SM) config(app *App, roots []*smx509.Certificate) (*tls13sm
 		cfg.RootCAs.AddCert(r)
 	}
 	if len(c.CRLs) > 0 {
-		crls, err := pki.NewCRLStore(c.CRLs, pki.CRLOptions{})
+		crls, err := pki.NewCRLStore(c.CRLs, withEnrollCRLs(c.CRLs, pki.CRLOptions{}))
 		if err != nil {
 			return nil, fmt.Errorf("tls13sm: loading CRLs: %w", err)
 		}
@@ -376,7 +376,7 @@ func (c *ChannelTLCP) config(app *App, roots []*smx509.Certificate) (*tlcp.Confi
 		cfg.RootCAs.AddCert(r)
 	}
 	if len(c.CRLs) > 0 {
-		crls, err := pki.NewCRLStore(c.CRLs, pki.CRLOptions{})
+		crls, err := pki.NewCRLStore(c.CRLs, withEnrollCRLs(c.CRLs, pki.CRLOptions{}))
 		if err != nil {
 			return nil, fmt.Errorf("tlcp: loading CRLs: %w", err)
 		}

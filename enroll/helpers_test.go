@@ -143,6 +143,10 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What the Caddy adapter does when the configuration starts: the first CRL.
+	if err := f.srv.RefreshCRL(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	f.http = httptest.NewServer(f.srv)
 	t.Cleanup(f.http.Close)
 	return f

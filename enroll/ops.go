@@ -377,6 +377,18 @@ func (s *Server) auditBadMarkers(err error) {
 	}
 }
 
+// ensureCRL signs the first CRL when none was signed yet (revokedInCRL needs it: it carries
+// the revocations of the previous CRL file, which the store's markers may have lost).
+func (s *Server) ensureCRL(ctx context.Context) error {
+	s.crlMu.Lock()
+	have := s.crlDER != nil
+	s.crlMu.Unlock()
+	if have {
+		return nil
+	}
+	return s.RefreshCRL(ctx)
+}
+
 // revokedInCRL reports whether serial is listed in the last CRL this server signed.
 func (s *Server) revokedInCRL(serial string) bool {
 	n, ok := new(big.Int).SetString(serial, 16)

@@ -142,7 +142,28 @@ func RequestScheme() signing.Scheme {
 	return signing.NewHTTPSig(signing.WithRequiredComponents(signing.Request, "@method", "@path", "content-digest"))
 }
 
-// NewServer checks cfg, signs a first CRL and returns the server.
+// CheckProfiles checks profiles as NewServer does (names, patterns, no duplicates), for a
+// configuration check that builds no server.
+func CheckProfiles(profiles []Profile) error {
+	if len(profiles) == 0 {
+		return errors.New("enroll: at least one profile is required")
+	}
+	seen := map[string]bool{}
+	for _, p := range profiles {
+		if err := p.compile(); err != nil {
+			return err
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("enroll: profile %s defined twice", p.Name)
+		}
+		seen[p.Name] = true
+	}
+	return nil
+}
+
+// NewServer checks cfg and returns the server. It writes nothing and uses no key: the first
+// CRL is signed (and CRLFile written) by the first RefreshCRL, Run, CRL request or signed
+// request.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Issuer == nil || cfg.Store == nil || cfg.Nonces == nil {
 		return nil, errors.New("enroll: Issuer, Store and Nonces are required")
@@ -192,9 +213,6 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("enroll: cacerts: %w", err)
 	}
 	s.cacerts = []byte(base64.StdEncoding.EncodeToString(p7))
-	if err := s.RefreshCRL(context.Background()); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -476,6 +494,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 	}
 	if err := s.scheme.Verify(signed, pub); err != nil {
 		return nil, fail(CodeAuthInvalid, err)
+	}
+	if err := s.ensureCRL(ctx); err != nil {
+		return nil, fail(CodeUnavailable, err)
 	}
 	now := s.cfg.Now()
 	if d := now.Sub(signed.Timestamp); signed.Timestamp.IsZero() || d > s.cfg.Window || d < -s.cfg.Window {

@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/big"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/emmansun/gmsm/smx509"
+
+	"github.com/gmgate/gmgate/internal/attack"
 )
 
 // flakyIssuer fails IssuePair while fail > 0 (a CA or vault error), counting issued pairs.
@@ -128,7 +135,7 @@ func TestConcurrentTokenUseOneCertificate(t *testing.T) {
 			}
 		}
 		// Whatever happened, the token yields at most one pair from now on.
-		for i := 0; i < 3; i++ {
+		for i := 0; i < 6; i++ { // more than the CA failures left
 			code := f.enrolCode(tok, "T0910")
 			if code == "ok" {
 				ok.Add(1)
@@ -137,5 +144,64 @@ func TestConcurrentTokenUseOneCertificate(t *testing.T) {
 		if certs, _ := f.store.Certs(); ok.Load() != 1 || len(certs) != 1 {
 			t.Fatalf("round %d: %d pairs in total", round, len(certs))
 		}
+	}
+}
+
+// countingIssuer counts CRL signatures.
+type countingIssuer struct {
+	Issuer
+	crls atomic.Int32
+}
+
+func (c *countingIssuer) SignCRL(ctx context.Context, revoked []smx509.RevocationListEntry, number *big.Int, this, next time.Time) ([]byte, error) {
+	c.crls.Add(1)
+	return c.Issuer.SignCRL(ctx, revoked, number, this, next)
+}
+
+// TestNewServerHasNoSideEffects: building a server (what `gmgate validate` does through the
+// Caddy adapter) signs no CRL and writes no CRL file; the first signed request signs it first,
+// so the revocations of the previous CRL file hold from the first request on.
+func TestNewServerHasNoSideEffects(t *testing.T) {
+	f, _, _ := storeFixture(t)
+	k := newKey(t)
+	r := f.enrol(k, "T0920")
+	before, err := attack.TakeSnapshot(f.store.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.RevokeLocal(context.Background(), r.Serial, "admin:test"); err != nil {
+		t.Fatal(err)
+	}
+	// Restart with the pre-revocation record put back and the markers gone.
+	if err := before.Restore(f.store.Dir(), true); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.srv.cfg
+	ci := &countingIssuer{Issuer: cfg.Issuer}
+	cfg.Issuer = ci
+	crlFile := filepath.Join(t.TempDir(), "new-crl.pem")
+	cfg2 := cfg
+	cfg2.CRLFile = crlFile
+	if _, err := NewServer(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if ci.crls.Load() != 0 {
+		t.Fatal("NewServer signed a CRL")
+	}
+	if _, err := os.Stat(crlFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("NewServer wrote the CRL file: %v", err)
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
+	f.http.Config.Handler = srv
+	resp, body := f.post(OpDownload, f.signedHeaders(OpDownload, "application/json", nil, k, r.Serial, ""), nil)
+	if resp.StatusCode == http.StatusOK || codeOf(body) != CodeCertRevoked {
+		t.Fatalf("first request after a restart over a rolled-back store: %d %s", resp.StatusCode, body)
+	}
+	if ci.crls.Load() != 1 {
+		t.Fatalf("%d CRLs signed", ci.crls.Load())
 	}
 }

@@ -7,12 +7,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gmgate/gmgate/pki"
 )
 
 // `gmgate validate` and `gmgate adapt` have no side effects: the audit logs a configuration
 // declares (the shared one and gm_verify's own) are opened when it starts, not when it is
-// validated (opening writes a segment header and a signed checkpoint), and adapt emits no null
-// fields. `gmgate run` on the same file then opens both.
+// validated (opening writes a segment header and a signed checkpoint); gm_enroll creates its
+// store and identities directories and signs its first CRL (with the CA key: an HSM login)
+// when it starts too; and adapt emits no null fields. `gmgate run` on the same file then opens
+// and writes them all.
 func TestValidateAndAdaptHaveNoSideEffects(t *testing.T) {
 	dir := t.TempDir()
 	pkiDir := filepath.Join(dir, "pki")
@@ -27,6 +31,14 @@ func TestValidateAndAdaptHaveNoSideEffects(t *testing.T) {
 }
 
 http://127.0.0.1:{PORT} {
+	route /est/* {
+		gm_enroll {
+			store {DIR}/enroll-store
+			identities_dir {DIR}/enroll-ids
+			crl_file {DIR}/enroll-crl.pem
+			profile terminal
+		}
+	}
 	gm_verify {
 		scheme wechatpay-v3-sm2
 		audit {DIR}/verify-audit/verify.log
@@ -51,7 +63,8 @@ http://127.0.0.1:{PORT} {
 		if err != nil {
 			t.Fatalf("gmgate %s: %v\n%s", args[0], err, out)
 		}
-		for _, sub := range []string{"shared-audit", "verify-audit"} {
+		// gm_enroll: no store directory, no identities directory, no CRL signed or written.
+		for _, sub := range []string{"shared-audit", "verify-audit", "enroll-store", "enroll-ids", "enroll-crl.pem"} {
 			if _, err := os.Stat(filepath.Join(dir, sub)); !os.IsNotExist(err) {
 				t.Fatalf("gmgate %s created %s (%v)", args[0], sub, err)
 			}
@@ -73,7 +86,17 @@ http://127.0.0.1:{PORT} {
 
 	// A PKCS#11 token is not logged into by validate: a token that does not exist (and a PIN
 	// variable that is not set) validates, and fails only when the configuration runs.
-	hsm := strings.NewReplacer("{MODULE}", pkcs11Module(), "{PORT}", strconv.Itoa(freePort(t))).Replace(`{
+	// gm_enroll's CA key and store key are in that token too: validate signs no CRL with it.
+	ca, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "validate test CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert := filepath.Join(dir, "enroll-ca.pem")
+	if err := os.WriteFile(caCert, pki.EncodeCertificatesPEM(ca.Cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hsm := strings.NewReplacer("{MODULE}", pkcs11Module(), "{PORT}", strconv.Itoa(freePort(t)), "{CACERT}", caCert,
+		"{STORE}", filepath.Join(dir, "hsm-enroll-store")).Replace(`{
 	admin off
 	gmgate {
 		vault {
@@ -83,10 +106,24 @@ http://127.0.0.1:{PORT} {
 				pin_env GMGATE_TEST_UNSET_PIN
 			}
 			key platform-sign "pkcs11:token=gmgate-no-such-token;object=platform-sign"
+			key enroll-ca "pkcs11:token=gmgate-no-such-token;object=enroll-ca" {
+				certificate {CACERT}
+			}
+			key enroll-store "pkcs11:token=gmgate-no-such-token;object=enroll-store" {
+				type sm4
+			}
 		}
 	}
 }
 http://127.0.0.1:{PORT} {
+	route /est/* {
+		gm_enroll {
+			ca_key enroll-ca
+			store_key enroll-store
+			store {STORE}
+			profile terminal
+		}
+	}
 	respond "ok"
 }
 `)
@@ -99,6 +136,9 @@ http://127.0.0.1:{PORT} {
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("validate logged into (or looked for) the token: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "hsm-enroll-store")); !os.IsNotExist(err) {
+		t.Fatalf("validate created gm_enroll's store (%v)", err)
 	}
 	cmd = exec.Command(gmgateBin(t), "run", "--config", hsmPath)
 	cmd.Env = env
@@ -119,7 +159,7 @@ http://127.0.0.1:{PORT} {
 	// Running the configuration opens both logs.
 	data, _ := os.ReadFile(cfPath)
 	startGmgate(t, strings.Replace(string(data), "admin off", "admin {ADMIN}", 1))
-	for _, f := range []string{"shared-audit/audit.log.000001", "verify-audit/verify.log.000001"} {
+	for _, f := range []string{"shared-audit/audit.log.000001", "verify-audit/verify.log.000001", "enroll-crl.pem", "enroll-store/tokens", "enroll-ids"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("gmgate run did not open %s: %v", f, err)
 		}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +43,11 @@ type CRLOptions struct {
 	Issuers []*smx509.Certificate
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// PendingFiles are CRL files that may not exist yet: a CRL this very instance writes when
+	// it starts (gm_enroll's crl_file). Such a file, when missing, starts pending like a URL
+	// source (IsRevoked fails closed with ErrCRLStale) until it appears, checked on every use
+	// until then. Any other missing file fails NewCRLStore.
+	PendingFiles []string
 }
 
 // CRLStore holds CRLs loaded from files, reloads them when a file changes and
@@ -109,6 +116,10 @@ func NewCRLStore(paths []string, opts CRLOptions) (*CRLStore, error) {
 			continue
 		}
 		f, err := s.loadFile(p)
+		if err != nil && errors.Is(err, fs.ErrNotExist) && slices.Contains(opts.PendingFiles, p) {
+			f, err = &crlFile{path: p, pending: true}, nil
+			s.lastErr = errors.Join(s.lastErr, fmt.Errorf("pki: CRL %s not written yet", p))
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +265,7 @@ func (lc *loadedCRL) verify(issuer *smx509.Certificate) bool {
 // maybeReload re-reads changed files, at most once per CheckInterval.
 // Caller holds s.mu.
 func (s *CRLStore) maybeReload(now time.Time, force bool) {
-	if !force && s.opts.CheckInterval > 0 && now.Sub(s.lastCheck) < s.opts.CheckInterval && !now.Before(s.lastCheck) {
+	if !force && s.opts.CheckInterval > 0 && now.Sub(s.lastCheck) < s.opts.CheckInterval && !now.Before(s.lastCheck) && !s.pendingFile() {
 		return
 	}
 	s.lastCheck = now
@@ -290,7 +301,7 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 			errs = append(errs, fmt.Errorf("pki: CRL %s: %w", f.path, err))
 			continue
 		}
-		if st.ModTime().Equal(f.modTime) && st.Size() == f.size {
+		if !f.pending && st.ModTime().Equal(f.modTime) && st.Size() == f.size {
 			continue
 		}
 		nf, err := s.loadFile(f.path)
@@ -301,6 +312,17 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 		s.files[i] = nf
 	}
 	s.lastErr = errors.Join(errs...)
+}
+
+// pendingFile reports whether a PendingFiles file has not appeared yet (it is then checked on
+// every use: a stat, until it loads).
+func (s *CRLStore) pendingFile() bool {
+	for _, f := range s.files {
+		if f.pending && !isCRLURL(f.path) {
+			return true
+		}
+	}
+	return false
 }
 
 // Reload checks every file now and reloads the changed ones. It returns the
