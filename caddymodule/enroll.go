@@ -292,6 +292,15 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gm_enroll: replay: unknown store %q (memory, redis)", rc.Store)
 	}
 	cfg.Nonces = enrollNonces{h.nonces}
+	// simplereenroll may be authorised by the TLCP client authentication of the connection
+	// (a tlcp listener wrapper with client authentication in front of this site).
+	cfg.PeerCertificate = func(r *http.Request) *smx509.Certificate {
+		st, ok := setTLCPPlaceholders(r)
+		if !ok {
+			return nil
+		}
+		return st.PeerSignCertificate
+	}
 	// Spent tokens and renewals go to the replay store as well as to the store directory:
 	// Redis outlives a restore of the directory; memory, the process.
 	cfg.TokenLedger = enrollNonces{h.nonces}

@@ -142,13 +142,23 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 			return CodeOf(err), keyID, ""
 		}
 	default:
-		h, err := s.authenticate(r.Context(), r, body)
+		var h *holder
+		var err error
+		if op == OpSimpleReenroll && len(r.Header.Values("Signature")) == 0 && s.cfg.PeerCertificate != nil {
+			// No signed request: the TLCP client authentication of the connection, if any.
+			h, err = s.authenticatePeer(r.Context(), s.cfg.PeerCertificate(r))
+		} else {
+			h, err = s.authenticate(r.Context(), r, body)
+		}
 		if err != nil {
 			return CodeOf(err), "", ""
 		}
 		keyID = h.rec.Serial
-		if h.admin != "" {
+		switch {
+		case h.admin != "":
 			keyID = "admin:" + h.admin
+		case h.tlcp:
+			keyID = "tlcp:" + h.rec.Serial
 		}
 		switch op {
 		case OpSimpleReenroll:

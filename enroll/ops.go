@@ -3,6 +3,7 @@ package enroll
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,16 @@ func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Respo
 	if err != nil {
 		return nil, err
 	}
+	if h.tlcp {
+		// Authorised by the TLCP client certificate: the new request names its subject.
+		old, err := smx509.ParseCertificate(h.rec.SignCert)
+		if err != nil {
+			return nil, fail(CodeInternal, err)
+		}
+		if !sameSubject(csr.Subject, old.Subject) {
+			return nil, failf(CodeNameForbidden, "the request's subject differs from the TLCP client certificate's")
+		}
+	}
 	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, h.rec.CommonName)
 	if err != nil {
 		return nil, err
@@ -61,6 +72,28 @@ func (s *Server) Reenroll(ctx context.Context, h *holder, csrDER []byte) (*Respo
 		return nil, storeFail(err)
 	}
 	return out, nil
+}
+
+// sameSubject reports whether a request's subject names the certificate's: the same common
+// name, and every attribute the request carries present with the same value in the
+// certificate (the CA adds the profile's O and OU, which requests usually leave out).
+func sameSubject(req, cert pkix.Name) bool {
+	if req.CommonName == "" || req.CommonName != cert.CommonName {
+		return false
+	}
+	for _, a := range req.Names {
+		found := false
+		for _, b := range cert.Names {
+			if a.Type.Equal(b.Type) && fmt.Sprint(a.Value) == fmt.Sprint(b.Value) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // Download returns the holder's issued pair (its certificates and key delivery as issued).

@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"encoding/base64"
@@ -111,6 +112,12 @@ type Config struct {
 	Window time.Duration
 	// RequestIDHeader names the header copied into audit entries.
 	RequestIDHeader string
+	// PeerCertificate, when set, returns the signing certificate the client authenticated with
+	// in the TLCP handshake of the request's connection (its CertificateVerify proved the key),
+	// or nil. simplereenroll then accepts it instead of a signed request: the certificate must
+	// be one this CA issued and the store holds, valid and unrevoked, and the new request must
+	// name the same subject. The Caddy adapter reads the TLCP listener's connection state.
+	PeerCertificate func(r *http.Request) *smx509.Certificate
 	// Observe, when set, is called once per request with the operation and its code (metrics).
 	Observe func(op string, code Code)
 	// Now returns the current time. Default time.Now.
@@ -447,6 +454,7 @@ type holder struct {
 	rec       CertRecord
 	admin     string              // administrator name for "admin:" key IDs
 	adminCert *smx509.Certificate // the administrator's certificate
+	tlcp      bool                // authenticated by TLCP client authentication
 }
 
 // authenticate checks a signed request (http-sig-sm2): the signature with the key its keyid
@@ -511,20 +519,50 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 	if h.admin != "" {
 		return h, nil
 	}
+	return h, s.checkHolder(h, cert)
+}
+
+// authenticatePeer authorises a request by the signing certificate of its TLCP client
+// authentication (Config.PeerCertificate): the store's record of that serial must hold this
+// very certificate, then the same status checks as a signed request's.
+func (s *Server) authenticatePeer(ctx context.Context, cert *smx509.Certificate) (*holder, error) {
+	if cert == nil || cert.SerialNumber == nil {
+		return nil, failf(CodeAuthInvalid, "no TLCP client certificate")
+	}
+	rec, err := s.cfg.Store.Cert(serialHex(cert.SerialNumber))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, failf(CodeAuthInvalid, "TLCP client certificate not issued here")
+	case err != nil:
+		return nil, storeFail(err)
+	}
+	if !bytes.Equal(rec.SignCert, cert.Raw) {
+		return nil, failf(CodeAuthInvalid, "TLCP client certificate is not the one issued under its serial")
+	}
+	if err := s.ensureCRL(ctx); err != nil {
+		return nil, fail(CodeUnavailable, err)
+	}
+	h := &holder{rec: rec, tlcp: true}
+	return h, s.checkHolder(h, cert)
+}
+
+// checkHolder checks a holder's signing certificate: not revoked (the record and the last
+// signed CRL), chaining to this CA, within its validity, a signing certificate.
+func (s *Server) checkHolder(h *holder, cert *smx509.Certificate) error {
 	// The record's flag, and the CRL this server signed last: a pair's record put back from
 	// before its revocation still carries a valid tag, the signed CRL does not forget.
 	if h.rec.Revoked || s.revokedInCRL(h.rec.Serial) {
-		return nil, failf(CodeCertRevoked, "certificate revoked")
+		return failf(CodeCertRevoked, "certificate revoked")
 	}
 	if _, err := s.verifier.Verify(cert, nil, pki.RoleSign); err != nil {
 		switch {
 		case errors.Is(err, pki.ErrExpired), errors.Is(err, pki.ErrNotYetValid):
-			return nil, fail(CodeCertExpired, err)
+			return fail(CodeCertExpired, err)
 		case errors.Is(err, pki.ErrRevoked):
-			return nil, fail(CodeCertRevoked, err)
+			return fail(CodeCertRevoked, err)
 		default:
-			return nil, fail(CodeCertUntrusted, err)
+			return fail(CodeCertUntrusted, err)
 		}
 	}
-	return h, nil
+	return nil
 }
