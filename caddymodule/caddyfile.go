@@ -1472,6 +1472,10 @@ func init() {
 //			redis_address ...   (as in gm_verify)
 //		}
 //		store_key          <vault SM4 key name>
+//		rate_per_minute    <n>          # per client address, default 60
+//		burst              <n>          # default 20
+//		max_failures       <n>          # failed attempts per address and per token ID, default 10
+//		lockout            <duration>   # default 15m
 //	}
 func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -1577,6 +1581,22 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "store_key":
 			if err := oneArg(d, &h.StoreKey); err != nil {
+				return err
+			}
+		case "rate_per_minute":
+			if err := intArg(d, &h.RatePerMinute); err != nil {
+				return err
+			}
+		case "burst":
+			if err := intArg(d, &h.Burst); err != nil {
+				return err
+			}
+		case "max_failures":
+			if err := intArg(d, &h.MaxFailures); err != nil {
+				return err
+			}
+		case "lockout":
+			if err := durationArg(d, &h.Lockout); err != nil {
 				return err
 			}
 		default:

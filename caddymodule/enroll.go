@@ -83,6 +83,16 @@ type Enroll struct {
 	Replay *ReplayConfig `json:"replay,omitempty"`
 	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+	// RatePerMinute is the sustained enrolment requests per client address and minute (default
+	// 60); Burst the bucket size (default 20). The client address is Caddy's client IP (it
+	// honours the server's trusted_proxies).
+	RatePerMinute int `json:"rate_per_minute,omitempty"`
+	Burst         int `json:"burst,omitempty"`
+	// MaxFailures consecutive failed attempts (bad, expired or used tokens, signed requests that
+	// do not authenticate) lock the client address, and as many failed attempts on one token
+	// ID lock that token, for Lockout (defaults 10 and 15m): enroll_locked.
+	MaxFailures int            `json:"max_failures,omitempty"`
+	Lockout     caddy.Duration `json:"lockout,omitempty"`
 
 	cfg         enroll.Config // checked at Provision; Store and Escrow are added at start
 	storeKeys   sealstore.Keys
@@ -122,6 +132,10 @@ var (
 		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates",
 		Help: "Terminal signing certificates in the enrolment store by state (valid, expired, revoked, renewed).",
 	}, []string{"state"})
+	enrollLockouts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "enroll", Name: "lockouts_total",
+		Help: "Lockouts after max_failures failed enrolment attempts, by scope (address: a client address; token: a token ID).",
+	}, []string{"scope"})
 	enrollStoreRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "store_records_refused_total",
 		Help: "Enrolment store records refused because they failed their integrity check (forged, edited, moved, truncated, or written by an older gmgate), by record kind (token, spent, cert, revoked, ski).",
@@ -246,7 +260,16 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	if err := enroll.CheckProfiles(profiles); err != nil {
 		return fmt.Errorf("gm_enroll: %w", err)
 	}
+	for _, scope := range []string{"address", "token"} {
+		enrollLockouts.WithLabelValues(scope)
+	}
 	cfg := enroll.Config{Issuer: ca, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
+		Limits: enroll.Limits{RatePerMinute: h.RatePerMinute, Burst: h.Burst, MaxFailures: h.MaxFailures, Lockout: time.Duration(h.Lockout)},
+		ClientAddress: func(r *http.Request) string {
+			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+			return ip
+		},
+		OnLockout:   func(scope string) { enrollLockouts.WithLabelValues(scope).Inc() },
 		CRLValidity: time.Duration(h.CRLValidity), MaxRequestSize: h.MaxBodySize, RequestIDHeader: "X-Request-Id",
 		Observe: func(op string, code enroll.Code) { enrollRequests.WithLabelValues(op, string(code)).Inc() }}
 	if h.EscrowKey != "" {
@@ -533,6 +556,9 @@ func (h *Enroll) Validate() error {
 	}
 	if h.MaxBodySize < 0 {
 		return errors.New("gm_enroll: negative max_body_size")
+	}
+	if h.RatePerMinute < 0 || h.Burst < 0 || h.MaxFailures < 0 || h.Lockout < 0 {
+		return errors.New("gm_enroll: negative limit")
 	}
 	return nil
 }

@@ -20,6 +20,10 @@ http://:1 {
 			ca_chain /etc/gmgate/root.pem
 			store /var/lib/gmgate/enroll
 			store_key enroll-store
+			rate_per_minute 30
+			burst 5
+			max_failures 4
+			lockout 10m
 			identities_dir /var/lib/gmgate/identities
 			escrow_key enroll-escrow
 			escrow_dir /var/lib/gmgate/escrow
@@ -55,7 +59,7 @@ http://:1 {
 	}
 	s := string(out)
 	for _, want := range []string{`"handler":"gm_enroll"`, `"ca_key":"terminal-ca"`, `"identities_dir":"/var/lib/gmgate/identities"`,
-		`"escrow_key":"enroll-escrow"`, `"store_key":"enroll-store"`, `"crl_urls":["https://pay.example/est/crl"]`, `"crl_validity":43200000000000`,
+		`"escrow_key":"enroll-escrow"`, `"store_key":"enroll-store"`, `"rate_per_minute":30`, `"burst":5`, `"max_failures":4`, `"lockout":600000000000`, `"crl_urls":["https://pay.example/est/crl"]`, `"crl_validity":43200000000000`,
 		`"max_body_size":32000`, `"admin_roots":["/etc/gmgate/ops-ca.pem"]`, `"window":120000000000`,
 		`"common_name":"POS-[0-9]{4}"`, `"dns_names":["*.pos.example"]`, `"validity":2592000000000000`} {
 		if !strings.Contains(s, want) {

@@ -76,7 +76,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		tlcpHandshakes, tlcpHandshakeSeconds, verifyResults, replayRejections, replayStoreErrors,
 		channelRequests, channelSeconds, vaultOps, vaultOpSeconds, vaultPoolWait,
 		vaultFailovers, vaultTokenUp, expiries,
-		enrollRequests, enrollExpiring, enrollCertificates, enrollStoreRefused, // gm_enroll (enroll.go)
+		enrollRequests, enrollExpiring, enrollCertificates, enrollStoreRefused, enrollLockouts, // gm_enroll (enroll.go)
 		cryptoRequests, cryptoItems, cryptoSeconds,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -32,6 +32,8 @@ const (
 	CodeUnavailable      Code = "enroll_unavailable"
 	CodeInternal         Code = "enroll_internal_error"
 	CodeStoreIntegrity   Code = "enroll_store_integrity" // a store record failed its integrity check
+	CodeRateLimited      Code = "enroll_rate_limited"    // too many requests from the client address
+	CodeLocked           Code = "enroll_locked"          // too many failed attempts: address or token locked out
 	codeMethodNotAllowed Code = "enroll_method_not_allowed"
 )
 
@@ -55,6 +57,8 @@ var refusals = refusal.NewCatalog("enroll", CodeInternal, "",
 	refusal.Def{Code: codeMethodNotAllowed, Status: http.StatusMethodNotAllowed, Message: "method not allowed"},
 	refusal.Def{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "enrolment is unavailable now; try again later"},
 	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
+	refusal.Def{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Message: "too many enrolment requests; try again later"},
+	refusal.Def{Code: CodeLocked, Status: http.StatusTooManyRequests, Message: "too many failed attempts; locked out for a while"},
 	refusal.Def{Code: CodeStoreIntegrity, Status: http.StatusInternalServerError, Message: "an enrolment record failed its integrity check"},
 )
 

@@ -135,6 +135,8 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 		Issuer: ca, Store: st, Nonces: f.nonces, Escrow: f.escrow, Audit: f.audit, CRLFile: f.crlFile, Now: f.clock.now,
 		Profiles: []Profile{{Name: "terminal", Organization: []string{"Acme Pay"}, OrganizationalUnit: []string{"terminals"},
 			DNSNames: []string{"*.pos.example"}, Validity: 30 * 24 * time.Hour}},
+		// Every test request comes from one address: the limits are tested on their own.
+		Limits: Limits{RatePerMinute: 1 << 20, Burst: 1 << 20, MaxFailures: 1 << 20},
 	}
 	for _, m := range mutate {
 		m(&cfg)

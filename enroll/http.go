@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"path"
 	"strings"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/refusal"
 )
 
@@ -37,7 +39,13 @@ const (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := path.Base(r.URL.Path)
 	rw := &reply{h: w.Header()}
-	code, keyID, serial := s.serve(rw, r, op)
+	var code refusal.Code
+	var keyID, serial string
+	if op == OpCACerts || op == OpCRL {
+		code, keyID, serial = s.serve(rw, r, op)
+	} else {
+		code, keyID, serial = s.limited(rw, r, op)
+	}
 	if op != OpCACerts && op != OpCRL && s.cfg.Audit != nil {
 		rec := audit.Record{Time: s.cfg.Now(), Direction: audit.DirectionInbound, Scheme: "enroll/" + opLabel(op),
 			KeyID: keyID, CertSerial: serial, Verdict: audit.VerdictAccept, Reason: string(code)}
@@ -63,6 +71,53 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rw.status)
 	_, _ = w.Write(rw.body.Bytes())
+}
+
+// limited runs op under the limits of the client address (and, for simpleenroll, of the
+// token ID), counting failed attempts.
+func (s *Server) limited(w *reply, r *http.Request, op string) (refusal.Code, string, string) {
+	addr := s.clientAddress(r)
+	now := s.cfg.Now()
+	switch s.addrs.Admit(addr, now) {
+	case abuse.Allowed:
+	case abuse.Locked:
+		return CodeLocked, "", ""
+	default:
+		return CodeRateLimited, "", ""
+	}
+	code, keyID, serial := s.serve(w, r, op)
+	tokenID := ""
+	if op == OpSimpleEnroll {
+		tokenID = keyID
+	}
+	switch code {
+	case refusal.OK:
+		s.addrs.Succeed(addr)
+		if tokenID != "" {
+			s.tokens.Succeed(tokenID)
+		}
+	case CodeTokenInvalid, CodeTokenExpired, CodeTokenUsed, CodeStoreIntegrity, CodeAuthInvalid:
+		if s.addrs.Fail(addr, now) && s.cfg.OnLockout != nil {
+			s.cfg.OnLockout("address")
+		}
+		if tokenID != "" && s.tokens.Fail(tokenID, now) && s.cfg.OnLockout != nil {
+			s.cfg.OnLockout("token")
+		}
+	}
+	return code, keyID, serial
+}
+
+func (s *Server) clientAddress(r *http.Request) string {
+	if s.cfg.ClientAddress != nil {
+		if a := s.cfg.ClientAddress(r); a != "" {
+			return a
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // reply buffers a success answer until the audit entry is written.
@@ -132,6 +187,9 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 		tok, ok := bearer(r)
 		if !ok {
 			return CodeTokenInvalid, "", ""
+		}
+		if id, _, ok := parseToken(tok); ok && s.tokens.Locked(id, s.cfg.Now()) {
+			return CodeLocked, id, ""
 		}
 		der, err := decodePKCS10(r, body)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/audit"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )
@@ -118,15 +119,46 @@ type Config struct {
 	// be one this CA issued and the store holds, valid and unrevoked, and the new request must
 	// name the same subject. The Caddy adapter reads the TLCP listener's connection state.
 	PeerCertificate func(r *http.Request) *smx509.Certificate
+	// Limits bound requests per client address and failed attempts per client address and per
+	// token ID. Zero fields take the defaults (DefaultLimits).
+	Limits Limits
+	// ClientAddress returns the address a request is counted under (the Caddy adapter: the
+	// client IP, which honours the server's trusted_proxies). Default: the host of RemoteAddr.
+	ClientAddress func(r *http.Request) string
+	// OnLockout, when set, is called when a client address ("address") or a token ID ("token")
+	// gets locked out (metrics).
+	OnLockout func(scope string)
 	// Observe, when set, is called once per request with the operation and its code (metrics).
 	Observe func(op string, code Code)
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
 
+// Limits are the abuse controls of the enrolment endpoints (every operation but cacerts and
+// crl).
+type Limits struct {
+	// RatePerMinute and Burst bound the requests of one client address (token bucket).
+	// Defaults 60 and 20.
+	RatePerMinute, Burst int
+	// MaxFailures consecutive failed attempts (a token that is unknown, wrong, expired, used or
+	// whose record fails its integrity check; a signed request that does not authenticate) lock
+	// the client address, and MaxFailures failed attempts on one token ID lock that token, for
+	// Lockout. Defaults 10 and 15m.
+	MaxFailures int
+	Lockout     time.Duration
+	// MaxKeys bounds the addresses (and the token IDs) tracked; when all are busy a new one is
+	// refused (enroll_rate_limited: fails closed). Default 100000.
+	MaxKeys int
+}
+
+// DefaultLimits are the limits of zero Limits fields.
+var DefaultLimits = Limits{RatePerMinute: 60, Burst: 20, MaxFailures: 10, Lockout: 15 * time.Minute, MaxKeys: 100000}
+
 // Server is the enrolment service. It is safe for concurrent use.
 type Server struct {
 	cfg      Config
+	addrs    *abuse.Guard // per client address: rate and failed attempts
+	tokens   *abuse.Guard // per token ID: failed attempts
 	profiles map[string]*Profile
 	scheme   signing.Scheme
 	verifier *pki.Verifier
@@ -190,7 +222,24 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, profiles: map[string]*Profile{}, scheme: RequestScheme()}
+	l, d := &cfg.Limits, DefaultLimits
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{{&l.RatePerMinute, d.RatePerMinute}, {&l.Burst, d.Burst}, {&l.MaxFailures, d.MaxFailures}, {&l.MaxKeys, d.MaxKeys}} {
+		if *f.v < 0 {
+			return nil, errors.New("enroll: negative limit")
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if l.Lockout <= 0 {
+		l.Lockout = d.Lockout
+	}
+	s := &Server{cfg: cfg, profiles: map[string]*Profile{}, scheme: RequestScheme(),
+		addrs:  abuse.NewGuard(l.RatePerMinute, l.Burst, l.MaxFailures, l.Lockout, l.MaxKeys),
+		tokens: abuse.NewGuard(1<<20, 1<<20, l.MaxFailures, l.Lockout, l.MaxKeys)}
 	for i := range cfg.Profiles {
 		p := cfg.Profiles[i]
 		if err := p.compile(); err != nil {

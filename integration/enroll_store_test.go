@@ -30,6 +30,7 @@ http://127.0.0.1:{PORT} {
 		gm_enroll {
 			store {DIR}/enroll
 			crl_check_interval 1s
+			max_failures 3
 			profile terminal {
 				common_name "POS-[0-9]{4}"
 				validity 720h
@@ -44,7 +45,8 @@ http://127.0.0.1:{PORT} {
 // whose secret they chose, edits a genuine token's common name, and puts a spent token back
 // from a copy of the directory. Each is refused (enroll_store_integrity, enroll_token_used),
 // counted in gmgate_enroll_store_records_refused_total, and `gmgate enroll list` fails naming
-// the refused records; the genuine path (a token from `gmgate enroll token --config`) works.
+// the refused records; the genuine path (a token from `gmgate enroll token --config`) works;
+// max_failures failed attempts lock the client address out (enroll_locked).
 func TestEnrolmentStoreTamperRefused(t *testing.T) {
 	port := freePort(t)
 	a := startGmgate(t, strings.ReplaceAll(enrollStoreCaddyfile, "{PORT}", fmt.Sprint(port)))
@@ -134,5 +136,16 @@ func TestEnrolmentStoreTamperRefused(t *testing.T) {
 	}
 	if _, err := e.Enroll(ctx, forged.Token, "POS-6666", nil); !enrolCode(err, "enroll_store_integrity") {
 		t.Fatalf("the dry run tagged the forged token: %v", err)
+	}
+	// max_failures 3: the third consecutive failed attempt from this address locks it out; a
+	// genuine token is then refused too, and the lockout is counted.
+	if _, err := e.Enroll(ctx, forged.Token, "POS-6666", nil); !enrolCode(err, "enroll_store_integrity") {
+		t.Fatalf("third failure: %v", err)
+	}
+	if _, err := e.Enroll(ctx, token("POS-0004"), "POS-0004", nil); !enrolCode(err, "enroll_locked") {
+		t.Fatalf("genuine token from a locked-out address: %v", err)
+	}
+	if m := a.p.Metrics(); !strings.Contains(m, `gmgate_enroll_lockouts_total{scope="address"} 1`) {
+		t.Errorf("lockout metric:\n%s", grepLines(m, "gmgate_enroll_lockouts"))
 	}
 }
