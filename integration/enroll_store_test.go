@@ -149,3 +149,70 @@ func TestEnrolmentStoreTamperRefused(t *testing.T) {
 		t.Errorf("lockout metric:\n%s", grepLines(m, "gmgate_enroll_lockouts"))
 	}
 }
+
+const enrollRedisCaddyfile = `{
+	admin {ADMIN}
+	auto_https off
+	skip_install_trust
+	gmgate {
+		dev_pki {SHARED}/pki
+	}
+}
+
+http://127.0.0.1:{PORT} {
+	route /.well-known/est/* {
+		gm_enroll {
+			store {SHARED}/enroll
+			replay {
+				store redis
+				redis_address {REDIS}
+				redis_prefix {PREFIX}
+			}
+			profile terminal {
+				common_name "POS-[0-9]{4}"
+			}
+		}
+	}
+}
+`
+
+// TestEnrolmentRollbackAcrossRestartRedis: with the Redis replay store, a spent token put back
+// by restoring the whole store directory stays spent even after gmgate restarts (the ledger is
+// outside the directory): enroll_token_used.
+func TestEnrolmentRollbackAcrossRestartRedis(t *testing.T) {
+	redis := redisAddr(t)
+	shared := t.TempDir()
+	port := freePort(t)
+	cf := strings.NewReplacer("{SHARED}", shared, "{PORT}", fmt.Sprint(port), "{REDIS}", redis,
+		"{PREFIX}", fmt.Sprintf("enroll-rollback-%d:", time.Now().UnixNano())).Replace(enrollRedisCaddyfile)
+	a := startGmgate(t, cf)
+	store := filepath.Join(shared, "enroll")
+	cmd := exec.Command(gmgateBin(t), "enroll", "token", "--config", filepath.Join(a.dir, "Caddyfile"), "--profile", "terminal", "--cn", "POS-0200")
+	cmd.Env = append(os.Environ(), "HOME="+a.dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gmgate enroll token: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	root, err := pki.LoadCertificatesFiles(filepath.Join(shared, "pki", pki.DevRootBase+".pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &client.Enroller{BaseURL: fmt.Sprintf("http://127.0.0.1:%d/.well-known/est", port), Roots: root}
+	snap, err := attack.TakeSnapshot(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.Enroll(ctx, tok, "POS-0200", nil); err != nil {
+		t.Fatalf("enrol: %v\n%s", err, a.out)
+	}
+	a.stop()
+	if err := snap.Restore(store, true); err != nil {
+		t.Fatal(err)
+	}
+	b := startGmgate(t, cf)
+	if _, err := e.Enroll(ctx, tok, "POS-0200", nil); !enrolCode(err, "enroll_token_used") {
+		t.Fatalf("token restored with the directory, after a restart: %v\n%s", err, b.out)
+	}
+}
