@@ -853,7 +853,8 @@ func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //			reload_interval <duration>
 //		}
 //		crls             <crl file...>
-//		bind_tlcp_client none|cert|subject
+//		bind_tls_client  none|cert|subject   # TLCP or RFC 8998 client certificate
+//		bind_tlcp_client none|cert|subject   # older name of bind_tls_client
 //		replay {
 //			window             <duration>
 //			store              memory|redis
@@ -945,6 +946,13 @@ func (h *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if _, err := gateway.ParseBinding(h.BindTLCPClient); err != nil {
+				return d.Err(err.Error())
+			}
+		case "bind_tls_client":
+			if err := oneArg(d, &h.BindTLSClient); err != nil {
+				return err
+			}
+			if _, err := gateway.ParseBinding(h.BindTLSClient); err != nil {
 				return d.Err(err.Error())
 			}
 		case "replay":

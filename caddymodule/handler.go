@@ -42,9 +42,10 @@ const (
 // key in the scheme the client used. Every decision is written to the audit log and counted.
 //
 // Placeholders set on success: {gm.client.subject}, {gm.client.serial}, {gm.verify.result},
-// {gm.verify.scheme}, and for requests that came over TLCP {tlcp.version}, {tlcp.cipher_suite},
-// {tlcp.server_name}, {tlcp.resumed}, {tlcp.client.subject}, {tlcp.client.serial},
-// {tlcp.client.fingerprint}.
+// {gm.verify.scheme}, and for requests that came over TLCP or RFC 8998 the {gm.tls.*} ones of
+// tlcp_vars ({gm.tls.protocol}, {gm.tls.version}, {gm.tls.cipher_suite}, {gm.tls.server_name},
+// {gm.tls.resumed}, {gm.tls.client.subject}, {gm.tls.client.serial}, {gm.tls.client.fingerprint};
+// over TLCP also under their older {tlcp.*} names).
 type Verify struct {
 	// Scheme is the signature scheme: wechatpay-v3-sm2 (default), http-sig-sm2, form-sm2 or
 	// unionpay-sm2.
@@ -60,8 +61,13 @@ type Verify struct {
 	Identities *IdentitiesConfig `json:"identities,omitempty"`
 	// CRLs are CRL files (PEM or DER) checked for every certificate of a chain; reloaded on change.
 	CRLs []string `json:"crls,omitempty"`
-	// BindTLCPClient ties the signing certificate to the TLCP client certificate: "cert" (same
-	// certificate), "subject" (same subject) or "none" (default).
+	// BindTLSClient ties the signing certificate to the verified client certificate of the
+	// connection, TLCP or RFC 8998 (TLS 1.3 with the SM suites) alike: "cert" (same
+	// certificate), "subject" (same subject) or "none" (default). A request that came without
+	// a verified client certificate fails every binding but none.
+	BindTLSClient string `json:"bind_tls_client,omitempty"`
+	// BindTLCPClient is the older name of BindTLSClient, with the same meaning (it covers RFC
+	// 8998 connections too). Setting both to different values is an error.
 	BindTLCPClient string `json:"bind_tlcp_client,omitempty"`
 	// Replay configures the timestamp window and nonce store.
 	Replay *ReplayConfig `json:"replay,omitempty"`
@@ -331,9 +337,9 @@ func (h *Verify) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	bind, err := gateway.ParseBinding(h.BindTLCPClient)
+	bind, err := h.binding()
 	if err != nil {
-		return fmt.Errorf("gm_verify: %w", err)
+		return err
 	}
 	guard, err := h.replayGuard()
 	if err != nil {
@@ -575,8 +581,8 @@ func (h *Verify) Validate() error {
 			return fmt.Errorf("gm_verify: envelope: %w", err)
 		}
 	}
-	if _, err := gateway.ParseBinding(h.BindTLCPClient); err != nil {
-		return fmt.Errorf("gm_verify: %w", err)
+	if _, err := h.binding(); err != nil {
+		return err
 	}
 	if r := h.Replay; r != nil && r.Window < 0 {
 		return errors.New("gm_verify: replay window must not be negative")
@@ -587,15 +593,37 @@ func (h *Verify) Validate() error {
 	return nil
 }
 
+// binding is the binding of bind_tls_client (or its older name bind_tlcp_client).
+func (h *Verify) binding() (gateway.Binding, error) {
+	tls, tlcp := strings.TrimSpace(h.BindTLSClient), strings.TrimSpace(h.BindTLCPClient)
+	b, err := gateway.ParseBinding(tls)
+	if err != nil {
+		return b, fmt.Errorf("gm_verify: bind_tls_client: %w", err)
+	}
+	old, err := gateway.ParseBinding(tlcp)
+	if err != nil {
+		return b, fmt.Errorf("gm_verify: bind_tlcp_client: %w", err)
+	}
+	switch {
+	case tls == "":
+		return old, nil
+	case tlcp != "" && old != b:
+		return b, fmt.Errorf("gm_verify: bind_tls_client %q and its older name bind_tlcp_client %q disagree", tls, tlcp)
+	}
+	return b, nil
+}
+
 // ServeHTTP verifies the request, forwards it to next and signs the reply.
 func (h *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	h.inflight.Add(1)
 	defer h.inflight.Add(-1)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	st, overTLCP := setTLCPPlaceholders(r)
-	var peerSign, peerEnc *smx509.Certificate
-	if overTLCP {
-		peerSign, peerEnc = st.PeerSignCertificate, st.PeerEncCertificate
+	var peerSign, peerEnc *smx509.Certificate // the verified client certificates of the connection
+	if v, ok := setGMTLSPlaceholders(r); ok {
+		peerSign = v.client
+		if v.protocol == protoTLCP {
+			peerEnc = v.tlcp.PeerEncCertificate
+		}
 	}
 	name := h.scheme.Name()
 	res, err := h.verifier.Verify(receivedContext(r), r, peerSign)

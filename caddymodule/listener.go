@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/pki"
-	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
 	"github.com/gmgate/gmgate/tls13sm"
 )
@@ -342,94 +341,43 @@ func (l *tlcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tlcpConn{Conn: tlcp.Server(c, l.w.config), logger: l.w.logger}
+	tc := newGMConn(tlcp.Server(c, l.w.config), tlcpProtocol, l.w.logger)
 	if l.stateful {
-		return &tlcpStateConn{tc}, nil
+		return &gmStateConn{tc}, nil
 	}
 	return tc, nil
 }
 
-// tlcpConn is a TLCP server connection that records its handshake in metrics and in the
-// registry the HTTP handlers read TLCP details from.
-type tlcpConn struct {
-	*tlcp.Conn
-	logger *zap.Logger
-	key    string // liveConns key: local|remote address, set once the handshake succeeded (under mu)
-	once   sync.Once
-	// viewOnce/viewed: the handlers' view, computed on first use after the handshake.
-	viewOnce sync.Once
-	viewed   *connView
-	hsErr    error
-	mu       sync.Mutex // guards closed and the liveConns entry
-	closed   bool
-}
-
-func (c *tlcpConn) handshake() error {
-	c.once.Do(func() {
-		start := time.Now()
-		err := c.Conn.Handshake()
+// tlcpProtocol is TLCP behind the shared connection wrapper (gmconn.go).
+var tlcpProtocol = &gmProtocol{
+	name: "TLCP",
+	observe: func(c gmProtoConn, err error, elapsed time.Duration) {
+		st := c.(*tlcp.Conn).ConnectionState()
 		if err != nil {
-			st := c.Conn.ConnectionState()
 			suite := "none"
 			if st.CipherSuite != 0 {
 				suite = tlcp.CipherSuiteName(st.CipherSuite)
 			}
 			tlcpHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
-			c.hsErr = err
-			c.logger.Debug("TLCP handshake failed", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
 			return
 		}
-		st := c.Conn.ConnectionState()
 		m := handshakeMetricsFor(st.CipherSuite)
 		m.ok.Inc()
-		m.seconds[b2i(st.DidResume)].Observe(time.Since(start).Seconds())
-		key := connKey(c.LocalAddr(), c.RemoteAddr())
-		c.mu.Lock()
-		if !c.closed {
-			c.key = key
-			liveConns.Store(key, c)
-		}
-		c.mu.Unlock()
-	})
-	return c.hsErr
+		m.seconds[b2i(st.DidResume)].Observe(elapsed.Seconds())
+	},
+	view:     func(c gmProtoConn) *connView { return tlcpView(c.(*tlcp.Conn).ConnectionState()) },
+	tlsState: func(c gmProtoConn) tls.ConnectionState { return tlsConnectionState(c.(*tlcp.Conn).ConnectionState()) },
 }
 
-// Read runs the handshake first.
-func (c *tlcpConn) Read(b []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Read(b)
-}
-
-// Write runs the handshake first.
-func (c *tlcpConn) Write(b []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(b)
-}
-
-// Close sends close_notify and forgets the connection.
-func (c *tlcpConn) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	if c.key != "" {
-		liveConns.CompareAndDelete(c.key, c)
-	}
-	c.mu.Unlock()
-	return c.Conn.Close()
-}
-
-// tlcpStateConn also reports a crypto/tls-shaped ConnectionState, so Caddy treats the request
-// as arriving over a secure channel (r.TLS set: version 0x0101, the TLCP suite ID; scheme https
-// for placeholders, X-Forwarded-Proto and signatures that cover @target-uri).
-type tlcpStateConn struct{ *tlcpConn }
-
-// ConnectionState reports the TLCP session in crypto/tls terms (Caddy asks once the first
-// request has been read, after the handshake).
-func (c *tlcpStateConn) ConnectionState() tls.ConnectionState {
-	return tlsConnectionState(c.Conn.ConnectionState())
+// tlcpView is the handlers' view of an established TLCP connection. PeerSignCertificate is set
+// only when the client's chain was verified: an unauthenticated pair (client_auth request or
+// require, ECDHE's mandatory client pair) is no identity.
+func tlcpView(st tlcp.ConnectionState) *connView {
+	cs := tlsConnectionState(st)
+	v := &connView{protocol: protoTLCP, tlcp: st, tls: &cs, version: fmt.Sprintf("0x%04x", st.Version),
+		suite: tlcp.CipherSuiteName(st.CipherSuite), serverName: st.ServerName, resumed: strconv.FormatBool(st.DidResume)}
+	v.setClient(st.PeerSignCertificate)
+	return v
 }
 
 // tlsConnectionState is a TLCP session in crypto/tls terms (no peer certificates: SM2
@@ -504,50 +452,11 @@ func b2i(b bool) int {
 	return 0
 }
 
-// liveConns maps "local|remote" to the established TLCP connection, for the HTTP handlers.
-var liveConns sync.Map
-
-func connKey(local, remote net.Addr) string { return local.String() + "|" + remote.String() }
-
-// liveConn returns the established TLCP connection a request arrived on.
-func liveConn(local, remote string) (*tlcpConn, bool) {
-	v, ok := liveConns.Load(local + "|" + remote)
-	if !ok {
-		return nil, false
-	}
-	return v.(*tlcpConn), true
-}
-
-// connView is what the HTTP handlers read of an established connection, computed once per
-// connection (not per request): its state and the {tlcp.*} placeholder values.
-type connView struct {
-	state                                  tlcp.ConnectionState
-	tls                                    *tls.ConnectionState // state in crypto/tls terms, for r.TLS
-	version, suite, resumed                string
-	clientSubject, clientSerial, clientSM3 string
-}
-
-func (c *tlcpConn) view() *connView {
-	c.viewOnce.Do(func() {
-		st := c.Conn.ConnectionState()
-		cs := tlsConnectionState(st)
-		v := &connView{state: st, tls: &cs, version: fmt.Sprintf("0x%04x", st.Version),
-			suite: tlcp.CipherSuiteName(st.CipherSuite), resumed: strconv.FormatBool(st.DidResume)}
-		if cert := st.PeerSignCertificate; cert != nil {
-			v.clientSubject = cert.Subject.String()
-			v.clientSerial = signing.SerialHex(cert.SerialNumber)
-			v.clientSM3 = pki.FingerprintSM3(cert)
-		}
-		c.viewed = v
-	})
-	return c.viewed
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner     = (*ListenerWrapper)(nil)
 	_ caddy.CleanerUpper    = (*ListenerWrapper)(nil)
 	_ caddy.Validator       = (*ListenerWrapper)(nil)
 	_ caddy.ListenerWrapper = (*ListenerWrapper)(nil)
-	_ net.Conn              = (*tlcpConn)(nil)
+	_ net.Conn              = (*gmConn)(nil)
 )

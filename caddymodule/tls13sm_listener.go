@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -275,58 +275,45 @@ func (l *tls13smListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tls13smConn{Conn: tls13sm.Server(c, l.w.config), logger: l.w.logger}, nil
+	return &gmStateConn{newGMConn(tls13sm.Server(c, l.w.config), tls13smProtocol, l.w.logger)}, nil
 }
 
-// tls13smConn records its handshake in metrics and reports a crypto/tls-shaped state, so
-// Caddy sets r.TLS (version tls1.3, cipher suite 0x00C6/0x00C7, scheme https).
-type tls13smConn struct {
-	*tls13sm.Conn
-	logger *zap.Logger
-	once   sync.Once
-	hsErr  error
-}
-
-func (c *tls13smConn) handshake() error {
-	c.once.Do(func() {
-		start := time.Now()
-		err := c.Conn.Handshake()
-		st := c.Conn.ConnectionState()
+// tls13smProtocol is RFC 8998 behind the shared connection wrapper (gmconn.go). Its
+// connections always report a crypto/tls-shaped state, so Caddy sets r.TLS (version tls1.3,
+// cipher suite 0x00C6/0x00C7, scheme https).
+var tls13smProtocol = &gmProtocol{
+	name: "RFC 8998",
+	observe: func(c gmProtoConn, err error, elapsed time.Duration) {
+		st := c.(*tls13sm.Conn).ConnectionState()
 		suite := "none"
 		if st.CipherSuite != 0 {
 			suite = tls13sm.CipherSuiteName(st.CipherSuite)
 		}
 		tls13smHandshakes.WithLabelValues(suite, handshakeResult(err)).Inc()
-		if err != nil {
-			c.hsErr = err
-			c.logger.Debug("RFC 8998 handshake failed", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
-			return
+		if err == nil {
+			tls13smHandshakeSeconds.WithLabelValues(suite, fmt.Sprint(st.DidResume)).Observe(elapsed.Seconds())
 		}
-		tls13smHandshakeSeconds.WithLabelValues(suite, fmt.Sprint(st.DidResume)).Observe(time.Since(start).Seconds())
-	})
-	return c.hsErr
+	},
+	view:     func(c gmProtoConn) *connView { return tls13smView(c.(*tls13sm.Conn).ConnectionState()) },
+	tlsState: func(c gmProtoConn) tls.ConnectionState { return tls13smTLSState(c.(*tls13sm.Conn).ConnectionState()) },
 }
 
-// Read runs the handshake first.
-func (c *tls13smConn) Read(b []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
+// tls13smView is the handlers' view of an established RFC 8998 connection. The client's leaf
+// is its identity only when its chain was verified (client_auth verify_if_given or
+// require_and_verify): with request or require it is whatever the client sent.
+func tls13smView(st tls13sm.ConnectionState) *connView {
+	cs := tls13smTLSState(st)
+	v := &connView{protocol: protoTLS13SM, tls: &cs, version: fmt.Sprintf("0x%04x", st.Version),
+		suite: tls13sm.CipherSuiteName(st.CipherSuite), serverName: st.ServerName, resumed: strconv.FormatBool(st.DidResume)}
+	if len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+		v.setClient(st.PeerCertificates[0])
 	}
-	return c.Conn.Read(b)
+	return v
 }
 
-// Write runs the handshake first.
-func (c *tls13smConn) Write(b []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(b)
-}
-
-// ConnectionState reports the session in crypto/tls terms (no peer certificates: SM2
+// tls13smTLSState is an RFC 8998 session in crypto/tls terms (no peer certificates: SM2
 // certificates are not crypto/x509 certificates).
-func (c *tls13smConn) ConnectionState() tls.ConnectionState {
-	st := c.Conn.ConnectionState()
+func tls13smTLSState(st tls13sm.ConnectionState) tls.ConnectionState {
 	return tls.ConnectionState{Version: st.Version, HandshakeComplete: st.HandshakeComplete, DidResume: st.DidResume,
 		CipherSuite: st.CipherSuite, ServerName: st.ServerName, NegotiatedProtocol: st.NegotiatedProtocol}
 }
@@ -336,5 +323,5 @@ var (
 	_ caddy.Provisioner     = (*TLS13SMListenerWrapper)(nil)
 	_ caddy.CleanerUpper    = (*TLS13SMListenerWrapper)(nil)
 	_ caddy.ListenerWrapper = (*TLS13SMListenerWrapper)(nil)
-	_ net.Conn              = (*tls13smConn)(nil)
+	_ net.Conn              = (*gmStateConn)(nil)
 )

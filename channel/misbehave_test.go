@@ -16,11 +16,10 @@ import (
 	"github.com/gmgate/gmgate/integration/banksim"
 )
 
-// TestMisbehavingBank: every misbehaviour gives its 502 code, a reject audit entry, a metric, and
-// never the bank's body.
-func TestMisbehavingBank(t *testing.T) {
-	p := getPKI(t)
-	schemes := []profile{
+// misbehaveProfiles: one profile per reply shape (param scheme with encrypted fields, HTTP
+// signature over an encrypted body, WeChat Pay over an envelope).
+func misbehaveProfiles() []profile {
+	return []profile{
 		{name: "unionpay-fields-gcm", scheme: signing.Settings{Name: "unionpay-sm2"},
 			sim: banksim.Profile{Scheme: banksim.UnionPay, Target: "fields", Cipher: "sm4-gcm", Fields: sensitive(), SM4Key: testSM4Key},
 			enc: func(*banksim.TestPKI) Encryption {
@@ -35,6 +34,13 @@ func TestMisbehavingBank(t *testing.T) {
 			sim: banksim.Profile{Scheme: banksim.WechatPay, Target: "body", Cipher: "sm2-envelope"},
 			enc: envelopeRule(TargetBody)},
 	}
+}
+
+// TestMisbehavingBank: every misbehaviour gives its 502 code, a reject audit entry, a metric, and
+// never the bank's body.
+func TestMisbehavingBank(t *testing.T) {
+	p := getPKI(t)
+	schemes := misbehaveProfiles()
 	cases := []struct {
 		mb   banksim.Misbehaviour
 		want Code
@@ -214,5 +220,70 @@ func TestExpiredBankCertAtReply(t *testing.T) {
 	resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON, nil)
 	if resp.StatusCode != 502 || jsonMap(t, body)["code"] != string(CodeBankCertificateInvalid) {
 		t.Fatalf("status %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestTamperAfterSignClasses: a reply changed on the link after the bank signed it is refused
+// with the code of the first check it fails, and that check never trusts the changed bytes:
+// what cannot be parsed as a signed reply (broken JSON, a signature that is not Base64, a sign
+// method or a signed time that is not one) is bank_reply_malformed; a key ID no configured
+// certificate has is bank_certificate_unknown; every other change, well-formed, is
+// bank_signature_invalid, before the time window (a time an hour old is not "stale"), the echo
+// of the request's orderId (not "unbound") and decryption (a changed ciphertext is not
+// "decrypt failed") are looked at. Each tamper is a fixed change (banksim.HeaderTamper), so the
+// answer does not depend on the clock: the default tamper used to turn txnTime "...59" into
+// "...69", malformed once a minute.
+func TestTamperAfterSignClasses(t *testing.T) {
+	p := getPKI(t)
+	hourAgo := time.Now().Add(-time.Hour).In(time.FixedZone("CST", 8*3600)).Format("20060102150405")
+	otherB64 := strings.Repeat("QUJD", 16) // valid Base64 of 48 bytes
+	type tamper struct {
+		name string
+		how  string
+		want Code
+	}
+	unionpay := []tamper{
+		{"default", "", CodeBankSignatureInvalid},
+		{"business-value", "respMsg=succesS", CodeBankSignatureInvalid},
+		{"result-code", "respCode=01", CodeBankSignatureInvalid},
+		{"amount", "txnAmt=1", CodeBankSignatureInvalid},
+		{"signed-time-valid-old", "txnTime=" + hourAgo, CodeBankSignatureInvalid},
+		{"echoed-order-id", "orderId=20240101999999", CodeBankSignatureInvalid},
+		{"encrypted-field", "accNo=" + otherB64, CodeBankSignatureInvalid},
+		{"signature-other-value", "signature=" + strings.Repeat("QUJD", 21) + "QQ==", CodeBankSignatureInvalid},
+		{"signed-time-not-a-time", "txnTime=20261204166959", CodeBankReplyMalformed},
+		{"signature-not-base64", "signature=not*base64", CodeBankReplyMalformed},
+		{"sign-method", "signMethod=01", CodeBankReplyMalformed},
+		{"json-delimiter", "truncate", CodeBankReplyMalformed},
+		{"key-id", "certId=1", CodeBankCertificateUnknown},
+	}
+	// The HTTP-signature and WeChat Pay replies sign the body's bytes: any change, broken JSON
+	// included, is a bad signature.
+	bodySigned := []tamper{
+		{"default", "", CodeBankSignatureInvalid},
+		{"ciphertext", "encData=" + otherB64, CodeBankSignatureInvalid},
+		{"json-delimiter", "truncate", CodeBankSignatureInvalid},
+	}
+	for _, pr := range misbehaveProfiles() {
+		sim := startSim(t, p, pr, nil)
+		cases := bodySigned
+		if pr.name == "unionpay-fields-gcm" {
+			cases = unionpay
+		}
+		for _, c := range cases {
+			t.Run(pr.name+"/"+c.name, func(t *testing.T) {
+				tr, aud, _ := newTransport(t, channelConfig(t, p, pr), http.DefaultTransport, func(o *TransportOptions) {
+					o.ResponseTimeout = 30 * time.Second
+				})
+				resp, body := do(t, tr, http.MethodPost, sim.URL+"/pay", "application/json", payJSON,
+					map[string]string{banksim.HeaderMisbehave: string(banksim.TamperAfterSign), banksim.HeaderTamper: c.how})
+				if resp.StatusCode != http.StatusBadGateway || jsonMap(t, body)["code"] != string(c.want) {
+					t.Fatalf("tamper %q: status %d %s, want %s", c.how, resp.StatusCode, body, c.want)
+				}
+				if recs := aud.all(); len(recs) != 1 || recs[0].Reason != string(c.want) {
+					t.Fatalf("audit %+v", recs)
+				}
+			})
+		}
 	}
 }

@@ -167,10 +167,10 @@ export GMGATE_BIN="$work/gmgate"
 
 # 6. Tests: the race detector on the core packages, the rest as they are.
 core=()
-for p in pki tlcp tls13sm keyvault signing envelope audit refusal sealstore gateway channel client cosign enroll cryptosvc internal/peerverify internal/firstrecord internal/lru internal/dialhs internal/recordio internal/testpki internal/abuse; do
+for p in pki tlcp tls13sm keyvault signing envelope audit refusal sealstore gateway channel client cosign enroll cryptosvc internal/peerverify internal/firstrecord internal/lru internal/dialhs internal/recordio internal/testpki internal/abuse internal/conncore; do
   [ -d "$p" ] && core+=("./$p/...")
 done
-rest=$(go list ./... | grep -v -E "/(pki|tlcp|tls13sm|keyvault|signing|envelope|audit|refusal|sealstore|gateway|channel|client|cosign|enroll|cryptosvc|internal/peerverify|internal/firstrecord|internal/lru|internal/dialhs|internal/recordio|internal/testpki|internal/abuse)(/|$)" || true)
+rest=$(go list ./... | grep -v -E "/(pki|tlcp|tls13sm|keyvault|signing|envelope|audit|refusal|sealstore|gateway|channel|client|cosign|enroll|cryptosvc|internal/peerverify|internal/firstrecord|internal/lru|internal/dialhs|internal/recordio|internal/testpki|internal/abuse|internal/conncore)(/|$)" || true)
 status=0
 if [ ${#core[@]} -gt 0 ]; then
   log "go test -race ${core[*]}"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/conncore"
 	"github.com/gmgate/gmgate/internal/recordio"
 )
 
@@ -32,8 +33,7 @@ type Conn struct {
 	isClient bool
 	config   *Config
 
-	handshakeMu       sync.Mutex
-	handshakeErr      error
+	handshake         conncore.Handshake // held while the handshake runs; its permanent error
 	handshakeComplete atomic.Bool
 	handshakeFn       func(context.Context) error
 
@@ -375,16 +375,7 @@ func (c *Conn) writeCCS() error {
 func (c *Conn) flush() error {
 	c.out.Lock()
 	defer c.out.Unlock()
-	c.buffering = false
-	if len(c.sendBuf) == 0 {
-		return nil
-	}
-	_, err := c.conn.Write(c.sendBuf)
-	c.sendBuf = c.sendBuf[:0]
-	if err != nil {
-		c.out.err = err
-	}
-	return err
+	return conncore.Flush(c.conn, &c.sendBuf, &c.buffering, &c.out.err)
 }
 
 // Write writes application data, in records of at most 16 KiB.
@@ -392,14 +383,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	c.out.Lock()
-	defer c.out.Unlock()
-	if c.closeNotifySent {
-		return 0, errors.New("tlcp: write after close_notify")
-	}
-	if len(b) == 0 {
-		return 0, nil
-	}
+	return conncore.Write(b, &c.out, &c.closeNotifySent, "tlcp", c.writeApplicationData)
+}
+
+// writeApplicationData writes b as application data records. c.out must be held.
+func (c *Conn) writeApplicationData(b []byte) (int, error) {
 	return c.writeRecordLocked(recordTypeApplicationData, b)
 }
 
@@ -408,24 +396,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if len(b) == 0 {
-		return 0, nil
-	}
-	c.in.Lock()
-	defer c.in.Unlock()
-	for len(c.input) == 0 {
-		if err := c.readRecord(); err != nil {
-			return 0, err
-		}
-		for c.hand.Len() > 0 {
-			if err := c.handlePostHandshake(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	n := copy(b, c.input)
-	c.input = c.input[n:]
-	return n, nil
+	return conncore.Read(b, &c.in, &c.input, &c.hand, c.readRecord, c.handlePostHandshake)
 }
 
 // handlePostHandshake refuses renegotiation. c.in must be held.
@@ -450,37 +421,18 @@ func (c *Conn) handlePostHandshake() error {
 
 // Close sends close_notify (after a completed handshake) and closes the connection.
 func (c *Conn) Close() error {
-	var alertErr error
-	if c.handshakeComplete.Load() {
-		if err := c.closeNotify(); err != nil {
-			alertErr = err
-		}
-	}
-	err := c.conn.Close()
-	if err != nil {
-		return err
-	}
-	return alertErr
+	return conncore.Close(&c.handshakeComplete, c.conn, c.closeNotify, nil)
 }
 
 // CloseWrite sends close_notify without closing the connection.
 func (c *Conn) CloseWrite() error {
-	if !c.handshakeComplete.Load() {
-		return errors.New("tlcp: CloseWrite before handshake completion")
-	}
-	return c.closeNotify()
+	return conncore.CloseWrite(&c.handshakeComplete, "tlcp", c.closeNotify)
 }
 
 func (c *Conn) closeNotify() error {
-	c.out.Lock()
-	defer c.out.Unlock()
-	if c.closeNotifySent {
-		return nil
-	}
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
-	err := c.sendAlertLocked(AlertCloseNotify, alertLevelWarning)
-	c.SetWriteDeadline(time.Time{}) //nolint:errcheck
-	return err
+	return conncore.CloseNotify(&c.out, &c.closeNotifySent, c.conn, func() error {
+		return c.sendAlertLocked(AlertCloseNotify, alertLevelWarning)
+	})
 }
 
 // Handshake runs the handshake if it has not run yet.
@@ -490,46 +442,20 @@ func (c *Conn) Handshake() error {
 
 // HandshakeContext runs the handshake; ctx cancellation or Config.HandshakeTimeout abort it.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
-	if c.handshakeComplete.Load() {
-		return nil
-	}
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
-	if c.handshakeErr != nil {
-		return c.handshakeErr
-	}
-	if c.handshakeComplete.Load() {
-		return nil
-	}
-	if c.config.HandshakeTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
-		defer cancel()
-	}
-	interrupted, release := recordio.InterruptOnDone(ctx, c.conn)
-	defer release()
-	c.in.Lock()
-	err := c.handshakeFn(ctx)
-	c.in.Unlock()
-	if err == nil {
-		c.out.Lock()
-		c.buffering = false
-		c.sendBuf = nil
-		c.out.Unlock()
-		c.handshakeComplete.Store(true)
-		return nil
-	}
-	if interrupted() && ctx.Err() != nil {
-		err = fmt.Errorf("tlcp: handshake interrupted: %w", ctx.Err())
-	}
-	c.handshakeErr = err
-	return err
+	return c.handshake.Run(ctx, &c.handshakeComplete, c.conn, "tlcp",
+		func() (time.Duration, error) { return c.config.HandshakeTimeout, nil }, c.runHandshake)
+}
+
+// runHandshake runs the protocol's handshake under the read lock and, when it succeeded, ends
+// the buffering of its flights.
+func (c *Conn) runHandshake(ctx context.Context) error {
+	return conncore.RunLocked(ctx, &c.in, &c.out, &c.buffering, &c.sendBuf, c.handshakeFn)
 }
 
 // ConnectionState returns details about the connection.
 func (c *Conn) ConnectionState() ConnectionState {
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
+	c.handshake.Lock()
+	defer c.handshake.Unlock()
 	st := ConnectionState{
 		Version:           c.vers,
 		HandshakeComplete: c.handshakeComplete.Load(),

@@ -1,9 +1,6 @@
 package tls13sm
 
-import (
-	"errors"
-	"strconv"
-)
+import "github.com/gmgate/gmgate/internal/conncore"
 
 // Alert is a TLS 1.3 alert description (RFC 8446 section 6).
 type Alert uint8
@@ -75,61 +72,32 @@ var alertText = map[Alert]string{
 }
 
 // String returns the alert's name.
-func (a Alert) String() string {
-	if s, ok := alertText[a]; ok {
-		return s
-	}
-	return "alert(" + strconv.Itoa(int(a)) + ")"
-}
+func (a Alert) String() string { return conncore.AlertName(alertText, a) }
+
+// protocol names tls13sm in alert errors.
+type protocol struct{}
+
+// Name returns "tls13sm".
+func (protocol) Name() string { return "tls13sm" }
 
 // AlertError is the error for a failed connection: Alert was sent to the
 // peer (Remote false) or received from it (Remote true). Err, if set, is
-// the local cause.
-type AlertError struct {
-	Alert  Alert
-	Remote bool
-	Err    error
-}
-
-// Error implements error.
-func (e *AlertError) Error() string {
-	if e.Remote {
-		return "tls13sm: remote error: " + e.Alert.String()
-	}
-	if e.Err != nil {
-		return "tls13sm: " + e.Err.Error() + " (sent alert: " + e.Alert.String() + ")"
-	}
-	return "tls13sm: local error: " + e.Alert.String()
-}
-
-// Unwrap returns the local cause.
-func (e *AlertError) Unwrap() error { return e.Err }
+// the local cause. Its Error method reads "tls13sm: remote error: <alert>",
+// "tls13sm: <cause> (sent alert: <alert>)" or "tls13sm: local error: <alert>";
+// Unwrap returns Err.
+type AlertError = conncore.AlertError[Alert, protocol]
 
 // alertOf extracts the alert of an error, or (0,false).
-func alertOf(err error) (Alert, bool) {
-	var ae *AlertError
-	if errors.As(err, &ae) {
-		return ae.Alert, true
-	}
-	return 0, false
-}
+func alertOf(err error) (Alert, bool) { return conncore.AlertOf[Alert, protocol](err) }
 
 // newAlert makes a local alert error with a cause.
-func newAlert(a Alert, msg string) error {
-	return &AlertError{Alert: a, Err: errors.New(msg)}
-}
+func newAlert(a Alert, msg string) error { return conncore.NewAlert[Alert, protocol](a, msg) }
 
-func wrapAlert(a Alert, err error) error {
-	return &AlertError{Alert: a, Err: err}
-}
+func wrapAlert(a Alert, err error) error { return conncore.WrapAlert[Alert, protocol](a, err) }
 
-// keyAlert is the alert for a failed operation with our own key: internal_error when the key
-// reports the failure as its own (Unavailable() true, as the key vault does when its token is
-// gone), so the peer is not blamed; otherwise a.
+// keyAlert is the alert for a failed operation with the local party's own key: internal_error
+// when the key reports the failure as its own (Unavailable() true, as the key vault does when
+// its token is gone), so the peer is not blamed; otherwise a, the alert for bad peer input.
 func keyAlert(a Alert, err error) error {
-	var u interface{ Unavailable() bool }
-	if errors.As(err, &u) && u.Unavailable() {
-		return wrapAlert(AlertInternalError, err)
-	}
-	return wrapAlert(a, err)
+	return conncore.KeyAlert[Alert, protocol](a, AlertInternalError, err)
 }

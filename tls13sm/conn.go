@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/gmgate/gmgate/internal/conncore"
 	"github.com/gmgate/gmgate/internal/recordio"
 )
 
@@ -30,8 +31,7 @@ type Conn struct {
 	isClient bool
 	config   *Config
 
-	handshakeMu       sync.Mutex
-	handshakeErr      error
+	handshake         conncore.Handshake // held while the handshake runs; its permanent error
 	handshakeComplete atomic.Bool
 	handshakeFn       func(context.Context) error
 
@@ -430,16 +430,7 @@ func (c *Conn) startFlight() {
 func (c *Conn) flush() error {
 	c.out.Lock()
 	defer c.out.Unlock()
-	c.buffering = false
-	if len(c.sendBuf) == 0 {
-		return nil
-	}
-	_, err := c.conn.Write(c.sendBuf)
-	c.sendBuf = c.sendBuf[:0]
-	if err != nil {
-		c.out.err = err
-	}
-	return err
+	return conncore.Flush(c.conn, &c.sendBuf, &c.buffering, &c.out.err)
 }
 
 func (c *Conn) setWriteSecret(suite uint16, secret []byte) error {
@@ -460,14 +451,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	c.out.Lock()
-	defer c.out.Unlock()
-	if c.closeNotifySent {
-		return 0, errors.New("tls13sm: write after close_notify")
-	}
-	if len(b) == 0 {
-		return 0, nil
-	}
+	return conncore.Write(b, &c.out, &c.closeNotifySent, "tls13sm", c.writeApplicationData)
+}
+
+// writeApplicationData writes b as application data records. c.out must be held.
+func (c *Conn) writeApplicationData(b []byte) (int, error) {
 	return c.writeRecordLocked(recordTypeApplicationData, b)
 }
 
@@ -477,24 +465,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if len(b) == 0 {
-		return 0, nil
-	}
-	c.in.Lock()
-	defer c.in.Unlock()
-	for len(c.input) == 0 {
-		if err := c.readRecord(); err != nil {
-			return 0, err
-		}
-		for c.hand.Len() > 0 {
-			if err := c.handlePostHandshake(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	n := copy(b, c.input)
-	c.input = c.input[n:]
-	return n, nil
+	return conncore.Read(b, &c.in, &c.input, &c.hand, c.readRecord, c.handlePostHandshake)
 }
 
 // handlePostHandshake processes one post-handshake message. c.in must be held.
@@ -577,20 +548,10 @@ func (c *Conn) updateKeys(requestPeer bool) error {
 	return c.sendKeyUpdateLocked(requestPeer)
 }
 
-// Close sends close_notify (after a completed handshake) and closes the connection.
+// Close sends close_notify (after a completed handshake), closes the connection and forgets
+// its secrets.
 func (c *Conn) Close() error {
-	var alertErr error
-	if c.handshakeComplete.Load() {
-		if err := c.closeNotify(); err != nil {
-			alertErr = err
-		}
-	}
-	err := c.conn.Close()
-	c.forgetSecrets()
-	if err != nil {
-		return err
-	}
-	return alertErr
+	return conncore.Close(&c.handshakeComplete, c.conn, c.closeNotify, c.forgetSecrets)
 }
 
 // forgetSecrets zeroes the traffic and resumption secrets once the connection is closed. A
@@ -619,22 +580,13 @@ func (c *Conn) forgetSecrets() {
 
 // CloseWrite sends close_notify without closing the connection.
 func (c *Conn) CloseWrite() error {
-	if !c.handshakeComplete.Load() {
-		return errors.New("tls13sm: CloseWrite before handshake completion")
-	}
-	return c.closeNotify()
+	return conncore.CloseWrite(&c.handshakeComplete, "tls13sm", c.closeNotify)
 }
 
 func (c *Conn) closeNotify() error {
-	c.out.Lock()
-	defer c.out.Unlock()
-	if c.closeNotifySent {
-		return nil
-	}
-	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
-	err := c.sendAlertLocked(AlertCloseNotify)
-	c.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck
-	return err
+	return conncore.CloseNotify(&c.out, &c.closeNotifySent, c.conn, func() error {
+		return c.sendAlertLocked(AlertCloseNotify)
+	})
 }
 
 // Handshake runs the handshake if it has not run yet.
@@ -644,57 +596,35 @@ func (c *Conn) Handshake() error {
 
 // HandshakeContext runs the handshake; ctx cancellation or Config.HandshakeTimeout abort it.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
-	if c.handshakeComplete.Load() {
-		return nil
-	}
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
-	if c.handshakeErr != nil {
-		return c.handshakeErr
-	}
-	if c.handshakeComplete.Load() {
-		return nil
-	}
+	return c.handshake.Run(ctx, &c.handshakeComplete, c.conn, "tls13sm", c.prepareHandshake, c.runHandshake)
+}
+
+// prepareHandshake refuses a missing or invalid Config and returns the handshake timeout.
+func (c *Conn) prepareHandshake() (time.Duration, error) {
 	if c.config == nil {
-		c.handshakeErr = errors.New("tls13sm: nil Config")
-		return c.handshakeErr
+		return 0, errors.New("tls13sm: nil Config")
 	}
 	if err := c.config.validate(); err != nil {
-		c.handshakeErr = err
-		return err
+		return 0, err
 	}
-	if c.config.HandshakeTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
-		defer cancel()
-	}
-	interrupted, release := recordio.InterruptOnDone(ctx, c.conn)
-	defer release()
-	c.in.Lock()
-	err := c.handshakeFn(ctx)
-	if err != nil {
-		err = c.fail(err)
-	}
-	c.in.Unlock()
-	if err == nil {
-		c.out.Lock()
-		c.buffering = false
-		c.sendBuf = nil
-		c.out.Unlock()
-		c.handshakeComplete.Store(true)
+	return c.config.HandshakeTimeout, nil
+}
+
+// runHandshake runs the protocol's handshake under the read lock, sending the alert of a local
+// failure, and when it succeeded ends the buffering of its flights.
+func (c *Conn) runHandshake(ctx context.Context) error {
+	return conncore.RunLocked(ctx, &c.in, &c.out, &c.buffering, &c.sendBuf, func(ctx context.Context) error {
+		if err := c.handshakeFn(ctx); err != nil {
+			return c.fail(err)
+		}
 		return nil
-	}
-	if interrupted() && ctx.Err() != nil {
-		err = fmt.Errorf("tls13sm: handshake interrupted: %w", ctx.Err())
-	}
-	c.handshakeErr = err
-	return err
+	})
 }
 
 // ConnectionState returns details about the connection.
 func (c *Conn) ConnectionState() ConnectionState {
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
+	c.handshake.Lock()
+	defer c.handshake.Unlock()
 	return ConnectionState{
 		Version:            VersionTLS13,
 		HandshakeComplete:  c.handshakeComplete.Load(),

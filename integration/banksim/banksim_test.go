@@ -2,6 +2,8 @@ package banksim
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,7 +131,7 @@ func TestRepliesVerifyWithSigning(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h, out, err := s.sealReply(200, "application/json", []byte(`{"respCode":"00"}`), mb)
+			h, out, err := s.sealReply(200, "application/json", []byte(`{"respCode":"00"}`), mb, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,4 +181,51 @@ func FuzzParseParams(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, asJSON bool) {
 		parseParams(b, asJSON)
 	})
+}
+
+// TestTamperBody: the default tamper changes exactly one byte and keeps its class, so the
+// txnTime a unionpay-sm2 reply ends with stays a valid time at every second of a minute (the
+// old tamper made "...59" into "...69" and the reply was malformed, not badly signed); the
+// chosen tampers do what HeaderTamper says.
+func TestTamperBody(t *testing.T) {
+	for sec := 0; sec < 60; sec++ {
+		ts := fmt.Sprintf("202612041645%02d", sec)
+		body := []byte(`{"respMsg":"success","signature":"AbZ9+/==","txnTime":"` + ts + `"}`)
+		out, err := tamperBody(body, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		diff := 0
+		for i := range body {
+			if body[i] != out[i] {
+				diff++
+			}
+		}
+		var m map[string]string
+		if diff != 1 || len(out) != len(body) || json.Unmarshal(out, &m) != nil {
+			t.Fatalf("second %d: %s", sec, out)
+		}
+		if m["txnTime"] == ts {
+			t.Fatalf("second %d: txnTime not tampered: %s", sec, out)
+		}
+		if _, err := time.Parse("20060102150405", m["txnTime"]); err != nil {
+			t.Fatalf("second %d: tampered txnTime %q is not a time", sec, m["txnTime"])
+		}
+	}
+	for _, c := range []struct{ body, how, want string }{
+		{`{"a":"z"}`, "", `{"a":"a"}`},
+		{`{"a":"Z9"}`, "", `{"a":"Z0"}`},
+		{`{"a":"b","c":"d"}`, "c=x&y", `{"a":"b","c":"x\u0026y"}`},
+		{`{"a":"b"}`, "truncate", `{"a":"b"`},
+	} {
+		out, err := tamperBody([]byte(c.body), c.how)
+		if err != nil || string(out) != c.want {
+			t.Fatalf("%s %q: %s %v, want %s", c.body, c.how, out, err, c.want)
+		}
+	}
+	for _, how := range []string{"nosuch=1", "=1", "garble"} {
+		if _, err := tamperBody([]byte(`{"a":"b"}`), how); err == nil {
+			t.Fatalf("tamper %q accepted", how)
+		}
+	}
 }

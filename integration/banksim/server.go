@@ -52,7 +52,10 @@ const (
 	// TamperCiphertext corrupts the reply ciphertext and then signs it (signature good,
 	// decryption fails).
 	TamperCiphertext Misbehaviour = "tamper-ciphertext"
-	// TamperAfterSign changes the reply body after signing (in-transit tampering).
+	// TamperAfterSign changes the reply body after signing (in-transit tampering): by default
+	// the last letter or digit of the body is replaced by the next one of its class ('9' by
+	// '0', 'z' by 'a'), so a signed timestamp stays a valid time and Base64 stays Base64; the
+	// header X-Banksim-Tamper chooses another tamper (see HeaderTamper).
 	TamperAfterSign Misbehaviour = "tamper-after-sign"
 	// Unsigned sends the reply without any signature.
 	Unsigned Misbehaviour = "unsigned"
@@ -66,6 +69,10 @@ const (
 const (
 	HeaderMisbehave = "X-Banksim-Misbehave"
 	HeaderDelay     = "X-Banksim-Delay"
+	// HeaderTamper chooses the tamper of TamperAfterSign: "NAME=VALUE" sets the top-level
+	// member NAME of the signed JSON reply to the string VALUE (the other bytes unchanged);
+	// "truncate" drops the body's last byte. Absent: the default tamper.
+	HeaderTamper = "X-Banksim-Tamper"
 	// HeaderVerified is set on replies: "ok" or the reason the request was refused.
 	HeaderVerified = "X-Banksim-Request"
 )
@@ -341,7 +348,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h, out, err := s.sealReply(status, ctype, reply, mb)
+	h, out, err := s.sealReply(status, ctype, reply, mb, r.Header.Get(HeaderTamper))
 	if err != nil {
 		http.Error(w, "banksim: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -596,7 +603,8 @@ func (s *Server) mapFields(body []byte, asJSON bool, f func(name, v string) (str
 // ---- reply ----
 
 // sealReply encrypts (when configured) and signs the reply body, applying mb.
-func (s *Server) sealReply(status int, ctype string, body []byte, mb Misbehaviour) (http.Header, []byte, error) {
+// tamper is the HeaderTamper value for TamperAfterSign.
+func (s *Server) sealReply(status int, ctype string, body []byte, mb Misbehaviour, tamper string) (http.Header, []byte, error) {
 	p := &s.opts.Profile
 	h := http.Header{}
 	var err error
@@ -649,23 +657,53 @@ func (s *Server) sealReply(status int, ctype string, body []byte, mb Misbehaviou
 		}
 	}
 	if mb == TamperAfterSign && len(body) > 0 {
-		body = tamperBody(body)
+		if body, err = tamperBody(body, tamper); err != nil {
+			return nil, nil, err
+		}
 	}
 	return h, body, nil
 }
 
-// tamperBody changes one character of a JSON string value (or the last byte).
-func tamperBody(b []byte) []byte {
+// tamperBody applies the tamper how (a HeaderTamper value) to a copy of b.
+//
+// The default replaces the last letter or digit by the next one of its class, wrapping ('9' to
+// '0', 'z' to 'a', 'Z' to 'A'): one byte changes and the body keeps its syntax. (It used to step
+// over a '9' to the character before it: a unionpay-sm2 reply ends with txnTime, and at second
+// 59 that turned "...59" into "...69", not a time, so the reply was refused as malformed instead
+// of as badly signed once a minute.)
+func tamperBody(b []byte, how string) ([]byte, error) {
 	out := append([]byte(nil), b...)
-	for i := len(out) - 3; i > 0; i-- {
-		c := out[i]
-		if (c >= 'a' && c <= 'y') || (c >= 'A' && c <= 'Y') || (c >= '0' && c <= '8') {
-			out[i] = c + 1
-			return out
+	switch name, value, isSet := strings.Cut(how, "="); {
+	case how == "":
+		for i := len(out) - 1; i >= 0; i-- {
+			switch c := out[i]; {
+			case c >= '0' && c <= '9':
+				out[i] = '0' + (c-'0'+1)%10
+			case c >= 'a' && c <= 'z':
+				out[i] = 'a' + (c-'a'+1)%26
+			case c >= 'A' && c <= 'Z':
+				out[i] = 'A' + (c-'A'+1)%26
+			default:
+				continue
+			}
+			return out, nil
 		}
+		out[len(out)-1] ^= 1
+		return out, nil
+	case how == "truncate":
+		return out[:len(out)-1], nil
+	case isSet && name != "":
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(out, &m); err != nil {
+			return nil, fmt.Errorf("tamper %q: reply is not a JSON object", name)
+		}
+		if _, ok := m[name]; !ok {
+			return nil, fmt.Errorf("tamper %q: no such member", name)
+		}
+		m[name], _ = json.Marshal(value)
+		return json.Marshal(m)
 	}
-	out[len(out)-1] ^= 1
-	return out
+	return nil, fmt.Errorf("unknown tamper %q", how)
 }
 
 func flip(sig []byte, raw bool) {
