@@ -1223,6 +1223,7 @@ func init() {
 //		bind_instruction
 //		user_id            <SM2 user ID>
 //		rotation_timeout   <duration>
+//		enroll_store       <directory>
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1263,6 +1264,8 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.UserID)
 		case "rotation_timeout":
 			err = durationArg(d, &h.RotationTimeout)
+		case "enroll_store":
+			err = oneArg(d, &h.EnrollStore)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}
