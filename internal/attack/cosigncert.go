@@ -1,12 +1,17 @@
 package attack
 
 import (
+	"crypto/cipher"
+	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/binary"
 	"errors"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/sm4"
 )
 
 // Attacker helpers for the certificate of a collaborative key (gm_enroll + gm_cosign): what a
@@ -37,4 +42,34 @@ func ResignCSR(der []byte, key *sm2.PrivateKey) ([]byte, error) {
 	}
 	r.Signature = asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}
 	return asn1.Marshal(r)
+}
+
+// OpenCoSignerShare opens a terminal's PIN-sealed collaborative key file (client.CoSigner.Seal:
+// "GMCOSIGN1" | count | salt | len | key ID | joint key | nonce | SM4-GCM(d_1)) with the PIN and
+// returns d_1: what a thief of the phone who also has the PIN holds.
+func OpenCoSignerShare(sealed, pin []byte) ([]byte, error) {
+	const magic = "GMCOSIGN1"
+	if len(sealed) < len(magic)+21 || string(sealed[:len(magic)]) != magic {
+		return nil, errors.New("attack: not a sealed collaborative key")
+	}
+	p := sealed[len(magic):]
+	count := int(binary.BigEndian.Uint32(p))
+	salt, idLen := p[4:20], int(p[20])
+	hdr := len(magic) + 21 + idLen + 65
+	if count > 10_000_000 || len(sealed) < hdr+12+16 {
+		return nil, errors.New("attack: malformed sealed key")
+	}
+	kek, err := pbkdf2.Key(sm3.New, string(pin), salt, count, 16)
+	if err != nil {
+		return nil, err
+	}
+	block, err := sm4.NewCipher(kek)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return aead.Open(nil, sealed[hdr:hdr+12], sealed[hdr+12:], sealed[:hdr])
 }
