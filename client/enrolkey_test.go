@@ -5,8 +5,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +24,7 @@ import (
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/internal/attack"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/sealstore"
 )
@@ -304,4 +310,42 @@ func FuzzOpenEnrolResponse(f *testing.F) {
 			t.Fatal("opened a key that is not the enveloped one")
 		}
 	})
+}
+
+// TestCoSignedCSRTongsuo: Tongsuo (an independent implementation) verifies the proof of
+// possession of a co-signed PKCS#10 request for the joint key, and refuses the same request
+// re-signed by the share d_1 alone.
+func TestCoSignedCSRTongsuo(t *testing.T) {
+	bin := testenv.TongsuoBin(t)
+	cfgFor, _, _ := jointPlatform(t, true)
+	cs, err := EnrollCoSigner(cfgFor("pos-ts"), "pos-ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := newCSR(cs, "POS-7", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := attack.ShareAsKey(cs.current().Bytes())
+	forged, err := attack.ResignCSR(csr, k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	verify := func(der []byte) (string, error) {
+		f := filepath.Join(dir, "req.pem")
+		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "req", "-in", f, "-verify", "-noout", "-vfyopt", "distid:1234567812345678")
+		cmd.Env = append(os.Environ(), "OPENSSL_CONF="+filepath.Join(filepath.Dir(bin), "openssl.cnf"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := verify(csr); err != nil || !strings.Contains(out, "verify OK") {
+		t.Fatalf("tongsuo req -verify of the co-signed request: %v\n%s", err, out)
+	}
+	if out, err := verify(forged); err == nil || !strings.Contains(out, "verify failure") {
+		t.Fatalf("tongsuo verified the request signed by d_1 alone:\n%s", out)
+	}
 }
