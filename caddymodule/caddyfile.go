@@ -1224,6 +1224,7 @@ func init() {
 //		user_id            <SM2 user ID>
 //		rotation_timeout   <duration>
 //		enroll_store       <directory>
+//		enroll_store_key   <vault SM4 key>
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1266,6 +1267,8 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &h.RotationTimeout)
 		case "enroll_store":
 			err = oneArg(d, &h.EnrollStore)
+		case "enroll_store_key":
+			err = oneArg(d, &h.EnrollStoreKey)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}

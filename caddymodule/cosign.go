@@ -87,6 +87,10 @@ type Cosign struct {
 	// co-operation; unreadable: cosign_unavailable. Default none. A certificate session's own
 	// certificate is checked for validity at every request either way.
 	EnrollStore string `json:"enroll_store,omitempty"`
+	// EnrollStoreKey names the vault SM4 key that authenticates enroll_store's records:
+	// gm_enroll's store_key (a record without a valid tag fails closed: cosign_unavailable).
+	// Required with enroll_store, except with the development PKI (default dev-enroll-store).
+	EnrollStoreKey string `json:"enroll_store_key,omitempty"`
 
 	svc    *platform.Service
 	status *keyStatus
@@ -146,6 +150,18 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		return errors.New("gm_cosign: the gmgate audit log is required (gmgate { audit <path> })")
 	}
 	h.status = &keyStatus{dir: h.EnrollStore}
+	if h.EnrollStore != "" {
+		name := h.EnrollStoreKey
+		if name == "" {
+			if app.Dev() == nil {
+				return errors.New("gm_cosign: enroll_store_key required with enroll_store (gm_enroll's store_key)")
+			}
+			name = DevEnrollStoreKey
+		}
+		if h.status.keys, err = app.SealKeys(name); err != nil {
+			return fmt.Errorf("gm_cosign: enroll_store_key %q: %w", name, err)
+		}
+	}
 	cfg := platform.Config{
 		Shares: store, Audit: sink, Auth: h.Auth,
 		PeerCertificate: func(r *http.Request) *smx509.Certificate {
@@ -287,6 +303,7 @@ func cosignCommand(cmd *cobra.Command) {
 // store (enroll.KeyStatus). The store is opened at the first use (validate writes nothing).
 type keyStatus struct {
 	dir   string
+	keys  sealstore.Keys
 	mu    sync.Mutex
 	store *enroll.FileStore
 }
@@ -301,7 +318,7 @@ func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error 
 	}
 	k.mu.Lock()
 	if k.store == nil {
-		st, err := enroll.OpenFileStore(k.dir)
+		st, err := enroll.OpenFileStore(k.dir, k.keys)
 		if err != nil {
 			k.mu.Unlock()
 			return err

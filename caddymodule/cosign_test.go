@@ -15,6 +15,7 @@ import (
 
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -41,6 +42,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			user_id 1234567812345678
 			rotation_timeout 5m
 			enroll_store /var/lib/gmgate/enroll
+			enroll_store_key enroll-store
 		}
 	}
 }`
@@ -48,7 +50,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"enroll_store":"/var/lib/gmgate/enroll","handler":"gm_cosign","lockout":1800000000000,` +
+	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
 		`"rate_per_minute":30,"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
@@ -78,7 +80,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 // certificate, refuses; the session certificate's own revocation record refuses.
 func TestCosignKeyStatus(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "enroll")
-	k := &keyStatus{dir: dir}
+	k := &keyStatus{dir: dir, keys: testpki.NewSealKeys(t, "enroll-store")}
 	root, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "cosign status CA"})
 	if err != nil {
 		t.Fatal(err)

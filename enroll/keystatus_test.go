@@ -9,6 +9,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
+	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
 )
 
@@ -20,7 +21,7 @@ func TestKeyStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenFileStore(filepath.Join(t.TempDir(), "store"))
+	st, err := OpenFileStore(filepath.Join(t.TempDir(), "store"), testpki.NewSealKeys(t, "enroll-store"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,7 @@ http://127.0.0.1:{PORT} {
 			ca_key enroll-ca
 			ca_chain {ROOT}
 			store {SHARED}/enroll
+			store_key enroll-store
 			identities_dir {SHARED}/identities
 			crl_file {SHARED}/crl.pem
 			crl_check_interval 1s
@@ -70,6 +71,7 @@ http://127.0.0.1:{PORT} {
 			burst 100
 			max_failures 20
 			enroll_store {SHARED}/enroll
+			enroll_store_key enroll-store
 		}
 	}
 	route /pay/* {
@@ -115,7 +117,7 @@ func TestCosignEnrolmentRealBinary(t *testing.T) {
 	}
 	tokenKey := randBytes(16)
 	vaultBlock := strings.TrimSuffix(v.Block, "}\n")
-	for name, k := range map[string][]byte{"escrow": randBytes(16), "cosign-seal": randBytes(16), "cosign-token": tokenKey} {
+	for name, k := range map[string][]byte{"escrow": randBytes(16), "enroll-store": randBytes(16), "cosign-seal": randBytes(16), "cosign-token": tokenKey} {
 		f := filepath.Join(shared, name+".sm4")
 		if err := os.WriteFile(f, []byte(hex.EncodeToString(k)), 0o600); err != nil {
 			t.Fatal(err)
@@ -150,10 +152,12 @@ func TestCosignEnrolmentRealBinary(t *testing.T) {
 	}
 	enrolToken := func(cn string) string {
 		t.Helper()
+		cmd := exec.Command(gmgateBin(t), "enroll", "token", "--config", cfgFile, "--profile", "terminal", "--cn", cn, "--ttl", "1h", "--json")
+		cmd.Env = env
+		out, err := cmd.Output() // the JSON on stdout; logs go to stderr
 		var tok struct{ Token string }
-		out := gm("enroll", "token", "--store", filepath.Join(shared, "enroll"), "--profile", "terminal", "--cn", cn, "--ttl", "1h", "--json")
-		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
-			t.Fatalf("token output %q: %v", out, err)
+		if err != nil || json.Unmarshal(out, &tok) != nil || tok.Token == "" {
+			t.Fatalf("gmgate enroll token: %v: %q", err, out)
 		}
 		return tok.Token
 	}

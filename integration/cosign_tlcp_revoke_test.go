@@ -119,8 +119,7 @@ func TestCosignTLCPSessionRevoked(t *testing.T) {
 	}
 	ctx := context.Background()
 	e := &client.Enroller{BaseURL: plain + "/.well-known/est", Roots: []*smx509.Certificate{dev.Root.Cert}}
-	st := filepath.Join(dir, "enroll")
-	tok := enrolTokenCLI(t, st, "POS-0077")
+	tok := enrolTokenCLI(t, filepath.Join(inst.dir, "Caddyfile"), "POS-0077")
 	pair, err := e.EnrollKey(ctx, tok, "POS-0077", nil, cs)
 	if err != nil {
 		t.Fatalf("enrol: %v\n%s", err, inst.out)
@@ -174,10 +173,10 @@ func TestCosignTLCPSessionRevoked(t *testing.T) {
 	}
 }
 
-// enrolTokenCLI issues a one-time enrolment token with `gmgate enroll token`.
-func enrolTokenCLI(t *testing.T, store, cn string) string {
+// enrolTokenCLI issues a one-time enrolment token with `gmgate enroll token` on the server's config.
+func enrolTokenCLI(t *testing.T, config, cn string) string {
 	t.Helper()
-	out, err := exec.Command(gmgateBin(t), "enroll", "token", "--store", store, "--profile", "terminal", "--cn", cn, "--ttl", "1h", "--json").CombinedOutput()
+	out, err := exec.Command(gmgateBin(t), "enroll", "token", "--config", config, "--profile", "terminal", "--cn", cn, "--ttl", "1h", "--json").Output()
 	var tok struct{ Token string }
 	if err != nil || json.Unmarshal(out, &tok) != nil || tok.Token == "" {
 		t.Fatalf("gmgate enroll token: %v\n%s", err, out)
