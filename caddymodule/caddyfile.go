@@ -1231,6 +1231,8 @@ func init() {
 //		bind_instruction
 //		user_id            <SM2 user ID>
 //		rotation_timeout   <duration>
+//		enroll_store       <directory>
+//		enroll_store_key   <vault SM4 key>
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1271,6 +1273,10 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.UserID)
 		case "rotation_timeout":
 			err = durationArg(d, &h.RotationTimeout)
+		case "enroll_store":
+			err = oneArg(d, &h.EnrollStore)
+		case "enroll_store_key":
+			err = oneArg(d, &h.EnrollStoreKey)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}

@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gmgate/gmgate/cosign/platform"
+	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
@@ -76,8 +79,21 @@ type Cosign struct {
 	// until then the old share stays current and a second rotation is refused; after it the
 	// pending share is discarded.
 	RotationTimeout caddy.Duration `json:"rotation_timeout,omitempty"`
+	// EnrollStore is gm_enroll's store directory (its store option; shared storage with
+	// several instances). When set, a co-operation (all but keygen) for a joint key whose
+	// newest certificate there is revoked, expired or not yet valid is refused
+	// (cosign_cert_revoked, cosign_cert_expired), by token and certificate sessions alike; a
+	// key with no certificate yet (before its first enrolment) is served. Opened at the first
+	// co-operation; unreadable: cosign_unavailable. Default none. A certificate session's own
+	// certificate is checked for validity at every request either way.
+	EnrollStore string `json:"enroll_store,omitempty"`
+	// EnrollStoreKey names the vault SM4 key that authenticates enroll_store's records:
+	// gm_enroll's store_key (a record without a valid tag fails closed: cosign_unavailable).
+	// Required with enroll_store, except with the development PKI (default dev-enroll-store).
+	EnrollStoreKey string `json:"enroll_store_key,omitempty"`
 
 	svc    *platform.Service
+	status *keyStatus
 	logger *zap.Logger
 }
 
@@ -133,6 +149,19 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 	if sink == nil {
 		return errors.New("gm_cosign: the gmgate audit log is required (gmgate { audit <path> })")
 	}
+	h.status = &keyStatus{dir: h.EnrollStore}
+	if h.EnrollStore != "" {
+		name := h.EnrollStoreKey
+		if name == "" {
+			if app.Dev() == nil {
+				return errors.New("gm_cosign: enroll_store_key required with enroll_store (gm_enroll's store_key)")
+			}
+			name = DevEnrollStoreKey
+		}
+		if h.status.keys, err = app.SealKeys(name); err != nil {
+			return fmt.Errorf("gm_cosign: enroll_store_key %q: %w", name, err)
+		}
+	}
 	cfg := platform.Config{
 		Shares: store, Audit: sink, Auth: h.Auth,
 		PeerCertificate: func(r *http.Request) *smx509.Certificate {
@@ -146,6 +175,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		FreshnessWindow: time.Duration(h.PointWindow), FreshnessMax: h.MaxPoints,
 		BindInstruction: h.BindInstruction, BindUserID: h.UserID,
 		RotationTimeout: time.Duration(h.RotationTimeout),
+		CertStatus:      h.status.check,
 		RequestID:       func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
 		Observe: func(op string, code refusal.Code, d time.Duration) {
 			if op == "" {
@@ -266,6 +296,55 @@ func cosignCommand(cmd *cobra.Command) {
 	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt, rotate (rotate and confirm a share rotation)")
 	token.Flags().Duration("ttl", 5*time.Minute, "validity (at most gm_cosign's max_token_lifetime)")
 	cmd.AddCommand(list, destroy, token)
+}
+
+// keyStatus is gm_cosign's certificate check (platform.Config.CertStatus): the session
+// certificate's validity, and with enroll_store the joint key's newest pair in gm_enroll's
+// store (enroll.KeyStatus). The store is opened at the first use (validate writes nothing).
+type keyStatus struct {
+	dir   string
+	keys  sealstore.Keys
+	mu    sync.Mutex
+	store *enroll.FileStore
+}
+
+func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error {
+	now := time.Now()
+	if peer != nil && (now.Before(peer.NotBefore) || now.After(peer.NotAfter)) {
+		return platform.ErrCertExpired
+	}
+	if k.dir == "" {
+		return nil
+	}
+	k.mu.Lock()
+	if k.store == nil {
+		st, err := enroll.OpenFileStore(k.dir, k.keys)
+		if err != nil {
+			k.mu.Unlock()
+			return err
+		}
+		k.store = st
+	}
+	st := k.store
+	k.mu.Unlock()
+	if peer != nil {
+		switch rec, err := st.Cert(strings.ToLower(peer.SerialNumber.Text(16))); {
+		case err == nil && rec.Revoked:
+			return platform.ErrCertRevoked
+		case err != nil && !errors.Is(err, enroll.ErrNotFound):
+			return err
+		}
+	}
+	switch _, err := enroll.KeyStatus(st, pub, now); {
+	case err == nil, errors.Is(err, enroll.ErrNotFound):
+		return nil // valid, or no certificate yet (the key's first enrolment is co-signed)
+	case errors.Is(err, enroll.ErrKeyRevoked):
+		return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
+	case errors.Is(err, enroll.ErrKeyExpired):
+		return fmt.Errorf("%w: %v", platform.ErrCertExpired, err)
+	default:
+		return err
+	}
 }
 
 // Interface guards

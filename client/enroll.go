@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -27,7 +28,8 @@ import (
 )
 
 // Enroller obtains and renews a terminal's dual certificate from a gm_enroll endpoint
-// (docs/enrolment.md). The signing key is generated here and never leaves the terminal; the
+// (docs/enrolment.md). The signing key is generated here (Enroll) or is the terminal's own
+// (EnrollKey: a collaborative CoSigner, a vault key) and never leaves the terminal; the
 // encryption key arrives enveloped to it (GM/T 0092 CSRResponse with a GB/T 35276
 // SM2EnvelopedKey), and a pair is accepted only when it chains to Roots, has the right key
 // usages, and its encryption key matches its encryption certificate.
@@ -45,7 +47,7 @@ type Enroller struct {
 
 // EnrolledPair is a terminal's dual certificate with both private keys.
 type EnrolledPair struct {
-	Sign *Identity // signing certificate and key (*sm2.PrivateKey)
+	Sign *Identity // signing certificate and key (*sm2.PrivateKey, or the key given to EnrollKey)
 	Enc  *Identity // encryption certificate and key (*sm2.PrivateKey)
 	// Serial is the signing certificate's serial (hex), the pair's name at the server.
 	Serial string
@@ -69,10 +71,23 @@ var ErrEnrolResponse = errors.New("client: enrolment response does not verify")
 // maxEnrolResponse bounds a response body.
 const maxEnrolResponse = 1 << 20
 
-// Enroll generates a signing key, sends a request for commonName (and dnsNames) authorised by
-// the one-time token, and returns the verified pair.
+// Enroll generates a software signing key (*sm2.PrivateKey), sends a request for commonName
+// (and dnsNames) authorised by the one-time token, and returns the verified pair.
 func (e *Enroller) Enroll(ctx context.Context, token, commonName string, dnsNames []string) (*EnrolledPair, error) {
-	key, csr, err := newCSR(commonName, dnsNames)
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return e.EnrollKey(ctx, token, commonName, dnsNames, key)
+}
+
+// EnrollKey is Enroll with the terminal's own signing key: a crypto.Signer with an SM2 public
+// key that is also a crypto.Decrypter for it (a *sm2.PrivateKey, a *CoSigner, a vault key). The
+// PKCS#10 request is signed through key (with a CoSigner: co-signed through gm_cosign, so the
+// proof of possession needs both shares) and the encryption key delivered enveloped to key's
+// public key is opened through it (with a CoSigner: collaborative decryption).
+func (e *Enroller) EnrollKey(ctx context.Context, token, commonName string, dnsNames []string, key crypto.Signer) (*EnrolledPair, error) {
+	csr, err := newCSR(key, commonName, dnsNames)
 	if err != nil {
 		return nil, err
 	}
@@ -84,14 +99,41 @@ func (e *Enroller) Enroll(ctx context.Context, token, commonName string, dnsName
 	return e.pair(req, key)
 }
 
-// Reenroll renews cur with a fresh signing key, authorised by a request signed with cur's
-// signing key. cur stays usable: the caller switches to the returned pair once it works.
+// Reenroll renews cur, authorised by a request signed with cur's signing key. A software key
+// (*sm2.PrivateKey) is replaced by a fresh one (re-key); any other key (a *CoSigner, a vault
+// key) is renewed for the same public key, since the terminal cannot generate one alone: a
+// collaborative key keeps its joint key, whose shares rotate instead (CoSigner.Rotate). Use
+// ReenrollKey for a new collaborative key. cur stays usable: the caller switches to the
+// returned pair once it works.
 func (e *Enroller) Reenroll(ctx context.Context, cur *EnrolledPair) (*EnrolledPair, error) {
-	key, csr, err := newCSR(cur.Sign.Certificate.Subject.CommonName, cur.Sign.Certificate.DNSNames)
+	return e.ReenrollKey(ctx, cur, nil)
+}
+
+// ReenrollKey renews cur for key (nil: Reenroll's choice), authorised by a request signed with
+// cur's signing key; key must be able to enrol (EnrollKey).
+func (e *Enroller) ReenrollKey(ctx context.Context, cur *EnrolledPair, key crypto.Signer) (*EnrolledPair, error) {
+	if cur == nil || cur.Sign == nil || cur.Sign.Certificate == nil {
+		return nil, ErrNoPair
+	}
+	curKey, ok := cur.Sign.Key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("client: the current pair's signing key is not a crypto.Signer")
+	}
+	if key == nil {
+		key = curKey
+		if _, software := curKey.(*sm2.PrivateKey); software {
+			k, err := sm2.GenerateKey(rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			key = k
+		}
+	}
+	csr, err := newCSR(key, cur.Sign.Certificate.Subject.CommonName, cur.Sign.Certificate.DNSNames)
 	if err != nil {
 		return nil, err
 	}
-	req, err := e.signed(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr), cur.Sign.Key.(*sm2.PrivateKey), cur.Serial)
+	req, err := e.signed(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr), curKey, cur.Serial)
 	if err != nil {
 		return nil, err
 	}
@@ -99,9 +141,13 @@ func (e *Enroller) Reenroll(ctx context.Context, cur *EnrolledPair) (*EnrolledPa
 }
 
 // Download fetches the pair last issued for signKey (after a lost enrolment answer),
-// authorised by a request signed with that key.
-func (e *Enroller) Download(ctx context.Context, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
-	spki, err := smx509.MarshalPKIXPublicKey(&signKey.PublicKey)
+// authorised by a request signed with that key, and opens it with signKey (which must be a
+// crypto.Decrypter too, as for EnrollKey).
+func (e *Enroller) Download(ctx context.Context, signKey crypto.Signer) (*EnrolledPair, error) {
+	if _, _, err := enrolKey(signKey); err != nil {
+		return nil, err
+	}
+	spki, err := smx509.MarshalPKIXPublicKey(signKey.Public())
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +161,8 @@ func (e *Enroller) Download(ctx context.Context, signKey *sm2.PrivateKey) (*Enro
 
 // Revoke asks the server to revoke cur (e.g. the terminal is decommissioned).
 func (e *Enroller) Revoke(ctx context.Context, cur *EnrolledPair) error {
-	req, err := e.signed(ctx, enroll.OpRevoke, "application/json", []byte(`{}`), cur.Sign.Key.(*sm2.PrivateKey), cur.Serial)
+	key, _ := cur.Sign.Key.(crypto.Signer)
+	req, err := e.signed(ctx, enroll.OpRevoke, "application/json", []byte(`{}`), key, cur.Serial)
 	if err != nil {
 		return err
 	}
@@ -130,16 +177,16 @@ func pkiSKI(spki []byte) string {
 
 func encodeB64(der []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(der)) }
 
-func newCSR(cn string, dns []string) (*sm2.PrivateKey, []byte, error) {
-	key, err := sm2.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, nil, err
+// newCSR is the PKCS#10 request for key, signed through it (proof of possession).
+func newCSR(key crypto.Signer, cn string, dns []string) ([]byte, error) {
+	if _, _, err := enrolKey(key); err != nil {
+		return nil, err
 	}
 	csr, err := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: certificate request: %w", err)
+		return nil, fmt.Errorf("client: certificate request: %w", err)
 	}
-	return key, csr, nil
+	return csr, nil
 }
 
 func (e *Enroller) now() time.Time {
@@ -163,9 +210,9 @@ func (e *Enroller) request(ctx context.Context, op, ctype string, body []byte) (
 }
 
 // signed builds a request signed with http-sig-sm2 (enroll.RequestScheme) by key, keyid keyID.
-func (e *Enroller) signed(ctx context.Context, op, ctype string, body []byte, key *sm2.PrivateKey, keyID string) (*http.Request, error) {
+func (e *Enroller) signed(ctx context.Context, op, ctype string, body []byte, key crypto.Signer, keyID string) (*http.Request, error) {
 	if key == nil {
-		return nil, errors.New("client: enrolment needs the signing key as *sm2.PrivateKey")
+		return nil, errors.New("client: enrolment needs the signing key as a crypto.Signer")
 	}
 	req, err := e.request(ctx, op, ctype, body)
 	if err != nil {
@@ -208,7 +255,7 @@ func (e *Enroller) do(req *http.Request) ([]byte, error) {
 }
 
 // pair sends req and verifies the issued pair for signKey.
-func (e *Enroller) pair(req *http.Request, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
+func (e *Enroller) pair(req *http.Request, signKey crypto.Signer) (*EnrolledPair, error) {
 	body, err := e.do(req)
 	if err != nil {
 		return nil, err
@@ -220,19 +267,25 @@ func (e *Enroller) pair(req *http.Request, signKey *sm2.PrivateKey) (*EnrolledPa
 	return e.openPair(&r, signKey)
 }
 
-// openPair opens the GM/T 0092 CSRResponse with the signing key and checks the pair.
-func (e *Enroller) openPair(r *enroll.Response, signKey *sm2.PrivateKey) (*EnrolledPair, error) {
+// openPair checks the GM/T 0092 CSRResponse's pair (chain to Roots, usages, the signing
+// certificate is signKey's) and only then opens the enveloped encryption key through signKey
+// (for a CoSigner a co-decryption at gm_cosign: never spent on an unverified answer).
+func (e *Enroller) openPair(r *enroll.Response, signKey crypto.Signer) (*EnrolledPair, error) {
+	signPub, dec, err := enrolKey(signKey)
+	if err != nil {
+		return nil, err
+	}
 	if len(r.CSRResponse) == 0 {
 		return nil, fmt.Errorf("%w: no CSRResponse", ErrEnrolResponse)
 	}
-	cr, err := smx509.ParseCSRResponse(signKey, r.CSRResponse)
+	cr, err := parseCSRResponse(r.CSRResponse)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
 	}
-	if cr.EncryptPrivateKey == nil || len(cr.SignCerts) == 0 || len(cr.EncryptCerts) == 0 {
-		return nil, fmt.Errorf("%w: incomplete CSRResponse", ErrEnrolResponse)
+	sign, enc := cr.sign, cr.enc
+	if !signPub.Equal(sign.PublicKey) {
+		return nil, fmt.Errorf("%w: the signing certificate is not for this terminal's key", ErrEnrolResponse)
 	}
-	sign, enc := cr.SignCerts[0], cr.EncryptCerts[0]
 	if len(e.Roots) == 0 {
 		return nil, fmt.Errorf("%w: Enroller.Roots is empty", ErrEnrolResponse)
 	}
@@ -262,9 +315,17 @@ func (e *Enroller) openPair(r *enroll.Response, signKey *sm2.PrivateKey) (*Enrol
 	if !bytes.Equal(sign.RawSubject, enc.RawSubject) {
 		return nil, fmt.Errorf("%w: the two certificates name different subjects", ErrEnrolResponse)
 	}
+	encKey, err := openEnvelopedKey(dec, cr.envelope)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
+	}
+	if !encKey.PublicKey.Equal(enc.PublicKey) {
+		encKey.D.SetInt64(0)
+		return nil, fmt.Errorf("%w: the encryption key does not match the encryption certificate", ErrEnrolResponse)
+	}
 	return &EnrolledPair{
 		Sign:   &Identity{Certificate: sign, Chain: inter, Key: signKey},
-		Enc:    &Identity{Certificate: enc, Chain: inter, Key: cr.EncryptPrivateKey},
+		Enc:    &Identity{Certificate: enc, Chain: inter, Key: encKey},
 		Serial: strings.ToLower(sign.SerialNumber.Text(16)),
 	}, nil
 }
@@ -274,7 +335,7 @@ func sm3Sum(b []byte) [32]byte { return sm3.Sum(b) }
 // AdminRevoke revokes the pair whose signing certificate has serial (hex), as the administrator
 // name (keyid "admin:<name>", the common name of its certificate in gm_enroll's admin_certs),
 // signing with adminKey.
-func (e *Enroller) AdminRevoke(ctx context.Context, name string, adminKey *sm2.PrivateKey, serial string) error {
+func (e *Enroller) AdminRevoke(ctx context.Context, name string, adminKey crypto.Signer, serial string) error {
 	body, _ := json.Marshal(enroll.RevokeRequest{Serial: serial})
 	req, err := e.signed(ctx, enroll.OpRevoke, "application/json", body, adminKey, "admin:"+name)
 	if err != nil {
@@ -287,8 +348,12 @@ func (e *Enroller) AdminRevoke(ctx context.Context, name string, adminKey *sm2.P
 // AdminRecover recovers the escrowed encryption key of the pair with serial (signing or
 // encryption certificate, hex): the server envelopes it to adminKey's public key; it is opened
 // here and checked against the encryption certificate. The recovery is an audit entry at the
-// server.
-func (e *Enroller) AdminRecover(ctx context.Context, name string, adminKey *sm2.PrivateKey, serial string) (*sm2.PrivateKey, *smx509.Certificate, error) {
+// server. adminKey must be a crypto.Decrypter too (a *sm2.PrivateKey, a vault key).
+func (e *Enroller) AdminRecover(ctx context.Context, name string, adminKey crypto.Signer, serial string) (*sm2.PrivateKey, *smx509.Certificate, error) {
+	_, dec, err := enrolKey(adminKey)
+	if err != nil {
+		return nil, nil, err
+	}
 	body, _ := json.Marshal(enroll.RecoverRequest{Serial: serial})
 	req, err := e.signed(ctx, enroll.OpRecover, "application/json", body, adminKey, "admin:"+name)
 	if err != nil {
@@ -306,7 +371,7 @@ func (e *Enroller) AdminRecover(ctx context.Context, name string, adminKey *sm2.
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)
 	}
-	key, err := sm2.ParseEnvelopedPrivateKey(adminKey, rk.EnvelopedKey)
+	key, err := openEnvelopedKey(dec, rk.EnvelopedKey)
 	if err != nil || !key.PublicKey.Equal(enc.PublicKey) {
 		return nil, nil, fmt.Errorf("%w: recovered key does not open or does not match", ErrEnrolResponse)
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"sync"
 	"time"
@@ -14,9 +15,18 @@ import (
 // certificate renews only once at the server: a pair issued but not yet accepted by Check is
 // kept (pending) and checked again rather than renewed again; persist it with OnIssued, or a
 // restart between issuance and acceptance needs a new enrolment token.
+//
+// The renewed pair's signing key is NewKey's; by default a software key (*sm2.PrivateKey) is
+// replaced by a fresh one and any other key (a collaborative CoSigner, a vault key) is renewed
+// for the same public key (Enroller.Reenroll): a joint key keeps its public key across
+// renewals, and its shares are refreshed by CoSigner.Rotate instead.
 type Renewer struct {
 	// Enroller talks to gm_enroll. Required.
 	Enroller *Enroller
+	// NewKey, when set, returns the signing key the renewed pair is issued for (e.g. a new
+	// collaborative key from EnrollCoSigner, for a re-key). It must be able to enrol (a
+	// crypto.Decrypter too). Called once per issuance; nil: Enroller.Reenroll's choice.
+	NewKey func(ctx context.Context, cur *EnrolledPair) (crypto.Signer, error)
 	// RenewBefore is how long before NotAfter renewal starts. Default: a third of the
 	// certificate's lifetime.
 	RenewBefore time.Duration
@@ -94,8 +104,16 @@ func (r *Renewer) RenewIfDue(ctx context.Context) (bool, error) {
 		return false, ErrNoPair
 	}
 	if next == nil {
+		var key crypto.Signer
+		if r.NewKey != nil {
+			k, err := r.NewKey(ctx, cur)
+			if err != nil {
+				return false, err
+			}
+			key = k
+		}
 		var err error
-		if next, err = r.Enroller.Reenroll(ctx, cur); err != nil {
+		if next, err = r.Enroller.ReenrollKey(ctx, cur, key); err != nil {
 			return false, err
 		}
 		// A certificate renews once: keep the new pair even if its check fails, and check

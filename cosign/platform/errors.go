@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/gmgate/gmgate/refusal"
@@ -22,6 +23,8 @@ const (
 	CodeRotationPending  refusal.Code = "cosign_rotation_pending"
 	CodeRotationUnknown  refusal.Code = "cosign_rotation_unknown"
 	CodeRotationMismatch refusal.Code = "cosign_rotation_mismatch"
+	CodeCertRevoked      refusal.Code = "cosign_cert_revoked"
+	CodeCertExpired      refusal.Code = "cosign_cert_expired"
 	CodeUnavailable      refusal.Code = "cosign_unavailable"
 	CodeInternal         refusal.Code = "cosign_internal"
 )
@@ -42,8 +45,28 @@ var Refusals = refusal.NewCatalog("cosign", CodeInternal, "",
 	refusal.Def{Code: CodeRotationPending, Status: http.StatusConflict, Message: "a rotation of this key is already pending"},
 	refusal.Def{Code: CodeRotationUnknown, Status: http.StatusConflict, Message: "no such pending rotation (expired or already confirmed)"},
 	refusal.Def{Code: CodeRotationMismatch, Status: http.StatusBadRequest, Message: "request does not match the pending rotation"},
+	refusal.Def{Code: CodeCertRevoked, Status: http.StatusForbidden, Message: "the key's certificate is revoked"},
+	refusal.Def{Code: CodeCertExpired, Status: http.StatusForbidden, Message: "the key's certificate is expired or not yet valid"},
 	refusal.Def{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "co-operation is unavailable now"},
 	refusal.Def{Code: CodeInternal, Status: http.StatusInternalServerError, Message: "internal error"},
 )
+
+// ErrCertRevoked and ErrCertExpired are what Config.CertStatus wraps to refuse a key whose
+// certificate is revoked, or expired / not yet valid.
+var (
+	ErrCertRevoked = errors.New("cosign: the key's certificate is revoked")
+	ErrCertExpired = errors.New("cosign: the key's certificate is expired or not yet valid")
+)
+
+// certRefusal maps a CertStatus error to its refusal; anything unknown fails closed.
+func certRefusal(err error) error {
+	switch {
+	case errors.Is(err, ErrCertRevoked):
+		return refuse(CodeCertRevoked, err)
+	case errors.Is(err, ErrCertExpired):
+		return refuse(CodeCertExpired, err)
+	}
+	return refuse(CodeUnavailable, err)
+}
 
 func refuse(c refusal.Code, cause error) error { return &refusal.Error{Code: c, Cause: cause} }

@@ -87,6 +87,14 @@ type Config struct {
 	BindInstruction bool
 	// BindUserID is the SM2 user ID of the binding (default 1234567812345678).
 	BindUserID string
+	// CertStatus, when set, is asked before every co-operation but keygen whether the joint
+	// key may still be used: pub is the joint key, peer the session's client certificate when
+	// the session is authenticated by it (nil for a token session). nil goes on; an error
+	// wrapping ErrCertRevoked or ErrCertExpired refuses (cosign_cert_revoked,
+	// cosign_cert_expired); any other error refuses with cosign_unavailable (fail closed). The
+	// Caddy adapter checks the key's newest pair in gm_enroll's store and the session
+	// certificate's validity (enroll_store).
+	CertStatus func(pub *ecdsa.PublicKey, peer *smx509.Certificate) error
 	// RotationTimeout is how long a started rotation may be confirmed (default 10m); until then
 	// a second rotation of the key is refused, after it the pending share is discarded.
 	RotationTimeout time.Duration
@@ -281,7 +289,7 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 	resp, rec, err := s.do(r, op, req, now)
 	if err != nil {
 		switch Refusals.Of(err) {
-		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending:
+		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending, CodeCertRevoked, CodeCertExpired:
 			// not the terminal's fault (or not a guessing attempt): no lockout count
 		default:
 			s.guard.fail(req.KeyID, now)
@@ -333,6 +341,16 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	if !byToken {
 		if err := s.authCert(r, pub); err != nil {
 			return nil, rec, err
+		}
+	}
+	if s.cfg.CertStatus != nil {
+		// a revoked or expired terminal gets no co-operation, whatever its session
+		var peer *smx509.Certificate
+		if !byToken {
+			peer = s.cfg.PeerCertificate(r)
+		}
+		if err := s.cfg.CertStatus(pub, peer); err != nil {
+			return nil, rec, certRefusal(err)
 		}
 	}
 	if op != OpSign && op != OpConfirm && req.RotationID != nil {
