@@ -63,7 +63,9 @@ type ReplayGuard struct {
 	// ErrReplayStoreFull.
 	FailOpen bool
 	// ClockSkew is the tolerance between the signer's clock and the gateway's when a message
-	// states its own expiry (http-sig-sm2 "expires"). Default DefaultClockSkew (30s).
+	// states its own expiry (http-sig-sm2 "expires"), and between the clocks of the gateway
+	// instances (and the store) sharing the nonces: a nonce is kept 2 × Window + ClockSkew.
+	// Default DefaultClockSkew (30s).
 	ClockSkew time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
@@ -95,6 +97,15 @@ func (g *ReplayGuard) CheckExpiry(expires time.Time) error {
 	return nil
 }
 
+// retention is how long a nonce is remembered: 2 × Window + ClockSkew.
+func (g *ReplayGuard) retention() time.Duration {
+	skew := g.ClockSkew
+	if skew <= 0 {
+		skew = DefaultClockSkew
+	}
+	return 2*g.window() + skew
+}
+
 func (g *ReplayGuard) window() time.Duration {
 	if g.Window > 0 {
 		return g.Window
@@ -107,9 +118,11 @@ func (g *ReplayGuard) window() time.Duration {
 // ErrTimestampOutOfWindow, ErrNonceInvalid, ErrReplay, ErrReplayStoreFull or an
 // error wrapping ErrReplayStoreUnavailable.
 //
-// Nonces are remembered for twice the window: a timestamp accepted now stays
-// acceptable until ts+Window, which is at most now+2*Window, and clocks of
-// gateway instances sharing a store may differ.
+// Nonces are remembered for twice the window plus ClockSkew: a timestamp
+// accepted now stays acceptable until ts+Window, which is at most now+2*Window
+// (inclusive: the nonce must outlive that instant), and an instance sharing the
+// store whose clock is behind this one keeps accepting it for as long as the
+// clocks differ.
 func (g *ReplayGuard) Check(ctx context.Context, keyID, nonce string, ts time.Time) error {
 	if len(nonce) == 0 || len(nonce) > MaxNonceLen || len(keyID) > MaxKeyIDLen {
 		return ErrNonceInvalid
@@ -126,7 +139,7 @@ func (g *ReplayGuard) Check(ctx context.Context, keyID, nonce string, ts time.Ti
 	if g.Store == nil {
 		return fmt.Errorf("%w: no store configured", ErrReplayStoreUnavailable)
 	}
-	err := g.Store.CheckAndStore(ctx, keyID, nonce, 2*w)
+	err := g.Store.CheckAndStore(ctx, keyID, nonce, g.retention())
 	switch {
 	case err == nil:
 		return nil
