@@ -67,6 +67,12 @@ type ReplayGuard struct {
 	// instances (and the store) sharing the nonces: a nonce is kept 2 × Window + ClockSkew.
 	// Default DefaultClockSkew (30s).
 	ClockSkew time.Duration
+	// MinRetention, when set, returns a lower bound of how long a nonce is kept: the longest
+	// retention of the guards sharing the store. A guard with a shorter window would otherwise
+	// forget a nonce while a guard with a longer window still accepts its timestamp, and a
+	// signature that does not name the site (form-sm2 and unionpay-sm2 sign no path,
+	// wechatpay-v3-sm2 no host) would be accepted there once more. Default: none.
+	MinRetention func() time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// OnStoreError, if set, is called with every store error (including those
@@ -103,7 +109,11 @@ func (g *ReplayGuard) retention() time.Duration {
 	if skew <= 0 {
 		skew = DefaultClockSkew
 	}
-	return 2*g.window() + skew
+	r := 2*g.window() + skew
+	if g.MinRetention != nil {
+		r = max(r, g.MinRetention())
+	}
+	return r
 }
 
 func (g *ReplayGuard) window() time.Duration {
