@@ -87,17 +87,18 @@ type Verify struct {
 	// when configured.
 	Audit *VerifyAuditConfig `json:"audit,omitempty"`
 
-	verifier    *gateway.Verifier
-	scheme      signing.Scheme
-	reply       *gateway.ReplySigner
-	sealReply   bool
-	store       gateway.ReplayStore
-	storeHolder int                // holder number in memoryReplayStores when store is the shared memory store
-	inflight    *atomic.Int64      // requests being served, so that Cleanup does not close what they use
-	verifiedOK  prometheus.Counter // verifyResults{scheme, "ok"}, resolved once (not per request)
-	ownAudit    *deferredAudit     // gm_verify's own audit log (shared across reloads), or nil
-	releases    []func()           // expiry reporting, stopped at Cleanup
-	logger      *zap.Logger
+	verifier        *gateway.Verifier
+	scheme          signing.Scheme
+	reply           *gateway.ReplySigner
+	sealReply       bool
+	store           gateway.ReplayStore
+	storeHolder     int                // holder number in memoryReplayStores when store is the shared memory store
+	retentionHolder int                // holder number in replayRetentions
+	inflight        *atomic.Int64      // requests being served, so that Cleanup does not close what they use
+	verifiedOK      prometheus.Counter // verifyResults{scheme, "ok"}, resolved once (not per request)
+	ownAudit        *deferredAudit     // gm_verify's own audit log (shared across reloads), or nil
+	releases        []func()           // expiry reporting, stopped at Cleanup
+	logger          *zap.Logger
 }
 
 // SchemeOptions are the settings of a signature scheme (each scheme ignores those it does not use).
@@ -521,6 +522,12 @@ func (h *Verify) replayGuard() (*gateway.ReplayGuard, error) {
 		return nil, fmt.Errorf("unknown store %q (memory, redis)", rc.Store)
 	}
 	g.Store = h.store
+	w := g.Window
+	if w <= 0 {
+		w = gateway.DefaultReplayWindow
+	}
+	h.retentionHolder = holdRetention(2*w + gateway.DefaultClockSkew)
+	g.MinRetention = minRetention
 	return g, nil
 }
 
@@ -557,6 +564,10 @@ func (h *Verify) Cleanup() error {
 // release lets go of the replay store and the handler's own audit log.
 func (h *Verify) release() error {
 	var errs []error
+	if h.retentionHolder != 0 {
+		releaseRetention(h.retentionHolder)
+		h.retentionHolder = 0
+	}
 	switch {
 	case h.storeHolder != 0:
 		ms, _ := h.store.(*gateway.MemoryReplayStore)

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -90,3 +92,33 @@ func releaseMemoryReplayStore(holder int, st *gateway.MemoryReplayStore) error {
 	_, err := memoryReplayStores.Delete(memoryReplayKey)
 	return err
 }
+
+// replayRetentions holds the nonce retention (2 × window + skew, in nanoseconds) of every live
+// gm_verify of the process, and longestRetention the largest: every guard keeps its nonces at
+// least that long (gateway.ReplayGuard.MinRetention). Sites with different windows share their
+// nonces (the memory store, or one Redis); without the floor a request accepted by a site with a
+// short window could be replayed, once its nonce was forgotten, to a site with a longer window
+// that accepts the same signature.
+var (
+	replayRetentions = &memoryBounds{by: map[int]int{}}
+	longestRetention atomic.Int64
+)
+
+// holdRetention records a handler's retention and returns its holder number.
+func holdRetention(r time.Duration) int {
+	b := replayRetentions
+	b.mu.Lock()
+	b.next++
+	holder := b.next
+	b.mu.Unlock()
+	longestRetention.Store(int64(b.set(holder, int(r))))
+	return holder
+}
+
+// releaseRetention forgets holder's retention.
+func releaseRetention(holder int) {
+	longestRetention.Store(int64(replayRetentions.set(holder, 0)))
+}
+
+// minRetention is every guard's gateway.ReplayGuard.MinRetention.
+func minRetention() time.Duration { return time.Duration(longestRetention.Load()) }

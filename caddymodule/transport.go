@@ -132,8 +132,10 @@ type ChannelTLCP struct {
 	// when the bank still knows the session). Default 64; negative: off.
 	SessionCacheSize int `json:"session_cache_size,omitempty"`
 	// CRLs are CRL files (PEM or DER) of the bank's CAs, checked for every certificate of the
-	// bank's verified chain on every full handshake and again before a cached session is resumed
-	// (a revoked or expired bank certificate ends resumption too); reloaded when they change.
+	// bank's verified chains (signing and encryption) on every full handshake and again before
+	// a cached session is resumed (a revoked or expired bank certificate ends resumption too),
+	// and for the bank's reply-signing certificates (bank_cert) when a reply names them (at most
+	// 30s after the last check); reloaded when they change.
 	CRLs []string `json:"crls,omitempty"`
 
 	releases []func() // expiry reporting of its CRLs, stopped at the transport's Cleanup
@@ -155,7 +157,8 @@ type ChannelTLS13SM struct {
 	// negative: off.
 	SessionCacheSize int `json:"session_cache_size,omitempty"`
 	// CRLs are CRL files of the bank's CAs, checked on every full handshake and before a
-	// ticket is used; reloaded when they change.
+	// ticket is used, and for the bank's reply-signing certificates (bank_cert) when a reply
+	// names them (at most 30s after the last check); reloaded when they change.
 	CRLs []string `json:"crls,omitempty"`
 }
 
@@ -254,6 +257,25 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 	t.releases = append(t.releases,
 		trackCertificates("gm_channel", "bank", t.Bank, bankCerts),
 		trackCertificates("gm_channel", "bank_root", t.Bank, bankRoots))
+	// The link's CRLs (tlcp/tls13sm crls, the bank's CAs) also cover the bank's reply-signing
+	// certificates: the channel verifies them again when a reply names them.
+	var bankCRLFiles []string
+	if t.TLCP != nil {
+		bankCRLFiles = append(bankCRLFiles, t.TLCP.CRLs...)
+	}
+	if t.TLS13SM != nil {
+		bankCRLFiles = append(bankCRLFiles, t.TLS13SM.CRLs...)
+	}
+	var bankVerifier *pki.Verifier
+	if len(bankCRLFiles) > 0 && len(bankRoots) > 0 {
+		crls, err := pki.NewCRLStore(bankCRLFiles, pki.CRLOptions{})
+		if err != nil {
+			return fmt.Errorf("gm_channel %s: loading CRLs: %w", t.Bank, err)
+		}
+		if bankVerifier, err = pki.NewVerifier(pki.VerifierOptions{Roots: bankRoots, CRLs: crls}); err != nil {
+			return fmt.Errorf("gm_channel %s: bank roots: %w", t.Bank, err)
+		}
+	}
 	cfg := channel.Config{
 		Name:           t.Bank,
 		Scheme:         t.Scheme,
@@ -263,6 +285,7 @@ func (t *ChannelTransport) Provision(ctx caddy.Context) error {
 		MerchantID:     t.MerchantID,
 		BankCerts:      bankCerts,
 		BankRoots:      bankRoots,
+		Verifier:       bankVerifier,
 		ReplyWindow:    time.Duration(t.ReplyWindow),
 	}
 	if e := t.Encryption; e != nil {

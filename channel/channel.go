@@ -77,6 +77,7 @@ type BankChannel struct {
 	now        func() time.Time
 	check      signing.ReplyCheck
 	seen       *replySeen
+	bankCheck  *certRecheck
 }
 
 // MaxBankCerts bounds the configured bank certificates.
@@ -137,8 +138,13 @@ func New(cfg Config) (*BankChannel, error) {
 		// time): the echo of orderId binds them to the request instead of a window.
 		window = 0
 	}
+	// A bank certificate is checked again (chain, validity of every CA, usage, the verifier's
+	// CRLs) when a reply names it, at most once per certRecheckTTL: a bank key revoked after
+	// the channel was loaded must not keep vouching for replies.
+	bc.bankCheck = &certRecheck{v: v, now: bc.now, role: pki.RoleSign}
 	bc.check = signing.ReplyCheck{Scheme: sch, Window: window, Now: bc.now,
-		Lookup: func(keyID string) *smx509.Certificate { return bc.certs[keyID] }}
+		Lookup:    func(keyID string) *smx509.Certificate { return bc.certs[keyID] },
+		CheckCert: bc.bankCheck.check}
 	bc.seen = newReplySeen(window)
 	for _, c := range cfg.BankCerts {
 		if c == nil {

@@ -63,8 +63,16 @@ type ReplayGuard struct {
 	// ErrReplayStoreFull.
 	FailOpen bool
 	// ClockSkew is the tolerance between the signer's clock and the gateway's when a message
-	// states its own expiry (http-sig-sm2 "expires"). Default DefaultClockSkew (30s).
+	// states its own expiry (http-sig-sm2 "expires"), and between the clocks of the gateway
+	// instances (and the store) sharing the nonces: a nonce is kept 2 × Window + ClockSkew.
+	// Default DefaultClockSkew (30s).
 	ClockSkew time.Duration
+	// MinRetention, when set, returns a lower bound of how long a nonce is kept: the longest
+	// retention of the guards sharing the store. A guard with a shorter window would otherwise
+	// forget a nonce while a guard with a longer window still accepts its timestamp, and a
+	// signature that does not name the site (form-sm2 and unionpay-sm2 sign no path,
+	// wechatpay-v3-sm2 no host) would be accepted there once more. Default: none.
+	MinRetention func() time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// OnStoreError, if set, is called with every store error (including those
@@ -95,6 +103,19 @@ func (g *ReplayGuard) CheckExpiry(expires time.Time) error {
 	return nil
 }
 
+// retention is how long a nonce is remembered: 2 × Window + ClockSkew.
+func (g *ReplayGuard) retention() time.Duration {
+	skew := g.ClockSkew
+	if skew <= 0 {
+		skew = DefaultClockSkew
+	}
+	r := 2*g.window() + skew
+	if g.MinRetention != nil {
+		r = max(r, g.MinRetention())
+	}
+	return r
+}
+
 func (g *ReplayGuard) window() time.Duration {
 	if g.Window > 0 {
 		return g.Window
@@ -107,9 +128,11 @@ func (g *ReplayGuard) window() time.Duration {
 // ErrTimestampOutOfWindow, ErrNonceInvalid, ErrReplay, ErrReplayStoreFull or an
 // error wrapping ErrReplayStoreUnavailable.
 //
-// Nonces are remembered for twice the window: a timestamp accepted now stays
-// acceptable until ts+Window, which is at most now+2*Window, and clocks of
-// gateway instances sharing a store may differ.
+// Nonces are remembered for twice the window plus ClockSkew: a timestamp
+// accepted now stays acceptable until ts+Window, which is at most now+2*Window
+// (inclusive: the nonce must outlive that instant), and an instance sharing the
+// store whose clock is behind this one keeps accepting it for as long as the
+// clocks differ.
 func (g *ReplayGuard) Check(ctx context.Context, keyID, nonce string, ts time.Time) error {
 	if len(nonce) == 0 || len(nonce) > MaxNonceLen || len(keyID) > MaxKeyIDLen {
 		return ErrNonceInvalid
@@ -126,7 +149,7 @@ func (g *ReplayGuard) Check(ctx context.Context, keyID, nonce string, ts time.Ti
 	if g.Store == nil {
 		return fmt.Errorf("%w: no store configured", ErrReplayStoreUnavailable)
 	}
-	err := g.Store.CheckAndStore(ctx, keyID, nonce, 2*w)
+	err := g.Store.CheckAndStore(ctx, keyID, nonce, g.retention())
 	switch {
 	case err == nil:
 		return nil

@@ -395,10 +395,16 @@ func (v *Verifier) open(body []byte) ([]byte, error) {
 	return plain, nil
 }
 
-// install replaces r's body with res.Body and sets the identity headers.
+// install replaces r's body with res.Body and sets the identity headers. The body is
+// forwarded with its exact length and without the trailers that may have followed a chunked
+// body: no scheme signs trailers, and a proxy forwards them (Caddy's reverse_proxy does), so
+// they would reach the back end as unsigned fields of a verified request.
 func (v *Verifier) install(r *http.Request, res *Result) {
 	r.Body = io.NopCloser(bytes.NewReader(res.Body))
 	r.ContentLength = int64(len(res.Body))
+	r.TransferEncoding = nil
+	r.Trailer = nil
+	r.Header.Del("Trailer")
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(res.Body)), nil }
 	if res.Opened {
 		r.Header.Del("Content-Encoding")

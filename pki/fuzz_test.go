@@ -149,3 +149,37 @@ func FuzzParseCRL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseCertificateDER feeds arbitrary DER (a peer's certificate list arrives as DER) to the
+// parser and what it accepts to the chain check as a leaf and as a peer-sent intermediate: no
+// panic, and nothing verifies that the fixture's root did not issue.
+func FuzzParseCertificateDER(f *testing.F) {
+	fx := newFixture(f, okRange, okRange, okRange)
+	v := fx.verifier(f, nil, t0)
+	f.Add(fx.sign.Raw)
+	f.Add(fx.inter.Raw)
+	f.Add(fx.root.Raw)
+	for _, s := range tongsuoSeeds("*cert*.pem") {
+		if certs, err := ParseCertificatesPEM(s); err == nil {
+			f.Add(certs[0].Raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		c, err := ParseCertificateDER(der)
+		if err != nil {
+			if c != nil {
+				t.Fatal("certificate returned with an error")
+			}
+			return
+		}
+		_ = Describe(c)
+		for _, role := range []Role{RoleSign, RoleEnc} {
+			if chains, err := v.Verify(c, []*smx509.Certificate{fx.inter}, role); err == nil {
+				if !chains[0][len(chains[0])-1].Equal(fx.root) {
+					t.Fatal("verified to another root")
+				}
+			}
+			_, _ = v.Verify(fx.sign, []*smx509.Certificate{c}, role)
+		}
+	})
+}

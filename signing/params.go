@@ -101,7 +101,14 @@ func (p *paramScheme) exclude() []string {
 // then on the first '=') into a different set: a name with '=' or '&', or a value with '&'. Without
 // it, an attacker moves "&notify_url=..." into the nonce's value and drops notify_url: the signed
 // bytes stay identical, the signature verifies and the "new" nonce passes the replay check.
+//
+// It also refuses two names equal but for letter case ("notify_url" and "Notify_url"), signed or
+// not: an empty field is outside the signed string, and a back end that binds names
+// case-insensitively (Go's encoding/json, ASP.NET) would read it in place of the signed one.
 func (p *paramScheme) checkUnambiguous(params map[string]string) error {
+	if err := checkCaseUnique(params); err != nil {
+		return err
+	}
 	excl := p.exclude()
 outer:
 	for k, v := range params {
@@ -116,6 +123,23 @@ outer:
 		if strings.ContainsAny(k, "=&") || strings.IndexByte(v, '&') >= 0 {
 			return fmt.Errorf("%w: field %q", ErrAmbiguousParams, truncateName(k))
 		}
+	}
+	return nil
+}
+
+// checkCaseUnique refuses two parameter names that fold to the same name (Unicode simple case
+// folding, as strings.EqualFold and encoding/json's field matching: "K" (Kelvin) and "ſ" too).
+func checkCaseUnique(params map[string]string) error {
+	if len(params) < 2 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(params))
+	for k := range params {
+		f := strings.ToLower(strings.ToUpper(k))
+		if _, dup := seen[f]; dup {
+			return fmt.Errorf("%w: two fields named %q but for letter case", ErrAmbiguousParams, truncateName(f))
+		}
+		seen[f] = struct{}{}
 	}
 	return nil
 }

@@ -34,6 +34,10 @@ type ReplyCheck struct {
 	Scheme Scheme
 	// Lookup returns the certificate for a key ID (nil: unknown). Required.
 	Lookup func(keyID string) *smx509.Certificate
+	// CheckCert, when set, re-checks the certificate Lookup found before its signature is
+	// used (its chain, usage and revocation, which change after it was configured); an error
+	// fails the reply with ErrReplyCertificate.
+	CheckCert func(*smx509.Certificate) error
 	// Window is the largest accepted |now - signed time|; zero: the time is not checked.
 	Window time.Duration
 	// RequireTimestamp refuses a reply without a signed time (ErrReplyStale).
@@ -67,6 +71,11 @@ func (c *ReplyCheck) Verify(m *Message, requestNonce string) (*Signed, *smx509.C
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != sm2.P256() {
 		return s, cert, fmt.Errorf("%w: key is not SM2", ErrReplyCertificate)
+	}
+	if c.CheckCert != nil {
+		if err := c.CheckCert(cert); err != nil {
+			return s, cert, fmt.Errorf("%w: %w", ErrReplyCertificate, err)
+		}
 	}
 	if err := c.Scheme.Verify(s, pub); err != nil {
 		return s, cert, err
