@@ -433,13 +433,31 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		h.refuse(w, label, string(op), "", cryptosvc.CodeMalformed, start, err)
 		return nil
 	}
+	ntv := cryptosvc.IsNTV(body) // GM/T 0136 Name/Type/Value items: translated, answered alike
+	if ntv {
+		native, err := cryptosvc.DecodeNTV(op, body)
+		clear(body)
+		if err != nil {
+			if aerr := h.svc.Refused(caller, op, cryptosvc.CodeOf(err), r.Header.Get("X-Request-Id")); aerr != nil {
+				h.logger.Error("gm_crypto: audit write failed", zap.Error(aerr))
+			}
+			h.refuse(w, label, string(op), "", cryptosvc.CodeOf(err), start, err)
+			return nil
+		}
+		body = native
+	}
 	resp, err := h.svc.Do(r.Context(), caller, op, body, r.Header.Get("X-Request-Id"))
 	if err != nil {
 		h.refuse(w, label, string(op), h.keyOf(body), cryptosvc.CodeOf(err), start, err)
 		return nil
 	}
 	defer resp.Wipe()
-	out, err := json.Marshal(resp)
+	var out []byte
+	if ntv {
+		out, err = cryptosvc.EncodeNTV(resp)
+	} else {
+		out, err = json.Marshal(resp)
+	}
 	if err != nil {
 		h.refuse(w, label, string(op), resp.Key, cryptosvc.CodeInternal, start, err)
 		return nil
