@@ -81,16 +81,19 @@ type ntvItem struct {
 	Value json.RawMessage `json:"Value"`
 }
 
-// IsNTV reports whether body is a GM/T 0136 request: a JSON object whose only member is "Data"
-// (exact case) holding an array. A native request never has that shape (its "data" is a Base64
-// string), so the choice is unambiguous.
+// IsNTV reports whether body is meant as a GM/T 0136 request: a JSON object whose first member
+// is "Data" (exact case) holding an array. It looks at the first bytes only (the hot path pays
+// nothing); DecodeNTV then refuses any other member. A native request never starts so (its
+// "data" is a Base64 string), so the choice is unambiguous.
 func IsNTV(body []byte) bool {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(body, &top) != nil || len(top) != 1 {
-		return false
+	rest := bytes.TrimLeft(body, " \t\r\n")
+	for _, want := range []string{"{", `"Data"`, ":", "["} {
+		if !bytes.HasPrefix(rest, []byte(want)) {
+			return false
+		}
+		rest = bytes.TrimLeft(rest[len(want):], " \t\r\n")
 	}
-	v, ok := top["Data"]
-	return ok && len(bytes.TrimSpace(v)) > 0 && bytes.TrimSpace(v)[0] == '['
+	return true
 }
 
 // DecodeNTV translates a GM/T 0136 body of op into the native request body. Unknown names,

@@ -105,6 +105,10 @@ func TestNTVEncoding(t *testing.T) {
 			t.Errorf("%s: %v (%s), want crypto_malformed", body, err, c)
 		}
 	}
+	// Data first, then another member: meant as GM/T 0136, refused by its strict decoder.
+	if _, err := DecodeNTV(OpEncrypt, []byte(`{"Data":[],"key":"pii"}`)); CodeOf(err) != CodeMalformed {
+		t.Fatalf("extra member: %v", err)
+	}
 	many := `{"Data":[` + strings.Repeat(`{"Name":"Gcm","Type":"Raw","Value":true},`, MaxNTVItems) + `{"Name":"KeyId","Type":"Raw","Value":"pii"}]}`
 	if _, err := DecodeNTV(OpEncrypt, []byte(many)); CodeOf(err) != CodeTooLarge {
 		t.Fatalf("too many items: %v", err)
@@ -114,7 +118,7 @@ func TestNTVEncoding(t *testing.T) {
 		` { "Data" : [ ] } `:          true,
 		`{"data":"eA=="}`:             false,
 		`{"Data":"eA=="}`:             false, // Go's decoder would read it as native "data": not NTV
-		`{"Data":[],"key":"pii"}`:     false,
+		`{"key":"pii","Data":[]}`:     false,
 		`{"key":"pii","plaintext":1}`: false,
 		`[]`:                          false,
 	} {
