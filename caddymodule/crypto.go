@@ -433,7 +433,9 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		h.refuse(w, label, string(op), "", cryptosvc.CodeMalformed, start, err)
 		return nil
 	}
-	ntv := cryptosvc.IsNTV(body) // GM/T 0136 Name/Type/Value items: translated, answered alike
+	// GM/T 0136 Name/Type/Value items: translated, answered alike. Only for an identified
+	// caller: an unidentified one is refused crypto_unauthenticated before its body is judged.
+	ntv := caller.Name != "" && cryptosvc.IsNTV(body)
 	if ntv {
 		native, err := cryptosvc.DecodeNTV(op, body)
 		clear(body)

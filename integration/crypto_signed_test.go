@@ -260,6 +260,11 @@ func TestCryptoSignedRequestsRealBinary(t *testing.T) {
 		if s, c := send("POST", "/shf/v1/Encrypt", nil, []byte(`{"key":"pii","plaintext":"eA=="}`)); s != 401 || c != "crypto_unauthenticated" {
 			t.Fatalf("unsigned: %d %s", s, c)
 		}
+		// A malformed GM/T 0136 body of an unidentified caller: unauthenticated, not malformed
+		// (nothing about the body is judged before the caller is known).
+		if s, c := send("POST", "/shf/v1/Encrypt", nil, []byte(`{"Data":[{"Name":"IV","Type":"Hex","Value":"00"}]}`)); s != 401 || c != "crypto_unauthenticated" {
+			t.Fatalf("unsigned GM/T 0136: %d %s", s, c)
+		}
 	})
 	// GM/T 0136's Name/Type/Value items: the same operation in the standard's body shape,
 	// answered in it; a name the translation does not know is refused.
