@@ -1642,6 +1642,8 @@ func init() {
 //		max_body_size <size>      # default 1MB
 //		max_items <n>             # default 256
 //		max_item_size <size>      # default 64KiB
+//		certificates <PEM file...>   # signers named by cert_serial/cert_subject
+//		min_verify_level 0|1|2       # default 2
 //		# signed requests (callers without a client certificate):
 //		scheme http-sig-sm2|wechatpay-v3-sm2 { <scheme options as gm_verify> }
 //		identities { file <PEM...>; dir <dir>; vault <key...>; reload_interval <d> }
@@ -1758,6 +1760,16 @@ func (h *Crypto) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := sr.Identities.unmarshal(d); err != nil {
 				return err
 			}
+		case "certificates":
+			if err := appendArgs(d, &h.Certificates); err != nil {
+				return err
+			}
+		case "min_verify_level":
+			var n int
+			if err := intArg(d, &n); err != nil {
+				return err
+			}
+			h.MinVerifyLevel = &n
 		case "client_ca":
 			if err := appendArgs(d, &h.signedRequests().ClientCA); err != nil {
 				return err

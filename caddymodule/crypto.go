@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,14 @@ type Crypto struct {
 	// CRLs are CRL files (PEM or DER) checked for every certificate of a chain; reloaded on
 	// change; a stale CRL fails closed.
 	CRLs []string `json:"crls,omitempty"`
+	// Certificates are PEM files of signer certificates a request may name by serial or subject
+	// DN instead of giving them (GM/T 0029 verification by serial or DN: VerifySignedData,
+	// ValidateCertificate with cert_serial/cert_subject); each is verified at every use.
+	Certificates []string `json:"certificates,omitempty"`
+	// MinVerifyLevel is the lowest GM/T 0029 verify level a request may ask for (0 validity
+	// and key usage, 1 + chain, 2 + CRL); lower requests get this level. Default 2: every
+	// certificate decision checks chain, validity, usage and CRL.
+	MinVerifyLevel *int `json:"min_verify_level,omitempty"`
 	// MaxBodySize bounds a request body in bytes (default 1 MiB).
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 	// MaxItems bounds the items of a batch (default 256).
@@ -212,7 +221,8 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gm_crypto: intermediates: %w", err)
 	}
-	var verifier *pki.Verifier
+	var verifier, chainOnly *pki.Verifier
+	var crlDER [][]byte
 	if len(roots) > 0 {
 		var crls *pki.CRLStore
 		if len(h.CRLs) > 0 {
@@ -223,10 +233,29 @@ func (h *Crypto) Provision(ctx caddy.Context) error {
 		if verifier, err = pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters, CRLs: crls}); err != nil {
 			return fmt.Errorf("gm_crypto: %w", err)
 		}
+		if chainOnly, err = pki.NewVerifier(pki.VerifierOptions{Roots: roots, Intermediates: inters}); err != nil {
+			return fmt.Errorf("gm_crypto: %w", err)
+		}
+		for _, f := range h.CRLs { // SignMessage include_crl: the CRLs as loaded now
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("gm_crypto: crls: %w", err)
+			}
+			rl, err := pki.ParseCRL(data)
+			if err != nil {
+				return fmt.Errorf("gm_crypto: crls: %s: %w", f, err)
+			}
+			crlDER = append(crlDER, rl.Raw)
+		}
 	} else if len(h.CRLs) > 0 {
 		return errors.New("gm_crypto: crls without trusted_roots")
 	}
-	o := cryptosvc.Options{Keys: lazyKeys{app.vs}, Policy: policy, Certificates: verifier,
+	set, err := pki.LoadCertificatesFiles(h.Certificates...)
+	if err != nil {
+		return fmt.Errorf("gm_crypto: certificates: %w", err)
+	}
+	o := cryptosvc.Options{Keys: lazyKeys{app.vs}, Policy: policy, Certificates: verifier, ChainCertificates: chainOnly,
+		MinVerifyLevel: h.MinVerifyLevel, CertificateSet: set, CRLs: crlDER,
 		MaxItems: h.MaxItems, MaxItemSize: int(h.MaxItemSize)}
 	if sink := app.AuditSink(); sink != nil {
 		o.Audit = sink
@@ -294,6 +323,9 @@ func (h *Crypto) Validate() error {
 	}
 	if _, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: h.Callers, Rules: h.Rules}); err != nil {
 		return fmt.Errorf("gm_crypto: %w", err)
+	}
+	if l := h.MinVerifyLevel; l != nil && (*l < 0 || *l > 2) {
+		return errors.New("gm_crypto: min_verify_level must be 0, 1 or 2")
 	}
 	if h.MaxBodySize < 0 || h.MaxItems < 0 || h.MaxItemSize < 0 {
 		return errors.New("gm_crypto: negative max_body_size, max_items or max_item_size")
@@ -401,13 +433,33 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		h.refuse(w, label, string(op), "", cryptosvc.CodeMalformed, start, err)
 		return nil
 	}
+	// GM/T 0136 Name/Type/Value items: translated, answered alike. Only for an identified
+	// caller: an unidentified one is refused crypto_unauthenticated before its body is judged.
+	ntv := caller.Name != "" && cryptosvc.IsNTV(body)
+	if ntv {
+		native, err := cryptosvc.DecodeNTV(op, body)
+		clear(body)
+		if err != nil {
+			if aerr := h.svc.Refused(caller, op, cryptosvc.CodeOf(err), r.Header.Get("X-Request-Id")); aerr != nil {
+				h.logger.Error("gm_crypto: audit write failed", zap.Error(aerr))
+			}
+			h.refuse(w, label, string(op), "", cryptosvc.CodeOf(err), start, err)
+			return nil
+		}
+		body = native
+	}
 	resp, err := h.svc.Do(r.Context(), caller, op, body, r.Header.Get("X-Request-Id"))
 	if err != nil {
 		h.refuse(w, label, string(op), h.keyOf(body), cryptosvc.CodeOf(err), start, err)
 		return nil
 	}
 	defer resp.Wipe()
-	out, err := json.Marshal(resp)
+	var out []byte
+	if ntv {
+		out, err = cryptosvc.EncodeNTV(resp)
+	} else {
+		out, err = json.Marshal(resp)
+	}
 	if err != nil {
 		h.refuse(w, label, string(op), resp.Key, cryptosvc.CodeInternal, start, err)
 		return nil

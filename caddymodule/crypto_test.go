@@ -70,3 +70,19 @@ func TestCryptoSignedRequestsConfig(t *testing.T) {
 		t.Fatalf("parsed %+v", sr)
 	}
 }
+
+// TestCryptoGMT0029Options: the certificate set and the verify-level floor.
+func TestCryptoGMT0029Options(t *testing.T) {
+	var h Crypto
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("gm_crypto {\ncertificates /a.pem /b.pem\nmin_verify_level 1\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Certificates) != 2 || h.MinVerifyLevel == nil || *h.MinVerifyLevel != 1 || h.Validate() != nil {
+		t.Fatalf("parsed %+v", h)
+	}
+	three := 3
+	h.MinVerifyLevel = &three
+	if h.Validate() == nil {
+		t.Fatal("min_verify_level 3 accepted")
+	}
+}

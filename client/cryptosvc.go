@@ -3,14 +3,20 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/smx509"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/signing"
 )
@@ -212,6 +218,9 @@ type CryptoResult struct {
 	Content       []byte      `json:"content"`
 	Envelope      []byte      `json:"envelope"`
 	Certificates  []string    `json:"certificates"`
+	PublicKey     string      `json:"public_key"`
+	UserID        string      `json:"user_id"`
+	VerifyLevel   *int        `json:"verify_level"`
 	Code          string      `json:"code"`
 	Message       string      `json:"message"`
 }
@@ -354,3 +363,140 @@ func (c *CryptoService) VerifyMessage(ctx context.Context, cms, data []byte) (*C
 // HTTPClient returns the HTTP client the service client uses (for requests the typed methods
 // do not cover).
 func (c *CryptoService) HTTPClient() *http.Client { return c.hc }
+
+// SignHasher is GM/T 0029's SignData Init/Update/Final as client-side hashing: the data is
+// hashed here (Write, any size; nothing crosses the wire) into e = SM3(Z_A || M) with the key's
+// public key and user ID, and Sign sends only e (Sign with digest: "data already hashed").
+type SignHasher struct {
+	svc *CryptoService
+	key string
+	pub *ecdsa.PublicKey
+	h   hash.Hash
+}
+
+// NewSignHasher (Init) reads the key's public key and user ID (KeyInfo) and starts the hash;
+// userID "" is the key's configured user ID (else the default 1234567812345678), as Sign.
+func (c *CryptoService) NewSignHasher(ctx context.Context, key, userID string) (*SignHasher, error) {
+	info, err := c.One(ctx, "KeyInfo", key, CryptoItem{})
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode([]byte(info.PublicKey))
+	if blk == nil {
+		return nil, errors.New("client: the key has no SM2 public key")
+	}
+	pk, err := smx509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("client: the key's public key: %w", err)
+	}
+	pub, ok := pk.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("client: the key is not an SM2 key")
+	}
+	if userID == "" {
+		userID = info.UserID
+	}
+	h, err := zaHash(pub, userID)
+	if err != nil {
+		return nil, err
+	}
+	return &SignHasher{svc: c, key: key, pub: pub, h: h}, nil
+}
+
+// zaHash returns SM3 started with Z_A of pub and userID ("" = 1234567812345678).
+func zaHash(pub *ecdsa.PublicKey, userID string) (hash.Hash, error) {
+	var uid []byte
+	if userID != "" {
+		uid = []byte(userID)
+	}
+	za, err := sm2.CalculateZA(pub, uid)
+	if err != nil {
+		return nil, fmt.Errorf("client: Z_A: %w", err)
+	}
+	h := sm3.New()
+	h.Write(za)
+	return h, nil
+}
+
+// Write (Update) hashes more data.
+func (h *SignHasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// Sign (Final) asks the service to sign e and checks the signature with the public key read
+// at Init (a key rotated meanwhile fails here rather than returning a signature of another key).
+func (h *SignHasher) Sign(ctx context.Context) ([]byte, int, error) {
+	e := h.h.Sum(nil)
+	r, err := h.svc.One(ctx, "Sign", h.key, CryptoItem{Digest: e})
+	if err != nil {
+		return nil, 0, err
+	}
+	if !sm2.VerifyASN1(h.pub, e, r.Signature) {
+		return nil, 0, errors.New("client: the service's signature does not verify with the key read at Init")
+	}
+	return r.Signature, r.KeyVersion, nil
+}
+
+// MessageHasher is GM/T 0029's SignMessage Init/Update/Final as client-side hashing: SM3(M) is
+// computed here and SignMessage sends only the digest; the SignedData is detached (verify it
+// with the content).
+type MessageHasher struct {
+	svc *CryptoService
+	key string
+	h   hash.Hash
+}
+
+// NewMessageHasher (Init) starts the content hash for a SignedData by key.
+func (c *CryptoService) NewMessageHasher(key string) *MessageHasher {
+	return &MessageHasher{svc: c, key: key, h: sm3.New()}
+}
+
+// Write (Update) hashes more content.
+func (h *MessageHasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// SignMessage (Final) returns the detached SignedData over the content written.
+func (h *MessageHasher) SignMessage(ctx context.Context) ([]byte, error) {
+	r, err := h.svc.One(ctx, "SignMessage", h.key, CryptoItem{Digest: h.h.Sum(nil)})
+	if err != nil {
+		return nil, err
+	}
+	return r.CMS, nil
+}
+
+// VerifyHasher is GM/T 0029's VerifySignedData Init/Update/Final by certificate as client-side
+// hashing: e = SM3(Z_A || M) with the certificate's key, and VerifySignedData sends the digest
+// with the certificate, which the service verifies through its PKI first.
+type VerifyHasher struct {
+	svc  *CryptoService
+	cert *smx509.Certificate
+	h    hash.Hash
+}
+
+// NewVerifyHasher (Init) starts the hash for a signature by cert's key with userID ("" =
+// 1234567812345678).
+func (c *CryptoService) NewVerifyHasher(cert *smx509.Certificate, userID string) (*VerifyHasher, error) {
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("client: not an SM2 certificate")
+	}
+	h, err := zaHash(pub, userID)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifyHasher{svc: c, cert: cert, h: h}, nil
+}
+
+// Write (Update) hashes more data.
+func (h *VerifyHasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// Verify (Final) checks sig over the data written; the result names the signer. A signature
+// that does not verify is a *CryptoError crypto_bad_signature.
+func (h *VerifyHasher) Verify(ctx context.Context, sig []byte) (*CryptoCert, error) {
+	pemCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.cert.Raw}))
+	r, err := h.svc.One(ctx, "VerifySignedData", "", CryptoItem{Digest: h.h.Sum(nil), Signature: sig, Certificate: pemCert})
+	if err != nil {
+		return nil, err
+	}
+	if !r.Valid {
+		return nil, errors.New("client: crypto service answered without valid")
+	}
+	return r.Signer, nil
+}

@@ -1,12 +1,15 @@
 package cryptosvc
 
 import (
+	"bytes"
 	"crypto/ecdsa"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
 
 	"github.com/emmansun/gmsm/pkcs7"
+	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/envelope"
@@ -21,11 +24,27 @@ const maxSigners = 1
 // message digest, signing time) with the default user ID, the key's configured certificate
 // chain included, attached or detached. Standard PKCS#7 content-type OIDs (what Tongsuo/OpenSSL
 // `cms` read) unless gm_oids asks for GM/T 0010's.
+//
+// GM/T 0029 flags: digest ("data already hashed") is SM3(M) of the content M computed by the
+// caller (the CMS messageDigest attribute, not SM3(Z_A||M)): the message is then detached;
+// no_chain leaves the CA certificates out (the signer's certificate stays); include_crl adds the
+// configured CRLs issued by a CA of the chain (crypto_revocation_unavailable when there is
+// none).
 func (s *Service) signMessage(key string, it *Item, res *Result) itemOutcome {
-	if it.Data == nil {
-		return itemOutcome{err: fail(CodeMalformed, errors.New("data is required"))}
+	var d []byte
+	switch {
+	case it.Data != nil && it.Digest != nil:
+		return itemOutcome{err: fail(CodeMalformed, errors.New("both data and digest"))}
+	case it.Digest != nil:
+		if len(it.Digest) != sm3.Size {
+			return itemOutcome{err: fail(CodeMalformed, fmt.Errorf("digest must be %d bytes (SM3 of the content)", sm3.Size))}
+		}
+		d = append([]byte(nil), it.Digest...)
+	case it.Data != nil:
+		d = sum(it.Data)
+	default:
+		return itemOutcome{err: fail(CodeMalformed, errors.New("data or digest is required"))}
 	}
-	d := sum(it.Data)
 	signer, err := s.o.Keys.Signer(key)
 	if err != nil {
 		return itemOutcome{digest: d, err: keyCode(err)}
@@ -40,21 +59,37 @@ func (s *Service) signMessage(key string, it *Item, res *Result) itemOutcome {
 		return itemOutcome{digest: d, version: ver, err: fail(CodeKeyUnavailable, errors.New("the key's certificate does not carry the signing version"))}
 	}
 	var sd *pkcs7.SignedData
-	if it.GMOIDs {
+	switch {
+	case it.GMOIDs && it.Digest != nil:
+		sd, err = pkcs7.NewSMSignedDataWithDigest(it.Digest)
+	case it.GMOIDs:
 		sd, err = pkcs7.NewSMSignedData(it.Data)
-	} else {
+	case it.Digest != nil:
+		sd, err = pkcs7.NewSignedDataWithDigest(it.Digest)
+	default:
 		sd, err = pkcs7.NewSignedData(it.Data)
-		if err == nil {
-			sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSM3)
-		}
+	}
+	if err == nil && !it.GMOIDs {
+		sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSM3)
+	}
+	parents := certs[1:]
+	if it.NoChain {
+		parents = nil
 	}
 	if err == nil {
-		err = sd.AddSignerChain(leaf, defaultUIDSigner{signer}, certs[1:], pkcs7.SignerInfoConfig{})
+		err = sd.AddSignerChain(leaf, defaultUIDSigner{signer}, parents, pkcs7.SignerInfoConfig{})
 	}
 	if err != nil {
 		return itemOutcome{digest: d, version: ver, err: fail(CodeInternal, err)}
 	}
-	if it.Detached {
+	if it.IncludeCRL {
+		crls := s.chainCRLs(certs)
+		if len(crls) == 0 {
+			return itemOutcome{digest: d, version: ver, err: fail(CodeRevocationUnavailable, errors.New("no configured CRL of the signer's chain"))}
+		}
+		sd.GetSignedData().CRLs = append(sd.GetSignedData().CRLs, crls...)
+	}
+	if it.Detached || it.Digest != nil {
 		sd.Detach()
 	}
 	der, err := sd.Finish()
@@ -105,13 +140,14 @@ func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
 	if len(others) > pki.MaxPeerIntermediates {
 		return itemOutcome{digest: d, err: fail(CodeTooLarge, errors.New("too many certificates in the message"))}
 	}
-	if err := s.checkCert(signer, others, pki.RoleSign); err != nil {
+	level, err := s.checkCertLevel(signer, others, pki.RoleSign, it.VerifyLevel)
+	if err != nil {
 		return itemOutcome{digest: d, err: err}
 	}
 	if err := p7.Verify(); err != nil {
 		return itemOutcome{digest: d, err: fail(CodeBadSignature, err)}
 	}
-	res.Valid, res.Signer = true, certInfo(signer)
+	res.Valid, res.Signer, res.VerifyLevel = true, certInfo(signer), &level
 	if attached {
 		res.Content = p7.Content
 	}
@@ -137,6 +173,33 @@ func normalizeSM2Algorithm(p7 *pkcs7.PKCS7) {
 	}
 }
 
+// chainCRLs returns the configured CRLs issued by a certificate of chain or a trusted root
+// (matched by issuer name and verified with that certificate's key), as SignedData's crls
+// field takes them.
+func (s *Service) chainCRLs(chain []*smx509.Certificate) []pkix.CertificateList {
+	if s.o.Certificates != nil { // the chain's root is usually not in the key's configured chain
+		chain = append(append([]*smx509.Certificate(nil), chain...), s.o.Certificates.RootCertificates()...)
+	}
+	var out []pkix.CertificateList
+	for _, der := range s.o.CRLs {
+		rl, err := smx509.ParseRevocationList(der)
+		if err != nil {
+			continue
+		}
+		for _, c := range chain {
+			if !bytes.Equal(rl.RawIssuer, c.RawSubject) || rl.CheckSignatureFrom(c) != nil {
+				continue
+			}
+			var cl pkix.CertificateList
+			if rest, err := asn1.Unmarshal(der, &cl); err == nil && len(rest) == 0 {
+				out = append(out, cl)
+			}
+			break
+		}
+	}
+	return out
+}
+
 // parsePKCS7 parses with gmsm, turning a panic of the parser on hostile input into an error
 // (the input is bounded by the item size).
 func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
@@ -160,7 +223,10 @@ func (s *Service) sealEnvelope(it *Item, res *Result) itemOutcome {
 	if it.Plaintext == nil {
 		return itemOutcome{err: fail(CodeMalformed, errors.New("plaintext is required"))}
 	}
-	c, err := s.certItem(it, pki.RoleEnc)
+	c, chain, err := s.itemCert(it)
+	if err == nil {
+		err = s.checkCert(c, chain, pki.RoleEnc) // always the full check: nothing is sealed to a revoked key
+	}
 	if err != nil {
 		return itemOutcome{err: err}
 	}

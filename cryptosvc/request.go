@@ -50,6 +50,18 @@ type Item struct {
 	Envelope    []byte   `json:"envelope,omitempty"`
 	GMOIDs      bool     `json:"gm_oids,omitempty"`
 	GCM         bool     `json:"gcm,omitempty"`
+	// CertSerial and CertSubject name a certificate of the service's configured certificate set
+	// by its serial (hex) and/or subject DN (RFC 4514, as the results print it) instead of
+	// giving it (GM/T 0029 verification by serial or DN).
+	CertSerial  string `json:"cert_serial,omitempty"`
+	CertSubject string `json:"cert_subject,omitempty"`
+	// VerifyLevel is GM/T 0029's verify level: 0 validity (and key usage), 1 + chain, 2 + CRL
+	// (absent: 2). The service applies at least its configured minimum (default 2).
+	VerifyLevel *int `json:"verify_level,omitempty"`
+	// IncludeCRL adds the CRLs of the signer's chain to a SignedData; NoChain leaves out the
+	// CA certificates (the signer's certificate stays).
+	IncludeCRL bool `json:"include_crl,omitempty"`
+	NoChain    bool `json:"no_chain,omitempty"`
 }
 
 // Request is the body of every operation: a key (for keyed operations) and either one item
@@ -95,6 +107,11 @@ const (
 	fEnvelope    field = "envelope"
 	fGMOIDs      field = "gm_oids"
 	fGCM         field = "gcm"
+	fCertSerial  field = "cert_serial"
+	fCertSubject field = "cert_subject"
+	fVerifyLevel field = "verify_level"
+	fIncludeCRL  field = "include_crl"
+	fNoChain     field = "no_chain"
 )
 
 // set lists the fields of it that are present (non-zero).
@@ -123,6 +140,11 @@ func (it *Item) set() []field {
 	add(it.Envelope != nil, fEnvelope)
 	add(it.GMOIDs, fGMOIDs)
 	add(it.GCM, fGCM)
+	add(it.CertSerial != "", fCertSerial)
+	add(it.CertSubject != "", fCertSubject)
+	add(it.VerifyLevel != nil, fVerifyLevel)
+	add(it.IncludeCRL, fIncludeCRL)
+	add(it.NoChain, fNoChain)
 	return out
 }
 
@@ -139,10 +161,10 @@ var opFields = map[Op][]field{
 	OpRandom:        {fBytes},
 	OpKeyInfo:       {},
 	OpRotate:        {},
-	OpSignMessage:   {fData, fDetached, fGMOIDs},
-	OpVerifyMessage: {fCMS, fData},
-	OpVerifyData:    {fData, fDigest, fUserID, fSignature, fCertificate, fChain},
-	OpValidateCert:  {fCertificate, fChain},
+	OpSignMessage:   {fData, fDigest, fDetached, fGMOIDs, fIncludeCRL, fNoChain},
+	OpVerifyMessage: {fCMS, fData, fVerifyLevel},
+	OpVerifyData:    {fData, fDigest, fUserID, fSignature, fCertificate, fChain, fCertSerial, fCertSubject, fVerifyLevel},
+	OpValidateCert:  {fCertificate, fChain, fCertSerial, fCertSubject, fVerifyLevel},
 	OpParseCert:     {fCertificate},
 	OpSeal:          {fPlaintext, fCertificate, fChain, fGMOIDs, fGCM},
 	OpOpen:          {fEnvelope},
@@ -238,6 +260,12 @@ func checkItem(op Op, it *Item, maxItemSize int) error {
 	}
 	if it.Bytes < 0 || it.Bytes > MaxRandomBytes {
 		return fail(CodeMalformed, fmt.Errorf("bytes: 1..%d", MaxRandomBytes))
+	}
+	if it.VerifyLevel != nil && (*it.VerifyLevel < 0 || *it.VerifyLevel > 2) {
+		return fail(CodeMalformed, errors.New("verify_level: 0, 1 or 2"))
+	}
+	if len(it.CertSerial) > 128 || len(it.CertSubject) > 4096 {
+		return fail(CodeTooLarge, errors.New("cert_serial or cert_subject too long"))
 	}
 	if len(it.Chain) > MaxChain {
 		return fail(CodeTooLarge, fmt.Errorf("chain of %d certificates, limit %d", len(it.Chain), MaxChain))

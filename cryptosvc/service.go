@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
+	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/pki"
@@ -32,6 +34,19 @@ type Options struct {
 	// Certificates verifies signer and submitted certificates (chain, validity, usage, CRL).
 	// Without it the certificate operations are refused (crypto_cert_untrusted).
 	Certificates *pki.Verifier
+	// ChainCertificates verifies chains like Certificates without revocation: GM/T 0029 verify
+	// level 1. Nil: level 1 is served at level 2.
+	ChainCertificates *pki.Verifier
+	// MinVerifyLevel is the lowest GM/T 0029 verify level a request may have applied (0
+	// validity and key usage, 1 + chain, 2 + CRL); a request asking for less gets this level.
+	// Nil: 2 (every certificate decision checks chain, validity, usage and CRL).
+	MinVerifyLevel *int
+	// CertificateSet are certificates a request may name by serial or subject DN
+	// (cert_serial, cert_subject) instead of giving them; each is verified at every use.
+	CertificateSet []*smx509.Certificate
+	// CRLs are DER CRLs that SignMessage with include_crl adds when one is issued by a CA of
+	// the signer's chain.
+	CRLs [][]byte
 	// Audit receives one entry per request (nil: none).
 	Audit audit.Sink
 	// MaxItems bounds a batch (default DefaultMaxItems).
@@ -69,6 +84,17 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MinVerifyLevel == nil {
+		two := 2
+		o.MinVerifyLevel = &two
+	} else if l := *o.MinVerifyLevel; l < 0 || l > 2 {
+		return nil, errors.New("cryptosvc: MinVerifyLevel must be 0, 1 or 2")
+	}
+	for _, c := range o.CertificateSet {
+		if c == nil {
+			return nil, errors.New("cryptosvc: nil certificate in CertificateSet")
+		}
+	}
 	return &Service{o: o}, nil
 }
 
@@ -91,6 +117,9 @@ type Result struct {
 	Content       []byte       `json:"content,omitempty"`
 	Envelope      []byte       `json:"envelope,omitempty"`
 	Certificates  []string     `json:"certificates,omitempty"`
+	PublicKey     string       `json:"public_key,omitempty"`
+	UserID        string       `json:"user_id,omitempty"`
+	VerifyLevel   *int         `json:"verify_level,omitempty"`
 	Code          refusal.Code `json:"code,omitempty"`
 	Message       string       `json:"message,omitempty"`
 }
@@ -550,6 +579,16 @@ func (s *Service) keyInfo(key string, res *Result) itemOutcome {
 		return itemOutcome{err: keyCode(err)}
 	}
 	res.Versions, res.LatestVersion = vs, latest
+	if signer, err := s.o.Keys.Signer(key); err == nil {
+		if u, ok := signer.(interface{ UserID() []byte }); ok {
+			res.UserID = string(u.UserID())
+		}
+	}
+	if pk, err := s.o.Keys.PublicKey(key); err == nil { // SM2 keys: the version in use (Z_A for client-side hashing)
+		if der, err := smx509.MarshalPKIXPublicKey(pk); err == nil {
+			res.PublicKey = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		}
+	}
 	if certs, err := s.o.Keys.Certificate(key); err == nil { // GM/T 0029 ExportCert
 		for _, c := range certs {
 			res.Certificates = append(res.Certificates, string(pki.EncodeCertificatesPEM(c)))

@@ -260,6 +260,36 @@ func TestCryptoSignedRequestsRealBinary(t *testing.T) {
 		if s, c := send("POST", "/shf/v1/Encrypt", nil, []byte(`{"key":"pii","plaintext":"eA=="}`)); s != 401 || c != "crypto_unauthenticated" {
 			t.Fatalf("unsigned: %d %s", s, c)
 		}
+		// A malformed GM/T 0136 body of an unidentified caller: unauthenticated, not malformed
+		// (nothing about the body is judged before the caller is known).
+		if s, c := send("POST", "/shf/v1/Encrypt", nil, []byte(`{"Data":[{"Name":"IV","Type":"Hex","Value":"00"}]}`)); s != 401 || c != "crypto_unauthenticated" {
+			t.Fatalf("unsigned GM/T 0136: %d %s", s, c)
+		}
+	})
+	// GM/T 0136's Name/Type/Value items: the same operation in the standard's body shape,
+	// answered in it; a name the translation does not know is refused.
+	t.Run("GM/T 0136 items", func(t *testing.T) {
+		type ntvItem struct {
+			Name, Type string
+			Value      json.RawMessage
+		}
+		var got struct{ Data []ntvItem }
+		req := map[string]any{"Data": []map[string]any{{"Name": "KeyId", "Type": "Raw", "Value": "pii"},
+			{"Name": "PlainText", "Type": "Hex", "Value": "36323232"}, {"Name": "Context", "Type": "Raw", "Value": "order-1"}}}
+		if err := st.Call(ctx, "Encrypt", req, &got); err != nil {
+			t.Fatal(err)
+		}
+		var ct string
+		for _, it := range got.Data {
+			if it.Name == "CipherText" && it.Type == "Raw" {
+				json.Unmarshal(it.Value, &ct)
+			}
+		}
+		if pt, err := st.Decrypt(ctx, "pii", ct, []byte("order-1")); err != nil || string(pt) != "6222" {
+			t.Fatalf("GM/T 0136 ciphertext %q: %v", ct, err)
+		}
+		req["Data"] = append(req["Data"].([]map[string]any), map[string]any{"Name": "IV", "Type": "Hex", "Value": "00"})
+		wantCode(st.Call(ctx, "Encrypt", req, &got), 400, "crypto_malformed")
 	})
 	// The captured original, never sent twice, was accepted once; the caller still works.
 	if _, err := st.Decrypt(ctx, "pii", ct, []byte("order-1")); err != nil {

@@ -292,6 +292,8 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		{"wrong operation for the caller", riskHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"eA=="}`, 403, "crypto_forbidden"},
 		{"key not granted to the caller", riskHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii-other","ciphertext":%q}`, otherCT), 403, "crypto_forbidden"},
 		{"valid certificate, not a caller", intruderHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"eA=="}`, 401, "crypto_unauthenticated"},
+		{"GM/T 0136 body, not a caller", intruderHTTP, "POST", "Encrypt", `{"Data":[{"Name":"IV","Type":"Hex","Value":"00"}]}`, 401, "crypto_unauthenticated"},
+		{"GM/T 0136 body with IV", settlementHTTP, "POST", "Encrypt", `{"Data":[{"Name":"KeyId","Type":"Raw","Value":"pii"},{"Name":"IV","Type":"Hex","Value":"00"}]}`, 400, "crypto_malformed"},
 		{"malformed JSON", settlementHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":`, 400, "crypto_malformed"},
 		{"field the operation does not take", settlementHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"eA==","digest":"eA=="}`, 400, "crypto_malformed"},
 		{"oversized body", settlementHTTP, "POST", "Encrypt", `{"key":"pii","plaintext":"` + strings.Repeat("A", 70<<10) + `"}`, 413, "crypto_too_large"},
