@@ -254,15 +254,32 @@ func TestRender(t *testing.T) {
 
 	// A soak that kept growing is reported as not flat.
 	var samples []rssSample
-	for i := 0; i <= 10; i++ {
-		samples = append(samples, rssSample{At: time.Duration(i) * time.Minute,
-			RSS: map[string]int64{"ingress": int64(50+10*i) << 20, "egress": 40 << 20}})
+	for i := 0; i <= 20; i++ { // every 30 s
+		samples = append(samples, rssSample{At: time.Duration(i) * 30 * time.Second,
+			RSS:        map[string]int64{"ingress": int64(50+5*i) << 20, "egress": 40 << 20},
+			Goroutines: map[string]int64{"ingress": int64(30 + i), "egress": 25},
+			HeapInuse:  map[string]int64{"ingress": 8 << 20, "egress": 4 << 20}})
 	}
-	r.Soak = &soakResult{Step: stepResult{Target: "gateway", Window: 10 * time.Minute, Rate: 50, RPS: 50, Requests: 30000}, Samples: samples}
+	r.Soak = &soakResult{Step: stepResult{Target: "gateway", Window: 10 * time.Minute, Rate: 50, RPS: 50, Requests: 30000}, Samples: samples, Period: 30 * time.Second}
+	r.Env = []string{"GOGC=200", "GOMEMLIMIT=256MiB"}
 	buf.Reset()
 	r.render(&buf)
-	if md := buf.String(); !strings.Contains(md, "ingress 100.0→150.0 MiB, egress 40.0→40.0 MiB | flat | **not met**") {
-		t.Errorf("soak verdict missing:\n%s", md)
+	md = buf.String()
+	for _, want := range []string{
+		"ingress 100.0→150.0 MiB, egress 40.0→40.0 MiB | flat | **not met**",
+		"| ingress | 50.0 | 100.0 | 150.0 | 150.0 | 10.00 | false | 30 / 40 / 50 / 50 |",
+		"| egress | 40.0 | 40.0 | 40.0 | 40.0 | 0.00 | true | 25 / 25 / 25 / 25 |",
+		// Thinned to one sample a minute: 0, 1m, ..., 10m.
+		"| 1m0s | 60.0 | 8.0 | 32 | 40.0 | 4.0 | 25 |",
+		"| 10m0s | 150.0 | 8.0 | 50 | 40.0 | 4.0 | 25 |",
+		"Environment of every gmgate process (ingress, egress, baseline): `GOGC=200 GOMEMLIMIT=256MiB` (`-env`).",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("soak report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| 30s |") {
+		t.Error("soak samples not thinned to one a minute")
 	}
 
 	// The chart is a PNG, with and without a soak.
@@ -311,5 +328,32 @@ func TestHSMSigned(t *testing.T) {
 		if got := hsmSigned(tc.prom); got != tc.want {
 			t.Errorf("hsmSigned(%q) = %v", tc.prom, got)
 		}
+	}
+}
+
+func TestParseEnv(t *testing.T) {
+	if env, err := parseEnv(" GOGC=200, GOMEMLIMIT=512MiB "); err != nil || strings.Join(env, " ") != "GOGC=200 GOMEMLIMIT=512MiB" {
+		t.Fatalf("parseEnv: %q %v", env, err)
+	}
+	if env, err := parseEnv(""); err != nil || env != nil {
+		t.Fatalf("empty: %q %v", env, err)
+	}
+	for _, bad := range []string{"GOGC", "=1", "GO GC=1", "GOGC=1,,", "A;B=1"} {
+		if _, err := parseEnv(bad); err == nil {
+			t.Errorf("parseEnv(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPromGauge(t *testing.T) {
+	prom := "# HELP go_goroutines Number of goroutines.\ngo_goroutines 42\ngo_goroutines_total{x=\"1\"} 7\ngo_memstats_heap_inuse_bytes 1.2e+07\n"
+	if g := promGauge(prom, "go_goroutines"); g != 42 {
+		t.Errorf("goroutines %d", g)
+	}
+	if h := promGauge(prom, "go_memstats_heap_inuse_bytes"); h != 12000000 {
+		t.Errorf("heap %d", h)
+	}
+	if x := promGauge(prom, "go_threads"); x != -1 {
+		t.Errorf("absent metric %d", x)
 	}
 }

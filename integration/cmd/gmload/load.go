@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,20 +379,25 @@ func (t *target) openLoop(rate float64, maxInflight int, warmup, d time.Duration
 	return res
 }
 
-// rssSample is one soak sample.
+// rssSample is one soak sample: per process, VmRSS, and from its metrics the number of
+// goroutines and the Go heap in use (-1 when the metrics could not be read).
 type rssSample struct {
-	At  time.Duration
-	RSS map[string]int64
+	At         time.Duration
+	RSS        map[string]int64
+	Goroutines map[string]int64
+	HeapInuse  map[string]int64
 }
 
-// sampleRSS samples the processes' RSS every period until ctx ends.
+// sampleRSS samples the processes' RSS, goroutines and heap every period until ctx ends.
 func sampleRSS(ctx context.Context, procs []*gmProc, period time.Duration) []rssSample {
 	start := time.Now()
 	var out []rssSample
 	take := func() {
-		s := rssSample{At: time.Since(start), RSS: map[string]int64{}}
+		s := rssSample{At: time.Since(start), RSS: map[string]int64{}, Goroutines: map[string]int64{}, HeapInuse: map[string]int64{}}
 		for _, p := range procs {
 			s.RSS[p.name], _ = procRSS(p.pid())
+			m := p.metrics()
+			s.Goroutines[p.name], s.HeapInuse[p.name] = promGauge(m, "go_goroutines"), promGauge(m, "go_memstats_heap_inuse_bytes")
 		}
 		out = append(out, s)
 	}
@@ -407,6 +413,22 @@ func sampleRSS(ctx context.Context, procs []*gmProc, period time.Duration) []rss
 			take()
 		}
 	}
+}
+
+// promGauge is the value of an unlabelled metric in Prometheus text, -1 when absent.
+func promGauge(prom, name string) int64 {
+	for _, line := range strings.Split(prom, "\n") {
+		rest, ok := strings.CutPrefix(line, name+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			return -1
+		}
+		return int64(v)
+	}
+	return -1
 }
 
 var errNoPeak = errors.New("no step completed a request")

@@ -11,6 +11,7 @@ import (
 type soakResult struct {
 	Step    stepResult
 	Samples []rssSample
+	Period  time.Duration // between samples
 }
 
 // report is everything the markdown and the chart are made of.
@@ -19,7 +20,8 @@ type report struct {
 	CmdLine      string
 	Scheme       string
 	Audit        string
-	Vault        string // "file" or "softhsm"
+	Vault        string   // "file" or "softhsm"
+	Env          []string // added to every gmgate process's environment (-env)
 	StepDuration time.Duration
 	Warmup       time.Duration
 	Started      time.Time
@@ -113,6 +115,8 @@ type soakVerdict struct {
 	Start, Mid, End, Max int64
 	SlopeMiBPerMin       float64 // second half, least squares
 	Flat                 bool
+	// Goroutines at the start, mid-soak, end, and the most seen (-1: not read).
+	GStart, GMid, GEnd, GMax int64
 }
 
 func judgeSoak(samples []rssSample, name string) soakVerdict {
@@ -129,6 +133,16 @@ func judgeSoak(samples []rssSample, name string) soakVerdict {
 		v.Max = max(v.Max, s.RSS[name])
 	}
 	v.Start, v.Mid, v.End = samples[0].RSS[name], samples[mid].RSS[name], samples[len(samples)-1].RSS[name]
+	g := func(s rssSample) int64 {
+		if n, ok := s.Goroutines[name]; ok {
+			return n
+		}
+		return -1
+	}
+	v.GStart, v.GMid, v.GEnd, v.GMax = g(samples[0]), g(samples[mid]), g(samples[len(samples)-1]), -1
+	for _, s := range samples {
+		v.GMax = max(v.GMax, g(s))
+	}
 	var x, y []float64
 	for _, s := range samples[mid:] {
 		x = append(x, s.At.Minutes())
@@ -137,6 +151,17 @@ func judgeSoak(samples []rssSample, name string) soakVerdict {
 	v.SlopeMiBPerMin = slope(x, y)
 	v.Flat = v.Mid > 0 && float64(v.End) <= float64(v.Mid)*(1+targetSoakGrowth)
 	return v
+}
+
+// thinSamples keeps the first sample, then the first one at least every apart, and the last.
+func thinSamples(samples []rssSample, every time.Duration) []rssSample {
+	var out []rssSample
+	for i, s := range samples {
+		if i == 0 || i == len(samples)-1 || s.At >= out[len(out)-1].At+every {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // render writes the markdown report.
@@ -155,6 +180,11 @@ func (r *report) render(w io.Writer) {
 	p("| CPU | %s |\n| logical CPUs | %d |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| gmgate commit | %s |\n| gmgate version | %s |\n| load average at start / end | %s / %s |\n\n",
 		r.Machine.CPUModel, r.Machine.NumCPU, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion,
 		orNA(r.Machine.Commit), orNA(r.Machine.Gmgate), r.Machine.LoadStart, r.Machine.LoadEnd)
+	env := "Go runtime defaults (no `-env`)"
+	if len(r.Env) > 0 {
+		env = "`" + strings.Join(r.Env, " ") + "` (`-env`)"
+	}
+	p("Environment of every gmgate process (ingress, egress, baseline): %s.\n\n", env)
 	p("**Noise.** This machine is shared: other engineers compile and run tests on the same %d CPUs during the run "+
 		"(see the load averages). Throughput and latency are therefore noisy and pessimistic; CPU time per request "+
 		"(from `/proc/<pid>/stat`) and the SM2 costs (thread CPU time) are much less affected by other load than "+
@@ -312,10 +342,17 @@ func (r *report) render(w io.Writer) {
 		}
 		p("Requests %d (%.0f req/s), errors %d, dropped %d, p50 %s ms, p99 %s ms, gateway CPU %s µs/req.\n\n",
 			s.Requests, s.RPS, s.Errors, s.Dropped, ms(s.Lat.P50), ms(s.Lat.P99), us(s.CPUPerReq()))
-		p("| process | start MiB | mid-soak MiB | end MiB | max MiB | slope, second half (MiB/min) | flat |\n|---|---|---|---|---|---|---|\n")
+		p("| process | start MiB | mid-soak MiB | end MiB | max MiB | slope, second half (MiB/min) | flat | goroutines start / mid / end / max |\n|---|---|---|---|---|---|---|---|\n")
 		for _, name := range []string{"ingress", "egress"} {
 			v := judgeSoak(r.Soak.Samples, name)
-			p("| %s | %s | %s | %s | %s | %.2f | %v |\n", name, mib(v.Start), mib(v.Mid), mib(v.End), mib(v.Max), v.SlopeMiBPerMin, v.Flat)
+			p("| %s | %s | %s | %s | %s | %.2f | %v | %d / %d / %d / %d |\n", name, mib(v.Start), mib(v.Mid), mib(v.End), mib(v.Max),
+				v.SlopeMiBPerMin, v.Flat, v.GStart, v.GMid, v.GEnd, v.GMax)
+		}
+		p("\nSamples (every %s, shown about every minute; RSS MiB, Go heap in use MiB, goroutines):\n\n", r.Soak.Period)
+		p("| at | ingress RSS | ingress heap | ingress goroutines | egress RSS | egress heap | egress goroutines |\n|---|---|---|---|---|---|---|\n")
+		for _, x := range thinSamples(r.Soak.Samples, time.Minute) {
+			p("| %s | %s | %s | %d | %s | %s | %d |\n", x.At.Round(time.Second), mib(x.RSS["ingress"]), mib(x.HeapInuse["ingress"]), x.Goroutines["ingress"],
+				mib(x.RSS["egress"]), mib(x.HeapInuse["egress"]), x.Goroutines["egress"])
 		}
 		p("\nThe memory replay store remembers every nonce for twice the 5-minute window (clocks of instances sharing a " +
 			"store may differ), so the ingress RSS rises while the store fills (the first 10 minutes at a constant rate) " +
