@@ -186,7 +186,7 @@ func run(cfg config) error {
 	}
 
 	rep := &report{Started: time.Now(), Clients: cfg.clients, Rounds: cfg.rounds, Window: cfg.duration,
-		CPUs: runtime.NumCPU(), Cmd: strings.Join(os.Args, " "), Peer: peer != nil, Load: loadAvg()}
+		CPUs: runtime.NumCPU(), Cmd: strings.Join(append([]string{"go run ./integration/cmd/tlcpsite"}, os.Args[1:]...), " "), Peer: peer != nil, Load: loadAvg()}
 	if cfg.pin {
 		if rep.Pinning, err = pinAll(site, bare, tls13, peer); err != nil {
 			return err
