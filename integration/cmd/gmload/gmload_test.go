@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -355,5 +356,40 @@ func TestPromGauge(t *testing.T) {
 	}
 	if x := promGauge(prom, "go_threads"); x != -1 {
 		t.Errorf("absent metric %d", x)
+	}
+}
+
+func TestGCStats(t *testing.T) {
+	prom := "go_gc_duration_seconds_count 12\ngo_memstats_alloc_bytes_total 1.048576e+06\ngo_memstats_mallocs_total 5000\n"
+	a := readGCStat(prom)
+	if !a.OK || a.Cycles != 12 || a.AllocBytes != 1<<20 || a.Mallocs != 5000 {
+		t.Fatalf("read %+v", a)
+	}
+	if readGCStat("go_goroutines 3\n").OK {
+		t.Fatal("counters absent, read as OK")
+	}
+	b := gcStat{Cycles: 22, AllocBytes: 3 << 20, Mallocs: 9000, OK: true}
+	d := b.sub(a)
+	if d != (gcStat{10, 2 << 20, 4000, true}) {
+		t.Fatalf("difference %+v", d)
+	}
+	// Two windows merged: counters add up; a window without metrics makes the sum unknown.
+	s1 := stepResult{Target: "gateway", Rounds: 1, Window: time.Second, Requests: 1000, GC: map[string]gcStat{"ingress": d}}
+	m := stepResult{}.merge(s1).merge(s1)
+	if m.GC["ingress"] != (gcStat{20, 4 << 20, 8000, true}) {
+		t.Fatalf("merged %+v", m.GC)
+	}
+	if s1.GC["ingress"] != d {
+		t.Fatal("merge changed its input")
+	}
+	if m.merge(stepResult{Rounds: 1, Window: time.Second, GC: map[string]gcStat{"ingress": {}}}).GC["ingress"].OK {
+		t.Fatal("a window without counters merged as OK")
+	}
+	// Rendered per request: 2000 requests, 8000 allocations, 4 MiB, 20 cycles.
+	r := &report{PeakGW: m, HalfGW: m}
+	var lines []string
+	r.renderGC(func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) })
+	if md := strings.Join(lines, ""); !strings.Contains(md, "| half peak | ingress | 2000 | 4 | 2.0 | 10.00 |") {
+		t.Fatalf("rendered:\n%s", md)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
@@ -145,8 +146,9 @@ type stepResult struct {
 	HSFull      float64 // ingress TLCP handshakes (full, resumed) in the window
 	HSResumed   float64
 	BankConns   int64
-	EgressLat   latencies // back end's view of egress+bank round trips
-	Rounds      int       // measured windows merged into this result
+	EgressLat   latencies         // back end's view of egress+bank round trips
+	Rounds      int               // measured windows merged into this result
+	GC          map[string]gcStat // per gmgate process over the window, from its Go metrics
 
 	samples, egressSamples []time.Duration
 }
@@ -175,6 +177,17 @@ func (s stepResult) merge(o stepResult) stepResult {
 	s.HSFull += o.HSFull
 	s.HSResumed += o.HSResumed
 	s.BankConns += o.BankConns
+	gc := maps.Clone(s.GC)
+	if gc == nil {
+		gc = map[string]gcStat{}
+	}
+	for k, v := range o.GC {
+		if old, ok := gc[k]; ok {
+			v = old.add(v)
+		}
+		gc[k] = v
+	}
+	s.GC = gc
 	s.samples = append(append([]time.Duration(nil), s.samples...), o.samples...)
 	s.egressSamples = append(append([]time.Duration(nil), s.egressSamples...), o.egressSamples...)
 	s.Lat, s.EgressLat = summarize(s.samples), summarize(s.egressSamples)
@@ -212,18 +225,45 @@ func (s stepResult) ProcCPUPerReq(name string) time.Duration {
 	return s.CPU[name] / time.Duration(s.Requests)
 }
 
+// gcStat is a process's Go runtime counters (go_gc_duration_seconds_count,
+// go_memstats_alloc_bytes_total, go_memstats_mallocs_total), or their difference over a window.
+type gcStat struct {
+	Cycles, AllocBytes, Mallocs int64
+	OK                          bool // read from the metrics
+}
+
+func (g gcStat) add(o gcStat) gcStat {
+	return gcStat{g.Cycles + o.Cycles, g.AllocBytes + o.AllocBytes, g.Mallocs + o.Mallocs, g.OK && o.OK}
+}
+
+func (g gcStat) sub(o gcStat) gcStat {
+	return gcStat{g.Cycles - o.Cycles, g.AllocBytes - o.AllocBytes, g.Mallocs - o.Mallocs, g.OK && o.OK}
+}
+
+// readGCStat reads the counters from Prometheus text.
+func readGCStat(prom string) gcStat {
+	g := gcStat{Cycles: promGauge(prom, "go_gc_duration_seconds_count"), AllocBytes: promGauge(prom, "go_memstats_alloc_bytes_total"),
+		Mallocs: promGauge(prom, "go_memstats_mallocs_total")}
+	g.OK = g.Cycles >= 0 && g.AllocBytes >= 0 && g.Mallocs >= 0
+	return g
+}
+
 type snapshot struct {
 	at        time.Time
 	cpu       map[string]time.Duration
+	gc        map[string]gcStat
 	self      time.Duration
 	full, res float64
 	bank      int64
 }
 
 func (t *target) snap() snapshot {
-	s := snapshot{at: time.Now(), cpu: map[string]time.Duration{}}
+	s := snapshot{at: time.Now(), cpu: map[string]time.Duration{}, gc: map[string]gcStat{}}
 	for _, p := range t.procs {
 		s.cpu[p.name], _ = procCPU(p.pid())
+	}
+	for _, p := range t.procs { // one scrape: well under a millisecond of the process's CPU
+		s.gc[p.name] = readGCStat(p.metrics())
 	}
 	s.self, _ = procCPU("self")
 	if t.handshakes != nil {
@@ -283,9 +323,10 @@ func (t *target) measure(rec *recorder, warmup, d time.Duration, res *stepResult
 	res.Lat, res.samples, res.Rounds = summarize(rec.lat), rec.lat, 1
 	rec.mu.Unlock()
 	res.RPS = float64(res.Requests) / res.Window.Seconds()
-	res.CPU, res.RSS = map[string]time.Duration{}, map[string]int64{}
+	res.CPU, res.RSS, res.GC = map[string]time.Duration{}, map[string]int64{}, map[string]gcStat{}
 	for _, p := range t.procs {
 		res.CPU[p.name] = b.cpu[p.name] - a.cpu[p.name]
+		res.GC[p.name] = b.gc[p.name].sub(a.gc[p.name])
 		res.RSS[p.name], _ = procRSS(p.pid())
 	}
 	res.HarnessCPU = b.self - a.self

@@ -301,6 +301,8 @@ func (r *report) render(w io.Writer) {
 	p("Per process at this rate: ingress %s µs/req, egress %s µs/req. TLCP handshakes on the ingress in the window: %.0f full, %.0f resumed; new egress→bank connections: %d.\n\n",
 		us(r.HalfGW.ProcCPUPerReq("ingress")), us(r.HalfGW.ProcCPUPerReq("egress")), r.HalfGW.HSFull, r.HalfGW.HSResumed, r.HalfGW.BankConns)
 
+	r.renderGC(p)
+
 	p("## The SM2 bound (b)\n\n")
 	p("Measured in the harness process in the same run with gmsm v0.44.1 directly: CPU time of the calling thread "+
 		"(`RUSAGE_THREAD`) over a loop, %d-byte message (SM3 with Z_A included), before and after the load phases.\n\n", signedMessageSize)
@@ -424,4 +426,44 @@ func firstErrors(r *report) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// renderGC writes the Go runtime's allocation and GC counters per request of each process at
+// the peak and at half the peak (exact counts: unlike CPU times, other load on the machine
+// does not change them).
+func (r *report) renderGC(p func(string, ...any)) {
+	type row struct {
+		name string
+		s    stepResult
+		proc string
+	}
+	var rows []row
+	for _, x := range []struct {
+		name   string
+		gw, bl stepResult
+	}{{"peak", r.PeakGW, r.PeakBL}, {"half peak", r.HalfGW, r.HalfBL}} {
+		for _, proc := range []string{"ingress", "egress"} {
+			rows = append(rows, row{x.name, x.gw, proc})
+		}
+		rows = append(rows, row{x.name, x.bl, "baseline"})
+	}
+	seen := false
+	for _, x := range rows {
+		seen = seen || x.s.GC[x.proc].OK
+	}
+	if !seen {
+		return
+	}
+	p("Go runtime per request (from each process's `go_gc_duration_seconds_count`, `go_memstats_alloc_bytes_total`, " +
+		"`go_memstats_mallocs_total` over the window; exact counts, not disturbed by other load):\n\n")
+	p("| step | process | requests | allocations/req | KiB allocated/req | GC cycles per 1000 req |\n|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		g := x.s.GC[x.proc]
+		if !g.OK || x.s.Requests == 0 {
+			continue
+		}
+		n := float64(x.s.Requests)
+		p("| %s | %s | %d | %.0f | %.1f | %.2f |\n", x.name, x.proc, x.s.Requests, float64(g.Mallocs)/n, float64(g.AllocBytes)/1024/n, float64(g.Cycles)*1000/n)
+	}
+	p("\n")
 }
