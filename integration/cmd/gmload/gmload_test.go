@@ -235,6 +235,24 @@ func TestRender(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if strings.Contains(md, "Caddy hop measured at the gateway's peak rate") || strings.Contains(md, "hop at the gateway's rate") {
+		t.Error("row of the baseline at the gateway's rate without that measurement")
+	}
+	// The baseline measured at the gateway's peak rate: 200 µs per request there, so the peak
+	// figure against it is 200 ÷ (170 + 2 × 200) = 0.35.
+	r.PeakBLAtGWRate = step("baseline", 8, 1000, 200*time.Millisecond, 2*time.Millisecond)
+	r.PeakBLAtGWRate.Mode, r.PeakBLAtGWRate.Rate = "open", 100
+	buf.Reset()
+	r.render(&buf)
+	for _, want := range []string{
+		"| same at the peak, the Caddy hop measured at the gateway's peak rate (100 req/s, open loop) instead of its own peak | 0.35 (200 µs ÷ (170 + 2 × 200 µs)) | ≤ 1.30 | **met** |",
+		"| peak, hop at the gateway's rate | 15 µs | 15 µs | 200 µs | 0.07 | 0.07 |",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	r.PeakBLAtGWRate = stepResult{}
 	// Slower gateway: both targets missed.
 	r.HalfGW = step("gateway", 8, 500, 150*time.Millisecond, 9*time.Millisecond)
 	r.HalfGW.Rate = 50

@@ -335,6 +335,15 @@ func run(cfg config, cmdLine string) error {
 	r.ConfirmGW = gw.closedLoop(r.PeakGW.Concurrency, cfg.warmup, cfg.duration, nil)
 	log.Printf("peak re-measured at c=%d: gateway %.0f req/s (was %.0f)", r.PeakGW.Concurrency, r.ConfirmGW.RPS, r.PeakGW.RPS)
 
+	// The baseline at the gateway's peak rate (open loop, the same slices as below): a plain
+	// Caddy hop costs more CPU per request at a low rate than at its own, much higher, peak, so
+	// target 1 at the peak is also given against a hop at the same rate as the gateway.
+	peakRate := (r.PeakGW.RPS + r.ConfirmGW.RPS) / 2
+	for i := 0; i < cfg.rounds; i++ {
+		r.PeakBLAtGWRate = r.PeakBLAtGWRate.merge(bl.openLoop(peakRate, max(2*r.PeakGW.Concurrency, 8), cfg.warmup/2, cfg.duration/time.Duration(cfg.rounds), nil))
+	}
+	log.Printf("baseline at the gateway's peak rate %.0f/s: cpu %v/req", peakRate, r.PeakBLAtGWRate.CPUPerReq())
+
 	// Half the gateway's peak rate, open loop, both targets.
 	rate := cfg.rate
 	if rate <= 0 {
