@@ -291,13 +291,11 @@ func rewriteJSONMarshal(orig []byte, params map[string]string) ([]byte, error) {
 }
 
 // jsonMember is one member of an object read by rewriteJSONPlain: its key, the raw bytes of its
-// value, and the value as parameter text (plain strings, numbers, booleans; null never equals a
-// parameter).
+// value, and the value as jsonText gives it (plain strings, numbers, booleans; "\x00" for null).
 type jsonMember struct {
 	key  string
 	raw  []byte
 	text string
-	null bool
 }
 
 // rewriteJSONPlain is rewriteJSON for a flat object (or an empty body) whose keys and string
@@ -340,7 +338,7 @@ func rewriteJSONPlain(orig []byte, params map[string]string) ([]byte, bool) {
 					if _, err := p.literal("null", ""); err != nil {
 						return nil, false
 					}
-					m.null = true
+					m.text = "\x00" // as jsonText: kept only for that exact parameter value
 				case '{', '[':
 					return nil, false
 				default:
@@ -391,7 +389,7 @@ func rewriteJSONPlain(orig []byte, params map[string]string) ([]byte, bool) {
 	all := make([]outMember, 0, len(params)+len(members))
 	for k, v := range params {
 		o := outMember{key: k, val: v}
-		if m, ok := find(k); ok && !m.null && m.text == v {
+		if m, ok := find(k); ok && m.text == v {
 			o.raw = m.raw
 		}
 		all = append(all, o)

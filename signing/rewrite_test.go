@@ -72,6 +72,7 @@ func FuzzRewriteJSONDifferential(f *testing.F) {
 	}
 	f.Add([]byte(`{"a":"1"}`), "a=<&>\nb=\u2028\nc=\xff\nd=\"\\\n")
 	f.Add([]byte(`{"a":null,"b":1}`), "a=")
+	f.Add([]byte(`{"a":null,"b":1}`), "a=\x00")
 	f.Fuzz(func(t *testing.T, body []byte, extra string) {
 		if len(body) > 8192 || len(extra) > 4096 {
 			return
@@ -82,7 +83,8 @@ func FuzzRewriteJSONDifferential(f *testing.F) {
 
 func TestRewriteJSONMatchesMarshal(t *testing.T) {
 	for _, s := range rewriteSeeds {
-		for _, extra := range []string{"", "signature=MEUCIQ==", "a=2\nz=<", "txnAmt=100\norderId=O1", "é=\u2028", "e=", "a="} {
+		for _, extra := range []string{"", "signature=MEUCIQ==", "a=2\nz=<", "txnAmt=100\norderId=O1", "é=\u2028", "e=", "a=",
+			"a=\x00\ne=\x00", "a=true\nb=1", "c=true"} {
 			checkRewriteSame(t, []byte(s), rewriteParams([]byte(s), extra))
 		}
 	}
