@@ -3,14 +3,18 @@ package signing
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/emmansun/gmsm/sm3"
 )
 
 // paramScheme is the shared core of form-sm2 and unionpay-sm2: a flat set of parameters in a
@@ -155,7 +159,8 @@ func truncateName(k string) string {
 func (p *paramScheme) signedBytes(params map[string]string) []byte {
 	s := CanonicalParams(params, p.exclude()...)
 	if p.digestHex {
-		return []byte(SM3Hex([]byte(s)))
+		sum := sm3.Sum([]byte(s))
+		return hex.AppendEncode(make([]byte, 0, 2*len(sum)), sum[:]) // SM3Hex, two allocations fewer
 	}
 	return []byte(s)
 }
@@ -271,8 +276,21 @@ func (p *paramScheme) sign(m *Message, k Key, now time.Time, nonce string) error
 }
 
 // rewriteJSON keeps the original JSON values (numbers, booleans) and writes the changed ones as
-// strings; keys come out sorted.
+// strings; keys come out sorted. Its output is byte for byte rewriteJSONMarshal's (json.Marshal
+// of a map[string]json.RawMessage): an object whose keys and string values need no escaping is
+// written directly from the body's bytes (a handful of allocations instead of one or more per
+// member); any other body, and every error, is left to rewriteJSONMarshal.
+// FuzzRewriteJSONDifferential compares the two.
 func rewriteJSON(orig []byte, params map[string]string) ([]byte, error) {
+	if out, ok := rewriteJSONPlain(orig, params); ok {
+		return out, nil
+	}
+	return rewriteJSONMarshal(orig, params)
+}
+
+// rewriteJSONMarshal is rewriteJSON through encoding/json: the reference, and the path of bodies
+// rewriteJSONPlain leaves.
+func rewriteJSONMarshal(orig []byte, params map[string]string) ([]byte, error) {
 	raw := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(orig)) > 0 {
 		if err := json.Unmarshal(orig, &raw); err != nil {
@@ -294,6 +312,186 @@ func rewriteJSON(orig []byte, params map[string]string) ([]byte, error) {
 		}
 	}
 	return json.Marshal(out)
+}
+
+// jsonMember is one member of an object read by rewriteJSONPlain: its key, the raw bytes of its
+// value, and the value as jsonText gives it (plain strings, numbers, booleans; "\x00" for null).
+type jsonMember struct {
+	key  string
+	raw  []byte
+	text string
+}
+
+// rewriteJSONPlain is rewriteJSON for a flat object (or an empty body) whose keys and string
+// values are plain (jsonPlain: json.Marshal writes them unchanged between quotes), without
+// duplicate keys, and with nothing but JSON whitespace around its tokens; ok is false for any
+// other body, which rewriteJSONMarshal handles (and refuses when encoding/json does).
+func rewriteJSONPlain(orig []byte, params map[string]string) ([]byte, bool) {
+	var stack [32]jsonMember
+	members := stack[:0]
+	if len(bytes.TrimSpace(orig)) > 0 {
+		p := jsonScan{b: orig, s: string(orig)}
+		p.space()
+		if !p.eat('{') {
+			return nil, false
+		}
+		p.space()
+		if !p.eat('}') {
+			for {
+				p.space()
+				key, ok := p.plainString()
+				if !ok {
+					return nil, false
+				}
+				p.space()
+				if !p.eat(':') {
+					return nil, false
+				}
+				p.space()
+				m := jsonMember{key: key}
+				start := p.i
+				if p.i >= len(p.b) {
+					return nil, false
+				}
+				switch p.b[p.i] {
+				case '"':
+					if m.text, ok = p.plainString(); !ok {
+						return nil, false
+					}
+				case 'n':
+					if _, err := p.literal("null", ""); err != nil {
+						return nil, false
+					}
+					m.text = "\x00" // as jsonText: kept only for that exact parameter value
+				case '{', '[':
+					return nil, false
+				default:
+					v, err := p.value() // numbers (their text) and booleans
+					if err != nil {
+						return nil, false
+					}
+					m.text = v
+				}
+				m.raw = p.b[start:p.i]
+				members = append(members, m)
+				p.space()
+				if p.eat(',') {
+					continue
+				}
+				if p.eat('}') {
+					break
+				}
+				return nil, false
+			}
+		}
+		p.space()
+		if p.i != len(p.b) {
+			return nil, false
+		}
+	}
+	slices.SortFunc(members, func(a, b jsonMember) int { return strings.Compare(a.key, b.key) })
+	for i := 1; i < len(members); i++ {
+		if members[i].key == members[i-1].key {
+			return nil, false // encoding/json keeps the last: left to it
+		}
+	}
+	find := func(k string) (jsonMember, bool) {
+		i, ok := slices.BinarySearchFunc(members, k, func(m jsonMember, k string) int { return strings.Compare(m.key, k) })
+		if !ok {
+			return jsonMember{}, false
+		}
+		return members[i], true
+	}
+
+	// The output's members: every parameter (its original value when the text is unchanged),
+	// then the original members that are not parameters, sorted by key.
+	type outMember struct {
+		key, val string
+		raw      []byte // nil: val as a JSON string
+	}
+	size := 2
+	all := make([]outMember, 0, len(params)+len(members))
+	for k, v := range params {
+		o := outMember{key: k, val: v}
+		if m, ok := find(k); ok && m.text == v {
+			o.raw = m.raw
+		}
+		all = append(all, o)
+		size += len(k) + len(v) + 6
+	}
+	for _, m := range members {
+		if _, ok := params[m.key]; !ok {
+			all = append(all, outMember{key: m.key, raw: m.raw})
+			size += len(m.key) + len(m.raw) + 4
+		}
+	}
+	slices.SortFunc(all, func(a, b outMember) int { return strings.Compare(a.key, b.key) })
+	out := make([]byte, 0, size)
+	out = append(out, '{')
+	for i, o := range all {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendJSONString(out, o.key)
+		out = append(out, ':')
+		if o.raw != nil {
+			out = append(out, o.raw...)
+		} else {
+			out = appendJSONString(out, o.val)
+		}
+	}
+	return append(out, '}'), true
+}
+
+// jsonPlain reports whether json.Marshal writes s unchanged between quotes: valid UTF-8 with no
+// byte below 0x20, no '"', '\\', and none of the characters it escapes for HTML ('<', '>', '&',
+// U+2028, U+2029).
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 || r == '\u2028' || r == '\u2029' {
+			return false
+		}
+		i += n
+	}
+	return true
+}
+
+// appendJSONString appends s as json.Marshal writes a string.
+func appendJSONString(dst []byte, s string) []byte {
+	if jsonPlain(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, _ := json.Marshal(s)
+	return append(dst, b...)
+}
+
+// plainString reads a JSON string at p.i whose content is plain (jsonPlain, hence no escapes)
+// and returns that content; ok is false for any other string.
+func (p *jsonScan) plainString() (string, bool) {
+	if !p.eat('"') {
+		return "", false
+	}
+	start := p.i
+	for p.i < len(p.b) && p.b[p.i] != '"' {
+		p.i++
+	}
+	if p.i >= len(p.b) {
+		return "", false
+	}
+	s := p.text(start, p.i)
+	p.i++
+	return s, jsonPlain(s)
 }
 
 func jsonText(r json.RawMessage) string {

@@ -226,6 +226,7 @@ func ContentDigest(body []byte) string {
 // (ASCII) order, values not URL-encoded.
 func CanonicalParams(params map[string]string, exclude ...string) string {
 	keys := make([]string, 0, len(params))
+	size := 0
 outer:
 	for k, v := range params {
 		if v == "" {
@@ -237,9 +238,11 @@ outer:
 			}
 		}
 		keys = append(keys, k)
+		size += len(k) + len(v) + 2
 	}
 	sort.Strings(keys)
 	var sb strings.Builder
+	sb.Grow(size) // one allocation for the whole string
 	for i, k := range keys {
 		if i > 0 {
 			sb.WriteByte('&')

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,6 +235,24 @@ func TestRender(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if strings.Contains(md, "Caddy hop measured at the gateway's peak rate") || strings.Contains(md, "hop at the gateway's rate") {
+		t.Error("row of the baseline at the gateway's rate without that measurement")
+	}
+	// The baseline measured at the gateway's peak rate: 200 µs per request there, so the peak
+	// figure against it is 200 ÷ (170 + 2 × 200) = 0.35.
+	r.PeakBLAtGWRate = step("baseline", 8, 1000, 200*time.Millisecond, 2*time.Millisecond)
+	r.PeakBLAtGWRate.Mode, r.PeakBLAtGWRate.Rate = "open", 100
+	buf.Reset()
+	r.render(&buf)
+	for _, want := range []string{
+		"| same at the peak, the Caddy hop measured at the gateway's peak rate (100 req/s, open loop) instead of its own peak | 0.35 (200 µs ÷ (170 + 2 × 200 µs)) | ≤ 1.30 | **met** |",
+		"| peak, hop at the gateway's rate | 15 µs | 15 µs | 200 µs | 0.07 | 0.07 |",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	r.PeakBLAtGWRate = stepResult{}
 	// Slower gateway: both targets missed.
 	r.HalfGW = step("gateway", 8, 500, 150*time.Millisecond, 9*time.Millisecond)
 	r.HalfGW.Rate = 50
@@ -254,15 +273,32 @@ func TestRender(t *testing.T) {
 
 	// A soak that kept growing is reported as not flat.
 	var samples []rssSample
-	for i := 0; i <= 10; i++ {
-		samples = append(samples, rssSample{At: time.Duration(i) * time.Minute,
-			RSS: map[string]int64{"ingress": int64(50+10*i) << 20, "egress": 40 << 20}})
+	for i := 0; i <= 20; i++ { // every 30 s
+		samples = append(samples, rssSample{At: time.Duration(i) * 30 * time.Second,
+			RSS:        map[string]int64{"ingress": int64(50+5*i) << 20, "egress": 40 << 20},
+			Goroutines: map[string]int64{"ingress": int64(30 + i), "egress": 25},
+			HeapInuse:  map[string]int64{"ingress": 8 << 20, "egress": 4 << 20}})
 	}
-	r.Soak = &soakResult{Step: stepResult{Target: "gateway", Window: 10 * time.Minute, Rate: 50, RPS: 50, Requests: 30000}, Samples: samples}
+	r.Soak = &soakResult{Step: stepResult{Target: "gateway", Window: 10 * time.Minute, Rate: 50, RPS: 50, Requests: 30000}, Samples: samples, Period: 30 * time.Second}
+	r.Env = []string{"GOGC=200", "GOMEMLIMIT=256MiB"}
 	buf.Reset()
 	r.render(&buf)
-	if md := buf.String(); !strings.Contains(md, "ingress 100.0→150.0 MiB, egress 40.0→40.0 MiB | flat | **not met**") {
-		t.Errorf("soak verdict missing:\n%s", md)
+	md = buf.String()
+	for _, want := range []string{
+		"ingress 100.0→150.0 MiB, egress 40.0→40.0 MiB | flat | **not met**",
+		"| ingress | 50.0 | 100.0 | 150.0 | 150.0 | 10.00 | false | 30 / 40 / 50 / 50 |",
+		"| egress | 40.0 | 40.0 | 40.0 | 40.0 | 0.00 | true | 25 / 25 / 25 / 25 |",
+		// Thinned to one sample a minute: 0, 1m, ..., 10m.
+		"| 1m0s | 60.0 | 8.0 | 32 | 40.0 | 4.0 | 25 |",
+		"| 10m0s | 150.0 | 8.0 | 50 | 40.0 | 4.0 | 25 |",
+		"Environment of every gmgate process (ingress, egress, baseline): `GOGC=200 GOMEMLIMIT=256MiB` (`-env`).",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("soak report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| 30s |") {
+		t.Error("soak samples not thinned to one a minute")
 	}
 
 	// The chart is a PNG, with and without a soak.
@@ -311,5 +347,67 @@ func TestHSMSigned(t *testing.T) {
 		if got := hsmSigned(tc.prom); got != tc.want {
 			t.Errorf("hsmSigned(%q) = %v", tc.prom, got)
 		}
+	}
+}
+
+func TestParseEnv(t *testing.T) {
+	if env, err := parseEnv(" GOGC=200, GOMEMLIMIT=512MiB "); err != nil || strings.Join(env, " ") != "GOGC=200 GOMEMLIMIT=512MiB" {
+		t.Fatalf("parseEnv: %q %v", env, err)
+	}
+	if env, err := parseEnv(""); err != nil || env != nil {
+		t.Fatalf("empty: %q %v", env, err)
+	}
+	for _, bad := range []string{"GOGC", "=1", "GO GC=1", "GOGC=1,,", "A;B=1"} {
+		if _, err := parseEnv(bad); err == nil {
+			t.Errorf("parseEnv(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPromGauge(t *testing.T) {
+	prom := "# HELP go_goroutines Number of goroutines.\ngo_goroutines 42\ngo_goroutines_total{x=\"1\"} 7\ngo_memstats_heap_inuse_bytes 1.2e+07\n"
+	if g := promGauge(prom, "go_goroutines"); g != 42 {
+		t.Errorf("goroutines %d", g)
+	}
+	if h := promGauge(prom, "go_memstats_heap_inuse_bytes"); h != 12000000 {
+		t.Errorf("heap %d", h)
+	}
+	if x := promGauge(prom, "go_threads"); x != -1 {
+		t.Errorf("absent metric %d", x)
+	}
+}
+
+func TestGCStats(t *testing.T) {
+	prom := "go_gc_duration_seconds_count 12\ngo_memstats_alloc_bytes_total 1.048576e+06\ngo_memstats_mallocs_total 5000\n"
+	a := readGCStat(prom)
+	if !a.OK || a.Cycles != 12 || a.AllocBytes != 1<<20 || a.Mallocs != 5000 {
+		t.Fatalf("read %+v", a)
+	}
+	if readGCStat("go_goroutines 3\n").OK {
+		t.Fatal("counters absent, read as OK")
+	}
+	b := gcStat{Cycles: 22, AllocBytes: 3 << 20, Mallocs: 9000, OK: true}
+	d := b.sub(a)
+	if d != (gcStat{10, 2 << 20, 4000, true}) {
+		t.Fatalf("difference %+v", d)
+	}
+	// Two windows merged: counters add up; a window without metrics makes the sum unknown.
+	s1 := stepResult{Target: "gateway", Rounds: 1, Window: time.Second, Requests: 1000, GC: map[string]gcStat{"ingress": d}}
+	m := stepResult{}.merge(s1).merge(s1)
+	if m.GC["ingress"] != (gcStat{20, 4 << 20, 8000, true}) {
+		t.Fatalf("merged %+v", m.GC)
+	}
+	if s1.GC["ingress"] != d {
+		t.Fatal("merge changed its input")
+	}
+	if m.merge(stepResult{Rounds: 1, Window: time.Second, GC: map[string]gcStat{"ingress": {}}}).GC["ingress"].OK {
+		t.Fatal("a window without counters merged as OK")
+	}
+	// Rendered per request: 2000 requests, 8000 allocations, 4 MiB, 20 cycles.
+	r := &report{PeakGW: m, HalfGW: m}
+	var lines []string
+	r.renderGC(func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) })
+	if md := strings.Join(lines, ""); !strings.Contains(md, "| half peak | ingress | 2000 | 4 | 2.0 | 10.00 |") {
+		t.Fatalf("rendered:\n%s", md)
 	}
 }

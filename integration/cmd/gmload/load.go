@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,8 +146,9 @@ type stepResult struct {
 	HSFull      float64 // ingress TLCP handshakes (full, resumed) in the window
 	HSResumed   float64
 	BankConns   int64
-	EgressLat   latencies // back end's view of egress+bank round trips
-	Rounds      int       // measured windows merged into this result
+	EgressLat   latencies         // back end's view of egress+bank round trips
+	Rounds      int               // measured windows merged into this result
+	GC          map[string]gcStat // per gmgate process over the window, from its Go metrics
 
 	samples, egressSamples []time.Duration
 }
@@ -174,6 +177,17 @@ func (s stepResult) merge(o stepResult) stepResult {
 	s.HSFull += o.HSFull
 	s.HSResumed += o.HSResumed
 	s.BankConns += o.BankConns
+	gc := maps.Clone(s.GC)
+	if gc == nil {
+		gc = map[string]gcStat{}
+	}
+	for k, v := range o.GC {
+		if old, ok := gc[k]; ok {
+			v = old.add(v)
+		}
+		gc[k] = v
+	}
+	s.GC = gc
 	s.samples = append(append([]time.Duration(nil), s.samples...), o.samples...)
 	s.egressSamples = append(append([]time.Duration(nil), s.egressSamples...), o.egressSamples...)
 	s.Lat, s.EgressLat = summarize(s.samples), summarize(s.egressSamples)
@@ -211,18 +225,45 @@ func (s stepResult) ProcCPUPerReq(name string) time.Duration {
 	return s.CPU[name] / time.Duration(s.Requests)
 }
 
+// gcStat is a process's Go runtime counters (go_gc_duration_seconds_count,
+// go_memstats_alloc_bytes_total, go_memstats_mallocs_total), or their difference over a window.
+type gcStat struct {
+	Cycles, AllocBytes, Mallocs int64
+	OK                          bool // read from the metrics
+}
+
+func (g gcStat) add(o gcStat) gcStat {
+	return gcStat{g.Cycles + o.Cycles, g.AllocBytes + o.AllocBytes, g.Mallocs + o.Mallocs, g.OK && o.OK}
+}
+
+func (g gcStat) sub(o gcStat) gcStat {
+	return gcStat{g.Cycles - o.Cycles, g.AllocBytes - o.AllocBytes, g.Mallocs - o.Mallocs, g.OK && o.OK}
+}
+
+// readGCStat reads the counters from Prometheus text.
+func readGCStat(prom string) gcStat {
+	g := gcStat{Cycles: promGauge(prom, "go_gc_duration_seconds_count"), AllocBytes: promGauge(prom, "go_memstats_alloc_bytes_total"),
+		Mallocs: promGauge(prom, "go_memstats_mallocs_total")}
+	g.OK = g.Cycles >= 0 && g.AllocBytes >= 0 && g.Mallocs >= 0
+	return g
+}
+
 type snapshot struct {
 	at        time.Time
 	cpu       map[string]time.Duration
+	gc        map[string]gcStat
 	self      time.Duration
 	full, res float64
 	bank      int64
 }
 
 func (t *target) snap() snapshot {
-	s := snapshot{at: time.Now(), cpu: map[string]time.Duration{}}
+	s := snapshot{at: time.Now(), cpu: map[string]time.Duration{}, gc: map[string]gcStat{}}
 	for _, p := range t.procs {
 		s.cpu[p.name], _ = procCPU(p.pid())
+	}
+	for _, p := range t.procs { // one scrape: well under a millisecond of the process's CPU
+		s.gc[p.name] = readGCStat(p.metrics())
 	}
 	s.self, _ = procCPU("self")
 	if t.handshakes != nil {
@@ -282,9 +323,10 @@ func (t *target) measure(rec *recorder, warmup, d time.Duration, res *stepResult
 	res.Lat, res.samples, res.Rounds = summarize(rec.lat), rec.lat, 1
 	rec.mu.Unlock()
 	res.RPS = float64(res.Requests) / res.Window.Seconds()
-	res.CPU, res.RSS = map[string]time.Duration{}, map[string]int64{}
+	res.CPU, res.RSS, res.GC = map[string]time.Duration{}, map[string]int64{}, map[string]gcStat{}
 	for _, p := range t.procs {
 		res.CPU[p.name] = b.cpu[p.name] - a.cpu[p.name]
+		res.GC[p.name] = b.gc[p.name].sub(a.gc[p.name])
 		res.RSS[p.name], _ = procRSS(p.pid())
 	}
 	res.HarnessCPU = b.self - a.self
@@ -378,20 +420,25 @@ func (t *target) openLoop(rate float64, maxInflight int, warmup, d time.Duration
 	return res
 }
 
-// rssSample is one soak sample.
+// rssSample is one soak sample: per process, VmRSS, and from its metrics the number of
+// goroutines and the Go heap in use (-1 when the metrics could not be read).
 type rssSample struct {
-	At  time.Duration
-	RSS map[string]int64
+	At         time.Duration
+	RSS        map[string]int64
+	Goroutines map[string]int64
+	HeapInuse  map[string]int64
 }
 
-// sampleRSS samples the processes' RSS every period until ctx ends.
+// sampleRSS samples the processes' RSS, goroutines and heap every period until ctx ends.
 func sampleRSS(ctx context.Context, procs []*gmProc, period time.Duration) []rssSample {
 	start := time.Now()
 	var out []rssSample
 	take := func() {
-		s := rssSample{At: time.Since(start), RSS: map[string]int64{}}
+		s := rssSample{At: time.Since(start), RSS: map[string]int64{}, Goroutines: map[string]int64{}, HeapInuse: map[string]int64{}}
 		for _, p := range procs {
 			s.RSS[p.name], _ = procRSS(p.pid())
+			m := p.metrics()
+			s.Goroutines[p.name], s.HeapInuse[p.name] = promGauge(m, "go_goroutines"), promGauge(m, "go_memstats_heap_inuse_bytes")
 		}
 		out = append(out, s)
 	}
@@ -407,6 +454,22 @@ func sampleRSS(ctx context.Context, procs []*gmProc, period time.Duration) []rss
 			take()
 		}
 	}
+}
+
+// promGauge is the value of an unlabelled metric in Prometheus text, -1 when absent.
+func promGauge(prom, name string) int64 {
+	for _, line := range strings.Split(prom, "\n") {
+		rest, ok := strings.CutPrefix(line, name+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			return -1
+		}
+		return int64(v)
+	}
+	return -1
 }
 
 var errNoPeak = errors.New("no step completed a request")

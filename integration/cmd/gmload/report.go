@@ -11,6 +11,7 @@ import (
 type soakResult struct {
 	Step    stepResult
 	Samples []rssSample
+	Period  time.Duration // between samples
 }
 
 // report is everything the markdown and the chart are made of.
@@ -19,7 +20,8 @@ type report struct {
 	CmdLine      string
 	Scheme       string
 	Audit        string
-	Vault        string // "file" or "softhsm"
+	Vault        string   // "file" or "softhsm"
+	Env          []string // added to every gmgate process's environment (-env)
 	StepDuration time.Duration
 	Warmup       time.Duration
 	Started      time.Time
@@ -30,10 +32,12 @@ type report struct {
 	PeakGW       stepResult
 	PeakBL       stepResult
 	ConfirmGW    stepResult // the gateway's peak concurrency measured again
-	HalfGW       stepResult
-	HalfBL       stepResult
-	Soak         *soakResult
-	Profiles     map[string]string // process name -> `go tool pprof -top` output
+	// PeakBLAtGWRate is the baseline in open loop at the gateway's peak rate (zero: not measured).
+	PeakBLAtGWRate stepResult
+	HalfGW         stepResult
+	HalfBL         stepResult
+	Soak           *soakResult
+	Profiles       map[string]string // process name -> `go tool pprof -top` output
 	// ProfileShares is, per process, the percentage of profile samples per category.
 	ProfileShares map[string]map[string]float64
 	ProfileNote   string
@@ -113,6 +117,8 @@ type soakVerdict struct {
 	Start, Mid, End, Max int64
 	SlopeMiBPerMin       float64 // second half, least squares
 	Flat                 bool
+	// Goroutines at the start, mid-soak, end, and the most seen (-1: not read).
+	GStart, GMid, GEnd, GMax int64
 }
 
 func judgeSoak(samples []rssSample, name string) soakVerdict {
@@ -129,6 +135,16 @@ func judgeSoak(samples []rssSample, name string) soakVerdict {
 		v.Max = max(v.Max, s.RSS[name])
 	}
 	v.Start, v.Mid, v.End = samples[0].RSS[name], samples[mid].RSS[name], samples[len(samples)-1].RSS[name]
+	g := func(s rssSample) int64 {
+		if n, ok := s.Goroutines[name]; ok {
+			return n
+		}
+		return -1
+	}
+	v.GStart, v.GMid, v.GEnd, v.GMax = g(samples[0]), g(samples[mid]), g(samples[len(samples)-1]), -1
+	for _, s := range samples {
+		v.GMax = max(v.GMax, g(s))
+	}
 	var x, y []float64
 	for _, s := range samples[mid:] {
 		x = append(x, s.At.Minutes())
@@ -137,6 +153,17 @@ func judgeSoak(samples []rssSample, name string) soakVerdict {
 	v.SlopeMiBPerMin = slope(x, y)
 	v.Flat = v.Mid > 0 && float64(v.End) <= float64(v.Mid)*(1+targetSoakGrowth)
 	return v
+}
+
+// thinSamples keeps the first sample, then the first one at least every apart, and the last.
+func thinSamples(samples []rssSample, every time.Duration) []rssSample {
+	var out []rssSample
+	for i, s := range samples {
+		if i == 0 || i == len(samples)-1 || s.At >= out[len(out)-1].At+every {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // render writes the markdown report.
@@ -155,6 +182,11 @@ func (r *report) render(w io.Writer) {
 	p("| CPU | %s |\n| logical CPUs | %d |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| gmgate commit | %s |\n| gmgate version | %s |\n| load average at start / end | %s / %s |\n\n",
 		r.Machine.CPUModel, r.Machine.NumCPU, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion,
 		orNA(r.Machine.Commit), orNA(r.Machine.Gmgate), r.Machine.LoadStart, r.Machine.LoadEnd)
+	env := "Go runtime defaults (no `-env`)"
+	if len(r.Env) > 0 {
+		env = "`" + strings.Join(r.Env, " ") + "` (`-env`)"
+	}
+	p("Environment of every gmgate process (ingress, egress, baseline): %s.\n\n", env)
 	p("**Noise.** This machine is shared: other engineers compile and run tests on the same %d CPUs during the run "+
 		"(see the load averages). Throughput and latency are therefore noisy and pessimistic; CPU time per request "+
 		"(from `/proc/<pid>/stat`) and the SM2 costs (thread CPU time) are much less affected by other load than "+
@@ -187,12 +219,21 @@ func (r *report) render(w io.Writer) {
 		p("| gateway CPU per request ÷ (SM2 bound + two plain Caddy TLS hops) %s (issue 14, target 1) | %.2f (%s µs ÷ (%s + 2 × %s µs)) | ≤ %.2f | %s |\n",
 			ct.name, ct.c.Ratio, us(ct.c.GW), us(ct.c.Bound), us(ct.c.Hop), targetCostRatio, met(ct.c.Met()))
 	}
+	if r.PeakBLAtGWRate.Requests > 0 {
+		c := newCostTarget(r.PeakGW, r.PeakBLAtGWRate, bPeak)
+		p("| same at the peak, the Caddy hop measured at the gateway's peak rate (%.0f req/s, open loop) instead of its own peak | %.2f (%s µs ÷ (%s + 2 × %s µs)) | ≤ %.2f | %s |\n",
+			r.PeakBLAtGWRate.Rate, c.Ratio, us(c.GW), us(c.Bound), us(c.Hop), targetCostRatio, met(c.Met()))
+	}
 	p("\nPer hop, outside its own SM2 operations (CPU per request minus that hop's SM2 bound), against one plain Caddy TLS 1.3 hop in the same run:\n\n")
 	p("| | ingress | egress | plain Caddy hop | ingress ÷ hop | egress ÷ hop |\n|---|---|---|---|---|---|\n")
 	for _, ct := range []struct {
 		name string
 		c    costTarget
-	}{{"half peak", newCostTarget(r.HalfGW, r.HalfBL, bHalf)}, {"peak", newCostTarget(r.PeakGW, r.PeakBL, bPeak)}} {
+	}{{"half peak", newCostTarget(r.HalfGW, r.HalfBL, bHalf)}, {"peak", newCostTarget(r.PeakGW, r.PeakBL, bPeak)},
+		{"peak, hop at the gateway's rate", newCostTarget(r.PeakGW, r.PeakBLAtGWRate, bPeak)}} {
+		if ct.c.Hop == 0 {
+			continue
+		}
 		p("| %s | %s µs | %s µs | %s µs | %s | %s |\n", ct.name, us(ct.c.IngressRest), us(ct.c.EgressRest), us(ct.c.Hop),
 			ct.c.HopRatio(ct.c.IngressRest), ct.c.HopRatio(ct.c.EgressRest))
 	}
@@ -271,6 +312,8 @@ func (r *report) render(w io.Writer) {
 	p("Per process at this rate: ingress %s µs/req, egress %s µs/req. TLCP handshakes on the ingress in the window: %.0f full, %.0f resumed; new egress→bank connections: %d.\n\n",
 		us(r.HalfGW.ProcCPUPerReq("ingress")), us(r.HalfGW.ProcCPUPerReq("egress")), r.HalfGW.HSFull, r.HalfGW.HSResumed, r.HalfGW.BankConns)
 
+	r.renderGC(p)
+
 	p("## The SM2 bound (b)\n\n")
 	p("Measured in the harness process in the same run with gmsm v0.44.1 directly: CPU time of the calling thread "+
 		"(`RUSAGE_THREAD`) over a loop, %d-byte message (SM3 with Z_A included), before and after the load phases.\n\n", signedMessageSize)
@@ -312,10 +355,17 @@ func (r *report) render(w io.Writer) {
 		}
 		p("Requests %d (%.0f req/s), errors %d, dropped %d, p50 %s ms, p99 %s ms, gateway CPU %s µs/req.\n\n",
 			s.Requests, s.RPS, s.Errors, s.Dropped, ms(s.Lat.P50), ms(s.Lat.P99), us(s.CPUPerReq()))
-		p("| process | start MiB | mid-soak MiB | end MiB | max MiB | slope, second half (MiB/min) | flat |\n|---|---|---|---|---|---|---|\n")
+		p("| process | start MiB | mid-soak MiB | end MiB | max MiB | slope, second half (MiB/min) | flat | goroutines start / mid / end / max |\n|---|---|---|---|---|---|---|---|\n")
 		for _, name := range []string{"ingress", "egress"} {
 			v := judgeSoak(r.Soak.Samples, name)
-			p("| %s | %s | %s | %s | %s | %.2f | %v |\n", name, mib(v.Start), mib(v.Mid), mib(v.End), mib(v.Max), v.SlopeMiBPerMin, v.Flat)
+			p("| %s | %s | %s | %s | %s | %.2f | %v | %d / %d / %d / %d |\n", name, mib(v.Start), mib(v.Mid), mib(v.End), mib(v.Max),
+				v.SlopeMiBPerMin, v.Flat, v.GStart, v.GMid, v.GEnd, v.GMax)
+		}
+		p("\nSamples (every %s, shown about every minute; RSS MiB, Go heap in use MiB, goroutines):\n\n", r.Soak.Period)
+		p("| at | ingress RSS | ingress heap | ingress goroutines | egress RSS | egress heap | egress goroutines |\n|---|---|---|---|---|---|---|\n")
+		for _, x := range thinSamples(r.Soak.Samples, time.Minute) {
+			p("| %s | %s | %s | %d | %s | %s | %d |\n", x.At.Round(time.Second), mib(x.RSS["ingress"]), mib(x.HeapInuse["ingress"]), x.Goroutines["ingress"],
+				mib(x.RSS["egress"]), mib(x.HeapInuse["egress"]), x.Goroutines["egress"])
 		}
 		p("\nThe memory replay store remembers every nonce for twice the 5-minute window (clocks of instances sharing a " +
 			"store may differ), so the ingress RSS rises while the store fills (the first 10 minutes at a constant rate) " +
@@ -387,4 +437,44 @@ func firstErrors(r *report) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// renderGC writes the Go runtime's allocation and GC counters per request of each process at
+// the peak and at half the peak (exact counts: unlike CPU times, other load on the machine
+// does not change them).
+func (r *report) renderGC(p func(string, ...any)) {
+	type row struct {
+		name string
+		s    stepResult
+		proc string
+	}
+	var rows []row
+	for _, x := range []struct {
+		name   string
+		gw, bl stepResult
+	}{{"peak", r.PeakGW, r.PeakBL}, {"half peak", r.HalfGW, r.HalfBL}} {
+		for _, proc := range []string{"ingress", "egress"} {
+			rows = append(rows, row{x.name, x.gw, proc})
+		}
+		rows = append(rows, row{x.name, x.bl, "baseline"})
+	}
+	seen := false
+	for _, x := range rows {
+		seen = seen || x.s.GC[x.proc].OK
+	}
+	if !seen {
+		return
+	}
+	p("Go runtime per request (from each process's `go_gc_duration_seconds_count`, `go_memstats_alloc_bytes_total`, " +
+		"`go_memstats_mallocs_total` over the window; exact counts, not disturbed by other load):\n\n")
+	p("| step | process | requests | allocations/req | KiB allocated/req | GC cycles per 1000 req |\n|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		g := x.s.GC[x.proc]
+		if !g.OK || x.s.Requests == 0 {
+			continue
+		}
+		n := float64(x.s.Requests)
+		p("| %s | %s | %d | %.0f | %.1f | %.2f |\n", x.name, x.proc, x.s.Requests, float64(g.Mallocs)/n, float64(g.AllocBytes)/1024/n, float64(g.Cycles)*1000/n)
+	}
+	p("\n")
 }

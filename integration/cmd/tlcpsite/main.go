@@ -1,11 +1,12 @@
 // Command tlcpsite measures TLCP through Caddy (a site behind gmgate's `tlcp` listener wrapper)
-// against the bare `tlcp` package serving net/http, side by side in one run (issue 14, targets 2
-// and 3):
+// against the bare `tlcp` package serving net/http and against a peer, Tongsuo 8.5's `s_server`
+// in TLCP mode, side by side in one run (issue 14, targets 2 and 3):
 //
 //   - server CPU per connection (full handshake + one small HTTP request, then close) for full
 //     ECC, full ECDHE (client certificates), ECC with client authentication and session-ID
-//     resumption, alternating the two servers in rounds so that both see the same background load;
-//     the Caddy layer's share is the difference;
+//     resumption, alternating the servers in rounds so that all see the same background load;
+//     the Caddy layer's share is the difference to the bare server, and target 2 is the ratio
+//     of the Caddy site to the best peer, which any machine can judge;
 //   - resident memory per idle connection (one request done, kept alive) of the Caddy TLCP site
 //     against Caddy's own TLS 1.3 site (the same binary, `tls internal`), extrapolated to 10,000.
 //
@@ -14,7 +15,9 @@
 //	go run ./integration/cmd/tlcpsite -bin /tmp/gmgate -duration 3s -rounds 3 -out docs/perf/tlcp.md
 //
 // Each server is its own process (CPU from /proc/<pid>/stat, RSS from /proc/<pid>/status); the
-// clients run in this process. Numbers are for comparison within one run.
+// clients run in this process. With two or more logical CPUs the servers are pinned to CPU 0 and
+// this process (the clients) to the others (-pin=false: no pinning). Numbers are for comparison
+// within one run.
 package main
 
 import (
@@ -41,6 +44,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/integration/gmproc"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/tlcp"
 )
@@ -52,6 +56,8 @@ type config struct {
 	idle             int
 	out              string
 	pprof            string
+	tongsuo          string // Tongsuo binary ("": no peer)
+	pin              bool
 }
 
 func main() {
@@ -66,6 +72,8 @@ func main() {
 	flag.IntVar(&cfg.idle, "idle", 1000, "idle connections opened for the memory measurement")
 	flag.StringVar(&cfg.out, "out", "", "markdown report file (default: standard output)")
 	flag.StringVar(&cfg.pprof, "pprof", "", "directory for CPU profiles of the Caddy TLCP site under the full ECC, ECDHE and resumed rows (empty: none)")
+	flag.StringVar(&cfg.tongsuo, "tongsuo", defaultTongsuo(), "Tongsuo binary for the peer s_server (empty: no peer)")
+	flag.BoolVar(&cfg.pin, "pin", true, "with 2 or more logical CPUs, pin the servers to CPU 0 and the clients to the others")
 	flag.Parse()
 	if *bare != "" {
 		if err := serveBare(*bare, *pkiDir); err != nil {
@@ -120,8 +128,17 @@ type server struct {
 	name  string
 	addr  string
 	pid   int
-	admin string // admin endpoint of a gmgate process ("" for the bare server)
+	admin string // admin endpoint of a gmgate process ("" for the bare server and the peer)
 	stop  func()
+}
+
+// defaultTongsuo is ../shared/tools/tongsuo/tongsuo beside the repository when it is there.
+func defaultTongsuo() string {
+	bin := filepath.Join(testenv.SharedDir(), "tools", "tongsuo", "tongsuo")
+	if st, err := os.Stat(bin); err != nil || st.Mode()&0o111 == 0 {
+		return ""
+	}
+	return bin
 }
 
 func run(cfg config) error {
@@ -158,25 +175,44 @@ func run(cfg config) error {
 	}
 	defer tls13.stop()
 
+	measured := []*server{site, bare}
+	var peer *server
+	if cfg.tongsuo != "" {
+		if peer, err = startTongsuo(cfg.tongsuo, filepath.Join(dir, "tongsuo"), pkiDir); err != nil {
+			return err
+		}
+		defer peer.stop()
+		measured = append(measured, peer)
+	}
+
 	rep := &report{Started: time.Now(), Clients: cfg.clients, Rounds: cfg.rounds, Window: cfg.duration,
-		CPUs: runtime.NumCPU(), Cmd: strings.Join(os.Args, " ")}
+		CPUs: runtime.NumCPU(), Cmd: strings.Join(append([]string{"go run ./integration/cmd/tlcpsite"}, os.Args[1:]...), " "), Peer: peer != nil, Load: loadAvg()}
+	if cfg.pin {
+		if rep.Pinning, err = pinAll(site, bare, tls13, peer); err != nil {
+			return err
+		}
+	}
 	root := smx509Pool(dev)
 	for _, row := range rows {
 		res := rowResult{Row: row}
 		for i := 0; i < cfg.rounds; i++ {
-			for _, s := range []*server{site, bare} {
+			for _, s := range measured {
 				m, err := measureConns(s, clientConfig(dev, root, row), row, cfg.clients, cfg.warmup, cfg.duration)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", row.Name, s.name, err)
 				}
-				if s == site {
+				switch s {
+				case site:
 					res.Site = res.Site.add(m)
-				} else {
+				case bare:
 					res.Bare = res.Bare.add(m)
+				default:
+					res.Peer = res.Peer.add(m)
 				}
 			}
 		}
-		log.Printf("%s: caddy tlcp %.0f µs/conn, bare tlcp %.0f µs/conn", row.Name, res.Site.PerConnUS(), res.Bare.PerConnUS())
+		log.Printf("%s: caddy tlcp %.0f µs/conn, bare tlcp %.0f µs/conn, tongsuo %.0f µs/conn", row.Name,
+			res.Site.PerConnUS(), res.Bare.PerConnUS(), res.Peer.PerConnUS())
 		rep.Rows = append(rep.Rows, res)
 	}
 	if rep.IdleTLCP, err = measureIdle(site, cfg.idle, func(c net.Conn) (net.Conn, error) {
@@ -197,6 +233,7 @@ func run(cfg config) error {
 	}
 	log.Printf("idle: tlcp %.1f KiB/conn, tls 1.3 %.1f KiB/conn", rep.IdleTLCP.PerConnKiB(), rep.IdleTLS13.PerConnKiB())
 	rep.Finished = time.Now()
+	rep.LoadEnd = loadAvg()
 	var w io.Writer = os.Stdout
 	if cfg.out != "" {
 		f, err := os.Create(cfg.out)
@@ -257,6 +294,47 @@ func startBare(dir, pkiDir string) (*server, error) {
 		}
 	}
 	return &server{name: "bare tlcp", addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
+}
+
+// startTongsuo runs the peer: Tongsuo's s_server in TLCP mode with the development PKI's server
+// pair, client certificates asked for and verified when given (-verify 1), its default session
+// cache, serving the file "ok" of its directory (-WWW: HTTP/1.0 reply, then close).
+func startTongsuo(bin, dir, pkiDir string) (*server, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ok"), []byte("ok"), 0o644); err != nil {
+		return nil, err
+	}
+	port, err := gmproc.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	f := func(base, ext string) string { return filepath.Join(pkiDir, base+ext) }
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(bin, "s_server", "-accept", strconv.Itoa(port), "-enable_ntls", "-WWW", "-quiet", "-verify", "1",
+		"-CAfile", f(pki.DevRootBase, ".pem"),
+		"-sign_cert", f(pki.DevServerSignBase, ".pem"), "-sign_key", f(pki.DevServerSignBase, ".key"),
+		"-enc_cert", f(pki.DevServerEncBase, ".pem"), "-enc_key", f(pki.DevServerEncBase, ".key"))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "OPENSSL_CONF="+filepath.Join(filepath.Dir(bin), "openssl.cnf"))
+	out := new(gmproc.Buffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("tongsuo s_server did not start:\n%s", out.String())
+		}
+	}
+	return &server{name: "tongsuo s_server", addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 // serveBare is the bare server: package tlcp with the settings of the Caddy site (development
@@ -342,7 +420,9 @@ func (m measurement) PerConnUS() float64 {
 	return float64(m.CPU) / float64(time.Microsecond) / float64(m.Conns)
 }
 
-var request = []byte("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+// request asks for /ok: the Caddy sites and the bare server answer "ok" on every path, the peer
+// serves its file "ok".
+var request = []byte("GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 
 // oneRequest runs a connection: handshake, one request, the whole reply, close.
 func oneRequest(addr string, cfg *tlcp.Config) error {
@@ -363,11 +443,21 @@ func oneRequest(addr string, cfg *tlcp.Config) error {
 	if err != nil && len(reply) == 0 {
 		return err
 	}
-	if !bytes.HasPrefix(reply, []byte("HTTP/1.1 200")) || !bytes.HasSuffix(reply, []byte("ok")) {
+	if !okReply(reply) {
 		return fmt.Errorf("unexpected reply %.60q", reply)
 	}
 	return nil
 }
+
+// okReply reports whether reply is a 200 (HTTP/1.1, or HTTP/1.0 from the peer) ending in "ok".
+func okReply(reply []byte) bool {
+	return (bytes.HasPrefix(reply, []byte("HTTP/1.1 200 ")) || bytes.HasPrefix(reply, []byte("HTTP/1.0 200 "))) &&
+		bytes.HasSuffix(reply, []byte("\r\n\r\nok"))
+}
+
+// minConns is the fewest connections a measured window ends with (when at most 10 windows
+// allow it).
+const minConns = 50
 
 // measureConns runs n closed-loop clients against s: warmup, then a window in which completed
 // connections and the server's CPU are counted.
@@ -409,6 +499,11 @@ func measureConns(s *server, cfg *tlcp.Config, r row, n int, warmup, window time
 	e0 := errs.Load()
 	measuring.Store(true)
 	time.Sleep(window)
+	// On a machine starved by other work a window can end with too few connections to divide
+	// the CPU by: it stays open until minConns completed, at most 10 windows.
+	for deadline := time.Now().Add(9 * window); conns.Load() < minConns && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	measuring.Store(false)
 	c1, err := procCPU(s.pid)
 	e1 := errs.Load()
@@ -419,7 +514,7 @@ func measureConns(s *server, cfg *tlcp.Config, r row, n int, warmup, window time
 	}
 	m := measurement{Conns: conns.Load(), CPU: c1 - c0, Errors: e1 - e0}
 	if m.Conns == 0 {
-		return m, fmt.Errorf("no connection completed: %v", firstErr.Load())
+		return m, fmt.Errorf("no connection completed in 10 windows (first error: %v)", firstErr.Load())
 	}
 	return m, nil
 }
