@@ -1223,6 +1223,10 @@ func init() {
 //		bind_instruction
 //		user_id            <SM2 user ID>
 //		rotation_timeout   <duration>
+//		replay {                      # where rate limit, lockout and points live
+//			store memory|redis
+//			redis_address ...         # and the other redis_* options of gm_verify's replay block
+//		}
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1263,6 +1267,11 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.UserID)
 		case "rotation_timeout":
 			err = durationArg(d, &h.RotationTimeout)
+		case "replay":
+			if h.Replay == nil {
+				h.Replay = &ReplayConfig{}
+			}
+			err = h.Replay.unmarshal(d)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}

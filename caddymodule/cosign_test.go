@@ -28,6 +28,12 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			bind_instruction
 			user_id 1234567812345678
 			rotation_timeout 5m
+			replay {
+				store redis
+				redis_address 127.0.0.1:6379
+				redis_prefix gmgate:cosign:site1:
+				redis_timeout 500ms
+			}
 		}
 	}
 }`
@@ -37,7 +43,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"handler":"gm_cosign","lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
-		`"rate_per_minute":30,"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
+		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
 	if i < 0 {
 		t.Fatalf("no gm_cosign handler in %s", out)
@@ -57,5 +63,18 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	if err := (&Cosign{Auth: "password"}).Validate(); err == nil {
 		t.Error("unknown auth mode validated")
+	}
+	// the replay block: gm_verify's store options; its window, max_entries and fail_open have
+	// gm_cosign names of their own or do not apply (it always fails closed)
+	for _, rc := range []ReplayConfig{
+		{Window: 1}, {MaxEntries: 5}, {FailOpen: true}, {Store: "etcd"}, {Store: "redis"},
+		{Store: "redis", RedisAddress: RedisAddresses{"a:1", "b:2"}},
+	} {
+		if err := (&Cosign{Replay: &rc}).Validate(); err == nil {
+			t.Errorf("replay %+v validated", rc)
+		}
+	}
+	if err := (&Cosign{Replay: &ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{"127.0.0.1:6379"}}}).Validate(); err != nil {
+		t.Errorf("redis store refused: %v", err)
 	}
 }

@@ -90,6 +90,24 @@ func BenchmarkPlatform(b *testing.B) {
 			}
 		}
 	})
+	b.Run("plain-sm2-verify", func(b *testing.B) {
+		// fixed-base plus variable-base multiplication: the natural reference for CoSign
+		priv, _ := sm2.GenerateKey(rand.Reader)
+		sig, _ := sm2.SignASN1(rand.Reader, priv, e, nil)
+		for b.Loop() {
+			if !sm2.VerifyASN1(&priv.PublicKey, e, sig) {
+				b.Fatal("verify")
+			}
+		}
+	})
+	b.Run("combined-mult", func(b *testing.B) {
+		// CoSign's one curve operation alone: w_2 G + d_2^-1 Q_1
+		q, _ := parsePoint(q1)
+		k := scalarBytes(d2.dInv)
+		for b.Loop() {
+			curve.CombinedMult(q.x, q.y, k, k)
+		}
+	})
 	b.Run("cosign-platform", func(b *testing.B) {
 		for b.Loop() {
 			if _, _, err := d2.CoSign(rand.Reader, e, q1); err != nil {

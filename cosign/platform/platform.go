@@ -9,9 +9,11 @@ package platform
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -90,6 +92,15 @@ type Config struct {
 	// RotationTimeout is how long a started rotation may be confirmed (default 10m); until then
 	// a second rotation of the key is refused, after it the pending share is discarded.
 	RotationTimeout time.Duration
+	// Shared, when set, keeps the rate limit, the lockout counter and the freshness guard in
+	// Redis, shared by every instance (NewSharedState); RatePerMinute, Burst, MaxFailures,
+	// Lockout and FreshnessWindow apply there, FreshnessMax and MaxKeys do not (Redis's memory
+	// bounds it). Any Redis error refuses the request (cosign_unavailable: fail closed). Nil:
+	// the state lives in this process.
+	Shared *SharedState
+	// OnStateError, when set, is told every failure of the shared state ("limits" or "points"):
+	// the metric.
+	OnStateError func(state string, err error)
 	// Observe, when set, is told each co-operation's outcome (op, code, duration): the metric.
 	Observe func(op string, code refusal.Code, d time.Duration)
 	// RequestID returns the ID correlating the audit entry with access logs (optional).
@@ -101,11 +112,11 @@ type Config struct {
 
 // Service serves the platform side: POST .../keygen, .../sign, .../decrypt (JSON).
 type Service struct {
-	cfg   Config
-	guard *guard
-	fresh *cosign.FreshnessGuard
-	mu    sync.Mutex
-	genMu map[string]*sync.Mutex
+	cfg    Config
+	limits limits
+	fresh  *cosign.FreshnessGuard // in-process freshness guard (no Shared)
+	mu     sync.Mutex
+	genMu  map[string]*sync.Mutex
 }
 
 // New checks cfg and returns the service.
@@ -154,12 +165,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Service{
-		cfg:   cfg,
-		guard: newGuard(cfg.RatePerMinute, cfg.Burst, cfg.MaxFailures, cfg.Lockout, cfg.MaxKeys),
-		fresh: cosign.NewFreshnessGuard(cfg.FreshnessWindow, cfg.FreshnessMax),
-		genMu: make(map[string]*sync.Mutex),
-	}, nil
+	s := &Service{cfg: cfg, genMu: make(map[string]*sync.Mutex)}
+	if cfg.Shared != nil {
+		s.limits = &redisLimits{s: cfg.Shared, interval: time.Minute / time.Duration(cfg.RatePerMinute),
+			burst: cfg.Burst, maxFailures: cfg.MaxFailures, lockout: cfg.Lockout}
+	} else {
+		s.limits = memoryLimits{newGuard(cfg.RatePerMinute, cfg.Burst, cfg.MaxFailures, cfg.Lockout, cfg.MaxKeys)}
+		s.fresh = cosign.NewFreshnessGuard(cfg.FreshnessWindow, cfg.FreshnessMax)
+	}
+	return s, nil
 }
 
 // Request is the JSON body of every operation (binary values in standard Base64).
@@ -270,7 +284,13 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 		return nil, rec, refuse(CodeMalformedRequest, errors.New("malformed JSON or key ID"))
 	}
 	now := s.cfg.Now()
-	switch s.guard.admit(req.KeyID, now) {
+	ctx := r.Context()
+	v, err := s.limits.admit(ctx, req.KeyID, now)
+	if err != nil {
+		s.stateError("limits", err)
+		return nil, rec, refuse(CodeUnavailable, err)
+	}
+	switch v {
 	case locked:
 		return nil, rec, refuse(CodeLocked, errors.New("locked"))
 	case rateLimited:
@@ -284,11 +304,16 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending:
 			// not the terminal's fault (or not a guessing attempt): no lockout count
 		default:
-			s.guard.fail(req.KeyID, now)
+			if ferr := s.limits.fail(ctx, req.KeyID, now); ferr != nil {
+				s.stateError("limits", ferr) // the request is refused anyway
+			}
 		}
 		return nil, rec, err
 	}
-	s.guard.succeed(req.KeyID)
+	if serr := s.limits.succeed(ctx, req.KeyID); serr != nil {
+		// the operation is done; a failure count left standing only errs towards a lockout
+		s.stateError("limits", serr)
+	}
 	return resp, rec, nil
 }
 
@@ -396,7 +421,7 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 				return nil, rec, refuse(CodeBindingMismatch, errors.New("e is not the instruction's digest"))
 			}
 		}
-		if err := s.checkPoint(req.KeyID, req.Q1, now); err != nil {
+		if err := s.checkPoint(r.Context(), req.KeyID, req.Q1, now); err != nil {
 			return nil, rec, err
 		}
 		rr, s1, err := share.CoSign(s.cfg.Rand, req.E, req.Q1)
@@ -410,7 +435,7 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 		rec.Signature = der
 		return &Response{PartialSignature: der}, rec, nil
 	case OpDecrypt:
-		if err := s.checkPoint(req.KeyID, req.T1, now); err != nil {
+		if err := s.checkPoint(r.Context(), req.KeyID, req.T1, now); err != nil {
 			return nil, rec, err
 		}
 		t2, err := share.CoDecrypt(req.T1)
@@ -422,18 +447,34 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	return nil, rec, refuse(CodeMalformedRequest, errors.New("unknown operation"))
 }
 
-// checkPoint validates an ephemeral point and refuses one seen for the key within the window.
-func (s *Service) checkPoint(keyID string, p []byte, now time.Time) error {
+// checkPoint validates an ephemeral point and refuses one seen for the key within the window
+// (by this instance, or with Shared by any).
+func (s *Service) checkPoint(ctx context.Context, keyID string, p []byte, now time.Time) error {
 	if _, err := cosign.ParsePublicKey(p); err != nil {
 		return refuse(CodeInvalidPoint, err)
 	}
-	switch err := s.fresh.Check(keyID, p, now); {
+	var err error
+	if s.cfg.Shared != nil {
+		err = s.cfg.Shared.points.CheckAndStore(ctx, keyID, hex.EncodeToString(p), s.cfg.FreshnessWindow)
+		if err != nil && !errors.Is(err, cosign.ErrReused) {
+			s.stateError("points", err)
+		}
+	} else {
+		err = s.fresh.Check(keyID, p, now)
+	}
+	switch {
 	case errors.Is(err, cosign.ErrReused):
 		return refuse(CodeReusedPoint, err)
 	case err != nil:
 		return refuse(CodeUnavailable, err)
 	}
 	return nil
+}
+
+func (s *Service) stateError(state string, err error) {
+	if s.cfg.OnStateError != nil {
+		s.cfg.OnStateError(state, err)
+	}
 }
 
 func mapErr(err error) error {
