@@ -1,12 +1,21 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/gmgate/gmgate/cosign"
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
 // The gm_cosign block adapts to exactly this JSON (golden), and unknown options are refused.
@@ -76,5 +85,36 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	if err := (&Cosign{Replay: &ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{"127.0.0.1:6379"}}}).Validate(); err != nil {
 		t.Errorf("redis store refused: %v", err)
+	}
+}
+
+// TestCosignSharedStateWiring: gm_cosign's replay block builds one Redis client for the
+// rate/lockout scripts and gm_verify's replay store; a point stored through it is reported as
+// cosign.ErrReused the second time (the code cosign_reused_point, not cosign_unavailable).
+func TestCosignSharedStateWiring(t *testing.T) {
+	addr := os.Getenv("GMGATE_REDIS_ADDR")
+	if addr == "" {
+		testenv.Missing(t, "GMGATE_REDIS_ADDR unset (scripts/test.sh starts a Redis)")
+	}
+	_, client, err := cosignSharedState(&ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr},
+		RedisPrefix: fmt.Sprintf("gmgate:cosign:wiring%d:", time.Now().UnixNano())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client, Prefix: "gmgate:cosign:wiring:pt:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cosignPoints{st}
+	nonce := fmt.Sprint("04ab", time.Now().UnixNano())
+	if err := p.CheckAndStore(context.Background(), "term-1", nonce, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckAndStore(context.Background(), "term-1", nonce, time.Minute); !errors.Is(err, cosign.ErrReused) {
+		t.Fatalf("second use: %v, want cosign.ErrReused", err)
+	}
+	if _, _, err := cosignSharedState(&ReplayConfig{Store: "redis", RedisMode: "cluster", RedisAddress: RedisAddresses{addr}, RedisPrefix: "a{b}"}); err == nil {
+		t.Fatal("a hash tag in the prefix accepted with a Cluster")
 	}
 }
