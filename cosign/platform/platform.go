@@ -40,11 +40,14 @@ const ShareKind = "cosign-d2"
 const MaxRequestSize = 64 << 10
 
 // Shares is where the platform's shares live: a *sealstore.Store.
+// Every write is conditional on what the request read (Create, PutIf, DestroyVersionIf under
+// the record's lock), so instances sharing the store cannot interleave a key generation, a
+// rotation, a confirmation and a destruction into a state none of them meant.
 type Shares interface {
-	Get(kind string, id []byte) (secret []byte, version int, err error)
 	GetAll(kind string, id []byte) ([]sealstore.Version, error)
-	Put(kind string, id []byte, secret []byte) (int, error)
-	DestroyVersion(kind string, id []byte, n int) error
+	Create(kind string, id []byte, secret []byte) error
+	PutIf(kind string, id []byte, secret []byte, match func([]sealstore.Version) bool) (int, error)
+	DestroyVersionIf(kind string, id []byte, n int, match func([]sealstore.Version) bool) error
 	Destroy(kind string, id []byte) error
 }
 
@@ -165,7 +168,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	s := &Service{cfg: cfg, genMu: make(map[string]*sync.Mutex)}
+	s := &Service{cfg: cfg}
 	if cfg.Shared != nil {
 		s.limits = &redisLimits{s: cfg.Shared, interval: time.Minute / time.Duration(cfg.RatePerMinute),
 			burst: cfg.Burst, maxFailures: cfg.MaxFailures, lockout: cfg.Lockout}
@@ -339,13 +342,6 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 		}
 		byToken = true
 	}
-	if op == OpRotate || op == OpConfirm {
-		// one rotation step at a time per key within this instance; sealstore's record lock
-		// and the version count serialise instances
-		m := s.keyLock(req.KeyID)
-		m.Lock()
-		defer m.Unlock()
-	}
 	st, err := s.loadState(req.KeyID)
 	if err != nil {
 		if !byToken && Refusals.Of(err) == CodeUnknownKey {
@@ -366,9 +362,6 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	switch op {
 	case OpRotate:
 		resp, err := s.rotate(st, req.KeyID, now)
-		if err == nil {
-			err = s.checkSingleRotation(req.KeyID, resp.RotationID)
-		}
 		if err != nil {
 			return nil, rec, err
 		}
@@ -518,33 +511,12 @@ func (s *Service) authToken(r *http.Request, op, keyID string, now time.Time) er
 	return nil
 }
 
-func (s *Service) keyLock(keyID string) *sync.Mutex {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.genMu[keyID]
-	if !ok {
-		m = new(sync.Mutex)
-		s.genMu[keyID] = m
-	}
-	return m
-}
-
 // keygen draws d_2 for a new terminal key, derives the joint key from the terminal's P_1 and
 // seals d_2 || P. An existing key is never replaced.
 func (s *Service) keygen(req *Request) (*Response, error) {
 	p1 := req.P1
 	if _, err := cosign.ParsePublicKey(p1); err != nil {
 		return nil, refuse(CodeInvalidPoint, err)
-	}
-	m := s.keyLock(req.KeyID)
-	m.Lock()
-	defer m.Unlock()
-	switch secret, _, err := s.cfg.Shares.Get(ShareKind, []byte(req.KeyID)); {
-	case err == nil:
-		clear(secret)
-		return nil, refuse(CodeKeyExists, errors.New("key exists"))
-	case !errors.Is(err, sealstore.ErrNotFound):
-		return nil, refuse(CodeUnavailable, err)
 	}
 	d2, err := cosign.GenerateShare(s.cfg.Rand)
 	if err != nil {
@@ -558,37 +530,15 @@ func (s *Service) keygen(req *Request) (*Response, error) {
 	pb := cosign.MarshalPublicKey(pub)
 	secret := append(d2.Bytes(), pb...)
 	defer clear(secret)
-	v, err := s.cfg.Shares.Put(ShareKind, []byte(req.KeyID), secret)
-	if err != nil {
+	// create-exclusive: of two instances generating the same key ID at once exactly one
+	// stores its d_2; the other answers cosign_key_exists and its terminal gets no P_2
+	switch err := s.cfg.Shares.Create(ShareKind, []byte(req.KeyID), secret); {
+	case errors.Is(err, sealstore.ErrExists):
+		return nil, refuse(CodeKeyExists, err)
+	case err != nil:
 		return nil, refuse(CodeUnavailable, err)
 	}
-	if v != 1 { // another instance created the key meanwhile: its share stays the newest
-		return nil, refuse(CodeKeyExists, errors.New("key created concurrently"))
-	}
 	return &Response{P2: d2.PartialPublicKey(), PublicKey: pb}, nil
-}
-
-// checkSingleRotation re-reads the record after a rotation was sealed: if another instance
-// sealed one at the same time (three versions), this one is withdrawn and refused.
-func (s *Service) checkSingleRotation(keyID string, id []byte) error {
-	vs, err := s.cfg.Shares.GetAll(ShareKind, []byte(keyID))
-	if err != nil {
-		return refuse(CodeUnavailable, err)
-	}
-	defer func() {
-		for _, v := range vs {
-			clear(v.Secret)
-		}
-	}()
-	if len(vs) == 2 {
-		return nil
-	}
-	for _, v := range vs[1:] {
-		if len(v.Secret) == pendingSize && ctEqual(v.Secret[shareSize:shareSize+RotationIDSize], id) {
-			s.cfg.Shares.DestroyVersion(ShareKind, []byte(keyID), v.Version)
-		}
-	}
-	return refuse(CodeRotationPending, errors.New("a concurrent rotation was sealed"))
 }
 
 func ctEqual(a, b []byte) bool { return len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1 }
