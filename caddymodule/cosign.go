@@ -198,7 +198,10 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.svc, err = platform.New(cfg); err != nil {
-		h.Cleanup()
+		if h.redis != nil {
+			h.redis.Close() // never served: nothing in flight
+			h.redis = nil
+		}
 		return fmt.Errorf("gm_cosign: %w", err)
 	}
 	return nil
