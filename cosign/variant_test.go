@@ -13,8 +13,8 @@ import (
 // Q = w_2 G + T with a fixed-base multiplication only (docs/cosign.md, "Cost"). There, the
 // terminal chooses T freely: with T = w_1 P_2 + t G the nonce becomes k = w_2 + d_2^-1 w_1 + t,
 // and from the platform's (r, s_1) for the digest e it presents, the terminal completes a valid
-// signature on ANY digest e'' = e - t of its choice: (r - t, d_1 (s_1 + w_1) - (r - t)). The
-// platform signed, bound and audited e; the terminal walks away with a signature on e''. In the
+// signature on ANY digest e” = e - t of its choice: (r - t, d_1 (s_1 + w_1) - (r - t)). The
+// platform signed, bound and audited e; the terminal walks away with a signature on e”. In the
 // Tongsuo-compatible protocol the platform applies d_2^-1 to the terminal's point itself, so
 // the same shift moves the nonce by d_2^-1 t (unknown to the terminal) and the forged value
 // does not verify.
