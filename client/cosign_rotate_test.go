@@ -211,3 +211,20 @@ func TestCoSignerRotateConfirmNeverSent(t *testing.T) {
 		t.Fatalf("the old key file after the resumed rotation: %v, want cosign.ErrVerify", err)
 	}
 }
+
+// The rotating file carries the rotation ID before the sealed share; a file without the header
+// (an older SDK's) is the sealed share alone and settles by the probe.
+func TestRotatingFileFormat(t *testing.T) {
+	id := bytes.Repeat([]byte{7}, rotationIDSize)
+	sealed := []byte(sealMagic + "rest of a sealed key")
+	gotID, gotSealed := parseRotating(rotatingFile(id, sealed))
+	if !bytes.Equal(gotID, id) || !bytes.Equal(gotSealed, sealed) {
+		t.Fatalf("round trip: %x %q", gotID, gotSealed)
+	}
+	if gotID, gotSealed := parseRotating(sealed); gotID != nil || !bytes.Equal(gotSealed, sealed) {
+		t.Fatalf("headerless file: %x %q", gotID, gotSealed)
+	}
+	if gotID, _ := parseRotating([]byte(rotatingMagic + "short")); gotID != nil {
+		t.Fatal("a truncated header yields a rotation ID")
+	}
+}
