@@ -1233,6 +1233,10 @@ func init() {
 //		rotation_timeout   <duration>
 //		enroll_store       <directory>
 //		enroll_store_key   <vault SM4 key>
+//		replay {                      # where rate limit, lockout and points live
+//			store memory|redis
+//			redis_address ...         # and the other redis_* options of gm_verify's replay block
+//		}
 //	}
 func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
@@ -1277,6 +1281,11 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.EnrollStore)
 		case "enroll_store_key":
 			err = oneArg(d, &h.EnrollStoreKey)
+		case "replay":
+			if h.Replay == nil {
+				h.Replay = &ReplayConfig{}
+			}
+			err = h.Replay.unmarshal(d)
 		default:
 			return d.Errf("unknown gm_cosign option %q", d.Val())
 		}

@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,11 +18,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/gmgate/gmgate/cosign"
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
@@ -92,8 +97,18 @@ type Cosign struct {
 	// Required with enroll_store, except with the development PKI (default dev-enroll-store).
 	EnrollStoreKey string `json:"enroll_store_key,omitempty"`
 
+	// Replay says where the abuse-control state lives, with gm_verify's replay options: store
+	// "memory" (default: this process; each instance counts alone) or "redis" (shared by every
+	// instance: the rate limit is global, a lockout reached through one instance holds on all,
+	// a Q_1/T_1 used on one is refused by all), and the redis_* options of gm_verify's replay
+	// block (redis_prefix defaults to gmgate:cosign:). window, max_entries and fail_open do not
+	// apply (point_window, max_points; a Redis failure always refuses: 503
+	// cosign_unavailable).
+	Replay *ReplayConfig `json:"replay,omitempty"`
+
 	svc    *platform.Service
 	status *keyStatus
+	redis  io.Closer // the shared state's Redis client, closed at Cleanup
 	logger *zap.Logger
 }
 
@@ -102,6 +117,10 @@ var (
 		Namespace: "gmgate", Subsystem: "cosign", Name: "operations_total",
 		Help: "Collaborative SM2 co-operations by operation (keygen, sign, decrypt, rotate, confirm) and result (ok or the refusal code).",
 	}, []string{"op", "code"})
+	cosignStateErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gmgate", Subsystem: "cosign", Name: "state_errors_total",
+		Help: "Failures of gm_cosign's shared state in Redis, by state (limits: rate limit and lockout; points: the freshness guard). A failure on admission or on a point refuses the request (503 cosign_unavailable).",
+	}, []string{"state"})
 	cosignSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "gmgate", Subsystem: "cosign", Name: "operation_duration_seconds",
 		Help:    "Duration of collaborative SM2 co-operations by operation, vault and audit included.",
@@ -118,7 +137,7 @@ func (Cosign) CaddyModule() caddy.ModuleInfo {
 func (h *Cosign) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		for _, c := range []prometheus.Collector{cosignOps, cosignSeconds} {
+		for _, c := range []prometheus.Collector{cosignOps, cosignSeconds, cosignStateErrors} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -129,6 +148,9 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 	}
 	for _, op := range []string{platform.OpKeygen, platform.OpSign, platform.OpDecrypt, platform.OpRotate, platform.OpConfirm} {
 		cosignOps.WithLabelValues(op, string(refusal.OK))
+	}
+	for _, st := range []string{"limits", "points"} {
+		cosignStateErrors.WithLabelValues(st)
 	}
 	app, err := gmgateApp(ctx)
 	if err != nil {
@@ -195,9 +217,85 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		}
 		cfg.TokenMAC = k
 	}
+	if rc := h.Replay; rc != nil && strings.ToLower(rc.Store) == "redis" {
+		shared, client, err := cosignSharedState(rc)
+		if err != nil {
+			return fmt.Errorf("gm_cosign: replay: %w", err)
+		}
+		cfg.Shared, h.redis = shared, client
+		cfg.OnStateError = func(state string, err error) {
+			cosignStateErrors.WithLabelValues(state).Inc()
+			h.logger.Warn("gm_cosign: shared state", zap.String("state", state), zap.Error(err))
+		}
+	}
 	if h.svc, err = platform.New(cfg); err != nil {
+		if h.redis != nil {
+			h.redis.Close() // never served: nothing in flight
+			h.redis = nil
+		}
 		return fmt.Errorf("gm_cosign: %w", err)
 	}
+	return nil
+}
+
+// cosignSharedState builds the Redis shared state from gm_verify's replay options: one client
+// for the rate/lockout scripts and for gm_verify's replay store, which remembers the points
+// under <redis_prefix>pt:.
+func cosignSharedState(rc *ReplayConfig) (*platform.SharedState, redis.UniversalClient, error) {
+	if len(rc.RedisAddress) == 0 {
+		return nil, nil, errors.New("redis_address required for the redis store")
+	}
+	conn := rc.redisConfig()
+	acks := conn.DefaultReplicaAcks()
+	if rc.RedisReplicaAcks != nil {
+		acks = *rc.RedisReplicaAcks
+	}
+	client, err := conn.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	prefix := rc.RedisPrefix
+	if prefix == "" {
+		prefix = platform.DefaultRedisPrefix
+	}
+	points, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client,
+		Prefix: prefix + "pt:", Timeout: conn.Timeout, ReplicaAcks: acks})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	shared, err := platform.NewSharedState(platform.SharedStateOptions{Client: client, Prefix: prefix,
+		Timeout: conn.Timeout, Points: cosignPoints{points}})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return shared, client, nil
+}
+
+// cosignPoints adapts gm_verify's replay store to platform.PointStore.
+type cosignPoints struct{ gateway.ReplayStore }
+
+func (p cosignPoints) CheckAndStore(ctx context.Context, keyID, nonce string, ttl time.Duration) error {
+	err := p.ReplayStore.CheckAndStore(ctx, keyID, nonce, ttl)
+	if errors.Is(err, gateway.ErrReplay) {
+		return fmt.Errorf("%w: %v", cosign.ErrReused, err)
+	}
+	return err
+}
+
+// Cleanup closes the shared state's Redis client: at once when gmgate exits, after reloadDrain
+// on a reload (the old configuration's requests may still be running).
+func (h *Cosign) Cleanup() error {
+	c := h.redis
+	h.redis = nil
+	if c == nil {
+		return nil
+	}
+	if caddy.Exiting() {
+		return c.Close()
+	}
+	time.AfterFunc(reloadDrain, func() { c.Close() })
 	return nil
 }
 
@@ -210,6 +308,28 @@ func (h *Cosign) Validate() error {
 	}
 	if h.RatePerMinute < 0 || h.Burst < 0 || h.MaxFailures < 0 || h.MaxPoints < 0 || h.RotationTimeout < 0 {
 		return errors.New("gm_cosign: negative limit")
+	}
+	if rc := h.Replay; rc != nil {
+		switch {
+		case rc.Window != 0:
+			return errors.New("gm_cosign: replay window: use point_window")
+		case rc.MaxEntries != 0:
+			return errors.New("gm_cosign: replay max_entries: use max_points")
+		case rc.FailOpen:
+			return errors.New("gm_cosign: replay fail_open: gm_cosign always fails closed")
+		}
+		switch strings.ToLower(rc.Store) {
+		case "", "memory":
+		case "redis":
+			if len(rc.RedisAddress) == 0 {
+				return errors.New("gm_cosign: replay: redis_address required for the redis store")
+			}
+			if err := rc.redisConfig().Validate(); err != nil {
+				return fmt.Errorf("gm_cosign: replay: %w", err)
+			}
+		default:
+			return fmt.Errorf("gm_cosign: replay: unknown store %q (memory, redis)", rc.Store)
+		}
 	}
 	return nil
 }
@@ -351,6 +471,7 @@ func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error 
 var (
 	_ caddy.Provisioner           = (*Cosign)(nil)
 	_ caddy.Validator             = (*Cosign)(nil)
+	_ caddy.CleanerUpper          = (*Cosign)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Cosign)(nil)
 	_ caddyfile.Unmarshaler       = (*Cosign)(nil)
 )

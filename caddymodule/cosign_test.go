@@ -1,25 +1,29 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
+	"github.com/gmgate/gmgate/cosign"
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
-
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // The gm_cosign block adapts to exactly this JSON (golden), and unknown options are refused.
@@ -43,6 +47,12 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			rotation_timeout 5m
 			enroll_store /var/lib/gmgate/enroll
 			enroll_store_key enroll-store
+			replay {
+				store redis
+				redis_address 127.0.0.1:6379
+				redis_prefix gmgate:cosign:site1:
+				redis_timeout 500ms
+			}
 		}
 	}
 }`
@@ -52,7 +62,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
-		`"rate_per_minute":30,"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
+		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
 	if i < 0 {
 		t.Fatalf("no gm_cosign handler in %s", out)
@@ -72,6 +82,50 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	}
 	if err := (&Cosign{Auth: "password"}).Validate(); err == nil {
 		t.Error("unknown auth mode validated")
+	}
+	// the replay block: gm_verify's store options; its window, max_entries and fail_open have
+	// gm_cosign names of their own or do not apply (it always fails closed)
+	for _, rc := range []ReplayConfig{
+		{Window: 1}, {MaxEntries: 5}, {FailOpen: true}, {Store: "etcd"}, {Store: "redis"},
+		{Store: "redis", RedisAddress: RedisAddresses{"a:1", "b:2"}},
+	} {
+		if err := (&Cosign{Replay: &rc}).Validate(); err == nil {
+			t.Errorf("replay %+v validated", rc)
+		}
+	}
+	if err := (&Cosign{Replay: &ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{"127.0.0.1:6379"}}}).Validate(); err != nil {
+		t.Errorf("redis store refused: %v", err)
+	}
+}
+
+// TestCosignSharedStateWiring: gm_cosign's replay block builds one Redis client for the
+// rate/lockout scripts and gm_verify's replay store; a point stored through it is reported as
+// cosign.ErrReused the second time (the code cosign_reused_point, not cosign_unavailable).
+func TestCosignSharedStateWiring(t *testing.T) {
+	addr := os.Getenv("GMGATE_REDIS_ADDR")
+	if addr == "" {
+		testenv.Missing(t, "GMGATE_REDIS_ADDR unset (scripts/test.sh starts a Redis)")
+	}
+	_, client, err := cosignSharedState(&ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr},
+		RedisPrefix: fmt.Sprintf("gmgate:cosign:wiring%d:", time.Now().UnixNano())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client, Prefix: "gmgate:cosign:wiring:pt:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cosignPoints{st}
+	nonce := fmt.Sprint("04ab", time.Now().UnixNano())
+	if err := p.CheckAndStore(context.Background(), "term-1", nonce, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckAndStore(context.Background(), "term-1", nonce, time.Minute); !errors.Is(err, cosign.ErrReused) {
+		t.Fatalf("second use: %v, want cosign.ErrReused", err)
+	}
+	if _, _, err := cosignSharedState(&ReplayConfig{Store: "redis", RedisMode: "cluster", RedisAddress: RedisAddresses{addr}, RedisPrefix: "a{b}"}); err == nil {
+		t.Fatal("a hash tag in the prefix accepted with a Cluster")
 	}
 }
 

@@ -33,9 +33,11 @@ var ErrRotationUnsettled = errors.New("client: rotation outcome unknown; run Rot
 //
 // keyFile must hold this key sealed under pin (checked first: a mistyped PIN never seals the new
 // share). If gm_cosign refuses a step, keyFile and the old share stay as they were. If a previous
-// Rotate ended with ErrRotationUnsettled, this one first settles it: it co-decrypts a probe
-// ciphertext with the new share, promotes the new file when gm_cosign holds the matching share,
-// and discards it otherwise. The session token (CoSignConfig.Token) must allow "rotate" (confirm)
+// Rotate ended with ErrRotationUnsettled, this one first settles it: it resumes the rotation
+// (co-signs its challenge with the new share and confirms, which succeeds while the rotation
+// is still pending), else co-decrypts a probe ciphertext with the new share, promotes the new
+// file when gm_cosign holds the matching share, and discards it otherwise. A confirm whose reply
+// is lost is re-sent once at once (gm_cosign answers a repeat of a committed confirm again). The session token (CoSignConfig.Token) must allow "rotate" (confirm)
 // and "sign" (the challenge). A Sign or Decrypt running while the shares switch may fail once.
 func (c *CoSigner) Rotate(ctx context.Context, keyFile string, pin []byte) error {
 	c.rotMu.Lock()
@@ -78,22 +80,22 @@ func (c *CoSigner) Rotate(ctx context.Context, keyFile string, pin []byte) error
 		next.Destroy()
 		return errors.New("client: platform's rotation does not keep the joint key")
 	}
+	if len(resp.RotationID) != rotationIDSize {
+		next.Destroy()
+		return errors.New("client: platform's rotation ID is not 16 bytes")
+	}
 	nc := &CoSigner{cfg: c.cfg, keyID: c.keyID, pub: c.pub, share: next}
 	sealed, err := nc.SealWithIterations(pin, iterations)
 	if err == nil {
-		err = writeFileAtomic(pendingFile, sealed)
+		err = writeFileAtomic(pendingFile, rotatingFile(resp.RotationID, sealed))
 	}
 	if err != nil {
 		next.Destroy()
 		return fmt.Errorf("client: rotate: sealing the new share: %w", err)
 	}
-	proof, err := nc.rotationProof(ctx, resp.RotationID)
-	if err == nil {
-		err = c.cfg.callContext(ctx, "confirm", map[string]any{"key_id": c.keyID, "rotation_id": resp.RotationID, "signature": proof}, &struct{}{})
-	}
-	var refused *CoSignError
+	err = nc.confirmRotation(ctx, resp.RotationID)
 	switch {
-	case errors.As(err, &refused) || errors.Is(err, cosign.ErrVerify):
+	case notCommitted(err):
 		// not confirmed: the platform keeps the old share current
 		os.Remove(pendingFile)
 		next.Destroy()
@@ -103,6 +105,54 @@ func (c *CoSigner) Rotate(ctx context.Context, keyFile string, pin []byte) error
 		return fmt.Errorf("%w: %v", ErrRotationUnsettled, err)
 	}
 	return c.promote(keyFile, pendingFile, next)
+}
+
+// rotationIDSize is the size of gm_cosign's rotation IDs.
+const rotationIDSize = 16
+
+// rotatingMagic starts keyFile+RotatingSuffix: the rotation ID follows (so that a rotation
+// whose confirm was lost can be resumed), then the new share sealed as the key file.
+const rotatingMagic = "GMCOSROT1"
+
+func rotatingFile(id, sealed []byte) []byte {
+	out := append([]byte(rotatingMagic), id...)
+	return append(out, sealed...)
+}
+
+// parseRotating splits a rotating file; a file without the header (an older SDK's) has no ID.
+func parseRotating(b []byte) (id, sealed []byte) {
+	if len(b) >= len(rotatingMagic)+rotationIDSize && string(b[:len(rotatingMagic)]) == rotatingMagic {
+		return b[len(rotatingMagic) : len(rotatingMagic)+rotationIDSize], b[len(rotatingMagic)+rotationIDSize:]
+	}
+	return nil, b
+}
+
+// confirmRotation proves the new share (rotationProof, with the pending share) and confirms;
+// a confirm lost on the way (no reply) is sent once more: gm_cosign answers a repeated confirm
+// of the rotation it committed again, and a first one normally.
+func (c *CoSigner) confirmRotation(ctx context.Context, id []byte) error {
+	proof, err := c.rotationProof(ctx, id)
+	if err != nil {
+		return err
+	}
+	req := map[string]any{"key_id": c.keyID, "rotation_id": id, "signature": proof}
+	err = c.cfg.callContext(ctx, "confirm", req, &struct{}{})
+	var refused *CoSignError
+	if err != nil && !errors.As(err, &refused) && ctx.Err() == nil {
+		err = c.cfg.callContext(ctx, "confirm", req, &struct{}{})
+	}
+	return err
+}
+
+// notCommitted reports a rotation step refused in a way that proves gm_cosign did not commit
+// it: a refusal other than cosign_unavailable and cosign_internal (which may come after the
+// commit, an audit write failing), or a co-signature that does not verify.
+func notCommitted(err error) bool {
+	var refused *CoSignError
+	if errors.As(err, &refused) {
+		return refused.Code != "cosign_unavailable" && refused.Code != "cosign_internal"
+	}
+	return errors.Is(err, cosign.ErrVerify)
 }
 
 // rotationProof co-signs the rotation challenge with the platform's pending share (sign with
@@ -145,10 +195,27 @@ func (c *CoSigner) settle(ctx context.Context, keyFile, pendingFile string, pin 
 	if err != nil {
 		return false, fmt.Errorf("client: rotate: %w", err)
 	}
+	id, sealed := parseRotating(sealed)
 	nc, err := OpenCoSigner(c.cfg, sealed, pin)
 	if err != nil || nc.keyID != c.keyID || !nc.pub.Equal(c.pub) {
 		os.Remove(pendingFile) // unreadable or of another key: never promoted
 		return false, nil
+	}
+	if id != nil {
+		// resume: while the rotation is pending this confirms it now (no wait for
+		// rotation_timeout); once committed or expired the platform refuses the challenge
+		// (cosign_rotation_unknown) and the probe below tells the two apart
+		switch err := nc.confirmRotation(ctx, id); {
+		case err == nil:
+			nc.mu.Lock()
+			next := nc.share
+			nc.share = nil
+			nc.mu.Unlock()
+			return true, c.promote(keyFile, pendingFile, next)
+		case !notCommitted(err):
+			nc.Destroy()
+			return false, fmt.Errorf("%w: %v", ErrRotationUnsettled, err)
+		}
 	}
 	probe := make([]byte, 32)
 	rand.Read(probe)
@@ -177,11 +244,20 @@ func (c *CoSigner) settle(ctx context.Context, keyFile, pendingFile string, pin 
 }
 
 // promote replaces keyFile by the confirmed new share and switches the share in memory.
+// The new key file is the rotating file's sealed share, written atomically; the rotating file is
+// removed after (a crash in between leaves both holding the new share: the next Rotate settles
+// it again).
 func (c *CoSigner) promote(keyFile, pendingFile string, next *cosign.Share) error {
-	if err := os.Rename(pendingFile, keyFile); err != nil {
+	raw, err := os.ReadFile(pendingFile)
+	if err == nil {
+		_, sealed := parseRotating(raw)
+		err = writeFileAtomic(keyFile, sealed)
+	}
+	if err != nil {
 		next.Destroy()
 		return fmt.Errorf("%w: rotation confirmed but %s could not replace the key file: %v", ErrRotationUnsettled, pendingFile, err)
 	}
+	os.Remove(pendingFile)
 	syncDir(filepath.Dir(keyFile))
 	c.mu.Lock()
 	old := c.share

@@ -22,11 +22,14 @@ import (
 type lossyTransport struct {
 	drop      string
 	afterSend bool
+	times     int // how many times to drop (0: once)
 }
 
 func (l *lossyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if l.drop != "" && strings.HasSuffix(r.URL.Path, "/"+l.drop) {
-		l.drop = ""
+		if l.times--; l.times <= 0 {
+			l.drop = ""
+		}
 		if !l.afterSend {
 			return nil, errors.New("network down")
 		}
@@ -123,12 +126,30 @@ func TestCoSignerRotate(t *testing.T) {
 	}
 }
 
-// The confirm reply is lost after the platform committed: Rotate reports it unsettled and keeps
-// both files; the next Rotate finds the new share live and promotes it.
-func TestCoSignerRotateLostConfirmReply(t *testing.T) {
+// The confirm reply is lost after the platform committed: Rotate sends the confirm again at
+// once, gm_cosign answers the repeat, and the rotation completes in one call.
+func TestCoSignerRotateLostConfirmReplyRetried(t *testing.T) {
 	cs, file, pin, lt := rotateFixture(t)
 	oldFile, _ := os.ReadFile(file)
 	lt.drop, lt.afterSend = "confirm", true
+	if err := cs.Rotate(context.Background(), file, pin); err != nil {
+		t.Fatalf("lost reply, re-sent confirm: %v", err)
+	}
+	if cur, _ := os.ReadFile(file); bytes.Equal(cur, oldFile) {
+		t.Fatal("key file not replaced")
+	}
+	if err := signOnce(cs, "rotated"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Both confirm replies are lost after the platform committed: Rotate reports it unsettled and
+// keeps both files; the next Rotate finds the rotation committed (its challenge is refused, the
+// probe decrypts with the new share) and promotes it.
+func TestCoSignerRotateLostConfirmReply(t *testing.T) {
+	cs, file, pin, lt := rotateFixture(t)
+	oldFile, _ := os.ReadFile(file)
+	lt.drop, lt.afterSend, lt.times = "confirm", true, 2
 	if err := cs.Rotate(context.Background(), file, pin); !errors.Is(err, ErrRotationUnsettled) {
 		t.Fatalf("lost reply: %v", err)
 	}
@@ -154,29 +175,56 @@ func TestCoSignerRotateLostConfirmReply(t *testing.T) {
 	}
 }
 
-// The confirm never reaches the platform: the old share stays current everywhere, the next
-// Rotate discards the unconfirmed share, and a second rotation waits for the first to expire.
+// The confirm never reaches the platform (twice): the old share stays current, Rotate reports
+// it unsettled; the next Rotate resumes the still-pending rotation (co-signs its challenge
+// with the new share, confirms) at once instead of waiting for rotation_timeout.
 func TestCoSignerRotateConfirmNeverSent(t *testing.T) {
 	cs, file, pin, lt := rotateFixture(t)
 	oldFile, _ := os.ReadFile(file)
-	lt.drop = "confirm"
+	lt.drop, lt.times = "confirm", 2
 	if err := cs.Rotate(context.Background(), file, pin); !errors.Is(err, ErrRotationUnsettled) {
 		t.Fatalf("unsent confirm: %v", err)
 	}
 	if err := signOnce(cs, "still old"); err != nil {
 		t.Fatalf("old share during an unconfirmed rotation: %v", err)
 	}
-	var refused *CoSignError
-	if err := cs.Rotate(context.Background(), file, pin); !errors.As(err, &refused) || refused.Code != "cosign_rotation_pending" {
-		t.Fatalf("second rotation during a pending one: %v", err)
+	if cur, _ := os.ReadFile(file); !bytes.Equal(cur, oldFile) {
+		t.Fatal("key file changed before the confirm")
+	}
+	if err := cs.Rotate(context.Background(), file, pin); err != nil {
+		t.Fatalf("resuming the pending rotation: %v", err)
 	}
 	if _, err := os.Stat(file + RotatingSuffix); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("unconfirmed share not discarded: %v", err)
+		t.Fatalf("rotating file left behind: %v", err)
 	}
-	if cur, _ := os.ReadFile(file); !bytes.Equal(cur, oldFile) {
-		t.Fatal("key file changed")
+	if cur, _ := os.ReadFile(file); bytes.Equal(cur, oldFile) {
+		t.Fatal("key file not replaced after the resumed rotation")
 	}
-	if err := signOnce(cs, "still old"); err != nil {
+	if err := signOnce(cs, "rotated"); err != nil {
 		t.Fatal(err)
+	}
+	old, err := OpenCoSigner(cs.cfg, oldFile, pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signOnce(old, "old file"); !errors.Is(err, cosign.ErrVerify) {
+		t.Fatalf("the old key file after the resumed rotation: %v, want cosign.ErrVerify", err)
+	}
+}
+
+// The rotating file carries the rotation ID before the sealed share; a file without the header
+// (an older SDK's) is the sealed share alone and settles by the probe.
+func TestRotatingFileFormat(t *testing.T) {
+	id := bytes.Repeat([]byte{7}, rotationIDSize)
+	sealed := []byte(sealMagic + "rest of a sealed key")
+	gotID, gotSealed := parseRotating(rotatingFile(id, sealed))
+	if !bytes.Equal(gotID, id) || !bytes.Equal(gotSealed, sealed) {
+		t.Fatalf("round trip: %x %q", gotID, gotSealed)
+	}
+	if gotID, gotSealed := parseRotating(sealed); gotID != nil || !bytes.Equal(gotSealed, sealed) {
+		t.Fatalf("headerless file: %x %q", gotID, gotSealed)
+	}
+	if gotID, _ := parseRotating([]byte(rotatingMagic + "short")); gotID != nil {
+		t.Fatal("a truncated header yields a rotation ID")
 	}
 }

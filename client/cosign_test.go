@@ -84,6 +84,49 @@ func (s *cosignShares) DestroyVersion(kind string, id []byte, n int) error {
 	return sealstore.ErrNotFound
 }
 
+// Create, PutIf and DestroyVersionIf are sealstore's conditional writes.
+func (s *cosignShares) Create(kind string, id, secret []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := kind + string(id)
+	if len(s.m[k]) > 0 {
+		return sealstore.ErrExists
+	}
+	s.m[k] = []sealstore.Version{{Info: sealstore.Info{Version: 1}, Secret: append([]byte(nil), secret...)}}
+	return nil
+}
+
+func (s *cosignShares) PutIf(kind string, id, secret []byte, match func([]sealstore.Version) bool) (int, error) {
+	s.mu.Lock()
+	k := kind + string(id)
+	v := s.m[k]
+	if len(v) == 0 {
+		s.mu.Unlock()
+		return 0, sealstore.ErrNotFound
+	}
+	if !match(v) {
+		s.mu.Unlock()
+		return 0, sealstore.ErrConflict
+	}
+	s.mu.Unlock()
+	return s.Put(kind, id, secret)
+}
+
+func (s *cosignShares) DestroyVersionIf(kind string, id []byte, n int, match func([]sealstore.Version) bool) error {
+	s.mu.Lock()
+	v := s.m[kind+string(id)]
+	if len(v) == 0 {
+		s.mu.Unlock()
+		return sealstore.ErrNotFound
+	}
+	if !match(v) {
+		s.mu.Unlock()
+		return sealstore.ErrConflict
+	}
+	s.mu.Unlock()
+	return s.DestroyVersion(kind, id, n)
+}
+
 func (s *cosignShares) Destroy(kind string, id []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -12,10 +12,11 @@ import (
 // partial public key P_i = d_i^-1 G. The terminal's share is d_1, the platform's d_2; the
 // algebra is symmetric. A Share is safe for concurrent use; Destroy wipes it.
 type Share struct {
-	mu   sync.RWMutex
-	d    *bigmod.Nat // nil once destroyed
-	dInv *bigmod.Nat
-	pub  []byte
+	mu      sync.RWMutex
+	d       *bigmod.Nat // nil once destroyed
+	dInv    *bigmod.Nat
+	pubOnce sync.Once
+	pub     []byte // P_i, computed on first use (a platform opening a share per request to sign never needs it)
 }
 
 // GenerateShare draws a fresh share from rand (crypto/rand.Reader in production).
@@ -38,11 +39,7 @@ func ParseShare(b []byte) (*Share, error) {
 }
 
 func newShare(d *bigmod.Nat) *Share {
-	dInv := invert(d)
-	k := scalarBytes(dInv)
-	x, y := curve.ScalarBaseMult(k)
-	clear(k)
-	return &Share{d: d, dInv: dInv, pub: point{x, y}.bytes()}
+	return &Share{d: d, dInv: invert(d)}
 }
 
 // Bytes returns d_i (32 bytes). The caller owns the copy and must wipe it.
@@ -57,7 +54,21 @@ func (s *Share) Bytes() []byte {
 
 // PartialPublicKey returns P_i = d_i^-1 G, 65 bytes uncompressed: what the party sends its peer
 // during derivation (Tongsuo: sm2_threshold -derive -inkey A.key -pubout A-pub.key).
-func (s *Share) PartialPublicKey() []byte { return append([]byte(nil), s.pub...) }
+// It is computed on the first call (nil if the share was destroyed before).
+func (s *Share) PartialPublicKey() []byte {
+	s.pubOnce.Do(func() {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.dInv == nil {
+			return
+		}
+		k := scalarBytes(s.dInv)
+		x, y := curve.ScalarBaseMult(k)
+		clear(k)
+		s.pub = point{x, y}.bytes()
+	})
+	return append([]byte(nil), s.pub...)
+}
 
 // Destroy wipes the share; every later operation fails with ErrUsed.
 func (s *Share) Destroy() {

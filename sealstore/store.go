@@ -62,6 +62,11 @@ var (
 	ErrKey = errors.New("sealstore: vault key unavailable")
 	// ErrStorage means the directory could not be read or written.
 	ErrStorage = errors.New("sealstore: storage error")
+	// ErrExists means Create found a record of (kind, id) already.
+	ErrExists = errors.New("sealstore: record exists")
+	// ErrConflict means a conditional write (PutIf, DestroyVersionIf) found the record other
+	// than the caller expected: another writer changed it since the caller read it.
+	ErrConflict = errors.New("sealstore: record changed")
 )
 
 // Key is one version of an SM4 key that seals and opens (a *keyvault.SM4Key).
@@ -134,6 +139,50 @@ func Open(dir string, keys Keys) (*Store, error) {
 
 // Put seals secret as the next version of (kind, id) and returns that version number.
 func (s *Store) Put(kind string, id []byte, secret []byte) (int, error) {
+	return s.put(kind, id, secret, nil)
+}
+
+// Create seals secret as version 1 of a new record (kind, id). If the record exists (any
+// version, whoever wrote it: another instance sharing the directory included) nothing is
+// written and the error is ErrExists: of two concurrent creators exactly one succeeds.
+func (s *Store) Create(kind string, id []byte, secret []byte) error {
+	_, err := s.put(kind, id, secret, func(r *record) error {
+		if len(r.Versions) > 0 {
+			return ErrExists
+		}
+		return nil
+	})
+	return err
+}
+
+// PutIf seals secret as the next version of the existing record (kind, id) only if match
+// approves the record's versions as they are under the record's lock (opened; the caller must
+// not keep the secrets): a compare-and-set against what the caller read earlier. No record:
+// ErrNotFound (it was destroyed meanwhile: nothing is created); match false: ErrConflict.
+func (s *Store) PutIf(kind string, id []byte, secret []byte, match func([]Version) bool) (int, error) {
+	return s.put(kind, id, secret, func(r *record) error { return s.matches(kind, id, r, match) })
+}
+
+// matches opens r's versions and asks match about them.
+func (s *Store) matches(kind string, id []byte, r *record, match func([]Version) bool) error {
+	if len(r.Versions) == 0 {
+		return ErrNotFound
+	}
+	vs, err := s.openAll(kind, id, r)
+	if err != nil {
+		return err
+	}
+	ok := match(vs)
+	for _, v := range vs {
+		zero(v.Secret)
+	}
+	if !ok {
+		return ErrConflict
+	}
+	return nil
+}
+
+func (s *Store) put(kind string, id []byte, secret []byte, check func(*record) error) (int, error) {
 	if err := checkSubject(kind, id); err != nil {
 		return 0, err
 	}
@@ -146,6 +195,11 @@ func (s *Store) Put(kind string, id []byte, secret []byte) (int, error) {
 	}
 	var n int
 	err = s.update(kind, id, func(r *record) error {
+		if check != nil {
+			if err := check(r); err != nil {
+				return err
+			}
+		}
 		if len(r.Versions) >= MaxVersions {
 			return ErrFull
 		}
@@ -302,6 +356,11 @@ func (s *Store) GetAll(kind string, id []byte) ([]Version, error) {
 	if len(r.Versions) == 0 {
 		return nil, ErrNotFound
 	}
+	return s.openAll(kind, id, r)
+}
+
+// openAll opens every version of r; any failure fails the whole call.
+func (s *Store) openAll(kind string, id []byte, r *record) ([]Version, error) {
 	out := make([]Version, 0, len(r.Versions))
 	for _, v := range r.Versions {
 		secret, err := s.open(kind, id, v)
@@ -325,6 +384,17 @@ func (s *Store) GetAll(kind string, id []byte) ([]Version, error) {
 // copy of the destroyed seal spliced back in is not detected here. Removing the last version is
 // refused (ErrInvalidInput): use Destroy; a missing version is ErrNotFound.
 func (s *Store) DestroyVersion(kind string, id []byte, n int) error {
+	return s.destroyVersion(kind, id, n, nil)
+}
+
+// DestroyVersionIf is DestroyVersion only if match approves the record's versions as they are
+// under the record's lock (see PutIf): ErrNotFound when the record is gone, ErrConflict when
+// match refuses.
+func (s *Store) DestroyVersionIf(kind string, id []byte, n int, match func([]Version) bool) error {
+	return s.destroyVersion(kind, id, n, match)
+}
+
+func (s *Store) destroyVersion(kind string, id []byte, n int, match func([]Version) bool) error {
 	if err := checkSubject(kind, id); err != nil {
 		return err
 	}
@@ -335,6 +405,14 @@ func (s *Store) DestroyVersion(kind string, id []byte, n int) error {
 		return err // no record: do not create an empty one
 	}
 	return s.update(kind, id, func(r *record) error {
+		if len(r.Versions) == 0 {
+			return ErrNotFound // destroyed between the read and the lock
+		}
+		if match != nil {
+			if err := s.matches(kind, id, r, match); err != nil {
+				return err
+			}
+		}
 		i := sort.Search(len(r.Versions), func(i int) bool { return r.Versions[i].N >= n })
 		if i == len(r.Versions) || r.Versions[i].N != n {
 			return ErrNotFound

@@ -466,3 +466,89 @@ func TestAttackGetAllRenumbered(t *testing.T) {
 		t.Fatalf("renumbered version: %v", err)
 	}
 }
+
+// TestCreateExclusive: of many creators of one record on two stores sharing the directory
+// (two instances), exactly one succeeds; the others get ErrExists and write nothing.
+func TestCreateExclusive(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	keys := newMemKeys(t, "k")
+	s1, _ := Open(dir, keys)
+	s2, _ := Open(dir, keys)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var won []string
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s := []*Store{s1, s2}[i%2]
+			switch err := s.Create("cosign-d2", []byte("term-1"), []byte(fmt.Sprint("share ", i))); {
+			case err == nil:
+				mu.Lock()
+				won = append(won, fmt.Sprint("share ", i))
+				mu.Unlock()
+			case !errors.Is(err, ErrExists):
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	vs, err := s2.GetAll("cosign-d2", []byte("term-1"))
+	if err != nil || len(won) != 1 || len(vs) != 1 || vs[0].Version != 1 || string(vs[0].Secret) != won[0] {
+		t.Fatalf("winners %v, record %v %v: want one creator and its secret as the only version", won, vs, err)
+	}
+}
+
+// TestPutIfDestroyVersionIf: the conditional writes see the record under its lock: a record
+// destroyed since the caller read it is not re-created (ErrNotFound), a record another writer
+// changed is left alone (ErrConflict), an unchanged one is written.
+func TestPutIfDestroyVersionIf(t *testing.T) {
+	s, _ := newStore(t)
+	kind, id := "cosign-d2", []byte("term-2")
+	if err := s.Create(kind, id, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	is := func(want ...string) func([]Version) bool {
+		return func(vs []Version) bool {
+			if len(vs) != len(want) {
+				return false
+			}
+			for i := range vs {
+				if string(vs[i].Secret) != want[i] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	if _, err := s.PutIf(kind, id, []byte("v2"), is("other")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("PutIf on a changed record: %v", err)
+	}
+	if n, err := s.PutIf(kind, id, []byte("v2"), is("v1")); err != nil || n != 2 {
+		t.Fatalf("PutIf on the expected record: %d %v", n, err)
+	}
+	if err := s.DestroyVersionIf(kind, id, 1, is("v1")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("DestroyVersionIf on a changed record: %v", err)
+	}
+	if err := s.DestroyVersionIf(kind, id, 1, is("v1", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(kind, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutIf(kind, id, []byte("v3"), func([]Version) bool { return true }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("PutIf after Destroy: %v, want ErrNotFound", err)
+	}
+	if err := s.DestroyVersionIf(kind, id, 2, func([]Version) bool { return true }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DestroyVersionIf after Destroy: %v", err)
+	}
+	if _, err := s.GetAll(kind, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a conditional write re-created a destroyed record: %v", err)
+	}
+	if err := s.Create(kind, id, []byte("again")); err != nil {
+		t.Fatalf("Create after Destroy: %v", err)
+	}
+	if err := s.Create(kind, id, []byte("twice")); !errors.Is(err, ErrExists) {
+		t.Fatalf("second Create: %v", err)
+	}
+}

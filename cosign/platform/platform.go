@@ -9,9 +9,11 @@ package platform
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -38,11 +40,14 @@ const ShareKind = "cosign-d2"
 const MaxRequestSize = 64 << 10
 
 // Shares is where the platform's shares live: a *sealstore.Store.
+// Every write is conditional on what the request read (Create, PutIf, DestroyVersionIf under
+// the record's lock), so instances sharing the store cannot interleave a key generation, a
+// rotation, a confirmation and a destruction into a state none of them meant.
 type Shares interface {
-	Get(kind string, id []byte) (secret []byte, version int, err error)
 	GetAll(kind string, id []byte) ([]sealstore.Version, error)
-	Put(kind string, id []byte, secret []byte) (int, error)
-	DestroyVersion(kind string, id []byte, n int) error
+	Create(kind string, id []byte, secret []byte) error
+	PutIf(kind string, id []byte, secret []byte, match func([]sealstore.Version) bool) (int, error)
+	DestroyVersionIf(kind string, id []byte, n int, match func([]sealstore.Version) bool) error
 	Destroy(kind string, id []byte) error
 }
 
@@ -98,6 +103,15 @@ type Config struct {
 	// RotationTimeout is how long a started rotation may be confirmed (default 10m); until then
 	// a second rotation of the key is refused, after it the pending share is discarded.
 	RotationTimeout time.Duration
+	// Shared, when set, keeps the rate limit, the lockout counter and the freshness guard in
+	// Redis, shared by every instance (NewSharedState); RatePerMinute, Burst, MaxFailures,
+	// Lockout and FreshnessWindow apply there, FreshnessMax and MaxKeys do not (Redis's memory
+	// bounds it). Any Redis error refuses the request (cosign_unavailable: fail closed). Nil:
+	// the state lives in this process.
+	Shared *SharedState
+	// OnStateError, when set, is told every failure of the shared state ("limits" or "points"):
+	// the metric.
+	OnStateError func(state string, err error)
 	// Observe, when set, is told each co-operation's outcome (op, code, duration): the metric.
 	Observe func(op string, code refusal.Code, d time.Duration)
 	// RequestID returns the ID correlating the audit entry with access logs (optional).
@@ -109,11 +123,11 @@ type Config struct {
 
 // Service serves the platform side: POST .../keygen, .../sign, .../decrypt (JSON).
 type Service struct {
-	cfg   Config
-	guard *guard
-	fresh *cosign.FreshnessGuard
-	mu    sync.Mutex
-	genMu map[string]*sync.Mutex
+	cfg    Config
+	limits limits
+	fresh  *cosign.FreshnessGuard // in-process freshness guard (no Shared)
+	mu     sync.Mutex
+	genMu  map[string]*sync.Mutex
 }
 
 // New checks cfg and returns the service.
@@ -162,12 +176,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Service{
-		cfg:   cfg,
-		guard: newGuard(cfg.RatePerMinute, cfg.Burst, cfg.MaxFailures, cfg.Lockout, cfg.MaxKeys),
-		fresh: cosign.NewFreshnessGuard(cfg.FreshnessWindow, cfg.FreshnessMax),
-		genMu: make(map[string]*sync.Mutex),
-	}, nil
+	s := &Service{cfg: cfg}
+	if cfg.Shared != nil {
+		s.limits = &redisLimits{s: cfg.Shared, interval: time.Minute / time.Duration(cfg.RatePerMinute),
+			burst: cfg.Burst, maxFailures: cfg.MaxFailures, lockout: cfg.Lockout}
+	} else {
+		s.limits = memoryLimits{newGuard(cfg.RatePerMinute, cfg.Burst, cfg.MaxFailures, cfg.Lockout, cfg.MaxKeys)}
+		s.fresh = cosign.NewFreshnessGuard(cfg.FreshnessWindow, cfg.FreshnessMax)
+	}
+	return s, nil
 }
 
 // Request is the JSON body of every operation (binary values in standard Base64).
@@ -278,7 +295,13 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 		return nil, rec, refuse(CodeMalformedRequest, errors.New("malformed JSON or key ID"))
 	}
 	now := s.cfg.Now()
-	switch s.guard.admit(req.KeyID, now) {
+	ctx := r.Context()
+	v, err := s.limits.admit(ctx, req.KeyID, now)
+	if err != nil {
+		s.stateError("limits", err)
+		return nil, rec, refuse(CodeUnavailable, err)
+	}
+	switch v {
 	case locked:
 		return nil, rec, refuse(CodeLocked, errors.New("locked"))
 	case rateLimited:
@@ -292,11 +315,16 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending, CodeCertRevoked, CodeCertExpired:
 			// not the terminal's fault (or not a guessing attempt): no lockout count
 		default:
-			s.guard.fail(req.KeyID, now)
+			if ferr := s.limits.fail(ctx, req.KeyID, now); ferr != nil {
+				s.stateError("limits", ferr) // the request is refused anyway
+			}
 		}
 		return nil, rec, err
 	}
-	s.guard.succeed(req.KeyID)
+	if serr := s.limits.succeed(ctx, req.KeyID); serr != nil {
+		// the operation is done; a failure count left standing only errs towards a lockout
+		s.stateError("limits", serr)
+	}
 	return resp, rec, nil
 }
 
@@ -321,13 +349,6 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 			return nil, rec, err
 		}
 		byToken = true
-	}
-	if op == OpRotate || op == OpConfirm {
-		// one rotation step at a time per key within this instance; sealstore's record lock
-		// and the version count serialise instances
-		m := s.keyLock(req.KeyID)
-		m.Lock()
-		defer m.Unlock()
 	}
 	st, err := s.loadState(req.KeyID)
 	if err != nil {
@@ -359,9 +380,6 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	switch op {
 	case OpRotate:
 		resp, err := s.rotate(st, req.KeyID, now)
-		if err == nil {
-			err = s.checkSingleRotation(req.KeyID, resp.RotationID)
-		}
 		if err != nil {
 			return nil, rec, err
 		}
@@ -414,7 +432,7 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 				return nil, rec, refuse(CodeBindingMismatch, errors.New("e is not the instruction's digest"))
 			}
 		}
-		if err := s.checkPoint(req.KeyID, req.Q1, now); err != nil {
+		if err := s.checkPoint(r.Context(), req.KeyID, req.Q1, now); err != nil {
 			return nil, rec, err
 		}
 		rr, s1, err := share.CoSign(s.cfg.Rand, req.E, req.Q1)
@@ -428,7 +446,7 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 		rec.Signature = der
 		return &Response{PartialSignature: der}, rec, nil
 	case OpDecrypt:
-		if err := s.checkPoint(req.KeyID, req.T1, now); err != nil {
+		if err := s.checkPoint(r.Context(), req.KeyID, req.T1, now); err != nil {
 			return nil, rec, err
 		}
 		t2, err := share.CoDecrypt(req.T1)
@@ -440,18 +458,34 @@ func (s *Service) do(r *http.Request, op string, req *Request, now time.Time) (*
 	return nil, rec, refuse(CodeMalformedRequest, errors.New("unknown operation"))
 }
 
-// checkPoint validates an ephemeral point and refuses one seen for the key within the window.
-func (s *Service) checkPoint(keyID string, p []byte, now time.Time) error {
+// checkPoint validates an ephemeral point and refuses one seen for the key within the window
+// (by this instance, or with Shared by any).
+func (s *Service) checkPoint(ctx context.Context, keyID string, p []byte, now time.Time) error {
 	if _, err := cosign.ParsePublicKey(p); err != nil {
 		return refuse(CodeInvalidPoint, err)
 	}
-	switch err := s.fresh.Check(keyID, p, now); {
+	var err error
+	if s.cfg.Shared != nil {
+		err = s.cfg.Shared.points.CheckAndStore(ctx, keyID, hex.EncodeToString(p), s.cfg.FreshnessWindow)
+		if err != nil && !errors.Is(err, cosign.ErrReused) {
+			s.stateError("points", err)
+		}
+	} else {
+		err = s.fresh.Check(keyID, p, now)
+	}
+	switch {
 	case errors.Is(err, cosign.ErrReused):
 		return refuse(CodeReusedPoint, err)
 	case err != nil:
 		return refuse(CodeUnavailable, err)
 	}
 	return nil
+}
+
+func (s *Service) stateError(state string, err error) {
+	if s.cfg.OnStateError != nil {
+		s.cfg.OnStateError(state, err)
+	}
 }
 
 func mapErr(err error) error {
@@ -495,33 +529,12 @@ func (s *Service) authToken(r *http.Request, op, keyID string, now time.Time) er
 	return nil
 }
 
-func (s *Service) keyLock(keyID string) *sync.Mutex {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.genMu[keyID]
-	if !ok {
-		m = new(sync.Mutex)
-		s.genMu[keyID] = m
-	}
-	return m
-}
-
 // keygen draws d_2 for a new terminal key, derives the joint key from the terminal's P_1 and
 // seals d_2 || P. An existing key is never replaced.
 func (s *Service) keygen(req *Request) (*Response, error) {
 	p1 := req.P1
 	if _, err := cosign.ParsePublicKey(p1); err != nil {
 		return nil, refuse(CodeInvalidPoint, err)
-	}
-	m := s.keyLock(req.KeyID)
-	m.Lock()
-	defer m.Unlock()
-	switch secret, _, err := s.cfg.Shares.Get(ShareKind, []byte(req.KeyID)); {
-	case err == nil:
-		clear(secret)
-		return nil, refuse(CodeKeyExists, errors.New("key exists"))
-	case !errors.Is(err, sealstore.ErrNotFound):
-		return nil, refuse(CodeUnavailable, err)
 	}
 	d2, err := cosign.GenerateShare(s.cfg.Rand)
 	if err != nil {
@@ -535,37 +548,15 @@ func (s *Service) keygen(req *Request) (*Response, error) {
 	pb := cosign.MarshalPublicKey(pub)
 	secret := append(d2.Bytes(), pb...)
 	defer clear(secret)
-	v, err := s.cfg.Shares.Put(ShareKind, []byte(req.KeyID), secret)
-	if err != nil {
+	// create-exclusive: of two instances generating the same key ID at once exactly one
+	// stores its d_2; the other answers cosign_key_exists and its terminal gets no P_2
+	switch err := s.cfg.Shares.Create(ShareKind, []byte(req.KeyID), secret); {
+	case errors.Is(err, sealstore.ErrExists):
+		return nil, refuse(CodeKeyExists, err)
+	case err != nil:
 		return nil, refuse(CodeUnavailable, err)
 	}
-	if v != 1 { // another instance created the key meanwhile: its share stays the newest
-		return nil, refuse(CodeKeyExists, errors.New("key created concurrently"))
-	}
 	return &Response{P2: d2.PartialPublicKey(), PublicKey: pb}, nil
-}
-
-// checkSingleRotation re-reads the record after a rotation was sealed: if another instance
-// sealed one at the same time (three versions), this one is withdrawn and refused.
-func (s *Service) checkSingleRotation(keyID string, id []byte) error {
-	vs, err := s.cfg.Shares.GetAll(ShareKind, []byte(keyID))
-	if err != nil {
-		return refuse(CodeUnavailable, err)
-	}
-	defer func() {
-		for _, v := range vs {
-			clear(v.Secret)
-		}
-	}()
-	if len(vs) == 2 {
-		return nil
-	}
-	for _, v := range vs[1:] {
-		if len(v.Secret) == pendingSize && ctEqual(v.Secret[shareSize:shareSize+RotationIDSize], id) {
-			s.cfg.Shares.DestroyVersion(ShareKind, []byte(keyID), v.Version)
-		}
-	}
-	return refuse(CodeRotationPending, errors.New("a concurrent rotation was sealed"))
 }
 
 func ctEqual(a, b []byte) bool { return len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1 }

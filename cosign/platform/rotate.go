@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
 
 	"github.com/gmgate/gmgate/cosign"
+	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
 )
 
@@ -52,6 +54,46 @@ type shareState struct {
 	pub     *ecdsa.PublicKey
 	version int
 	pending *pendingRotation
+	// rotation is the ID of the rotation that made the current share (nil for a share from
+	// key generation): a repeated confirm of it is answered again (idempotent).
+	rotation []byte
+	// all and cur fingerprint the record as read (every version; the current one alone): the
+	// writes are conditional on them (sealstore PutIf, DestroyVersionIf).
+	all, cur [sm3.Size]byte
+}
+
+// fingerprint digests versions (numbers and secrets): what a conditional write compares.
+func fingerprint(vs []sealstore.Version) [sm3.Size]byte {
+	h := sm3.New()
+	h.Write([]byte("gmgate cosign share record\x00"))
+	for _, v := range vs {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(v.Version)))
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(v.Secret))))
+		h.Write(v.Secret)
+	}
+	var out [sm3.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// unchanged is the condition of a write: the record is still exactly as read (fp).
+func unchanged(fp [sm3.Size]byte) func([]sealstore.Version) bool {
+	return func(vs []sealstore.Version) bool {
+		got := fingerprint(vs)
+		return subtle.ConstantTimeCompare(got[:], fp[:]) == 1
+	}
+}
+
+// storeErr maps a failed conditional write: the record destroyed meanwhile (cosign_unknown_key,
+// nothing re-created), changed meanwhile (conflict), anything else (cosign_unavailable).
+func storeErr(err error, conflict refusal.Code) error {
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return refuse(CodeUnknownKey, err)
+	case errors.Is(err, sealstore.ErrConflict):
+		return refuse(conflict, err)
+	}
+	return refuse(CodeUnavailable, err)
 }
 
 type pendingRotation struct {
@@ -101,7 +143,10 @@ func (s *Service) loadState(keyID string) (*shareState, error) {
 	if err != nil {
 		return nil, refuse(CodeInternal, err)
 	}
-	st := &shareState{share: share, version: vs[0].Version}
+	st := &shareState{share: share, version: vs[0].Version, all: fingerprint(vs), cur: fingerprint(vs[:1])}
+	if len(cur) == pendingSize {
+		st.rotation = append([]byte(nil), cur[shareSize:shareSize+RotationIDSize]...)
+	}
 	st.pub, err = cosign.ParsePublicKey(cur[cosign.ScalarSize:shareSize])
 	if err != nil {
 		st.destroy()
@@ -133,13 +178,15 @@ func (s *Service) loadState(keyID string) (*shareState, error) {
 // its d_1 ρ gives the same joint key before it seals anything). A live pending rotation refuses
 // (cosign_rotation_pending); an expired one is destroyed first. Called with the key's lock held.
 func (s *Service) rotate(st *shareState, keyID string, now time.Time) (*Response, error) {
+	expect := st.all
 	if st.pending != nil {
 		if st.pending.live(now, s.cfg.RotationTimeout) {
 			return nil, refuse(CodeRotationPending, errors.New("a rotation is pending"))
 		}
-		if err := s.cfg.Shares.DestroyVersion(ShareKind, []byte(keyID), st.pending.version); err != nil {
-			return nil, refuse(CodeUnavailable, err)
+		if err := s.cfg.Shares.DestroyVersionIf(ShareKind, []byte(keyID), st.pending.version, unchanged(st.all)); err != nil {
+			return nil, storeErr(err, CodeRotationPending)
 		}
+		expect = st.cur
 	}
 	rho, err := cosign.GenerateRefresh(s.cfg.Rand)
 	if err != nil {
@@ -160,9 +207,12 @@ func (s *Service) rotate(st *shareState, keyID string, now time.Time) (*Response
 	secret = append(secret, cosign.MarshalPublicKey(st.pub)...)
 	secret = append(secret, id...)
 	secret = binary.BigEndian.AppendUint64(secret, uint64(now.Unix()))
-	v, err := s.cfg.Shares.Put(ShareKind, []byte(keyID), secret)
+	// sealed only if the record is still the one read: destroyed meanwhile, nothing is
+	// re-created (the pending share alone must never become a key); another rotation sealed
+	// meanwhile (another instance), this one is refused
+	v, err := s.cfg.Shares.PutIf(ShareKind, []byte(keyID), secret, unchanged(expect))
 	if err != nil {
-		return nil, refuse(CodeUnavailable, err)
+		return nil, storeErr(err, CodeRotationPending)
 	}
 	if v <= st.version {
 		return nil, refuse(CodeInternal, errors.New("pending version is not newer than the current one"))
@@ -194,20 +244,48 @@ func (s *Service) pendingFor(st *shareState, id []byte, now time.Time) (*pending
 // the old d_1 with the pending d_2' gives no valid signature. Then the
 // current version is destroyed and the pending one is the key's only share. Called with the
 // key's lock held.
+//
+// A repeated confirm of the rotation that made the current share (its reply was lost) is
+// answered again and changes nothing, so the terminal can re-send it; any other confirm without
+// a live pending rotation is cosign_rotation_unknown.
 func (s *Service) confirm(st *shareState, req *Request, now time.Time) ([]byte, error) {
-	p, err := s.pendingFor(st, req.RotationID, now)
-	if err != nil {
+	if len(req.RotationID) == RotationIDSize && !st.pending.live(now, s.cfg.RotationTimeout) && ctEqual(st.rotation, req.RotationID) {
+		e, err := s.checkConfirmation(st, req)
+		return e, err
+	}
+	if _, err := s.pendingFor(st, req.RotationID, now); err != nil {
 		return nil, err
 	}
-	e, err := RotationChallengeDigest(st.pub, req.KeyID, p.id)
+	e, err := s.checkConfirmation(st, req)
+	if err != nil {
+		return e, err
+	}
+	// destroyed only if the record is still the one read: a destruction of the key meanwhile
+	// is final (cosign_unknown_key); a concurrent confirm that won is answered as a repeat
+	if err := s.cfg.Shares.DestroyVersionIf(ShareKind, []byte(req.KeyID), st.version, unchanged(st.all)); err != nil {
+		if errors.Is(err, sealstore.ErrConflict) {
+			if again, lerr := s.loadState(req.KeyID); lerr == nil {
+				done := again.pending == nil && ctEqual(again.rotation, req.RotationID)
+				again.destroy()
+				if done {
+					return e, nil
+				}
+			}
+		}
+		return e, storeErr(err, CodeRotationUnknown)
+	}
+	return e, nil
+}
+
+// checkConfirmation verifies the confirming signature: over the challenge of the request's
+// rotation ID, under P.
+func (s *Service) checkConfirmation(st *shareState, req *Request) ([]byte, error) {
+	e, err := RotationChallengeDigest(st.pub, req.KeyID, req.RotationID)
 	if err != nil {
 		return nil, refuse(CodeInternal, err)
 	}
 	if len(req.Signature) == 0 || len(req.Signature) > 80 || !sm2.VerifyASN1(st.pub, e, req.Signature) {
 		return e, refuse(CodeRotationMismatch, errors.New("confirmation signature does not verify"))
-	}
-	if err := s.cfg.Shares.DestroyVersion(ShareKind, []byte(req.KeyID), st.version); err != nil {
-		return e, refuse(CodeUnavailable, err)
 	}
 	return e, nil
 }

@@ -116,8 +116,20 @@ func TestServiceRotation(t *testing.T) {
 	if last.Scheme != "cosign-confirm" || last.Verdict != audit.VerdictAccept || len(last.SignedSM3) != 32 {
 		t.Fatalf("confirm audit entry: %+v", last)
 	}
-	if _, code := f.call(OpConfirm, rotTok, Request{KeyID: tm.id, RotationID: resp.RotationID, Signature: proof}); code != CodeRotationUnknown {
-		t.Fatalf("replayed confirm: %s", code)
+	// a repeated confirm (its reply was lost) is answered again and changes nothing; one of
+	// another rotation ID, or with a signature that is not over this rotation's challenge, is not
+	before, _ := f.svc.cfg.Shares.GetAll(ShareKind, []byte(tm.id))
+	if _, code := f.call(OpConfirm, rotTok, Request{KeyID: tm.id, RotationID: resp.RotationID, Signature: proof}); code != refusal.OK {
+		t.Fatalf("repeated confirm: %s", code)
+	}
+	if _, code := f.call(OpConfirm, rotTok, Request{KeyID: tm.id, RotationID: resp.RotationID, Signature: paySig}); code != CodeRotationMismatch {
+		t.Fatalf("repeated confirm with a wrong signature: %s", code)
+	}
+	if _, code := f.call(OpConfirm, rotTok, Request{KeyID: tm.id, RotationID: other, Signature: proof}); code != CodeRotationUnknown {
+		t.Fatalf("confirm of another rotation ID after the confirm: %s", code)
+	}
+	if after, _ := f.svc.cfg.Shares.GetAll(ShareKind, []byte(tm.id)); fingerprint(after) != fingerprint(before) {
+		t.Fatal("a repeated confirm changed the record")
 	}
 
 	// after: the new share signs under the SAME joint key, the old one cannot
