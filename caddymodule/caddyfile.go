@@ -1472,6 +1472,14 @@ func init() {
 //			redis_address ...   (as in gm_verify)
 //		}
 //		store_key          <vault SM4 key name>
+//		upstream <url> {              # a registration authority in front of another gm_enroll (no ca_key)
+//			ra_key   <vault key name> # the RA's key; its certificate is the RA certificate
+//			ca_chain <PEM file...>    # the upstream CA's chain, issuing CA first
+//			timeout  <duration>       # default 30s
+//		}
+//		ra_certs <PEM file...>        # RAs this CA accepts (keyid ra:<CN>)
+//		ra_roots <PEM file...>
+//		ra_crls  <CRL file or URL...>
 //	}
 func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -1577,6 +1585,42 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "store_key":
 			if err := oneArg(d, &h.StoreKey); err != nil {
+				return err
+			}
+		case "upstream":
+			u := &EnrollUpstream{}
+			if err := oneArg(d, &u.URL); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "ra_key":
+					if err := oneArg(d, &u.RAKey); err != nil {
+						return err
+					}
+				case "ca_chain":
+					if err := appendArgs(d, &u.CAChain); err != nil {
+						return err
+					}
+				case "timeout":
+					if err := durationArg(d, &u.Timeout); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown gm_enroll upstream option %q", d.Val())
+				}
+			}
+			h.Upstream = u
+		case "ra_certs":
+			if err := appendArgs(d, &h.RACerts); err != nil {
+				return err
+			}
+		case "ra_roots":
+			if err := appendArgs(d, &h.RARoots); err != nil {
+				return err
+			}
+		case "ra_crls":
+			if err := appendArgs(d, &h.RACRLs); err != nil {
 				return err
 			}
 		default:

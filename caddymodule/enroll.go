@@ -82,6 +82,17 @@ type Enroll struct {
 	Replay *ReplayConfig `json:"replay,omitempty"`
 	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+	// Upstream, when set, makes this handler a registration authority in front of an upstream
+	// CA (another gmgate's gm_enroll) instead of issuing with ca_key. Default: none.
+	Upstream *EnrollUpstream `json:"upstream,omitempty"`
+	// RACerts are PEM files of registration-authority certificates this CA accepts on raenroll
+	// and rarevoke (keyid "ra:<certificate common name>"). Default: none (RA operations refused).
+	RACerts []string `json:"ra_certs,omitempty"`
+	// RARoots are PEM files of the CAs RA certificates must chain to. Required with RACerts.
+	RARoots []string `json:"ra_roots,omitempty"`
+	// RACRLs are CRL files or URLs of those CAs: a revoked RA certificate is refused (checked on
+	// every request; the CRLs reload on change). Default: none.
+	RACRLs []string `json:"ra_crls,omitempty"`
 
 	srv         *enroll.Server
 	store       *enroll.FileStore
@@ -99,7 +110,7 @@ func (Enroll) CaddyModule() caddy.ModuleInfo {
 var (
 	enrollRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "requests_total",
-		Help: "Enrolment operations (cacerts, simpleenroll, simplereenroll, download, revoke, recover, crl) by result code (ok or the enroll_* code).",
+		Help: "Enrolment operations (cacerts, simpleenroll, simplereenroll, download, revoke, recover, crl, raenroll, rarevoke) by result code (ok or the enroll_* code).",
 	}, []string{"op", "code"})
 	enrollExpiring = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates_expiring",
@@ -191,8 +202,13 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	var (
 		signer crypto.Signer
 		chain  []*smx509.Certificate
+		issuer enroll.Issuer
 	)
 	switch {
+	case h.Upstream != nil:
+		if issuer, err = h.upstreamIssuer(app); err != nil {
+			return err
+		}
 	case h.CAKey != "":
 		if signer, err = app.Signer(h.CAKey); err != nil {
 			return fmt.Errorf("gm_enroll: ca_key %q: %w", h.CAKey, err)
@@ -206,16 +222,19 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	default:
 		return errors.New("gm_enroll: ca_key required (no development PKI in use)")
 	}
-	if len(h.CAChain) > 0 {
+	if len(h.CAChain) > 0 && issuer == nil {
 		more, err := pki.LoadCertificatesFiles(h.CAChain...)
 		if err != nil {
 			return fmt.Errorf("gm_enroll: ca_chain: %w", err)
 		}
 		chain = append(chain[:1:1], more...)
 	}
-	ca, err := enroll.NewLocalCA(chain, signer, h.CRLURLs)
-	if err != nil {
-		return fmt.Errorf("gm_enroll: %w", err)
+	if issuer == nil {
+		ca, err := enroll.NewLocalCA(chain, signer, h.CRLURLs)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: %w", err)
+		}
+		issuer = ca
 	}
 	if h.IdentitiesDir != "" {
 		if err := os.MkdirAll(h.IdentitiesDir, 0o755); err != nil {
@@ -241,7 +260,7 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	for _, p := range h.Profiles {
 		profiles = append(profiles, p.core())
 	}
-	cfg := enroll.Config{Issuer: ca, Store: h.store, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
+	cfg := enroll.Config{Issuer: issuer, Store: h.store, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
 		CRLValidity: time.Duration(h.CRLValidity), MaxRequestSize: h.MaxBodySize, RequestIDHeader: "X-Request-Id",
 		Observe: func(op string, code enroll.Code) { enrollRequests.WithLabelValues(op, string(code)).Inc() }}
 	if h.EscrowKey != "" {
@@ -254,7 +273,7 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_enroll: escrow: %w", err)
 		}
 		cfg.Escrow = sealEscrow{ss}
-	} else {
+	} else if h.Upstream == nil {
 		h.logger.Warn("gm_enroll: no escrow_key: encryption keys are not escrowed and cannot be recovered")
 	}
 	rc := h.Replay
@@ -302,6 +321,13 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_enroll: %w", err)
 		}
 		cfg.Admin = auth
+	}
+	if len(h.RACerts) > 0 {
+		auth, err := certAuthorizer(h.RACerts, h.RARoots, h.RACRLs)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: ra_certs: %w", err)
+		}
+		cfg.RA = auth
 	}
 	if sink := app.AuditSink(); sink != nil {
 		cfg.Audit = sink
@@ -445,7 +471,7 @@ func (h *Enroll) Validate() error {
 	if h.MaxBodySize < 0 {
 		return errors.New("gm_enroll: negative max_body_size")
 	}
-	return nil
+	return h.validateUpstream()
 }
 
 // ServeHTTP answers the enrolment operations; it never calls next.
