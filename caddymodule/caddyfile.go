@@ -1499,6 +1499,14 @@ func init() {
 //		burst              <n>          # default 20
 //		max_failures       <n>          # failed attempts per address and per token ID, default 10
 //		lockout            <duration>   # default 15m
+//		upstream <url> {              # a registration authority in front of another gm_enroll (no ca_key)
+//			ra_key   <vault key name> # the RA's key; its certificate is the RA certificate
+//			ca_chain <PEM file...>    # the upstream CA's chain, issuing CA first
+//			timeout  <duration>       # default 30s
+//		}
+//		ra_certs <PEM file...>        # RAs this CA accepts (keyid ra:<CN>)
+//		ra_roots <PEM file...>
+//		ra_crls  <CRL file or URL...>
 //	}
 func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -1620,6 +1628,42 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "lockout":
 			if err := durationArg(d, &h.Lockout); err != nil {
+				return err
+			}
+		case "upstream":
+			u := &EnrollUpstream{}
+			if err := oneArg(d, &u.URL); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "ra_key":
+					if err := oneArg(d, &u.RAKey); err != nil {
+						return err
+					}
+				case "ca_chain":
+					if err := appendArgs(d, &u.CAChain); err != nil {
+						return err
+					}
+				case "timeout":
+					if err := durationArg(d, &u.Timeout); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown gm_enroll upstream option %q", d.Val())
+				}
+			}
+			h.Upstream = u
+		case "ra_certs":
+			if err := appendArgs(d, &h.RACerts); err != nil {
+				return err
+			}
+		case "ra_roots":
+			if err := appendArgs(d, &h.RARoots); err != nil {
+				return err
+			}
+		case "ra_crls":
+			if err := appendArgs(d, &h.RACRLs); err != nil {
 				return err
 			}
 		default:

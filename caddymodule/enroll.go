@@ -93,6 +93,17 @@ type Enroll struct {
 	// ID lock that token, for Lockout (defaults 10 and 15m): enroll_locked.
 	MaxFailures int            `json:"max_failures,omitempty"`
 	Lockout     caddy.Duration `json:"lockout,omitempty"`
+	// Upstream, when set, makes this handler a registration authority in front of an upstream
+	// CA (another gmgate's gm_enroll) instead of issuing with ca_key. Default: none.
+	Upstream *EnrollUpstream `json:"upstream,omitempty"`
+	// RACerts are PEM files of registration-authority certificates this CA accepts on raenroll
+	// and rarevoke (keyid "ra:<certificate common name>"). Default: none (RA operations refused).
+	RACerts []string `json:"ra_certs,omitempty"`
+	// RARoots are PEM files of the CAs RA certificates must chain to. Required with RACerts.
+	RARoots []string `json:"ra_roots,omitempty"`
+	// RACRLs are CRL files or URLs of those CAs: a revoked RA certificate is refused (checked on
+	// every request; the CRLs reload on change). Default: none.
+	RACRLs []string `json:"ra_crls,omitempty"`
 
 	cfg         enroll.Config // checked at Provision; Store and Escrow are added at start
 	storeKeys   sealstore.Keys
@@ -122,7 +133,7 @@ func (Enroll) CaddyModule() caddy.ModuleInfo {
 var (
 	enrollRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "requests_total",
-		Help: "Enrolment operations (cacerts, simpleenroll, simplereenroll, download, revoke, recover, crl) by result code (ok or the enroll_* code).",
+		Help: "Enrolment operations (cacerts, simpleenroll, simplereenroll, download, revoke, recover, crl, raenroll, rarevoke) by result code (ok or the enroll_* code).",
 	}, []string{"op", "code"})
 	enrollExpiring = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "certificates_expiring",
@@ -220,8 +231,13 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	var (
 		signer crypto.Signer
 		chain  []*smx509.Certificate
+		issuer enroll.Issuer
 	)
 	switch {
+	case h.Upstream != nil:
+		if issuer, err = h.upstreamIssuer(app); err != nil {
+			return err
+		}
 	case h.CAKey != "":
 		if signer, err = app.Signer(h.CAKey); err != nil {
 			return fmt.Errorf("gm_enroll: ca_key %q: %w", h.CAKey, err)
@@ -235,16 +251,19 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	default:
 		return errors.New("gm_enroll: ca_key required (no development PKI in use)")
 	}
-	if len(h.CAChain) > 0 {
+	if len(h.CAChain) > 0 && issuer == nil {
 		more, err := pki.LoadCertificatesFiles(h.CAChain...)
 		if err != nil {
 			return fmt.Errorf("gm_enroll: ca_chain: %w", err)
 		}
 		chain = append(chain[:1:1], more...)
 	}
-	ca, err := enroll.NewLocalCA(chain, signer, h.CRLURLs)
-	if err != nil {
-		return fmt.Errorf("gm_enroll: %w", err)
+	if issuer == nil {
+		ca, err := enroll.NewLocalCA(chain, signer, h.CRLURLs)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: %w", err)
+		}
+		issuer = ca
 	}
 	h.storeKeys, err = h.resolveStoreKeys(app)
 	if err != nil {
@@ -263,7 +282,7 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	for _, scope := range []string{"address", "token"} {
 		enrollLockouts.WithLabelValues(scope)
 	}
-	cfg := enroll.Config{Issuer: ca, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
+	cfg := enroll.Config{Issuer: issuer, Profiles: profiles, CRLFile: h.CRLFile, IdentityDir: h.IdentitiesDir,
 		Limits: enroll.Limits{RatePerMinute: h.RatePerMinute, Burst: h.Burst, MaxFailures: h.MaxFailures, Lockout: time.Duration(h.Lockout)},
 		ClientAddress: func(r *http.Request) string {
 			ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
@@ -276,7 +295,7 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		if h.escrowKeys, err = app.SealKeys(h.EscrowKey); err != nil {
 			return fmt.Errorf("gm_enroll: escrow_key %q: %w", h.EscrowKey, err)
 		}
-	} else {
+	} else if h.Upstream == nil {
 		h.logger.Warn("gm_enroll: no escrow_key: encryption keys are not escrowed and cannot be recovered")
 	}
 	rc := h.Replay
@@ -333,6 +352,13 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_enroll: %w", err)
 		}
 		cfg.Admin = auth
+	}
+	if len(h.RACerts) > 0 {
+		auth, err := certAuthorizer(h.RACerts, h.RARoots, h.RACRLs)
+		if err != nil {
+			return fmt.Errorf("gm_enroll: ra_certs: %w", err)
+		}
+		cfg.RA = auth
 	}
 	if sink := app.AuditSink(); sink != nil {
 		cfg.Audit = sink
@@ -560,7 +586,7 @@ func (h *Enroll) Validate() error {
 	if h.RatePerMinute < 0 || h.Burst < 0 || h.MaxFailures < 0 || h.Lockout < 0 {
 		return errors.New("gm_enroll: negative limit")
 	}
-	return nil
+	return h.validateUpstream()
 }
 
 // ServeHTTP answers the enrolment operations; it never calls next. A request that arrives

@@ -38,18 +38,6 @@ type Pair struct {
 	Delivery *Delivery
 }
 
-// Issuer issues terminal certificate pairs and signs CRLs. LocalCA is the vault-backed CA;
-// another implementation may front an upstream CA (a vendor REST API, or another gmgate's
-// gm_enroll), with the same checks in front of it.
-type Issuer interface {
-	// Chain returns the issuing CA's chain, issuing CA first.
-	Chain() []*smx509.Certificate
-	// IssuePair issues the pair of a checked request.
-	IssuePair(ctx context.Context, req *PairRequest) (*Pair, error)
-	// SignCRL signs a CRL of the issuing CA.
-	SignCRL(ctx context.Context, revoked []smx509.RevocationListEntry, number *big.Int, thisUpdate, nextUpdate time.Time) ([]byte, error)
-}
-
 // LocalCA issues with a CA whose key is a crypto.Signer (a vault key, in an HSM in
 // production) through pki.
 type LocalCA struct {
@@ -102,6 +90,9 @@ func (l *LocalCA) IssuePair(_ context.Context, req *PairRequest) (*Pair, error) 
 	}
 	return &Pair{Sign: sign, Enc: enc, EncKey: encKey}, nil
 }
+
+// RevokePair does nothing: the Server's own CRL, signed with this CA's key, lists the pair.
+func (l *LocalCA) RevokePair(context.Context, CertRecord, string) error { return nil }
 
 // SignCRL signs a CRL with the CA key.
 func (l *LocalCA) SignCRL(_ context.Context, revoked []smx509.RevocationListEntry, number *big.Int, thisUpdate, nextUpdate time.Time) ([]byte, error) {

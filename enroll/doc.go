@@ -10,8 +10,12 @@
 // administrator) and the CA's CRL. Server is an http.Handler; the Caddy adapter is gm_enroll.
 // The wire formats and flows are in docs/enrolment.md.
 //
-// Certificates come from an Issuer: LocalCA signs with a key held in the vault (HSM) through
-// pki; another Issuer may front an upstream CA. Evidence goes to an audit.Sink, refusals use
-// package refusal, signed requests package signing (http-sig-sm2), and certificate checks
-// package pki.
+// Certificates come from an Issuer, the one interface the Server issues through: LocalCA
+// signs with a key held in the vault (HSM) through pki; UpstreamIssuer makes the Server a
+// registration authority in front of another gmgate acting as the CA (its raenroll and rarevoke
+// operations, authorised by the RA's certificate), the CA generating and escrowing the
+// encryption key; a vendor REST adapter is another Issuer. The Server checks every pair an
+// Issuer returns before storing or delivering it. Evidence goes to an audit.Sink, refusals use
+// package refusal, signed requests package signing (http-sig-sm2), and certificate and CRL
+// checks package pki.
 package enroll

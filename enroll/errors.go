@@ -13,27 +13,32 @@ type Code = refusal.Code
 // Enrolment refusal codes (the JSON body's "code", the audit entry's reason and the metric
 // label). They are disjoint from the inbound (gateway) and outbound (channel) codes.
 const (
-	CodeTokenInvalid     Code = "enroll_token_invalid"
-	CodeTokenExpired     Code = "enroll_token_expired"
-	CodeTokenUsed        Code = "enroll_token_used"
-	CodeRequestInvalid   Code = "enroll_request_invalid"
-	CodeCSRInvalid       Code = "enroll_csr_invalid"
-	CodeNameForbidden    Code = "enroll_name_forbidden"
-	CodeUsageForbidden   Code = "enroll_usage_forbidden"
-	CodeAuthInvalid      Code = "enroll_auth_invalid"
-	CodeReplay           Code = "enroll_replay"
-	CodeCertExpired      Code = "enroll_cert_expired"
-	CodeCertRevoked      Code = "enroll_cert_revoked"
-	CodeCertUntrusted    Code = "enroll_cert_untrusted"
-	CodeAlreadyRenewed   Code = "enroll_already_renewed"
-	CodeNotFound         Code = "enroll_not_found"
-	CodeTooLarge         Code = "enroll_request_too_large"
-	CodeMediaType        Code = "enroll_unsupported_media_type"
-	CodeUnavailable      Code = "enroll_unavailable"
-	CodeInternal         Code = "enroll_internal_error"
-	CodeStoreIntegrity   Code = "enroll_store_integrity" // a store record failed its integrity check
-	CodeRateLimited      Code = "enroll_rate_limited"    // too many requests from the client address
-	CodeLocked           Code = "enroll_locked"          // too many failed attempts: address or token locked out
+	CodeTokenInvalid   Code = "enroll_token_invalid"
+	CodeTokenExpired   Code = "enroll_token_expired"
+	CodeTokenUsed      Code = "enroll_token_used"
+	CodeRequestInvalid Code = "enroll_request_invalid"
+	CodeCSRInvalid     Code = "enroll_csr_invalid"
+	CodeNameForbidden  Code = "enroll_name_forbidden"
+	CodeUsageForbidden Code = "enroll_usage_forbidden"
+	CodeAuthInvalid    Code = "enroll_auth_invalid"
+	CodeReplay         Code = "enroll_replay"
+	CodeCertExpired    Code = "enroll_cert_expired"
+	CodeCertRevoked    Code = "enroll_cert_revoked"
+	CodeCertUntrusted  Code = "enroll_cert_untrusted"
+	CodeAlreadyRenewed Code = "enroll_already_renewed"
+	CodeNotFound       Code = "enroll_not_found"
+	CodeTooLarge       Code = "enroll_request_too_large"
+	CodeMediaType      Code = "enroll_unsupported_media_type"
+	CodeUnavailable    Code = "enroll_unavailable"
+	CodeInternal       Code = "enroll_internal_error"
+	CodeStoreIntegrity Code = "enroll_store_integrity" // a store record failed its integrity check
+	CodeRateLimited    Code = "enroll_rate_limited"    // too many requests from the client address
+	CodeLocked         Code = "enroll_locked"          // too many failed attempts: address or token locked out
+	// CodeUpstreamRefused: the upstream CA refused what the RA forwarded.
+	CodeUpstreamRefused Code = "enroll_upstream_refused"
+	// CodeUpstreamInvalid: the upstream CA's answer does not verify (chain, key, subject,
+	// usages, delivery): nothing was stored or delivered.
+	CodeUpstreamInvalid  Code = "enroll_upstream_invalid"
 	codeMethodNotAllowed Code = "enroll_method_not_allowed"
 )
 
@@ -60,6 +65,8 @@ var refusals = refusal.NewCatalog("enroll", CodeInternal, "",
 	refusal.Def{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Message: "too many enrolment requests; try again later"},
 	refusal.Def{Code: CodeLocked, Status: http.StatusTooManyRequests, Message: "too many failed attempts; locked out for a while"},
 	refusal.Def{Code: CodeStoreIntegrity, Status: http.StatusInternalServerError, Message: "an enrolment record failed its integrity check"},
+	refusal.Def{Code: CodeUpstreamRefused, Status: http.StatusBadGateway, Message: "the upstream CA refused the request"},
+	refusal.Def{Code: CodeUpstreamInvalid, Status: http.StatusBadGateway, Message: "the upstream CA's answer does not verify"},
 )
 
 // Codes returns every enrolment refusal code, in a stable order.

@@ -133,7 +133,7 @@ func (r *reply) Write(b []byte) (int, error) { return r.body.Write(b) }
 
 func opLabel(op string) string {
 	switch op {
-	case OpCACerts, OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover, OpCRL:
+	case OpCACerts, OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover, OpCRL, OpRAEnroll, OpRARevoke:
 		return op
 	}
 	return "unknown"
@@ -170,7 +170,7 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(der)
 		return refusal.OK, "", ""
-	case OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover:
+	case OpSimpleEnroll, OpSimpleReenroll, OpDownload, OpRevoke, OpRecover, OpRAEnroll, OpRARevoke:
 	default:
 		return CodeNotFound, "", ""
 	}
@@ -211,14 +211,17 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 		if err != nil {
 			return CodeOf(err), "", ""
 		}
-		keyID = h.rec.Serial
-		switch {
-		case h.admin != "":
-			keyID = "admin:" + h.admin
-		case h.tlcp:
-			keyID = "tlcp:" + h.rec.Serial
+		keyID = h.keyID()
+		// A registration authority's key is good for the RA operations only, and those are for
+		// registration authorities only.
+		if (h.ra != "") != (op == OpRAEnroll || op == OpRARevoke) {
+			return CodeAuthInvalid, keyID, ""
 		}
 		switch op {
+		case OpRAEnroll:
+			if out, err = s.RAEnroll(r.Context(), h, r, body); err != nil {
+				return CodeOf(err), keyID, ""
+			}
 		case OpSimpleReenroll:
 			der, err := decodePKCS10(r, body)
 			if err != nil {
@@ -241,7 +244,7 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 			w.WriteHeader(http.StatusOK)
 			_ = json.NewEncoder(w).Encode(rk)
 			return refusal.OK, keyID, rk.EncSerial
-		case OpRevoke:
+		case OpRevoke, OpRARevoke:
 			rec, err := s.Revoke(r.Context(), h, body)
 			if err != nil {
 				return CodeOf(err), keyID, ""

@@ -129,6 +129,11 @@ func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord
 			return CertRecord{}, failf(CodeRequestInvalid, "serial required")
 		}
 		by = "admin:" + h.admin
+	case h.ra != "":
+		if err := s.raMayRevoke(h, serial); err != nil {
+			return CertRecord{}, err
+		}
+		by = "ra:" + h.ra
 	case serial == "":
 		serial = h.rec.Serial
 	case serial != h.rec.Serial:
@@ -146,6 +151,11 @@ func (s *Server) Revoke(ctx context.Context, h *holder, body []byte) (CertRecord
 		if err := os.Remove(filepath.Join(s.cfg.IdentityDir, rec.Serial+".pem")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return rec, fail(CodeUnavailable, err)
 		}
+	}
+	// An upstream CA is told at once; if it cannot be, the pair stays revoked here (no more
+	// renewal or download) and the CRL loop forwards it again until the CA's CRL lists it.
+	if err := s.cfg.Issuer.RevokePair(ctx, rec, by); err != nil {
+		return rec, issuerError(err)
 	}
 	if err := s.RefreshCRL(ctx); err != nil {
 		return rec, fail(CodeUnavailable, err)
@@ -245,6 +255,9 @@ func (s *Server) RevokeLocal(ctx context.Context, serial, by string) (CertRecord
 // changed (another process, the gmgate enroll revoke command, wrote the store) or half of its
 // validity has passed.
 func (s *Server) CRL(ctx context.Context) ([]byte, *big.Int, error) {
+	if src, ok := s.cfg.Issuer.(CRLSource); ok {
+		return s.upstreamCRL(ctx, src)
+	}
 	if err := s.RefreshCRL(ctx); err != nil {
 		s.crlMu.Lock()
 		der, n := s.crlDER, s.crlNumber
@@ -262,6 +275,10 @@ func (s *Server) CRL(ctx context.Context) ([]byte, *big.Int, error) {
 // RefreshCRL re-signs the CRL when the revocation set changed or half its validity passed,
 // and writes CRLFile.
 func (s *Server) RefreshCRL(ctx context.Context) error {
+	if src, ok := s.cfg.Issuer.(CRLSource); ok {
+		return s.refreshUpstreamCRL(ctx, src)
+	}
+	signer := s.cfg.Issuer.(CRLSigner) // NewServer checked
 	revs, err := s.cfg.Store.Revocations()
 	if err != nil && !errors.Is(err, ErrIntegrity) {
 		return fmt.Errorf("enroll: listing revocations: %w", err)
@@ -311,7 +328,7 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 		number = new(big.Int).Add(s.crlNumber, big.NewInt(1))
 	}
 	this := now.Add(-time.Minute).UTC().Truncate(time.Second)
-	der, err := s.cfg.Issuer.SignCRL(ctx, entries, number, this, now.Add(s.cfg.CRLValidity).UTC().Truncate(time.Second))
+	der, err := signer.SignCRL(ctx, entries, number, this, now.Add(s.cfg.CRLValidity).UTC().Truncate(time.Second))
 	if err != nil {
 		return fmt.Errorf("enroll: signing the CRL: %w", err)
 	}
@@ -450,6 +467,12 @@ func (s *Server) markRevoked(serials ...string) {
 func (s *Server) Run(ctx context.Context, interval time.Duration, onErr func(error)) {
 	if interval <= 0 {
 		interval = 10 * time.Second
+	}
+	if _, ok := s.cfg.Issuer.(CRLSource); ok {
+		// The upstream CA's CRL is fetched at once (NewServer does not touch the network).
+		if err := s.RefreshCRL(ctx); err != nil && onErr != nil {
+			onErr(err)
+		}
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()

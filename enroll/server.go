@@ -35,6 +35,11 @@ const (
 	// OpRecover returns an escrowed encryption key to an administrator (enveloped to the
 	// administrator's signing key).
 	OpRecover = "recover"
+	// OpRAEnroll and OpRARevoke are the registration-authority operations: another gmgate's
+	// gm_enroll (UpstreamIssuer) forwards a checked terminal request, or a revocation, to this
+	// one acting as its CA (docs/enrolment.md, "Upstream CAs").
+	OpRAEnroll = "raenroll"
+	OpRARevoke = "rarevoke"
 )
 
 // Defaults.
@@ -76,7 +81,8 @@ type AdminAuthorizer func(name string) (*smx509.Certificate, error)
 
 // Config configures a Server.
 type Config struct {
-	// Issuer issues the pairs and signs the CRL. Required.
+	// Issuer issues the pairs; it is a CRLSigner (LocalCA: the Server's CRL) or a CRLSource
+	// (UpstreamIssuer: the upstream CA's CRL is re-published). Required.
 	Issuer Issuer
 	// Store keeps tokens, issued pairs and revocations. Required.
 	Store Store
@@ -97,6 +103,10 @@ type Config struct {
 	Audit audit.Sink
 	// Admin authorises administrative revocations. Optional (none: holders only).
 	Admin AdminAuthorizer
+	// RA authorises registration authorities (keyid "ra:<name>"): another gmgate's gm_enroll
+	// in front of this one (UpstreamIssuer) forwarding its terminals' requests to raenroll and
+	// its revocations to rarevoke. Optional (none: the RA operations are refused).
+	RA AdminAuthorizer
 	// CRLFile, when set, receives the current CRL (PEM, atomically replaced) whenever it is
 	// re-signed, for the TLCP listener / gm_verify / gm_channel of this instance (their crl
 	// option reloads it on change).
@@ -173,6 +183,9 @@ type Server struct {
 	crlKnown  map[string]bool // revoked serials already seen (audit of picked-up revocations)
 	crlListed map[string]bool // serials (lower-case hex) of the last CRL signed
 	crlBad    map[string]bool // revocation markers refused for integrity, audited once
+
+	fwdMu    sync.Mutex
+	fwdRetry map[string]forwardRetry // upstream issuers: revocations the CA refused or missed
 }
 
 // RequestScheme is the signature scheme of signed enrolment requests: http-sig-sm2 covering
@@ -249,6 +262,11 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("enroll: profile %s defined twice", p.Name)
 		}
 		s.profiles[p.Name] = &p
+	}
+	_, signs := cfg.Issuer.(CRLSigner)
+	_, sources := cfg.Issuer.(CRLSource)
+	if signs == sources {
+		return nil, errors.New("enroll: the Issuer must either sign CRLs (CRLSigner) or publish them (CRLSource)")
 	}
 	chain := cfg.Issuer.Chain()
 	if len(chain) == 0 {
@@ -444,7 +462,13 @@ func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn 
 	}
 	pair, err := s.cfg.Issuer.IssuePair(ctx, &PairRequest{SignPublicKey: signPub, CSR: csr.Raw, CommonName: cn, DNSNames: dns, Profile: prof})
 	if err != nil {
-		return nil, fail(CodeUnavailable, err)
+		return nil, issuerError(err)
+	}
+	if pair != nil && pair.EncKey != nil {
+		defer zeroKey(pair)
+	}
+	if err := s.checkIssued(pair, issuedCheck{signPub: signPub, cn: cn, dns: dns, prof: prof, cfca: tmpPub != nil}); err != nil {
+		return nil, err
 	}
 	rec := CertRecord{
 		Serial: serialHex(pair.Sign.SerialNumber), EncSerial: serialHex(pair.Enc.SerialNumber), CommonName: cn, Profile: prof.Name,
@@ -452,7 +476,6 @@ func (s *Server) issue(ctx context.Context, csr *cfcaRequest, prof *Profile, cn 
 		IssuedAt: s.cfg.Now().UTC(), Via: via, SignCert: pair.Sign.Raw, EncCert: pair.Enc.Raw,
 	}
 	if pair.EncKey != nil {
-		defer zeroKey(pair)
 		if s.cfg.Escrow != nil {
 			d := pair.EncKey.D.FillBytes(make([]byte, 32))
 			err := s.cfg.Escrow.Put(rec.EncSerial, d)
@@ -504,6 +527,21 @@ type holder struct {
 	admin     string              // administrator name for "admin:" key IDs
 	adminCert *smx509.Certificate // the administrator's certificate
 	tlcp      bool                // authenticated by TLCP client authentication
+	ra        string              // registration authority name for "ra:" key IDs
+}
+
+// keyID is the holder's name in audit entries: the serial, "admin:<name>", "ra:<name>" or
+// "tlcp:<serial>".
+func (h *holder) keyID() string {
+	switch {
+	case h.admin != "":
+		return "admin:" + h.admin
+	case h.ra != "":
+		return "ra:" + h.ra
+	case h.tlcp:
+		return "tlcp:" + h.rec.Serial
+	}
+	return h.rec.Serial
 }
 
 // authenticate checks a signed request (http-sig-sm2): the signature with the key its keyid
@@ -529,6 +567,16 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 			return nil, fail(CodeAuthInvalid, fmt.Errorf("enroll: administrator: %w", aerr))
 		}
 		cert, h.admin, h.adminCert = c, strings.TrimPrefix(keyID, "admin:"), c
+	case strings.HasPrefix(keyID, "ra:"):
+		if s.cfg.RA == nil {
+			return nil, failf(CodeAuthInvalid, "no registration authorities configured")
+		}
+		name := strings.TrimPrefix(keyID, "ra:")
+		c, rerr := s.cfg.RA(name)
+		if rerr != nil || c == nil {
+			return nil, fail(CodeAuthInvalid, fmt.Errorf("enroll: registration authority: %w", rerr))
+		}
+		cert, h.ra = c, name
 	case strings.HasPrefix(keyID, "ski:"):
 		h.rec, err = s.cfg.Store.CertBySKI(strings.TrimPrefix(keyID, "ski:"))
 	default:
@@ -565,7 +613,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, body []byte)
 		}
 		return nil, fail(CodeUnavailable, err)
 	}
-	if h.admin != "" {
+	if h.admin != "" || h.ra != "" {
 		return h, nil
 	}
 	return h, s.checkHolder(h, cert)

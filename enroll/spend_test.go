@@ -155,7 +155,7 @@ type countingIssuer struct {
 
 func (c *countingIssuer) SignCRL(ctx context.Context, revoked []smx509.RevocationListEntry, number *big.Int, this, next time.Time) ([]byte, error) {
 	c.crls.Add(1)
-	return c.Issuer.SignCRL(ctx, revoked, number, this, next)
+	return c.Issuer.(CRLSigner).SignCRL(ctx, revoked, number, this, next)
 }
 
 // TestNewServerHasNoSideEffects: building a server (what `gmgate validate` does through the

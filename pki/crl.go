@@ -283,7 +283,9 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 					errs = append(errs, err)
 					continue
 				}
-				s.install(i, f, nf)
+				if err := s.install(i, f, nf); err != nil {
+					errs = append(errs, err)
+				}
 				continue
 			}
 			if f.fetching {
@@ -472,34 +474,71 @@ func (s *CRLStore) backgroundFetch(i int, f *crlFile) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f.fetching = false
-	f.lastErr = err
 	if err == nil {
-		s.install(i, f, nf)
+		err = s.install(i, f, nf)
 	}
+	f.lastErr = err
 }
 
 // install replaces the URL source old (index i) with nf (nil: unchanged),
 // unless the store moved on meanwhile or nf would roll a CRL back: a CRL
 // older (thisUpdate) than the one held for the same issuer is refused, so a
 // replayed, validly signed old CRL cannot un-revoke a certificate.
-// Caller holds s.mu.
-func (s *CRLStore) install(i int, old, nf *crlFile) {
+// It returns the rollback error. Caller holds s.mu.
+func (s *CRLStore) install(i int, old, nf *crlFile) error {
 	if nf == nil || i >= len(s.files) || s.files[i] != old {
-		return
+		return nil
 	}
 	for _, held := range old.crls {
 		for _, lc := range nf.crls {
 			if bytes.Equal(held.rl.RawIssuer, lc.rl.RawIssuer) && lc.rl.ThisUpdate.Before(held.rl.ThisUpdate) {
-				old.lastErr = fmt.Errorf("pki: CRL %s: %w: thisUpdate %s is older than the held CRL's %s", old.path, ErrCRLRollback,
+				return fmt.Errorf("pki: CRL %s: %w: thisUpdate %s is older than the held CRL's %s", old.path, ErrCRLRollback,
 					lc.rl.ThisUpdate.UTC().Format(time.RFC3339), held.rl.ThisUpdate.UTC().Format(time.RFC3339))
-				return
 			}
 		}
 	}
 	s.files[i] = nf
+	return nil
 }
 
 // EncodeCRLPEM encodes a DER CRL as an "X509 CRL" PEM block.
 func EncodeCRLPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// Latest returns the newest loaded CRL (by thisUpdate) issued by issuer, after verifying its
+// signature against issuer: what a registration authority re-publishes for its upstream CA.
+// It fails (ErrCRLStale) while a URL source was never fetched, and (ErrUnknownIssuer) when no
+// CRL of issuer is loaded. Like IsRevoked, it triggers the lazy reload check.
+func (s *CRLStore) Latest(issuer *smx509.Certificate) (*smx509.RevocationList, error) {
+	if issuer == nil {
+		return nil, errors.New("pki: Latest: nil issuer")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maybeReload(s.opts.Now(), false)
+	var newest *loadedCRL
+	for _, f := range s.files {
+		if f.pending {
+			return nil, certError(ErrCRLStale, issuer, "CRL %s was never fetched", f.path)
+		}
+		for _, lc := range f.crls {
+			if !bytes.Equal(lc.rl.RawIssuer, issuer.RawSubject) {
+				continue
+			}
+			if len(lc.rl.AuthorityKeyId) > 0 && len(issuer.SubjectKeyId) > 0 && !bytes.Equal(lc.rl.AuthorityKeyId, issuer.SubjectKeyId) {
+				continue
+			}
+			if !lc.verify(issuer) {
+				return nil, certError(ErrCRLBadSignature, issuer, "CRL %s (issuer %q)", f.path, lc.rl.Issuer.String())
+			}
+			if newest == nil || lc.rl.ThisUpdate.After(newest.rl.ThisUpdate) {
+				newest = lc
+			}
+		}
+	}
+	if newest == nil {
+		return nil, certError(ErrUnknownIssuer, issuer, "no CRL of this issuer is loaded")
+	}
+	return newest.rl, nil
 }
