@@ -18,9 +18,15 @@ import (
 	"github.com/gmgate/gmgate/internal/attack"
 )
 
+// signingIssuer is a local CA: an Issuer that signs its CRLs.
+type signingIssuer interface {
+	Issuer
+	CRLSigner
+}
+
 // flakyIssuer fails IssuePair while fail > 0 (a CA or vault error), counting issued pairs.
 type flakyIssuer struct {
-	Issuer
+	signingIssuer
 	fail   atomic.Int32
 	issued atomic.Int32
 }
@@ -29,7 +35,7 @@ func (f *flakyIssuer) IssuePair(ctx context.Context, req *PairRequest) (*Pair, e
 	if f.fail.Add(-1) >= 0 {
 		return nil, errors.New("CA key unavailable")
 	}
-	p, err := f.Issuer.IssuePair(ctx, req)
+	p, err := f.signingIssuer.IssuePair(ctx, req)
 	if err == nil {
 		f.issued.Add(1)
 	}
@@ -41,7 +47,7 @@ func (f *flakyIssuer) IssuePair(ctx context.Context, req *PairRequest) (*Pair, e
 // Renewal behaves the same. A spent token stays spent.
 func TestTokenSpentOnlyWhenIssued(t *testing.T) {
 	iss := &flakyIssuer{}
-	f := newFixture(t, func(c *Config) { iss.Issuer = c.Issuer; c.Issuer = iss; c.TokenLedger = &memNonces{} })
+	f := newFixture(t, func(c *Config) { iss.signingIssuer = c.Issuer.(signingIssuer); c.Issuer = iss; c.TokenLedger = &memNonces{} })
 	tok := f.token("T0900", time.Hour)
 	iss.fail.Store(1)
 	if code := f.enrolCode(tok, "T0900"); code != CodeUnavailable {
@@ -88,7 +94,7 @@ func TestTokenSpentOnlyWhenIssued(t *testing.T) {
 func TestConcurrentTokenUseOneCertificate(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		iss := &flakyIssuer{}
-		f := newFixture(t, func(c *Config) { iss.Issuer = c.Issuer; c.Issuer = iss; c.TokenLedger = &memNonces{} })
+		f := newFixture(t, func(c *Config) { iss.signingIssuer = c.Issuer.(signingIssuer); c.Issuer = iss; c.TokenLedger = &memNonces{} })
 		iss.fail.Store(int32(round * 2)) // round 0: no failure; then the first 2 and 4 attempts fail
 		tok := f.token("T0910", time.Hour)
 		const n = 16
@@ -149,13 +155,13 @@ func TestConcurrentTokenUseOneCertificate(t *testing.T) {
 
 // countingIssuer counts CRL signatures.
 type countingIssuer struct {
-	Issuer
+	signingIssuer
 	crls atomic.Int32
 }
 
 func (c *countingIssuer) SignCRL(ctx context.Context, revoked []smx509.RevocationListEntry, number *big.Int, this, next time.Time) ([]byte, error) {
 	c.crls.Add(1)
-	return c.Issuer.(CRLSigner).SignCRL(ctx, revoked, number, this, next)
+	return c.signingIssuer.SignCRL(ctx, revoked, number, this, next)
 }
 
 // TestNewServerHasNoSideEffects: building a server (what `gmgate validate` does through the
@@ -177,7 +183,7 @@ func TestNewServerHasNoSideEffects(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := f.srv.cfg
-	ci := &countingIssuer{Issuer: cfg.Issuer}
+	ci := &countingIssuer{signingIssuer: cfg.Issuer.(signingIssuer)}
 	cfg.Issuer = ci
 	crlFile := filepath.Join(t.TempDir(), "new-crl.pem")
 	cfg2 := cfg

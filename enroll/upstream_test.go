@@ -582,7 +582,7 @@ func TestUpstreamCRLRollbackAndForgery(t *testing.T) {
 	}
 	r := s.ra.enrol(newKey(t), "T0500")
 	sn, _ := new(big.Int).SetString(r.Serial, 16)
-	cur, err := ca.CreateCRLAt([]smx509.RevocationListEntry{{SerialNumber: sn, RevocationTime: time.Now()}}, big.NewInt(5), time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	cur, err := ca.CreateCRLAt([]smx509.RevocationListEntry{{SerialNumber: sn, RevocationTime: time.Now()}}, big.NewInt(time.Now().UnixMilli()+60_000), time.Now(), time.Now().Add(time.Hour)) // newer than the CA CRL the RA may hold already (numbered by time)
 	if err != nil {
 		t.Fatal(err)
 	}
