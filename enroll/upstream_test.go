@@ -220,6 +220,9 @@ func TestRAEndpointRefusals(t *testing.T) {
 		{"unknown RA", OpRAEnroll, ca.signedHeaders(OpRAEnroll, "application/json", body, s.raKey, "ra:ra-2", ""), body, CodeAuthInvalid},
 		{"RA name with another key", OpRAEnroll, ca.signedHeaders(OpRAEnroll, "application/json", body, other, "ra:ra-1", ""), body, CodeAuthInvalid},
 		{"replayed RA request", OpRAEnroll, replayed, body, CodeReplay},
+		// the same terminal request signed again with a fresh nonce (a nonce store that forgot,
+		// a retrying or hostile RA): one CSR gets one pair
+		{"same CSR, fresh nonce", OpRAEnroll, ca.signedHeaders(OpRAEnroll, "application/json", body, s.raKey, "ra:ra-1", ""), body, CodeReplay},
 		{"terminal key on raenroll", OpRAEnroll, ca.signedHeaders(OpRAEnroll, "application/json", body, newKey(t), direct.Serial, ""), body, CodeAuthInvalid},
 		{"administrator on raenroll", OpRAEnroll, ca.signedHeaders(OpRAEnroll, "application/json", body, other, "admin:alice", ""), body, CodeAuthInvalid},
 		{"RA key on download", OpDownload, ca.signedHeaders(OpDownload, "application/json", nil, s.raKey, "ra:ra-1", ""), nil, CodeAuthInvalid},
