@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -43,6 +44,12 @@ type Enroller struct {
 	HTTP *http.Client
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// TLCP, when set, is how ReenrollTLCP reaches BaseURL (an https URL of a site behind the
+	// tlcp listener wrapper, client_auth verify_if_given or require_and_verify): RootCAs,
+	// ServerName, CipherSuites; its Sign and Enc are not used (ReenrollTLCP presents the pair
+	// being renewed) and neither is its SessionCache (a re-enrolment always makes a full
+	// handshake, so the server checks the certificate as it is now). Default: none.
+	TLCP *TLCPConfig
 }
 
 // EnrolledPair is a terminal's dual certificate with both private keys.
@@ -115,29 +122,79 @@ func (e *Enroller) ReenrollKey(ctx context.Context, cur *EnrolledPair, key crypt
 	if cur == nil || cur.Sign == nil || cur.Sign.Certificate == nil {
 		return nil, ErrNoPair
 	}
+	key, csr, err := e.renewalRequest(cur, key)
+	if err != nil {
+		return nil, err
+	}
+	curKey := cur.Sign.Key.(crypto.Signer) // renewalRequest checked
+	req, err := e.signed(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr), curKey, cur.Serial)
+	if err != nil {
+		return nil, err
+	}
+	return e.pair(req, key)
+}
+
+// ReenrollTLCP renews cur like ReenrollKey, authorised by TLCP client authentication instead
+// of a signed request: the request goes over a new TLCP connection (Enroller.TLCP) presenting
+// cur's signing and encryption certificates, and gm_enroll accepts it when that signing
+// certificate is the one it issued under its serial, valid and unrevoked. For terminals whose
+// signing key can take part in a TLCP handshake but should not sign arbitrary HTTP requests.
+func (e *Enroller) ReenrollTLCP(ctx context.Context, cur *EnrolledPair, key crypto.Signer) (*EnrolledPair, error) {
+	if e.TLCP == nil {
+		return nil, errors.New("client: ReenrollTLCP needs Enroller.TLCP")
+	}
+	if cur == nil || cur.Sign == nil || cur.Sign.Certificate == nil || cur.Enc == nil || cur.Enc.Certificate == nil {
+		return nil, ErrNoPair
+	}
+	key, csr, err := e.renewalRequest(cur, key)
+	if err != nil {
+		return nil, err
+	}
+	req, err := e.request(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr))
+	if err != nil {
+		return nil, err
+	}
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("client: ReenrollTLCP needs an https BaseURL, not %q", e.BaseURL)
+	}
+	nd := &net.Dialer{Timeout: DefaultDialTimeout}
+	tc := *e.TLCP
+	tc.SessionCache = nil
+	d, err := tc.dialer(nd, DefaultDialTimeout, cur.Sign, cur.Enc)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{Proxy: nil, DialTLSContext: d.DialContext, DisableKeepAlives: true, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	body, err := e.doWith(&http.Client{Timeout: 30 * time.Second, Transport: tr}, req)
+	if err != nil {
+		return nil, err
+	}
+	return e.openResponse(body, key)
+}
+
+// renewalRequest picks the renewed pair's signing key (key, or ReenrollKey's choice when nil)
+// and makes its PKCS#10 request for cur's subject.
+func (e *Enroller) renewalRequest(cur *EnrolledPair, key crypto.Signer) (crypto.Signer, []byte, error) {
 	curKey, ok := cur.Sign.Key.(crypto.Signer)
 	if !ok {
-		return nil, errors.New("client: the current pair's signing key is not a crypto.Signer")
+		return nil, nil, errors.New("client: the current pair's signing key is not a crypto.Signer")
 	}
 	if key == nil {
 		key = curKey
 		if _, software := curKey.(*sm2.PrivateKey); software {
 			k, err := sm2.GenerateKey(rand.Reader)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			key = k
 		}
 	}
 	csr, err := newCSR(key, cur.Sign.Certificate.Subject.CommonName, cur.Sign.Certificate.DNSNames)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	req, err := e.signed(ctx, enroll.OpSimpleReenroll, enroll.MediaPKCS10, encodeB64(csr), curKey, cur.Serial)
-	if err != nil {
-		return nil, err
-	}
-	return e.pair(req, key)
+	return key, csr, nil
 }
 
 // Download fetches the pair last issued for signKey (after a lost enrolment answer),
@@ -235,6 +292,10 @@ func (e *Enroller) do(req *http.Request) ([]byte, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
+	return e.doWith(hc, req)
+}
+
+func (e *Enroller) doWith(hc *http.Client, req *http.Request) ([]byte, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -260,6 +321,11 @@ func (e *Enroller) pair(req *http.Request, signKey crypto.Signer) (*EnrolledPair
 	if err != nil {
 		return nil, err
 	}
+	return e.openResponse(body, signKey)
+}
+
+// openResponse parses an enrolment answer and verifies the issued pair for signKey.
+func (e *Enroller) openResponse(body []byte, signKey crypto.Signer) (*EnrolledPair, error) {
 	var r enroll.Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnrolResponse, err)

@@ -41,6 +41,9 @@ type Renewer struct {
 	OnRenew func(p *EnrolledPair) error
 	// OnError receives renewal failures. Optional.
 	OnError func(error)
+	// OverTLCP renews through Enroller.ReenrollTLCP (authorised by the current pair as TLCP
+	// client certificates) instead of a signed request. Default false.
+	OverTLCP bool
 	// RetryInterval is the wait after a failed attempt. Default 1 minute.
 	RetryInterval time.Duration
 
@@ -113,7 +116,12 @@ func (r *Renewer) RenewIfDue(ctx context.Context) (bool, error) {
 			key = k
 		}
 		var err error
-		if next, err = r.Enroller.ReenrollKey(ctx, cur, key); err != nil {
+		if r.OverTLCP {
+			next, err = r.Enroller.ReenrollTLCP(ctx, cur, key)
+		} else {
+			next, err = r.Enroller.ReenrollKey(ctx, cur, key)
+		}
+		if err != nil {
 			return false, err
 		}
 		// A certificate renews once: keep the new pair even if its check fails, and check

@@ -180,27 +180,36 @@ func newHTTPTransport(cfg Config) (*http.Transport, error) {
 		ExpectContinueTimeout: time.Second,
 	}
 	if c := cfg.TLCP; c != nil {
-		if c.RootCAs == nil {
-			return nil, errors.New("client: TLCP.RootCAs is required")
+		d, err := c.dialer(nd, dialTimeout, c.Sign, c.Enc)
+		if err != nil {
+			return nil, err
 		}
-		tc := &tlcp.Config{
-			RootCAs:          c.RootCAs,
-			ServerName:       c.ServerName,
-			CipherSuites:     append([]uint16(nil), c.CipherSuites...),
-			SessionCache:     c.SessionCache,
-			HandshakeTimeout: dialTimeout,
-		}
-		if (c.Sign == nil) != (c.Enc == nil) {
-			return nil, errors.New("client: TLCP.Sign and TLCP.Enc go together")
-		}
-		if c.Sign != nil {
-			tc.SignCertificate = c.Sign.TLCPCertificate()
-			tc.EncCertificate = c.Enc.TLCPCertificate()
-		}
-		d := &tlcp.Dialer{NetDialer: nd, Config: tc}
 		tr.DialTLSContext = d.DialContext
 	}
 	return tr, nil
+}
+
+// dialer returns a TLCP dialer for c presenting sign and enc as the client certificates (both
+// nil: none).
+func (c *TLCPConfig) dialer(nd *net.Dialer, timeout time.Duration, sign, enc *Identity) (*tlcp.Dialer, error) {
+	if c.RootCAs == nil {
+		return nil, errors.New("client: TLCP.RootCAs is required")
+	}
+	if (sign == nil) != (enc == nil) {
+		return nil, errors.New("client: TLCP.Sign and TLCP.Enc go together")
+	}
+	tc := &tlcp.Config{
+		RootCAs:          c.RootCAs,
+		ServerName:       c.ServerName,
+		CipherSuites:     append([]uint16(nil), c.CipherSuites...),
+		SessionCache:     c.SessionCache,
+		HandshakeTimeout: timeout,
+	}
+	if sign != nil {
+		tc.SignCertificate = sign.TLCPCertificate()
+		tc.EncCertificate = enc.TLCPCertificate()
+	}
+	return &tlcp.Dialer{NetDialer: nd, Config: tc}, nil
 }
 
 // RoundTrip signs req, sends it, and verifies the reply. It never modifies req. The returned

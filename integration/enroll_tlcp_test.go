@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -154,5 +155,46 @@ func TestEnrolmentRenewOverTLCP(t *testing.T) {
 	}
 	if m := a.p.Metrics(); !bytes.Contains([]byte(m), []byte(`gmgate_enroll_requests_total{code="ok",op="simplereenroll"} 1`)) {
 		t.Errorf("metrics:\n%s", grepLines(m, "gmgate_enroll_requests"))
+	}
+
+	// The SDK: Renewer{OverTLCP} renews through Enroller.ReenrollTLCP, no signed request.
+	cmd = exec.Command(gmgateBin(t), "enroll", "token", "--config", filepath.Join(a.dir, "Caddyfile"), "--profile", "terminal", "--cn", "POS-0102")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(a.dir, "data"), "HOME="+a.dir)
+	if tok, err = cmd.Output(); err != nil {
+		t.Fatalf("gmgate enroll token: %v", err)
+	}
+	sdk := &client.Enroller{BaseURL: fmt.Sprintf("https://localhost:%d/.well-known/est", port), Roots: []*smx509.Certificate{dev.Root.Cert},
+		HTTP: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+			DialTLSContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+				return tlcp.Dial(network, addr, &tlcp.Config{RootCAs: pool, ServerName: "localhost", CipherSuites: []uint16{tlcp.ECC_SM4_GCM_SM3}})
+			}}},
+		TLCP: &client.TLCPConfig{RootCAs: pool, CipherSuites: []uint16{tlcp.ECC_SM4_GCM_SM3}}}
+	first, err := sdk.Enroll(ctx, strings.TrimSpace(string(tok)), "POS-0102", nil)
+	if err != nil {
+		t.Fatalf("SDK enrolment: %v", err)
+	}
+	renewer := &client.Renewer{Enroller: sdk, OverTLCP: true, RenewBefore: 10000 * time.Hour}
+	renewer.SetCurrent(first)
+	if renewed, err := renewer.RenewIfDue(ctx); err != nil || !renewed {
+		t.Fatalf("Renewer over TLCP: %v %v\n%s", renewed, err, a.out)
+	}
+	second := renewer.Current()
+	if second.Serial == first.Serial || second.Sign.Certificate.Subject.CommonName != "POS-0102" {
+		t.Fatalf("renewed pair: %s", second.Serial)
+	}
+	var ee *client.EnrolError
+	if _, err := sdk.ReenrollTLCP(ctx, first, nil); !errors.As(err, &ee) || ee.Code != "enroll_already_renewed" {
+		t.Fatalf("SDK second renewal of one pair: %v", err)
+	}
+	if err := sdk.Revoke(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdk.ReenrollTLCP(ctx, second, nil); !errors.As(err, &ee) || ee.Code != "enroll_cert_revoked" {
+		t.Fatalf("SDK renewal of a revoked pair: %v", err)
+	}
+	plain := *sdk
+	plain.BaseURL = base
+	if _, err := plain.ReenrollTLCP(ctx, first, nil); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Fatalf("http BaseURL: %v", err)
 	}
 }
