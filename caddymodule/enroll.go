@@ -529,47 +529,17 @@ func (h *Enroll) gaugeLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// adminAuthorizer names administrators by their certificate's common name and checks each
-// certificate (chain to roots, validity, signing usage) on every use.
+// adminAuthorizer names administrators by their certificate's common name (certAuthorizer:
+// chain to admin_roots, validity and signing usage, at load and on every use).
 func adminAuthorizer(certFiles, rootFiles []string) (enroll.AdminAuthorizer, error) {
 	if len(rootFiles) == 0 {
 		return nil, errors.New("admin_roots required with admin_certs")
 	}
-	certs, err := pki.LoadCertificatesFiles(certFiles...)
+	auth, err := certAuthorizer(certFiles, rootFiles, nil)
 	if err != nil {
 		return nil, fmt.Errorf("admin_certs: %w", err)
 	}
-	roots, err := pki.LoadCertificatesFiles(rootFiles...)
-	if err != nil {
-		return nil, fmt.Errorf("admin_roots: %w", err)
-	}
-	v, err := pki.NewVerifier(pki.VerifierOptions{Roots: roots})
-	if err != nil {
-		return nil, fmt.Errorf("admin_roots: %w", err)
-	}
-	byName := map[string]*smx509.Certificate{}
-	for _, c := range certs {
-		if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
-			return nil, fmt.Errorf("admin certificate %q: %w", c.Subject.CommonName, err)
-		}
-		if _, dup := byName[c.Subject.CommonName]; dup || c.Subject.CommonName == "" {
-			return nil, fmt.Errorf("admin certificates need distinct, non-empty common names (%q)", c.Subject.CommonName)
-		}
-		byName[c.Subject.CommonName] = c
-	}
-	var mu sync.Mutex
-	return func(name string) (*smx509.Certificate, error) {
-		mu.Lock()
-		c, ok := byName[name]
-		mu.Unlock()
-		if !ok {
-			return nil, errors.New("unknown administrator")
-		}
-		if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
-			return nil, err
-		}
-		return c, nil
-	}, nil
+	return auth, nil
 }
 
 // Validate checks the configuration without side effects.

@@ -116,6 +116,13 @@ func certAuthorizer(certFiles, rootFiles, crlSources []string) (enroll.AdminAuth
 	}
 	byName := map[string]*smx509.Certificate{}
 	for _, c := range certs {
+		// Without CRLs a certificate is checked at load too (with CRLs, a CRL URL may not be
+		// fetched yet: the check on use fails closed until it is).
+		if len(crlSources) == 0 {
+			if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
+				return nil, fmt.Errorf("certificate %q: %w", c.Subject.CommonName, err)
+			}
+		}
 		if _, dup := byName[c.Subject.CommonName]; dup || c.Subject.CommonName == "" {
 			return nil, fmt.Errorf("certificates need distinct, non-empty common names (%q)", c.Subject.CommonName)
 		}
