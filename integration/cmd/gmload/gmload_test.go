@@ -253,6 +253,28 @@ func TestRender(t *testing.T) {
 		}
 	}
 	r.PeakBLAtGWRate = stepResult{}
+	// Half-rate profiles: per-category CPU per request of each process, side by side.
+	if strings.Contains(buf.String(), "by category at half the peak") {
+		t.Error("half-rate profile section without profiles")
+	}
+	r.HalfProfileCPU = map[string]time.Duration{"ingress": 400 * time.Microsecond, "egress": 380 * time.Microsecond, "baseline": 230 * time.Microsecond}
+	r.HalfProfile = map[string]map[string]time.Duration{
+		"ingress":  {"system calls": 48 * time.Microsecond},
+		"baseline": {"system calls": 31 * time.Microsecond},
+	}
+	r.HalfProfileNote = "note"
+	buf.Reset()
+	r.render(&buf)
+	for _, want := range []string{
+		"## CPU per request by category at half the peak\n\nnote.",
+		"| **whole process** | 400 | 380 | 230 |",
+		"| system calls | 48 | 0 | 31 |",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	r.HalfProfile, r.HalfProfileCPU, r.HalfProfileNote = nil, nil, ""
 	// Slower gateway: both targets missed.
 	r.HalfGW = step("gateway", 8, 500, 150*time.Millisecond, 9*time.Millisecond)
 	r.HalfGW.Rate = 50

@@ -40,6 +40,7 @@ type config struct {
 	scheme      string
 	audit       string
 	pprofDir    string
+	pprofHalf   bool
 	minGain     float64
 	rate        float64
 	maxInflight int
@@ -67,6 +68,7 @@ func main() {
 	flag.StringVar(&cfg.scheme, "scheme", "wechatpay-v3-sm2", "client signature scheme: wechatpay-v3-sm2 or http-sig-sm2")
 	flag.StringVar(&cfg.audit, "audit", "interval", "audit log fsync policy in both gateway processes: always, interval, never, off")
 	flag.StringVar(&cfg.pprofDir, "pprof", "", "directory for CPU profiles of the gateway processes at the peak (empty: no profiles)")
+	flag.BoolVar(&cfg.pprofHalf, "pprof-half", false, "with -pprof: also profile every process (ingress, egress and the plain Caddy hop) at the half rate and report CPU per request by category side by side")
 	flag.Float64Var(&cfg.minGain, "min-gain", 0.05, "a ramp step is a new best when it improves req/s by at least this fraction")
 	flag.Float64Var(&cfg.rate, "rate", 0, "open-loop rate (default: half the gateway's peak)")
 	flag.IntVar(&cfg.maxInflight, "max-inflight", 0, "open loop: most requests on the wire at once, i.e. client connections (default: twice the gateway's peak concurrency, at least 8)")
@@ -371,6 +373,12 @@ func run(cfg config, cmdLine string) error {
 			x.name, c.GW, c.Bound, c.Hop, c.Ratio, targetCostRatio, c.IngressRest, c.EgressRest)
 	}
 
+	// Profiles of every process at the half rate: what the gateway spends per request where the
+	// plain hop's per-request cost is highest (it does not amortise over a full event loop).
+	if cfg.pprofDir != "" && cfg.pprofHalf {
+		profileHalf(cfg, bin, []*target{gw, bl}, rate, inflight, r)
+	}
+
 	// Soak at the same rate, RSS and goroutines sampled every cfg.sample.
 	if cfg.soak > 0 {
 		log.Printf("soak for %v", cfg.soak)
@@ -460,6 +468,55 @@ func profile(cfg config, bin string, gw *target, r *report) {
 	}
 }
 
+// profileHalf profiles each target's processes in turn while it runs open loop at rate, and
+// records per process the CPU per request of each profile category (its share of the samples
+// times the process's CPU per request in that window).
+func profileHalf(cfg config, bin string, targets []*target, rate float64, inflight int, r *report) {
+	if err := os.MkdirAll(cfg.pprofDir, 0o755); err != nil {
+		r.HalfProfileNote = "profiling failed: " + err.Error()
+		return
+	}
+	secs := max(int(cfg.duration.Seconds()), 1)
+	r.HalfProfile = map[string]map[string]time.Duration{}
+	r.HalfProfileCPU = map[string]time.Duration{}
+	for _, t := range targets {
+		errs := make(chan error, len(t.procs))
+		step := t.openLoop(rate, inflight, cfg.warmup, cfg.duration+time.Second, func() {
+			for _, p := range t.procs {
+				go func() { errs <- fetchProfile(p, secs, filepath.Join(cfg.pprofDir, "half-"+p.name+".pprof")) }()
+			}
+		})
+		failed := false
+		for range t.procs {
+			if err := <-errs; err != nil {
+				r.HalfProfileNote += err.Error() + " "
+				failed = true
+			}
+		}
+		if failed {
+			continue
+		}
+		for _, p := range t.procs {
+			perReq := step.ProcCPUPerReq(p.name)
+			r.HalfProfileCPU[p.name] = perReq
+			r.HalfProfile[p.name] = map[string]time.Duration{}
+			file := filepath.Join(cfg.pprofDir, "half-"+p.name+".pprof")
+			for _, c := range profileCategories {
+				out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=100000", "-nodefraction=0", "-focus="+c.focus, bin, file).Output()
+				if err != nil {
+					continue
+				}
+				if share, ok := parseFocusShare(string(out)); ok {
+					r.HalfProfile[p.name][c.name] = time.Duration(share / 100 * float64(perReq))
+				}
+			}
+		}
+	}
+	r.HalfProfileNote += fmt.Sprintf("%d s CPU profiles of every process at %.0f req/s (open loop), one target at a time after the measured phases, saved under `%s` as `half-<process>.pprof`; "+
+		"CPU per request of each category = its share of the samples × the process's CPU per request in that window (a sample can count in several categories)",
+		secs, rate, cfg.pprofDir)
+}
+
 // profileCategories group profile samples by a function somewhere in their stack (a sample can
 // be in several groups: SM3 inside SM2 signing counts for both).
 var profileCategories = []struct{ name, focus string }{
@@ -474,6 +531,8 @@ var profileCategories = []struct{ name, focus string }{
 	{"garbage collector (background + assists)", `runtime\.gcBgMarkWorker|runtime\.gcAssistAlloc|runtime\.bgsweep|runtime\.bgscavenge`},
 	{"allocation (mallocgc)", `runtime\.mallocgc`},
 	{"system calls", `syscall\.|internal/runtime/syscall`},
+	{"scheduler and netpoller (wake-ups)", `runtime\.(findRunnable|schedule|netpoll|futex|notewakeup|notesleep|wakep|startm|stopm|park_m|ready)`},
+	{"TLS 1.3 (crypto/tls)", `crypto/tls\.`},
 }
 
 // parseFocusShare reads the share of all samples that a -focus selected, from pprof's header

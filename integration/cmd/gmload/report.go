@@ -41,7 +41,12 @@ type report struct {
 	// ProfileShares is, per process, the percentage of profile samples per category.
 	ProfileShares map[string]map[string]float64
 	ProfileNote   string
-	PNG           string // chart file name, relative to the report
+	// HalfProfile is, per process (ingress, egress, baseline), the CPU per request of each
+	// profile category at the half rate; HalfProfileCPU the process's whole CPU per request.
+	HalfProfile     map[string]map[string]time.Duration
+	HalfProfileCPU  map[string]time.Duration
+	HalfProfileNote string
+	PNG             string // chart file name, relative to the report
 }
 
 // Targets of issue 6, item 4.
@@ -385,6 +390,17 @@ func (r *report) render(w io.Writer) {
 			if t, ok := r.Profiles[name]; ok {
 				p("### %s\n\n```\n%s\n```\n\n", name, strings.TrimSpace(t))
 			}
+		}
+	}
+	if len(r.HalfProfile) > 0 || r.HalfProfileNote != "" {
+		p("## CPU per request by category at half the peak\n\n%s.\n\n", r.HalfProfileNote)
+		if len(r.HalfProfile) > 0 {
+			p("| µs per request with … on the stack | ingress | egress | plain Caddy hop |\n|---|---|---|---|\n")
+			p("| **whole process** | %s | %s | %s |\n", us(r.HalfProfileCPU["ingress"]), us(r.HalfProfileCPU["egress"]), us(r.HalfProfileCPU["baseline"]))
+			for _, c := range profileCategories {
+				p("| %s | %s | %s | %s |\n", c.name, us(r.HalfProfile["ingress"][c.name]), us(r.HalfProfile["egress"][c.name]), us(r.HalfProfile["baseline"][c.name]))
+			}
+			p("\n")
 		}
 	}
 	if r.PNG != "" {
