@@ -21,6 +21,7 @@ import (
 
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/sealstore"
 )
@@ -79,13 +80,19 @@ type Enroll struct {
 	// with AdminCerts.
 	AdminRoots []string `json:"admin_roots,omitempty"`
 	// Replay configures the nonce store of signed requests, as in gm_verify (window, store
-	// memory|redis, redis_*). With store redis, token single use is recorded in Redis too.
+	// memory|redis, redis_*). With store redis, token single use is recorded in Redis too, and
+	// so are the limits (rate_per_minute, burst, max_failures, lockout) over the same client,
+	// under <redis_prefix>limits: (redis_prefix must then hold no '{' or '}'): every instance
+	// shares the rates, failure counts and lockouts, and a Redis error refuses the request
+	// (enroll_unavailable). With store memory the limits are per instance.
 	Replay *ReplayConfig `json:"replay,omitempty"`
 	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 	// RatePerMinute is the sustained enrolment requests per client address and minute (default
 	// 60); Burst the bucket size (default 20). The client address is Caddy's client IP (it
-	// honours the server's trusted_proxies).
+	// honours the server's trusted_proxies). These and MaxFailures/Lockout hold for the whole
+	// deployment when replay uses store redis (shared by every instance), else per instance;
+	// instances sharing a Redis must configure the same values.
 	RatePerMinute int `json:"rate_per_minute,omitempty"`
 	Burst         int `json:"burst,omitempty"`
 	// MaxFailures consecutive failed attempts (bad, expired or used tokens, signed requests that
@@ -311,25 +318,15 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		}
 		h.nonces, h.storeHolder = st, holder
 	case "redis":
-		if len(rc.RedisAddress) == 0 {
-			return errors.New("gm_enroll: replay: redis_address required for the redis store")
-		}
-		conn := rc.redisConfig()
-		acks := conn.DefaultReplicaAcks()
-		if rc.RedisReplicaAcks != nil {
-			acks = *rc.RedisReplicaAcks
-		}
-		client, err := conn.NewClient()
+		st, shared, err := enrollRedis(rc)
 		if err != nil {
-			return fmt.Errorf("gm_enroll: replay: %w", err)
-		}
-		st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client,
-			Prefix: rc.RedisPrefix, Timeout: conn.Timeout, ReplicaAcks: acks, CloseClient: true})
-		if err != nil {
-			client.Close()
 			return fmt.Errorf("gm_enroll: replay: %w", err)
 		}
 		h.nonces = st
+		cfg.Limits.Shared = shared
+		cfg.OnLimitError = func(scope string, err error) {
+			h.logger.Warn("gm_enroll: shared limits unavailable: request refused", zap.String("scope", scope), zap.Error(err))
+		}
 	default:
 		return fmt.Errorf("gm_enroll: replay: unknown store %q (memory, redis)", rc.Store)
 	}
@@ -540,6 +537,40 @@ func adminAuthorizer(certFiles, rootFiles []string) (enroll.AdminAuthorizer, err
 		return nil, fmt.Errorf("admin_certs: %w", err)
 	}
 	return auth, nil
+}
+
+// enrollRedis builds gm_enroll's Redis state from its replay block: one client for the nonce
+// and token ledger store (under redis_prefix) and for the limits, which every instance then
+// shares (under <redis_prefix>limits:). Closing the store closes the client.
+func enrollRedis(rc *ReplayConfig) (*gateway.RedisReplayStore, *abuse.RedisStore, error) {
+	if len(rc.RedisAddress) == 0 {
+		return nil, nil, errors.New("redis_address required for the redis store")
+	}
+	conn := rc.redisConfig()
+	acks := conn.DefaultReplicaAcks()
+	if rc.RedisReplicaAcks != nil {
+		acks = *rc.RedisReplicaAcks
+	}
+	client, err := conn.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := gateway.NewRedisReplayStore(gateway.RedisReplayOptions{Client: client,
+		Prefix: rc.RedisPrefix, Timeout: conn.Timeout, ReplicaAcks: acks, CloseClient: true})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	prefix := rc.RedisPrefix
+	if prefix == "" {
+		prefix = gateway.DefaultRedisReplayPrefix
+	}
+	shared := &abuse.RedisStore{Client: client, Prefix: prefix + "limits:", Timeout: conn.Timeout}
+	if err := shared.Check(); err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("limits in Redis: %w", err)
+	}
+	return st, shared, nil
 }
 
 // Validate checks the configuration without side effects.

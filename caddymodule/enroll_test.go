@@ -1,11 +1,17 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/abuse"
+	"github.com/gmgate/gmgate/internal/testenv"
 )
 
 // TestEnrollCaddyfile: every gm_enroll option reaches its JSON field; unknown options fail.
@@ -73,5 +79,47 @@ http://:1 {
 	bad := strings.Replace(src, "expiry_warning 240h", "expiry_warnings 240h", 1)
 	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(bad), nil); err == nil {
 		t.Fatal("unknown option accepted")
+	}
+}
+
+// TestEnrollRedisWiring: gm_enroll's replay block with store redis puts the limits in the same
+// Redis, over the one client of the nonce store (closing the store closes it), under
+// <redis_prefix>limits: (default gmgate:replay:limits:), so every instance shares them; a
+// redis_prefix with a hash tag is refused (the limits add their own).
+func TestEnrollRedisWiring(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	prefix := fmt.Sprintf("gmgate:enroll:wiring%d:", time.Now().UnixNano())
+	st, shared, err := enrollRedis(&ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr}, RedisPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared.Prefix != prefix+"limits:" {
+		t.Fatalf("limits prefix %q", shared.Prefix)
+	}
+	lim, err := abuse.NewRedis(*shared, abuse.Limits{RatePerMinute: 60, Burst: 1, MaxFailures: 1, Lockout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if locked, err := lim.Fail(ctx, "198.51.100.1", time.Now()); err != nil || !locked {
+		t.Fatalf("fail: %v %v", locked, err)
+	}
+	if n, err := shared.Client.Keys(ctx, prefix+"limits:{*}:lock").Result(); err != nil || len(n) != 1 {
+		t.Fatalf("lock keys under the prefix: %v %v", n, err)
+	}
+	st.Close()
+	if _, err := lim.Admit(ctx, "198.51.100.1", time.Now()); err == nil {
+		t.Fatal("the limits' client outlived the nonce store's: two clients")
+	}
+	st, shared, err = enrollRedis(&ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if shared.Prefix != gateway.DefaultRedisReplayPrefix+"limits:" {
+		t.Fatalf("default limits prefix %q", shared.Prefix)
+	}
+	if _, _, err := enrollRedis(&ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr}, RedisPrefix: "a{b}:"}); err == nil {
+		t.Fatal("a hash tag in the prefix accepted")
 	}
 }

@@ -74,11 +74,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // limited runs op under the limits of the client address (and, for simpleenroll, of the
-// token ID), counting failed attempts.
+// token ID), counting failed attempts. When the limits' state is unavailable the request is
+// refused (enroll_unavailable), never served unchecked.
 func (s *Server) limited(w *reply, r *http.Request, op string) (refusal.Code, string, string) {
 	addr := s.clientAddress(r)
 	now := s.cfg.Now()
-	switch s.addrs.Admit(addr, now) {
+	ctx := r.Context()
+	v, err := s.addrs.Admit(ctx, addr, now)
+	if err != nil {
+		s.limitError("address", err)
+		return CodeUnavailable, "", ""
+	}
+	switch v {
 	case abuse.Allowed:
 	case abuse.Locked:
 		return CodeLocked, "", ""
@@ -92,19 +99,37 @@ func (s *Server) limited(w *reply, r *http.Request, op string) (refusal.Code, st
 	}
 	switch code {
 	case refusal.OK:
-		s.addrs.Succeed(addr)
+		// The operation is done: a failure count left standing only errs towards a lockout.
+		if err := s.addrs.Succeed(ctx, addr); err != nil {
+			s.limitError("address", err)
+		}
 		if tokenID != "" {
-			s.tokens.Succeed(tokenID)
+			if err := s.tokens.Succeed(ctx, tokenID); err != nil {
+				s.limitError("token", err)
+			}
 		}
 	case CodeTokenInvalid, CodeTokenExpired, CodeTokenUsed, CodeStoreIntegrity, CodeAuthInvalid:
-		if s.addrs.Fail(addr, now) && s.cfg.OnLockout != nil {
+		// The request is refused anyway; a failure not counted is told to OnLimitError.
+		if locked, err := s.addrs.Fail(ctx, addr, now); err != nil {
+			s.limitError("address", err)
+		} else if locked && s.cfg.OnLockout != nil {
 			s.cfg.OnLockout("address")
 		}
-		if tokenID != "" && s.tokens.Fail(tokenID, now) && s.cfg.OnLockout != nil {
-			s.cfg.OnLockout("token")
+		if tokenID != "" {
+			if locked, err := s.tokens.Fail(ctx, tokenID, now); err != nil {
+				s.limitError("token", err)
+			} else if locked && s.cfg.OnLockout != nil {
+				s.cfg.OnLockout("token")
+			}
 		}
 	}
 	return code, keyID, serial
+}
+
+func (s *Server) limitError(scope string, err error) {
+	if s.cfg.OnLimitError != nil {
+		s.cfg.OnLimitError(scope, err)
+	}
 }
 
 func (s *Server) clientAddress(r *http.Request) string {
@@ -188,8 +213,15 @@ func (s *Server) serve(w *reply, r *http.Request, op string) (code refusal.Code,
 		if !ok {
 			return CodeTokenInvalid, "", ""
 		}
-		if id, _, ok := parseToken(tok); ok && s.tokens.Locked(id, s.cfg.Now()) {
-			return CodeLocked, id, ""
+		if id, _, ok := parseToken(tok); ok {
+			locked, err := s.tokens.Locked(r.Context(), id, s.cfg.Now())
+			if err != nil {
+				s.limitError("token", err)
+				return CodeUnavailable, id, ""
+			}
+			if locked {
+				return CodeLocked, id, ""
+			}
 		}
 		der, err := decodePKCS10(r, body)
 		if err != nil {

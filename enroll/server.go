@@ -138,6 +138,9 @@ type Config struct {
 	// OnLockout, when set, is called when a client address ("address") or a token ID ("token")
 	// gets locked out (metrics).
 	OnLockout func(scope string)
+	// OnLimitError, when set, is told every failure of the limits' state (Limits.Shared) with
+	// its scope ("address" or "token"): the log.
+	OnLimitError func(scope string, err error)
 	// Observe, when set, is called once per request with the operation and its code (metrics).
 	Observe func(op string, code Code)
 	// Now returns the current time. Default time.Now.
@@ -156,9 +159,16 @@ type Limits struct {
 	// Lockout. Defaults 10 and 15m.
 	MaxFailures int
 	Lockout     time.Duration
-	// MaxKeys bounds the addresses (and the token IDs) tracked; when all are busy a new one is
-	// refused (enroll_rate_limited: fails closed). Default 100000.
+	// MaxKeys bounds the addresses (and the token IDs) tracked in this process; when all are
+	// busy a new one is refused (enroll_rate_limited: fails closed). Default 100000. It does
+	// not apply with Shared.
 	MaxKeys int
+	// Shared, when set, keeps the rates, failure counts and lockouts in Redis, shared by every
+	// instance configured with the same store and limits: an attacker spreading token guesses
+	// over N instances gets the budget of one. Addresses live under Prefix+"addr:", token IDs
+	// under Prefix+"token:". Any Redis error refuses the request with enroll_unavailable
+	// (audited; fails closed). Nil: the state lives in this process.
+	Shared *abuse.RedisStore
 }
 
 // DefaultLimits are the limits of zero Limits fields.
@@ -167,8 +177,8 @@ var DefaultLimits = Limits{RatePerMinute: 60, Burst: 20, MaxFailures: 10, Lockou
 // Server is the enrolment service. It is safe for concurrent use.
 type Server struct {
 	cfg      Config
-	addrs    *abuse.Guard // per client address: rate and failed attempts
-	tokens   *abuse.Guard // per token ID: failed attempts
+	addrs    abuse.Limiter // per client address: rate and failed attempts
+	tokens   abuse.Limiter // per token ID: failed attempts
 	profiles map[string]*Profile
 	scheme   signing.Scheme
 	verifier *pki.Verifier
@@ -250,9 +260,24 @@ func NewServer(cfg Config) (*Server, error) {
 	if l.Lockout <= 0 {
 		l.Lockout = d.Lockout
 	}
-	s := &Server{cfg: cfg, profiles: map[string]*Profile{}, scheme: RequestScheme(),
-		addrs:  abuse.NewGuard(l.RatePerMinute, l.Burst, l.MaxFailures, l.Lockout, l.MaxKeys),
-		tokens: abuse.NewGuard(1<<20, 1<<20, l.MaxFailures, l.Lockout, l.MaxKeys)}
+	s := &Server{cfg: cfg, profiles: map[string]*Profile{}, scheme: RequestScheme()}
+	addrs := abuse.Limits{RatePerMinute: l.RatePerMinute, Burst: l.Burst, MaxFailures: l.MaxFailures, Lockout: l.Lockout, MaxKeys: l.MaxKeys}
+	tokens := addrs // token IDs are only locked out, never rate limited (no Admit)
+	if l.Shared == nil {
+		tokens.RatePerMinute, tokens.Burst = 1<<20, 1<<20
+		s.addrs, s.tokens = abuse.NewGuard(addrs), abuse.NewGuard(tokens)
+	} else {
+		var err error
+		st := *l.Shared
+		st.Prefix = l.Shared.Prefix + "addr:"
+		if s.addrs, err = abuse.NewRedis(st, addrs); err != nil {
+			return nil, fmt.Errorf("enroll: limits: %w", err)
+		}
+		st.Prefix = l.Shared.Prefix + "token:"
+		if s.tokens, err = abuse.NewRedis(st, tokens); err != nil {
+			return nil, fmt.Errorf("enroll: limits: %w", err)
+		}
+	}
 	for i := range cfg.Profiles {
 		p := cfg.Profiles[i]
 		if err := p.compile(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/cosign"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
 )
@@ -124,7 +126,7 @@ type Config struct {
 // Service serves the platform side: POST .../keygen, .../sign, .../decrypt (JSON).
 type Service struct {
 	cfg    Config
-	limits limits
+	limits abuse.Limiter
 	fresh  *cosign.FreshnessGuard // in-process freshness guard (no Shared)
 	mu     sync.Mutex
 	genMu  map[string]*sync.Mutex
@@ -178,10 +180,14 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg}
 	if cfg.Shared != nil {
-		s.limits = &redisLimits{s: cfg.Shared, interval: time.Minute / time.Duration(cfg.RatePerMinute),
-			burst: cfg.Burst, maxFailures: cfg.MaxFailures, lockout: cfg.Lockout}
+		l, err := cfg.Shared.limits(&cfg)
+		if err != nil {
+			return nil, fmt.Errorf("cosign: %w", err)
+		}
+		s.limits = l
 	} else {
-		s.limits = memoryLimits{newGuard(cfg.RatePerMinute, cfg.Burst, cfg.MaxFailures, cfg.Lockout, cfg.MaxKeys)}
+		s.limits = abuse.NewGuard(abuse.Limits{RatePerMinute: cfg.RatePerMinute, Burst: cfg.Burst,
+			MaxFailures: cfg.MaxFailures, Lockout: cfg.Lockout, MaxKeys: cfg.MaxKeys})
 		s.fresh = cosign.NewFreshnessGuard(cfg.FreshnessWindow, cfg.FreshnessMax)
 	}
 	return s, nil
@@ -296,17 +302,17 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 	}
 	now := s.cfg.Now()
 	ctx := r.Context()
-	v, err := s.limits.admit(ctx, req.KeyID, now)
+	v, err := s.limits.Admit(ctx, req.KeyID, now)
 	if err != nil {
 		s.stateError("limits", err)
 		return nil, rec, refuse(CodeUnavailable, err)
 	}
 	switch v {
-	case locked:
+	case abuse.Locked:
 		return nil, rec, refuse(CodeLocked, errors.New("locked"))
-	case rateLimited:
+	case abuse.RateLimited:
 		return nil, rec, refuse(CodeRateLimited, errors.New("rate limited"))
-	case guardFull:
+	case abuse.Full:
 		return nil, rec, refuse(CodeUnavailable, errors.New("too many keys tracked"))
 	}
 	resp, rec, err := s.do(r, op, req, now)
@@ -315,13 +321,13 @@ func (s *Service) serve(r *http.Request, op string, req *Request) (*Response, au
 		case CodeUnavailable, CodeInternal, CodeUnknownKey, CodeKeyExists, CodeRotationPending, CodeCertRevoked, CodeCertExpired:
 			// not the terminal's fault (or not a guessing attempt): no lockout count
 		default:
-			if ferr := s.limits.fail(ctx, req.KeyID, now); ferr != nil {
+			if _, ferr := s.limits.Fail(ctx, req.KeyID, now); ferr != nil {
 				s.stateError("limits", ferr) // the request is refused anyway
 			}
 		}
 		return nil, rec, err
 	}
-	if serr := s.limits.succeed(ctx, req.KeyID); serr != nil {
+	if serr := s.limits.Succeed(ctx, req.KeyID); serr != nil {
 		// the operation is done; a failure count left standing only errs towards a lockout
 		s.stateError("limits", serr)
 	}

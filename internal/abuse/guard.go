@@ -1,9 +1,11 @@
-// Package abuse holds the in-process abuse controls shared by gmgate's services: per key (a
-// terminal key ID, a client address, an enrolment token ID) a token bucket (rate limit) and a
-// consecutive-failure counter (lockout), over a bounded number of keys.
+// Package abuse holds the abuse controls shared by gmgate's services: per key (a terminal key
+// ID, a client address, an enrolment token ID) a rate limit and a consecutive-failure counter
+// (lockout), behind one interface (Limiter) with two implementations: Guard, in this process
+// over a bounded number of keys, and Redis, shared by every instance through Redis scripts.
 package abuse
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -28,27 +30,20 @@ type keyState struct {
 	lockedUntil time.Time
 }
 
-// Verdict is what Admit decides.
-type Verdict int
-
-// Verdicts.
-const (
-	Allowed Verdict = iota
-	RateLimited
-	Locked
-	Full
-)
-
-// NewGuard returns a guard allowing perMinute requests per key and minute with bursts of burst,
-// locking a key for lockout after maxFailures consecutive failures (maxFailures < 1: never),
-// and tracking at most maxKeys keys.
-func NewGuard(perMinute, burst, maxFailures int, lockout time.Duration, maxKeys int) *Guard {
-	return &Guard{rate: float64(perMinute) / 60, burst: float64(burst), maxFailures: maxFailures,
-		lockout: lockout, maxKeys: maxKeys, keys: make(map[string]*keyState)}
+// NewGuard returns a guard with the limits l: RatePerMinute requests per key and minute with
+// bursts of Burst, a key locked for Lockout after MaxFailures consecutive failures
+// (MaxFailures < 1: never), at most MaxKeys keys tracked.
+func NewGuard(l Limits) *Guard {
+	return &Guard{rate: float64(l.RatePerMinute) / 60, burst: float64(l.Burst), maxFailures: l.MaxFailures,
+		lockout: l.Lockout, maxKeys: l.MaxKeys, keys: make(map[string]*keyState)}
 }
 
-// Admit checks the lockout and takes one token from key's bucket.
-func (g *Guard) Admit(key string, now time.Time) Verdict {
+// Admit checks the lockout and takes one token from key's bucket. It never fails.
+func (g *Guard) Admit(_ context.Context, key string, now time.Time) (Verdict, error) {
+	return g.admit(key, now), nil
+}
+
+func (g *Guard) admit(key string, now time.Time) Verdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st, ok := g.keys[key]
@@ -76,18 +71,22 @@ func (g *Guard) Admit(key string, now time.Time) Verdict {
 	return Allowed
 }
 
-// Locked reports whether key is locked out now, without taking a token.
-func (g *Guard) Locked(key string, now time.Time) bool {
+// Locked reports whether key is locked out now, without taking a token. It never fails.
+func (g *Guard) Locked(_ context.Context, key string, now time.Time) (bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st, ok := g.keys[key]
-	return ok && now.Before(st.lockedUntil)
+	return ok && now.Before(st.lockedUntil), nil
 }
 
 // Fail counts a failure of key; the maxFailures-th consecutive one locks the key for lockout.
-// It reports whether the key is now locked. A key not admitted before is tracked from here
-// (when a slot is free).
-func (g *Guard) Fail(key string, now time.Time) bool {
+// It reports whether this failure locked the key. A key not admitted before is tracked from
+// here (when a slot is free; when none is, the failure is not counted). It never fails.
+func (g *Guard) Fail(_ context.Context, key string, now time.Time) (bool, error) {
+	return g.fail(key, now), nil
+}
+
+func (g *Guard) fail(key string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st, ok := g.keys[key]
@@ -113,13 +112,14 @@ func (g *Guard) Fail(key string, now time.Time) bool {
 	return false
 }
 
-// Succeed resets key's failure counter.
-func (g *Guard) Succeed(key string) {
+// Succeed resets key's failure counter. It never fails.
+func (g *Guard) Succeed(_ context.Context, key string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if st, ok := g.keys[key]; ok {
 		st.failures = 0
 	}
+	return nil
 }
 
 func (g *Guard) prune(now time.Time) {

@@ -1,6 +1,7 @@
 package abuse
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -10,47 +11,52 @@ import (
 // keys until idle entries can be pruned; failures of a key never admitted count too.
 func TestGuard(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	g := NewGuard(60, 3, 3, time.Minute, 2)
+	g := NewGuard(Limits{RatePerMinute: 60, Burst: 3, MaxFailures: 3, Lockout: time.Minute, MaxKeys: 2})
 	for i := 0; i < 3; i++ {
-		if v := g.Admit("a", now); v != Allowed {
+		if v := g.admit("a", now); v != Allowed {
 			t.Fatalf("burst %d: %v", i, v)
 		}
 	}
-	if v := g.Admit("a", now); v != RateLimited {
+	if v := g.admit("a", now); v != RateLimited {
 		t.Fatalf("past the burst: %v", v)
 	}
-	if v := g.Admit("a", now.Add(time.Second)); v != Allowed {
+	if v := g.admit("a", now.Add(time.Second)); v != Allowed {
 		t.Fatalf("one second later: %v", v)
 	}
-	g.Fail("a", now)
-	g.Fail("a", now)
-	g.Succeed("a")
-	if g.Fail("a", now) || g.Fail("a", now) {
+	g.fail("a", now)
+	g.fail("a", now)
+	g.Succeed(context.Background(), "a")
+	if g.fail("a", now) || g.fail("a", now) {
 		t.Fatal("locked before max_failures consecutive failures")
 	}
-	if !g.Fail("a", now) {
+	if !g.fail("a", now) {
 		t.Fatal("not locked at the third consecutive failure")
 	}
-	if v := g.Admit("a", now.Add(30*time.Second)); v != Locked || !g.Locked("a", now) {
+	if v := g.admit("a", now.Add(30*time.Second)); v != Locked || !locked(g, "a", now) {
 		t.Fatalf("during the lockout: %v", v)
 	}
-	if v := g.Admit("a", now.Add(61*time.Second)); v != Allowed {
+	if v := g.admit("a", now.Add(61*time.Second)); v != Allowed {
 		t.Fatalf("after the lockout: %v", v)
 	}
-	if g.Fail("b", now); g.Fail("b", now) || !g.Fail("b", now) {
+	if g.fail("b", now); g.fail("b", now) || !g.fail("b", now) {
 		t.Fatal("failures of a key never admitted")
 	}
-	if v := g.Admit("c", now); v != Full {
+	if v := g.admit("c", now); v != Full {
 		t.Fatalf("third key in a table of 2 busy ones: %v", v)
 	}
-	g2 := NewGuard(60, 1, 0, time.Minute, 1)
-	g2.Admit("x", now)
-	if v := g2.Admit("y", now.Add(time.Minute)); v != Allowed {
+	g2 := NewGuard(Limits{RatePerMinute: 60, Burst: 1, Lockout: time.Minute, MaxKeys: 1})
+	g2.admit("x", now)
+	if v := g2.admit("y", now.Add(time.Minute)); v != Allowed {
 		t.Fatalf("idle entry not pruned: %v", v)
 	}
 	for i := 0; i < 10; i++ {
-		if g2.Fail("y", now) {
+		if g2.fail("y", now) {
 			t.Fatal("maxFailures 0 locked")
 		}
 	}
+}
+
+func locked(g *Guard, key string, now time.Time) bool {
+	l, _ := g.Locked(context.Background(), key, now)
+	return l
 }
