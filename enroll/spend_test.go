@@ -47,7 +47,11 @@ func (f *flakyIssuer) IssuePair(ctx context.Context, req *PairRequest) (*Pair, e
 // Renewal behaves the same. A spent token stays spent.
 func TestTokenSpentOnlyWhenIssued(t *testing.T) {
 	iss := &flakyIssuer{}
-	f := newFixture(t, func(c *Config) { iss.signingIssuer = c.Issuer.(signingIssuer); c.Issuer = iss; c.TokenLedger = &memNonces{} })
+	f := newFixture(t, func(c *Config) {
+		iss.signingIssuer = c.Issuer.(signingIssuer)
+		c.Issuer = iss
+		c.TokenLedger = &memNonces{}
+	})
 	tok := f.token("T0900", time.Hour)
 	iss.fail.Store(1)
 	if code := f.enrolCode(tok, "T0900"); code != CodeUnavailable {
@@ -94,7 +98,11 @@ func TestTokenSpentOnlyWhenIssued(t *testing.T) {
 func TestConcurrentTokenUseOneCertificate(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		iss := &flakyIssuer{}
-		f := newFixture(t, func(c *Config) { iss.signingIssuer = c.Issuer.(signingIssuer); c.Issuer = iss; c.TokenLedger = &memNonces{} })
+		f := newFixture(t, func(c *Config) {
+			iss.signingIssuer = c.Issuer.(signingIssuer)
+			c.Issuer = iss
+			c.TokenLedger = &memNonces{}
+		})
 		iss.fail.Store(int32(round * 2)) // round 0: no failure; then the first 2 and 4 attempts fail
 		tok := f.token("T0910", time.Hour)
 		const n = 16

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
-	"golang.org/x/sys/unix"
 	"github.com/emmansun/gmsm/sm4"
+	"golang.org/x/sys/unix"
 
 	"github.com/gmgate/gmgate/audit"
 	"github.com/gmgate/gmgate/cosign"
