@@ -95,6 +95,12 @@ func TestVerifyMessageByDigest(t *testing.T) {
 	// A second messageDigest attribute naming other content.
 	twoDigests := cmsBuild(t, p.signer, nil, data, true, false, pkcs7.SignerInfoConfig{ExtraSignedAttributes: []pkcs7.Attribute{
 		{Type: pkcs7.OIDAttributeMessageDigest, Value: mdOther}}}, nil)
+	// 33 extra signed attributes (36 in all), over the bound.
+	var many []pkcs7.Attribute
+	for i := range 33 {
+		many = append(many, pkcs7.Attribute{Type: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, i + 1}, Value: i})
+	}
+	manyAttrs := cmsBuild(t, p.signer, nil, data, true, false, pkcs7.SignerInfoConfig{ExtraSignedAttributes: many}, nil)
 	// A signer digesting with SHA-256 (SM2 signature still): its messageDigest is SHA-256(M).
 	shaSum := sha256.Sum256(data)
 	sha := cmsBuild(t, p.signer, nil, data, true, false, none, func(sd *pkcs7.SignedData) {
@@ -131,6 +137,7 @@ func TestVerifyMessageByDigest(t *testing.T) {
 		{"control: no signed attributes, by data", noAttrs, item{"data": b64(data)}, refusal.OK, p.signer},
 		{"signed content type is not data, by digest", notData, item{"digest": b64(md)}, CodeMalformed, nil},
 		{"signed content type is not data, by data", notData, item{"data": b64(data)}, CodeMalformed, nil},
+		{"too many signed attributes", manyAttrs, item{"digest": b64(md)}, CodeTooLarge, nil},
 		{"two messageDigest attributes", twoDigests, item{"digest": b64(md)}, CodeMalformed, nil},
 		{"SHA-256 signer given its SHA-256 digest", sha, item{"digest": b64(shaSum[:])}, CodeMalformed, nil},
 		{"expired signer", cmsBuild(t, p.expired, nil, data, true, false, none, nil), item{"digest": b64(md)}, CodeCertExpired, nil},
