@@ -461,6 +461,41 @@ func (h *MessageHasher) SignMessage(ctx context.Context) ([]byte, error) {
 	return r.CMS, nil
 }
 
+// VerifyMessageHasher is GM/T 0029's VerifySignedMessage Init/Update/Final as client-side
+// hashing: SM3(M) of the content of a detached SignedData is computed here and VerifyMessage
+// sends only the SignedData and the digest (the content never crosses the wire). The
+// SignedData must have signed attributes (the service compares their messageDigest with the
+// digest); one without is refused crypto_content_required: verify it with VerifyMessage and
+// the content.
+type VerifyMessageHasher struct {
+	svc *CryptoService
+	cms []byte
+	h   hash.Hash
+}
+
+// NewVerifyMessageHasher (Init) starts the content hash for the detached SignedData cms.
+func (c *CryptoService) NewVerifyMessageHasher(cms []byte) *VerifyMessageHasher {
+	return &VerifyMessageHasher{svc: c, cms: append([]byte(nil), cms...), h: sm3.New()}
+}
+
+// Write (Update) hashes more content.
+func (h *VerifyMessageHasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// Verify (Final) asks the service to verify the SignedData over the content written; the
+// result names the signer, whose certificate the service checked through its PKI. A signature
+// that does not verify (or content other than what was signed) is a *CryptoError
+// crypto_bad_signature.
+func (h *VerifyMessageHasher) Verify(ctx context.Context) (*CryptoCert, error) {
+	r, err := h.svc.One(ctx, "VerifyMessage", "", CryptoItem{CMS: h.cms, Digest: h.h.Sum(nil)})
+	if err != nil {
+		return nil, err
+	}
+	if !r.Valid || r.Signer == nil {
+		return nil, errors.New("client: crypto service answered without a signer")
+	}
+	return r.Signer, nil
+}
+
 // VerifyHasher is GM/T 0029's VerifySignedData Init/Update/Final by certificate as client-side
 // hashing: e = SM3(Z_A || M) with the certificate's key, and VerifySignedData sends the digest
 // with the certificate, which the service verifies through its PKI first.

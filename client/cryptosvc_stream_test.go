@@ -27,8 +27,9 @@ import (
 // TestCryptoHashers: GM/T 0029's Init/Update/Final as client-side hashing. Megabytes are
 // written to the hashers, the requests that reach the service stay a few hundred bytes, and
 // the results verify independently over the whole data: the raw signature with the key's
-// configured user ID, the detached SignedData with gmsm's pkcs7, the verification by
-// certificate (and a changed byte is refused).
+// configured user ID, the detached SignedData with gmsm's pkcs7 and through the service by the
+// content's digest, the verification by certificate (and a changed byte is refused by both
+// verifications).
 func TestCryptoHashers(t *testing.T) {
 	dir := t.TempDir()
 	root, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "hasher test root"})
@@ -66,7 +67,7 @@ func TestCryptoHashers(t *testing.T) {
 	}
 	pol, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{Callers: []cryptosvc.CallerConfig{{Name: "app", SubjectCN: "app"}},
 		Rules: []cryptosvc.Rule{{Caller: "app", Ops: []cryptosvc.Op{"sign", "sign_message", "key_info"}, Key: "platform-sign"},
-			{Caller: "app", Ops: []cryptosvc.Op{"verify_data"}}}})
+			{Caller: "app", Ops: []cryptosvc.Op{"verify_data", "verify_message"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +133,13 @@ func TestCryptoHashers(t *testing.T) {
 	if err := p7.VerifyWithChain(pool); err != nil {
 		t.Fatalf("gmsm does not verify the streamed SignedData: %v", err)
 	}
+	// VerifySignedMessage Init/Update/Final: the detached SignedData verified by the content's
+	// digest (and, below, refused over a changed byte).
+	vmh := c.NewVerifyMessageHasher(cms)
+	feed(vmh)
+	if who, err := vmh.Verify(ctx); err != nil || who.Subject != platform.Cert.Subject.String() {
+		t.Fatalf("verify message hasher: %+v %v", who, err)
+	}
 
 	bankSig, err := signer.Key.Sign(rand.Reader, data, sm2.DefaultSM2SignerOpts)
 	if err != nil {
@@ -153,6 +161,11 @@ func TestCryptoHashers(t *testing.T) {
 	var ce *client.CryptoError
 	if !errors.As(err, &ce) || ce.Code != "crypto_bad_signature" {
 		t.Fatalf("changed data: %v", err)
+	}
+	vmh = c.NewVerifyMessageHasher(cms)
+	feed(vmh)
+	if _, err := vmh.Verify(ctx); !errors.As(err, &ce) || ce.Code != "crypto_bad_signature" {
+		t.Fatalf("verify message hasher, changed data: %v", err)
 	}
 	if n := largest.Load(); n > 4<<10 {
 		t.Fatalf("a request of %d bytes reached the service: the data crossed the wire", n)

@@ -105,11 +105,25 @@ func (s *Service) signMessage(key string, it *Item, res *Result) itemOutcome {
 // configured root with the message's certificates as intermediates, validity, key usage, CRL),
 // then the signature over the (attached, or given as data when detached) content. The result
 // names the signer; an attached content is returned.
+//
+// A detached message may instead be given by digest, SM3(M) of its content M (GM/T 0029
+// VerifySignedMessage Init/Update/Final, the content hashed by the caller): the signer's
+// messageDigest attribute is compared with it in constant time and the SM2 signature is checked
+// over the DER SET of the signed attributes (gmsm's VerifyAsDigest). That needs signed
+// attributes: without them the signature is over the content itself
+// (crypto_content_required). A digest for an attached message is refused like data for one.
 func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
 	if it.CMS == nil {
 		return itemOutcome{err: fail(CodeMalformed, errors.New("cms is required"))}
 	}
 	d := sum(it.CMS)
+	switch {
+	case it.Data != nil && it.Digest != nil:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("both data and digest"))}
+	case it.Digest != nil && len(it.Digest) != sm3.Size:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, fmt.Errorf("digest must be %d bytes (SM3 of the content)", sm3.Size))}
+	}
+	byDigest := it.Digest != nil
 	p7, err := parsePKCS7(it.CMS)
 	if err != nil {
 		return itemOutcome{digest: d, err: fail(CodeMalformed, err)}
@@ -121,10 +135,17 @@ func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
 	switch {
 	case attached && it.Data != nil:
 		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("data given for a message with attached content"))}
-	case !attached && it.Data == nil:
-		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("detached message: data is required"))}
+	case attached && byDigest:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("digest given for a message with attached content"))}
+	case !attached && it.Data == nil && !byDigest:
+		return itemOutcome{digest: d, err: fail(CodeMalformed, errors.New("detached message: data or digest is required"))}
+	case !attached && byDigest:
+		p7.Content = append([]byte(nil), it.Digest...)
 	case !attached:
 		p7.Content = it.Data
+	}
+	if err := checkSignedAttributes(p7, byDigest); err != nil {
+		return itemOutcome{digest: d, err: err}
 	}
 	signer := p7.GetOnlySigner()
 	if signer == nil {
@@ -144,7 +165,12 @@ func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
 	if err != nil {
 		return itemOutcome{digest: d, err: err}
 	}
-	if err := p7.Verify(); err != nil {
+	if byDigest {
+		err = p7.VerifyAsDigest() // checkSignedAttributes made sure there are signed attributes
+	} else {
+		err = p7.Verify()
+	}
+	if err != nil {
 		return itemOutcome{digest: d, err: fail(CodeBadSignature, err)}
 	}
 	res.Valid, res.Signer, res.VerifyLevel = true, certInfo(signer), &level
@@ -152,6 +178,58 @@ func (s *Service) verifyMessage(it *Item, res *Result) itemOutcome {
 		res.Content = p7.Content
 	}
 	return itemOutcome{digest: d}
+}
+
+// maxSignedAttributes bounds the signed attributes of a verified signer (content type, message
+// digest and signing time are the usual ones).
+const maxSignedAttributes = 32
+
+// checkSignedAttributes checks the only signer's authenticated attributes (RFC 5652 §5.3,
+// §11): when present there are at most maxSignedAttributes, exactly one content-type attribute
+// with one value naming data (PKCS#7 1.2.840.113549.1.7.1 or GM/T 0010 1.2.156.10197.6.1.4.2.1:
+// the service verifies data only, and gmsm does not check this attribute) and exactly one
+// messageDigest attribute with one value (gmsm compares the first one it finds). When the
+// content is given by digest they must be present, and the signer's digest algorithm must be
+// SM3.
+func checkSignedAttributes(p7 *pkcs7.PKCS7, byDigest bool) error {
+	si := &p7.Signers[0]
+	attrs := si.AuthenticatedAttributes
+	if len(attrs) == 0 {
+		if byDigest {
+			return fail(CodeContentRequired, errors.New("no signed attributes: the signature is over the content itself; verify with data"))
+		}
+		return nil
+	}
+	if byDigest && !si.DigestAlgorithm.Algorithm.Equal(oidSM3) {
+		return fail(CodeMalformed, errors.New("the signer's digest algorithm is not SM3"))
+	}
+	if len(attrs) > maxSignedAttributes {
+		return fail(CodeTooLarge, fmt.Errorf("%d signed attributes, limit %d", len(attrs), maxSignedAttributes))
+	}
+	var contentTypes, digests int
+	for _, a := range attrs {
+		switch {
+		case a.Type.Equal(pkcs7.OIDAttributeContentType):
+			contentTypes++
+			var ct asn1.ObjectIdentifier
+			if rest, err := asn1.Unmarshal(a.Value.Bytes, &ct); err != nil || len(rest) != 0 {
+				return fail(CodeMalformed, errors.New("the content-type attribute is not one OID"))
+			}
+			if !ct.Equal(pkcs7.OIDData) && !ct.Equal(pkcs7.SM2OIDData) {
+				return fail(CodeMalformed, fmt.Errorf("the signed content type %v is not data", ct))
+			}
+		case a.Type.Equal(pkcs7.OIDAttributeMessageDigest):
+			digests++
+			var md []byte
+			if rest, err := asn1.Unmarshal(a.Value.Bytes, &md); err != nil || len(rest) != 0 {
+				return fail(CodeMalformed, errors.New("the messageDigest attribute is not one OCTET STRING"))
+			}
+		}
+	}
+	if contentTypes != 1 || digests != 1 {
+		return fail(CodeMalformed, fmt.Errorf("%d content-type and %d messageDigest attributes, want one each", contentTypes, digests))
+	}
+	return nil
 }
 
 var (

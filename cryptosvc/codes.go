@@ -32,6 +32,9 @@ const (
 	CodeVersionRetired refusal.Code = "crypto_version_retired"
 	// CodeBadSignature: the signature (or HMAC) does not verify (422).
 	CodeBadSignature refusal.Code = "crypto_bad_signature"
+	// CodeContentRequired: a detached SignedData given by digest has no signed attributes, so
+	// its signature is over the content itself, which only data can verify (422).
+	CodeContentRequired refusal.Code = "crypto_content_required"
 	// CodeCertUntrusted: the certificate does not chain to a configured root or has the wrong
 	// key usage (422).
 	CodeCertUntrusted refusal.Code = "crypto_cert_untrusted"
@@ -67,6 +70,7 @@ var refusals = refusal.NewCatalog("cryptosvc", CodeInternal, HeaderCode,
 	refusal.Def{Code: CodeBadCiphertext, Status: http.StatusBadRequest, Message: "ciphertext cannot be opened"},
 	refusal.Def{Code: CodeVersionRetired, Status: http.StatusForbidden, Message: "key version is below the allowed minimum"},
 	refusal.Def{Code: CodeBadSignature, Status: http.StatusUnprocessableEntity, Message: "signature verification failed"},
+	refusal.Def{Code: CodeContentRequired, Status: http.StatusUnprocessableEntity, Message: "this message can only be verified with its content"},
 	refusal.Def{Code: CodeCertUntrusted, Status: http.StatusUnprocessableEntity, Message: "certificate is not trusted"},
 	refusal.Def{Code: CodeCertExpired, Status: http.StatusUnprocessableEntity, Message: "certificate is expired or not yet valid"},
 	refusal.Def{Code: CodeCertRevoked, Status: http.StatusUnprocessableEntity, Message: "certificate is revoked"},

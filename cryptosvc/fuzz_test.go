@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/emmansun/gmsm/pkcs7"
+
 	"github.com/gmgate/gmgate/keyvault"
 )
 
@@ -20,6 +22,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"key":"platform-sign","data":"eA==","user_id":"1234567812345678"}`,
 		`{"key":"pii","ciphertext":"gm:v3:AAAA"}`,
 		`{"bytes":32}`,
+		`{"cms":"MA==","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}`,
 		`{"key":"pii","batch_input":[]}`,
 		`{"key":"pii","plaintext":"aGVsbG8="} x`,
 		`[]`, `null`, `{"key":null}`, `{"batch_input":null,"bytes":1}`,
@@ -104,21 +107,28 @@ func TestAADBindsKeyName(t *testing.T) {
 	}
 }
 
-// FuzzVerifyMessage: hostile SignedData (and certificates) never panic the service and are
-// refused with a code of this package unless they verify.
+// FuzzVerifyMessage: hostile SignedData (and certificates), with data or a content digest,
+// never panic the service and are refused with a code of this package unless they verify.
 func FuzzVerifyMessage(f *testing.F) {
 	p := loadTestPKI(f)
 	s := certService(f, p, nil)
 	good := externalCMS(f, p.signer, nil, []byte("x"), false)
-	f.Add(good, []byte(nil))
-	f.Add(externalCMS(f, p.signer, nil, []byte("x"), true), []byte("x"))
-	f.Add([]byte{0x30, 0x80, 0x06, 0x09}, []byte(nil))
-	f.Add(p.signer.Cert.Raw, []byte(nil))
-	f.Fuzz(func(t *testing.T, cms, data []byte) {
+	detached := externalCMS(f, p.signer, nil, []byte("x"), true)
+	f.Add(good, []byte(nil), []byte(nil))
+	f.Add(detached, []byte("x"), []byte(nil))
+	f.Add(detached, []byte(nil), sm3sum([]byte("x")))
+	f.Add(detached, []byte(nil), sm3sum([]byte("y")))
+	f.Add(cmsBuild(f, p.signer, nil, []byte("x"), true, true, pkcs7.SignerInfoConfig{}, nil), []byte(nil), sm3sum([]byte("x")))
+	f.Add([]byte{0x30, 0x80, 0x06, 0x09}, []byte(nil), []byte(nil))
+	f.Add(p.signer.Cert.Raw, []byte(nil), []byte(nil))
+	f.Fuzz(func(t *testing.T, cms, data, digest []byte) {
 		var res Result
-		it := Item{CMS: cms, Data: data}
+		it := Item{CMS: cms, Data: data, Digest: digest}
 		if len(cms) == 0 {
 			it.CMS = nil
+		}
+		if len(digest) == 0 {
+			it.Digest = nil
 		}
 		out := s.verifyMessage(&it, &res)
 		if out.err != nil && !refusals.Has(CodeOf(out.err)) {
@@ -126,6 +136,9 @@ func FuzzVerifyMessage(f *testing.F) {
 		}
 		if out.err == nil && (res.Signer == nil || !res.Valid) {
 			t.Fatal("accepted without a signer")
+		}
+		if out.err == nil && it.Digest != nil && (len(it.Digest) != 32 || it.Data != nil || res.Content != nil) {
+			t.Fatal("accepted a digest of the wrong length, with data, or with attached content")
 		}
 		var res2 Result
 		_ = s.parseCertificate(&Item{Certificate: b64(cms)}, &res2)

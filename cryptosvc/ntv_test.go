@@ -157,3 +157,33 @@ func FuzzDecodeNTV(f *testing.F) {
 		}
 	})
 }
+
+// TestNTVVerifyMessageDigest: GM/T 0136's Digest item carries a content digest to
+// VerifyMessage (Cms Base64, Digest Hex), as it does to Sign and SignMessage.
+func TestNTVVerifyMessageDigest(t *testing.T) {
+	p := loadTestPKI(t)
+	s := certService(t, p, nil)
+	data := []byte("ntv detached content")
+	cms := externalCMS(t, p.signer, nil, data, true)
+	body := func(md []byte) string {
+		return `{"Data":[{"Name":"Cms","Type":"Base64","Value":"` + base64.StdEncoding.EncodeToString(cms) + `"},` +
+			`{"Name":"Digest","Type":"Hex","Value":"` + hex.EncodeToString(md) + `"}]}`
+	}
+	native, err := DecodeNTV(OpVerifyMessage, []byte(body(sm3sum(data))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Do(t.Context(), risk, OpVerifyMessage, native, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Results[0]; !r.Valid || r.Signer.Subject != p.signer.Cert.Subject.String() {
+		t.Fatalf("result %+v", r)
+	}
+	native, err = DecodeNTV(OpVerifyMessage, []byte(body(sm3sum([]byte("other")))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Do(t.Context(), risk, OpVerifyMessage, native, "")
+	mustCode(t, err, CodeBadSignature)
+}

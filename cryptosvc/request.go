@@ -162,7 +162,7 @@ var opFields = map[Op][]field{
 	OpKeyInfo:       {},
 	OpRotate:        {},
 	OpSignMessage:   {fData, fDigest, fDetached, fGMOIDs, fIncludeCRL, fNoChain},
-	OpVerifyMessage: {fCMS, fData, fVerifyLevel},
+	OpVerifyMessage: {fCMS, fData, fDigest, fVerifyLevel},
 	OpVerifyData:    {fData, fDigest, fUserID, fSignature, fCertificate, fChain, fCertSerial, fCertSubject, fVerifyLevel},
 	OpValidateCert:  {fCertificate, fChain, fCertSerial, fCertSubject, fVerifyLevel},
 	OpParseCert:     {fCertificate},

@@ -148,3 +148,41 @@ func TestTongsuoRawSM2WithUserID(t *testing.T) {
 		mustCode(t, err, CodeBadSignature)
 	}
 }
+
+// TestWeVerifyTongsuoDetachedByDigest: a detached signature made by Tongsuo's `cms -sign`
+// (SM2/SM3, authenticated attributes) verifies through the service given only SM3 of the
+// content, naming Tongsuo's signer; the digest of other content is refused, and Tongsuo's
+// `-noattr` signature (no signed attributes) is crypto_content_required by digest. (Tongsuo
+// signs e = SM3(M) there, without Z_A, where gmsm's -noattr form signs SM3(Z_A||M): a digest
+// path for such messages would depend on who signed, so there is none.)
+func TestWeVerifyTongsuoDetachedByDigest(t *testing.T) {
+	p := loadTestPKI(t)
+	s := certService(t, p, nil)
+	dir := t.TempDir()
+	data := []byte("settlement file signed by Tongsuo, verified by digest\n")
+	writeT(t, dir, "data", data)
+	writeT(t, dir, "signer.pem", pki.EncodeCertificatesPEM(p.signer.Cert))
+	writeT(t, dir, "signer.key", must(pki.MarshalPrivateKeyPEM(p.signer.Key, nil)))
+	writeT(t, dir, "inter.pem", pki.EncodeCertificatesPEM(p.inter.Cert))
+	sign := func(out string, extra ...string) []byte {
+		args := append([]string{"cms", "-sign", "-signer", "signer.pem", "-inkey", "signer.key", "-certfile", "inter.pem",
+			"-in", "data", "-outform", "DER", "-out", out, "-md", "sm3", "-binary"}, extra...)
+		tongsuo(t, dir, args...)
+		der, err := os.ReadFile(filepath.Join(dir, out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	der := sign("t.p7")
+	r := mustOK(t, s, risk, OpVerifyMessage, item{"cms": b64(der), "digest": b64(sm3sum(data))})
+	if !r.Valid || r.Signer.Subject != p.signer.Cert.Subject.String() || r.Content != nil {
+		t.Fatalf("Tongsuo's detached signature by digest: %+v", r)
+	}
+	_, err := call(t, s, risk, OpVerifyMessage, item{"cms": b64(der), "digest": b64(sm3sum([]byte("other")))})
+	mustCode(t, err, CodeBadSignature)
+
+	noattr := sign("n.p7", "-noattr")
+	_, err = call(t, s, risk, OpVerifyMessage, item{"cms": b64(noattr), "digest": b64(sm3sum(data))})
+	mustCode(t, err, CodeContentRequired)
+}

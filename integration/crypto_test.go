@@ -20,6 +20,7 @@ import (
 
 	"github.com/emmansun/gmsm/pkcs7"
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/client"
@@ -238,6 +239,11 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 	if err != nil || signer.Subject != platformCert.Subject.String() {
 		t.Fatalf("verify_message: %+v %v", signer, err)
 	}
+	vmh := settlement.NewVerifyMessageHasher(cms) // the same SignedData by the content's SM3
+	vmh.Write(msg)
+	if signer, err := vmh.Verify(ctx); err != nil || signer.Subject != platformCert.Subject.String() {
+		t.Fatalf("verify_message by digest: %+v %v", signer, err)
+	}
 	encCert := pemString(v.Cert(t, "platform-enc"))
 	env, err := settlement.One(ctx, "SealEnvelope", "", client.CryptoItem{Plaintext: secret, Certificate: encCert, GCM: true})
 	if err != nil {
@@ -265,6 +271,25 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		return fmt.Sprintf(`{"cms":%q}`, base64.StdEncoding.EncodeToString(der))
+	}
+	// A detached SignedData without signed attributes, given by digest (refused before the
+	// signer is judged, so the expired signer does not matter).
+	noAttrs := func() string {
+		sd, err := pkcs7.NewSignedData(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSM3)
+		if err := sd.SignWithoutAttr(expired.Cert, expired.Key, pkcs7.SignerInfoConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		sd.Detach()
+		der, err := sd.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := sm3.Sum(msg)
+		return fmt.Sprintf(`{"cms":%q,"digest":%q}`, base64.StdEncoding.EncodeToString(der), base64.StdEncoding.EncodeToString(d[:]))
 	}
 	flipped := func(ct string) string {
 		out, err := attack.FlipCiphertextBit(ct, 20)
@@ -305,6 +330,11 @@ func TestCryptoServiceRealBinary(t *testing.T) {
 		{"version below the caller's minimum", riskHTTP, "POST", "Decrypt", fmt.Sprintf(`{"key":"pii","ciphertext":%q}`, ctV1), 403, "crypto_version_retired"},
 		{"expired signer", settlementHTTP, "POST", "VerifyMessage", signedBy(expired), 422, "crypto_cert_expired"},
 		{"revoked signer", settlementHTTP, "POST", "VerifyMessage", signedBy(revoked), 422, "crypto_cert_revoked"},
+		{"detached message by digest, no signed attributes", settlementHTTP, "POST", "VerifyMessage", noAttrs(), 422, "crypto_content_required"},
+		{"detached message by the digest of other content", settlementHTTP, "POST", "VerifyMessage",
+			fmt.Sprintf(`{"cms":%q,"digest":%q}`, b64(cms), b64(sm3.New().Sum(nil))), 422, "crypto_bad_signature"},
+		{"detached message by a 16-byte digest", settlementHTTP, "POST", "VerifyMessage",
+			fmt.Sprintf(`{"cms":%q,"digest":%q}`, b64(cms), b64(make([]byte, 16))), 400, "crypto_malformed"},
 		{"unknown operation", settlementHTTP, "POST", "ExportPrivateKey", `{"key":"pii"}`, 404, "crypto_unknown_operation"},
 		{"GET", settlementHTTP, "GET", "KeyInfo", ``, 404, "crypto_unknown_operation"},
 	}
