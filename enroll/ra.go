@@ -136,6 +136,9 @@ func (s *Server) refreshUpstreamCRL(ctx context.Context, src CRLSource) error {
 	if rl == nil || rl.CheckSignatureFrom(ca) != nil {
 		return errors.New("enroll: upstream CRL does not verify against the issuing CA")
 	}
+	if err := pki.CheckCRLScope(rl, ""); err != nil { // a delta, partial or indirect CRL of the CA
+		return fmt.Errorf("enroll: upstream CRL: %w", err)
+	}
 	now := s.cfg.Now()
 	if !rl.NextUpdate.IsZero() && now.After(rl.NextUpdate) {
 		return errors.New("enroll: upstream CRL is past its nextUpdate")
