@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,9 +68,10 @@ func TestAttackCRLOutOfScope(t *testing.T) {
 		}
 		return der
 	}
-	var srv *httptest.Server
-	serve := []byte(nil)
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(serve) }))
+	var served atomic.Pointer[[]byte]
+	serve := func(der []byte) { served.Store(&der) }
+	serve(nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(*served.Load()) }))
 	defer srv.Close()
 	url := srv.URL + "/crl1"
 	k, _ := sm2.GenerateKey(rand.Reader)
@@ -97,12 +99,12 @@ func TestAttackCRLOutOfScope(t *testing.T) {
 		{"unknown critical extension", mk(2, []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Critical: true, Value: []byte{5, 0}}}, nil)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			serve = full
+			serve(full)
 			st, err := NewCRLStore([]string{url}, CRLOptions{CheckInterval: -1, Issuers: []*smx509.Certificate{ca.Cert}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			serve = c.der
+			serve(c.der)
 			if err := st.Reload(); !errors.Is(err, ErrMalformedCRL) {
 				t.Errorf("URL: reload: %v", err)
 			}
@@ -122,7 +124,7 @@ func TestAttackCRLOutOfScope(t *testing.T) {
 		})
 	}
 	// The partition named by the URL it is fetched from is that URL's complete CRL.
-	serve = mk(3, []pkix.Extension{idpExtension(t, url)}, nil)
+	serve(mk(3, []pkix.Extension{idpExtension(t, url)}, nil))
 	st, err := NewCRLStore([]string{url}, CRLOptions{CheckInterval: -1, Issuers: []*smx509.Certificate{ca.Cert}})
 	if err != nil {
 		t.Fatalf("the partition of its own URL: %v", err)
