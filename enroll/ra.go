@@ -202,7 +202,7 @@ func (s *Server) seedUpstreamCRL(ca *smx509.Certificate, now time.Time) {
 		return
 	}
 	rl, err := pki.ParseCRL(data)
-	if err != nil || rl.CheckSignatureFrom(ca) != nil {
+	if err != nil || rl.CheckSignatureFrom(ca) != nil || pki.CheckCRLScope(rl, "") != nil {
 		return
 	}
 	number := rl.Number
