@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -135,6 +136,9 @@ func (s *Server) refreshUpstreamCRL(ctx context.Context, src CRLSource) error {
 	if rl == nil || rl.CheckSignatureFrom(ca) != nil {
 		return errors.New("enroll: upstream CRL does not verify against the issuing CA")
 	}
+	if err := pki.CheckCRLScope(rl, ""); err != nil { // a delta, partial or indirect CRL of the CA
+		return fmt.Errorf("enroll: upstream CRL: %w", err)
+	}
 	now := s.cfg.Now()
 	if !rl.NextUpdate.IsZero() && now.After(rl.NextUpdate) {
 		return errors.New("enroll: upstream CRL is past its nextUpdate")
@@ -144,6 +148,11 @@ func (s *Server) refreshUpstreamCRL(ctx context.Context, src CRLSource) error {
 		number = big.NewInt(0)
 	}
 	s.crlMu.Lock()
+	if s.crlDER == nil {
+		// After a restart: the CRL this RA published last (its CRL file) is the floor, so that
+		// an older CRL of the CA (kept by someone on the path to the CA) is not re-published.
+		s.seedUpstreamCRL(ca, now)
+	}
 	if s.crlDER != nil && (rl.ThisUpdate.Before(s.crlThis) || number.Cmp(s.crlNumber) < 0) {
 		s.crlMu.Unlock()
 		return fmt.Errorf("enroll: upstream CRL: %w: number %s / thisUpdate %s older than the one served", pki.ErrCRLRollback, number, rl.ThisUpdate.UTC().Format(time.RFC3339))
@@ -178,6 +187,39 @@ func (s *Server) refreshUpstreamCRL(ctx context.Context, src CRLSource) error {
 	s.auditPickedUp(revs, now)
 	s.crlMu.Unlock()
 	return s.forwardRevocations(ctx, rl)
+}
+
+// seedUpstreamCRL takes the CRL of CRLFile as the one served when it verifies against the
+// issuing CA: no CRL older than it is published after a restart, and it is served until its
+// nextUpdate if the CA cannot be reached. A file that does not parse or verify is ignored
+// (the first CRL fetched replaces it). The caller holds s.crlMu.
+func (s *Server) seedUpstreamCRL(ca *smx509.Certificate, now time.Time) {
+	if s.cfg.CRLFile == "" {
+		return
+	}
+	data, err := os.ReadFile(s.cfg.CRLFile)
+	if err != nil {
+		return
+	}
+	rl, err := pki.ParseCRL(data)
+	if err != nil || rl.CheckSignatureFrom(ca) != nil || pki.CheckCRLScope(rl, "") != nil {
+		return
+	}
+	number := rl.Number
+	if number == nil {
+		number = big.NewInt(0)
+	}
+	listed := make(map[string]bool, len(rl.RevokedCertificateEntries))
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber != nil {
+			listed[e.SerialNumber.Text(16)] = true
+		}
+	}
+	s.crlDER, s.crlNumber, s.crlThis, s.crlListed = bytes.Clone(rl.Raw), number, rl.ThisUpdate, listed
+	s.crlNext = rl.NextUpdate
+	if s.crlNext.IsZero() {
+		s.crlNext = now
+	}
 }
 
 // forwardRevocations sends the upstream CA every pair revoked in the store that its CRL does

@@ -160,8 +160,9 @@ type Limits struct {
 	MaxFailures int
 	Lockout     time.Duration
 	// MaxKeys bounds the addresses (and the token IDs) tracked in this process; when all are
-	// busy a new one is refused (enroll_rate_limited: fails closed). Default 100000. It does
-	// not apply with Shared.
+	// busy a new one evicts one that is not locked out, and only when all are locked out is it
+	// refused (enroll_rate_limited: fails closed). Default 100000. It does not apply with
+	// Shared.
 	MaxKeys int
 	// Shared, when set, keeps the rates, failure counts and lockouts in Redis, shared by every
 	// instance configured with the same store and limits: an attacker spreading token guesses

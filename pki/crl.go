@@ -203,6 +203,13 @@ func (s *CRLStore) parseSource(f *crlFile, data []byte) (*crlFile, error) {
 		if rl.SignatureAlgorithm != smx509.SM2WithSM3 {
 			return nil, fmt.Errorf("pki: CRL %s: %w: signature algorithm %v", path, ErrNotSM2, rl.SignatureAlgorithm)
 		}
+		url := ""
+		if isCRLURL(path) {
+			url = path
+		}
+		if err := CheckCRLScope(rl, url); err != nil {
+			return nil, fmt.Errorf("pki: CRL %s: %w", path, err)
+		}
 		lc := &loadedCRL{rl: rl, revoked: make(map[string]struct{}, len(rl.RevokedCertificateEntries)), sigOK: map[[32]byte]bool{}}
 		for _, e := range rl.RevokedCertificateEntries {
 			if e.SerialNumber != nil {

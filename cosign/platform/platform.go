@@ -86,7 +86,9 @@ type Config struct {
 	// 100000 points).
 	FreshnessWindow time.Duration
 	FreshnessMax    int
-	// MaxKeys bounds the keys tracked by the rate limiter and lockout (default 100000).
+	// MaxKeys bounds the keys tracked by the rate limiter and lockout (default 100000); a new
+	// key evicts one that is not locked out, and is refused (cosign_unavailable) only when all
+	// are locked out.
 	MaxKeys int
 	// BindInstruction requires every sign request to carry the payment instruction (the exact
 	// bytes gm_verify will verify) and refuses a digest e that is not SM3(Z_A(P, BindUserID) ||

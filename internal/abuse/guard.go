@@ -11,8 +11,9 @@ import (
 )
 
 // Guard keeps, per key, a token bucket and a consecutive-failure counter. It tracks at most
-// maxKeys keys; idle, unlocked entries are pruned first, and when every slot is busy a new key
-// is refused (Full: fails closed). It is safe for concurrent use.
+// maxKeys keys; idle, unlocked entries are pruned first, then a new key evicts an entry that is
+// not locked out (an evicted key starts afresh); only when every entry is locked out is a new
+// key refused (Full: fails closed). It is safe for concurrent use.
 type Guard struct {
 	mu          sync.Mutex
 	rate        float64 // tokens per second
@@ -46,16 +47,9 @@ func (g *Guard) Admit(_ context.Context, key string, now time.Time) (Verdict, er
 func (g *Guard) admit(key string, now time.Time) Verdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st, ok := g.keys[key]
-	if !ok {
-		if len(g.keys) >= g.maxKeys {
-			g.prune(now)
-			if len(g.keys) >= g.maxKeys {
-				return Full
-			}
-		}
-		st = &keyState{tokens: g.burst, last: now}
-		g.keys[key] = st
+	st := g.entry(key, now)
+	if st == nil {
+		return Full
 	}
 	if now.Before(st.lockedUntil) {
 		return Locked
@@ -81,7 +75,7 @@ func (g *Guard) Locked(_ context.Context, key string, now time.Time) (bool, erro
 
 // Fail counts a failure of key; the maxFailures-th consecutive one locks the key for lockout.
 // It reports whether this failure locked the key. A key not admitted before is tracked from
-// here (when a slot is free; when none is, the failure is not counted). It never fails.
+// here (when every entry is locked out, the failure is not counted). It never fails.
 func (g *Guard) Fail(_ context.Context, key string, now time.Time) (bool, error) {
 	return g.fail(key, now), nil
 }
@@ -89,16 +83,9 @@ func (g *Guard) Fail(_ context.Context, key string, now time.Time) (bool, error)
 func (g *Guard) fail(key string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st, ok := g.keys[key]
-	if !ok {
-		if len(g.keys) >= g.maxKeys {
-			g.prune(now)
-			if len(g.keys) >= g.maxKeys {
-				return false
-			}
-		}
-		st = &keyState{tokens: g.burst, last: now}
-		g.keys[key] = st
+	st := g.entry(key, now)
+	if st == nil {
+		return false
 	}
 	if g.maxFailures < 1 {
 		return false
@@ -120,6 +107,52 @@ func (g *Guard) Succeed(_ context.Context, key string) error {
 		st.failures = 0
 	}
 	return nil
+}
+
+// entry returns key's state, tracking it when it is new: in a full table idle entries are
+// pruned, and when none is idle one entry that is not locked out is evicted (the least recently
+// used of a few sampled), so that keys an attacker chose, each with a failure count, cannot
+// fill the table and shut every other key out. nil when every entry is locked out (Full).
+// The caller holds g.mu.
+func (g *Guard) entry(key string, now time.Time) *keyState {
+	if st, ok := g.keys[key]; ok {
+		return st
+	}
+	if len(g.keys) >= g.maxKeys {
+		g.prune(now)
+		if len(g.keys) >= g.maxKeys && !g.evict(now) {
+			return nil
+		}
+	}
+	st := &keyState{tokens: g.burst, last: now}
+	g.keys[key] = st
+	return st
+}
+
+// evictSample is how many unlocked entries evict compares.
+const evictSample = 8
+
+// evict removes the least recently used of up to evictSample entries that are not locked out
+// (map order: a random sample). It reports false when it found none.
+func (g *Guard) evict(now time.Time) bool {
+	victim, n := "", 0
+	var oldest time.Time
+	for k, st := range g.keys {
+		if now.Before(st.lockedUntil) {
+			continue
+		}
+		if victim == "" || st.last.Before(oldest) {
+			victim, oldest = k, st.last
+		}
+		if n++; n >= evictSample {
+			break
+		}
+	}
+	if victim == "" {
+		return false
+	}
+	delete(g.keys, victim)
+	return true
 }
 
 func (g *Guard) prune(now time.Time) {
