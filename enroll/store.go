@@ -147,15 +147,18 @@ const (
 	kindCert    = "cert"
 	kindRevoked = "revoked"
 	kindSKI     = "ski"
+	kindCRL     = "crl" // the mark of the last CRL a CA signed (CRLMark), ID: the CA (caID)
 )
 
 // RecordKinds lists the record kinds (the labels of refused-record reports).
-func RecordKinds() []string { return []string{kindToken, kindSpent, kindCert, kindRevoked, kindSKI} }
+func RecordKinds() []string {
+	return []string{kindToken, kindSpent, kindCert, kindRevoked, kindSKI, kindCRL}
+}
 
-var kindDirs = map[string]string{kindToken: "tokens", kindSpent: "used", kindCert: "certs", kindRevoked: "revoked", kindSKI: "ski"}
+var kindDirs = map[string]string{kindToken: "tokens", kindSpent: "used", kindCert: "certs", kindRevoked: "revoked", kindSKI: "ski", kindCRL: "crl"}
 
 // kindExt is the file name extension of each kind.
-var kindExt = map[string]string{kindToken: ".json", kindCert: ".json"}
+var kindExt = map[string]string{kindToken: ".json", kindCert: ".json", kindCRL: ".json"}
 
 // Record-size bounds (a record holds two certificates and a delivery).
 const maxRecordSize = 256 << 10
@@ -209,7 +212,7 @@ func OpenFileStore(dir string, keys sealstore.Keys) (*FileStore, error) {
 	if keys == nil {
 		return nil, errors.New("enroll: store key required (the vault key that authenticates the store's records)")
 	}
-	for _, sub := range []string{"", "tokens", "used", "certs", "revoked", "ski"} {
+	for _, sub := range []string{"", "tokens", "used", "certs", "revoked", "ski", "crl"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("enroll: store: %w", err)
 		}
