@@ -115,7 +115,8 @@ type Store interface {
 
 // FileStore is a Store in a directory (0700; files 0600, written to a temporary name and
 // renamed): tokens/<id>.json, used/<id> (created exclusively: single use across processes on
-// the same file system), certs/<serial>.json, revoked/<serial>, ski/<ski>. The gmgate enroll
+// the same file system), certs/<serial>.json, revoked/<serial>, ski/<ski>, crl/<CA>.json (the
+// mark of the last CRL the CA signed, CRLMark). The gmgate enroll
 // commands work on the same directory while the server runs.
 //
 // Every file is an authenticated record (format 2): the record's JSON with a tag (SM4-GCM with
@@ -130,8 +131,9 @@ type Store interface {
 // What the tags cannot stop is a rollback: putting back an older, genuine file (a token's
 // record without its spent marker, a pair's record from before its revocation). The Server
 // keeps spent tokens and renewals in its TokenLedger as well (the Redis replay store when
-// configured) and takes revocations from the CRL it signed last; docs/enrolment.md states what
-// remains.
+// configured), takes revocations from the CRL it signed last, and refuses to sign a CRL that
+// lists fewer serials than the last one recorded here and in its CRLLedger; docs/enrolment.md
+// states what remains.
 type FileStore struct {
 	dir  string
 	keys sealstore.Keys
