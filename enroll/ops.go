@@ -348,7 +348,7 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 			return fmt.Errorf("enroll: writing the CRL file: %w", err)
 		}
 	}
-	// Recorded after the file is written: a mark newer than the file would refuse it.
+	// Recorded once the CRL file is written, never ahead of it.
 	if err := s.recordCRLMark(ctx, markOf(entries, number, this)); err != nil {
 		return err
 	}
