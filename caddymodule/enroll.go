@@ -156,7 +156,7 @@ var (
 	}, []string{"scope"})
 	enrollStoreRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gmgate", Subsystem: "enroll", Name: "store_records_refused_total",
-		Help: "Enrolment store records refused because they failed their integrity check (forged, edited, moved, truncated, or written by an older gmgate), by record kind (token, spent, cert, revoked, ski).",
+		Help: "Enrolment store records refused because they failed their integrity check (forged, edited, moved, truncated, or written by an older gmgate), by record kind (token, spent, cert, revoked, ski, crl; crl also counts a CRL refused because it would drop revocations of the last CRL signed: crl_file rolled back).",
 	}, []string{"kind"})
 )
 
@@ -324,6 +324,11 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		}
 		h.nonces = st
 		cfg.Limits.Shared = shared
+		// The mark of every CRL the CA signs, where a writer of the store directory and the
+		// CRL file cannot roll it back: <redis_prefix>enroll-crl:<CA>.
+		crl := *shared
+		crl.Prefix = strings.TrimSuffix(shared.Prefix, enrollLimitsSuffix) + "enroll-crl:"
+		cfg.CRLLedger = enroll.RedisCRLLedger{RedisStore: crl}
 		cfg.OnLimitError = func(scope string, err error) {
 			h.logger.Warn("gm_enroll: shared limits unavailable: request refused", zap.String("scope", scope), zap.Error(err))
 		}
@@ -343,6 +348,12 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 	// Spent tokens and renewals go to the replay store as well as to the store directory:
 	// Redis outlives a restore of the directory; memory, the process.
 	cfg.TokenLedger = enrollNonces{h.nonces}
+	// A CRL that would drop revocations of the last one signed (crl_file and store rolled
+	// back) is refused; counted as a refused store record of kind crl.
+	cfg.OnCRLRollback = func() {
+		enrollStoreRefused.WithLabelValues("crl").Inc()
+		h.logger.Error("gm_enroll: CRL rollback: the CRL would drop revocations of the last CRL this CA signed; CRL signing stopped (docs/enrolment.md, CRL rollback)")
+	}
 	if len(h.AdminCerts) > 0 {
 		auth, err := adminAuthorizer(h.AdminCerts, h.AdminRoots)
 		if err != nil {
@@ -539,6 +550,9 @@ func adminAuthorizer(certFiles, rootFiles []string) (enroll.AdminAuthorizer, err
 	return auth, nil
 }
 
+// enrollLimitsSuffix follows redis_prefix in the keys of gm_enroll's shared limits.
+const enrollLimitsSuffix = "limits:"
+
 // enrollRedis builds gm_enroll's Redis state from its replay block: one client for the nonce
 // and token ledger store (under redis_prefix) and for the limits, which every instance then
 // shares (under <redis_prefix>limits:). Closing the store closes the client.
@@ -565,7 +579,7 @@ func enrollRedis(rc *ReplayConfig) (*gateway.RedisReplayStore, *abuse.RedisStore
 	if prefix == "" {
 		prefix = gateway.DefaultRedisReplayPrefix
 	}
-	shared := &abuse.RedisStore{Client: client, Prefix: prefix + "limits:", Timeout: conn.Timeout}
+	shared := &abuse.RedisStore{Client: client, Prefix: prefix + enrollLimitsSuffix, Timeout: conn.Timeout}
 	if err := shared.Check(); err != nil {
 		st.Close()
 		return nil, nil, fmt.Errorf("limits in Redis: %w", err)

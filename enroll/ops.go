@@ -322,10 +322,21 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 				CertSerial: e.SerialNumber.Text(16), Verdict: audit.VerdictReject, Reason: "revocation_marker_missing"})
 		}
 	}
-	// CRL numbers grow with time (milliseconds), and strictly within the process.
+	// A CRL listing fewer serials than the last one recorded (the CRL file replaced by an
+	// older CRL of this CA while the store's markers were deleted) is not signed: fail closed.
+	if err := s.checkCRLMark(ctx, entries, now); err != nil {
+		return err
+	}
+	// CRL numbers grow with time (milliseconds), and strictly within the process and past
+	// the last CRL recorded.
 	number := big.NewInt(now.UnixMilli())
 	if s.crlNumber != nil && number.Cmp(s.crlNumber) <= 0 {
 		number = new(big.Int).Add(s.crlNumber, big.NewInt(1))
+	}
+	if s.crlMark != nil {
+		if last, ok := new(big.Int).SetString(s.crlMark.Number, 10); ok && number.Cmp(last) <= 0 {
+			number = last.Add(last, big.NewInt(1))
+		}
 	}
 	this := now.Add(-time.Minute).UTC().Truncate(time.Second)
 	der, err := signer.SignCRL(ctx, entries, number, this, now.Add(s.cfg.CRLValidity).UTC().Truncate(time.Second))
@@ -336,6 +347,10 @@ func (s *Server) RefreshCRL(ctx context.Context) error {
 		if err := writeAtomic(s.cfg.CRLFile, pki.EncodeCRLPEM(der)); err != nil {
 			return fmt.Errorf("enroll: writing the CRL file: %w", err)
 		}
+	}
+	// Recorded once the CRL file is written, never ahead of it.
+	if err := s.recordCRLMark(ctx, markOf(entries, number, this)); err != nil {
+		return err
 	}
 	s.crlDER, s.crlNumber, s.crlSet, s.crlListed = der, number, set, listed
 	s.crlThis, s.crlNext = this, now.Add(s.cfg.CRLValidity)

@@ -93,6 +93,16 @@ type Config struct {
 	// passes the replay store (Redis when configured: outside the store directory, so a spent
 	// token put back by restoring the directory stays spent; memory: for the process's lifetime).
 	TokenLedger NonceStore
+	// CRLLedger, when set, records the mark of every CRL the CA signs (number, thisUpdate,
+	// count and digest of its serials) outside the store directory; the Store keeps a copy as
+	// an authenticated record. A CRL that would list fewer serials than the last one recorded
+	// (the CRL file replaced by an older CRL and revocation markers deleted) is not signed:
+	// the CA fails closed (enroll_unavailable) and audits crl_rollback. The Caddy adapter
+	// passes Redis when `replay { store redis }` is configured.
+	CRLLedger CRLLedger
+	// OnCRLRollback, when set, is called once per process when a CRL rollback is refused (for
+	// metrics).
+	OnCRLRollback func()
 	// Nonces remembers the nonces of signed requests (re-enrol, download, revoke) for twice
 	// the Window. Required (the gateway's memory or Redis replay store).
 	Nonces NonceStore
@@ -194,6 +204,9 @@ type Server struct {
 	crlKnown  map[string]bool // revoked serials already seen (audit of picked-up revocations)
 	crlListed map[string]bool // serials (lower-case hex) of the last CRL signed
 	crlBad    map[string]bool // revocation markers refused for integrity, audited once
+	crlMark   *CRLMark        // the newest record of the last CRL signed (store, ledger)
+
+	crlRollbackSeen bool // a CRL rollback was audited and counted
 
 	fwdMu    sync.Mutex
 	fwdRetry map[string]forwardRetry // upstream issuers: revocations the CA refused or missed

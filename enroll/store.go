@@ -115,7 +115,8 @@ type Store interface {
 
 // FileStore is a Store in a directory (0700; files 0600, written to a temporary name and
 // renamed): tokens/<id>.json, used/<id> (created exclusively: single use across processes on
-// the same file system), certs/<serial>.json, revoked/<serial>, ski/<ski>. The gmgate enroll
+// the same file system), certs/<serial>.json, revoked/<serial>, ski/<ski>, crl/<CA>.json (the
+// mark of the last CRL the CA signed, CRLMark). The gmgate enroll
 // commands work on the same directory while the server runs.
 //
 // Every file is an authenticated record (format 2): the record's JSON with a tag (SM4-GCM with
@@ -130,8 +131,9 @@ type Store interface {
 // What the tags cannot stop is a rollback: putting back an older, genuine file (a token's
 // record without its spent marker, a pair's record from before its revocation). The Server
 // keeps spent tokens and renewals in its TokenLedger as well (the Redis replay store when
-// configured) and takes revocations from the CRL it signed last; docs/enrolment.md states what
-// remains.
+// configured), takes revocations from the CRL it signed last, and refuses to sign a CRL that
+// lists fewer serials than the last one recorded here and in its CRLLedger; docs/enrolment.md
+// states what remains.
 type FileStore struct {
 	dir  string
 	keys sealstore.Keys
@@ -147,15 +149,18 @@ const (
 	kindCert    = "cert"
 	kindRevoked = "revoked"
 	kindSKI     = "ski"
+	kindCRL     = "crl" // the mark of the last CRL a CA signed (CRLMark), ID: the CA (caID)
 )
 
 // RecordKinds lists the record kinds (the labels of refused-record reports).
-func RecordKinds() []string { return []string{kindToken, kindSpent, kindCert, kindRevoked, kindSKI} }
+func RecordKinds() []string {
+	return []string{kindToken, kindSpent, kindCert, kindRevoked, kindSKI, kindCRL}
+}
 
-var kindDirs = map[string]string{kindToken: "tokens", kindSpent: "used", kindCert: "certs", kindRevoked: "revoked", kindSKI: "ski"}
+var kindDirs = map[string]string{kindToken: "tokens", kindSpent: "used", kindCert: "certs", kindRevoked: "revoked", kindSKI: "ski", kindCRL: "crl"}
 
 // kindExt is the file name extension of each kind.
-var kindExt = map[string]string{kindToken: ".json", kindCert: ".json"}
+var kindExt = map[string]string{kindToken: ".json", kindCert: ".json", kindCRL: ".json"}
 
 // Record-size bounds (a record holds two certificates and a delivery).
 const maxRecordSize = 256 << 10
@@ -209,7 +214,7 @@ func OpenFileStore(dir string, keys sealstore.Keys) (*FileStore, error) {
 	if keys == nil {
 		return nil, errors.New("enroll: store key required (the vault key that authenticates the store's records)")
 	}
-	for _, sub := range []string{"", "tokens", "used", "certs", "revoked", "ski"} {
+	for _, sub := range []string{"", "tokens", "used", "certs", "revoked", "ski", "crl"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("enroll: store: %w", err)
 		}

@@ -216,3 +216,83 @@ func TestEnrolmentRollbackAcrossRestartRedis(t *testing.T) {
 		t.Fatalf("token restored with the directory, after a restart: %v\n%s", err, b.out)
 	}
 }
+
+// TestEnrolmentCRLRollbackAcrossRestartRedis: a pair is revoked; while gmgate is stopped the
+// whole store directory is restored from before the revocation and crl_file is replaced by the
+// CRL signed before it (genuine, same CA). Redis remembers the last CRL signed: a fresh
+// gmgate refuses to start rather than sign a CRL without the revocation. Putting the newest
+// CRL back (the recovery) starts it, and the pair stays revoked (enroll_cert_revoked).
+func TestEnrolmentCRLRollbackAcrossRestartRedis(t *testing.T) {
+	redis := redisAddr(t)
+	shared := t.TempDir()
+	port := freePort(t)
+	tmpl := strings.Replace(enrollRedisCaddyfile, "store {SHARED}/enroll\n", "store {SHARED}/enroll\n\t\t\tcrl_file {SHARED}/crl.pem\n", 1)
+	cf := strings.NewReplacer("{SHARED}", shared, "{PORT}", fmt.Sprint(port), "{REDIS}", redis,
+		"{PREFIX}", fmt.Sprintf("enroll-crlrollback-%d:", time.Now().UnixNano())).Replace(tmpl)
+	a := startGmgate(t, cf)
+	store, crlFile := filepath.Join(shared, "enroll"), filepath.Join(shared, "crl.pem")
+	cmd := exec.Command(gmgateBin(t), "enroll", "token", "--config", filepath.Join(a.dir, "Caddyfile"), "--profile", "terminal", "--cn", "POS-0300")
+	cmd.Env = append(os.Environ(), "HOME="+a.dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gmgate enroll token: %v", err)
+	}
+	root, err := pki.LoadCertificatesFiles(filepath.Join(shared, "pki", pki.DevRootBase+".pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &client.Enroller{BaseURL: fmt.Sprintf("http://127.0.0.1:%d/.well-known/est", port), Roots: root}
+	ctx := context.Background()
+	pair, err := e.Enroll(ctx, strings.TrimSpace(string(out)), "POS-0300", nil)
+	if err != nil {
+		t.Fatalf("enrol: %v\n%s", err, a.out)
+	}
+	snap, err := attack.TakeSnapshot(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, err := os.ReadFile(crlFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Revoke(ctx, pair); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, a.out)
+	}
+	newest, err := os.ReadFile(crlFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	if err := snap.Restore(store, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crlFile, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	cfPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfPath, []byte(strings.ReplaceAll(cf, "{ADMIN}", fmt.Sprintf("127.0.0.1:%d", freePort(t)))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	run := exec.CommandContext(rctx, gmgateBin(t), "run", "--config", cfPath, "--adapter", "caddyfile")
+	run.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	startOut, err := run.CombinedOutput()
+	if rctx.Err() != nil || err == nil || !strings.Contains(string(startOut), "fewer revocations than the last CRL") {
+		t.Fatalf("gmgate started over a rolled-back crl_file and store: %v (context %v)\n%s", err, rctx.Err(), startOut)
+	}
+	if !strings.Contains(string(startOut), "CRL rollback") {
+		t.Fatalf("the rollback is not logged:\n%s", startOut)
+	}
+
+	// Recovery: the newest CRL (any copy: it is signed) back in place.
+	if err := os.WriteFile(crlFile, newest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startGmgate(t, cf)
+	if _, err := e.Reenroll(ctx, pair); !enrolCode(err, "enroll_cert_revoked") {
+		t.Fatalf("the revoked pair after the recovery: %v\n%s", err, b.out)
+	}
+}
