@@ -282,7 +282,8 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 			if force {
 				// Reload: fetch now, without the lock (the network is slow; IsRevoked keeps
 				// answering from the CRLs held meanwhile), even while a background fetch runs
-				// (whichever installs first wins; install ignores the other).
+				// (a background fetch may install meanwhile: what Reload fetched is then judged
+				// against what is held now, so a rollback is reported whichever came first).
 				s.mu.Unlock()
 				nf, err := s.fetchURL(f)
 				s.mu.Lock()
@@ -290,7 +291,7 @@ func (s *CRLStore) maybeReload(now time.Time, force bool) {
 					errs = append(errs, err)
 					continue
 				}
-				if err := s.install(i, f, nf); err != nil {
+				if err := s.install(i, s.files[i], nf); err != nil {
 					errs = append(errs, err)
 				}
 				continue
