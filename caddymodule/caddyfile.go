@@ -49,8 +49,12 @@ func init() {
 //			checkpoint_interval <duration>
 //			max_segment_size    <bytes>
 //			fsync               always|interval|never
+//			witness_redis       <host:port>
+//			witness_redis_password_env <environment variable>
+//			witness_url         <https URL>
 //		}
 //		vault {
+//			health_interval <duration>|off
 //			token <name> {
 //				module         <path to the PKCS#11 library>
 //				label          <token label>
@@ -71,6 +75,7 @@ func init() {
 //				password_env  <environment variable>
 //				password_file <path>
 //				tokens        <token name...>
+//				token_decrypt
 //			}
 //		}
 //	}
@@ -294,7 +299,7 @@ func parseVault(d *caddyfile.Dispenser, cfg *keyvault.Config, health *caddy.Dura
 //		enc_key  <vault key name>
 //		client_auth none|request|require|verify_if_given|require_and_verify
 //		client_ca <PEM file...>
-//		crl <CRL file...>
+//		crls <CRL file...>                 # (or crl)
 //		cipher_suites <name...>
 //		prefer_client_cipher_suites
 //		session_cache <size>|off [<lifetime>]
@@ -459,8 +464,20 @@ var (
 //			cipher_suites <name...>
 //			ecdhe_params_as_vector
 //			ecc_ciphertext_raw
+//			session_cache <size>|off
+//			crls <CRL file...>
 //			handshake_timeout <duration>
 //		}
+//		tls13sm {                          # instead of tlcp (parseChannelTLS13SM)
+//			sign_key <vault key name>
+//			server_name <name>
+//			cipher_suites TLS_SM4_GCM_SM3|TLS_SM4_CCM_SM3...
+//			crls <CRL file...>                 # (or crl)
+//			session_cache <size>|off
+//			handshake_timeout <duration>
+//		}
+//		reply_window <duration>|off
+//		reply_headers <name...>
 //		max_body_size <bytes>
 //		response_timeout <duration>
 //		retries <n>
@@ -847,7 +864,7 @@ func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //		trusted_roots    <pem file...>
 //		intermediates    <pem file...>
 //		identities {
-//			file            <cert file...>
+//			file            <cert file...>   # (or files)
 //			dir             <directory>
 //			vault           <vault key name...>
 //			reload_interval <duration>
@@ -890,7 +907,8 @@ func parseVerifyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //			key <vault key name>
 //			off
 //		}
-//		audit <path> {
+//		audit [<path>] {
+//			path             <path>          # the same as the argument
 //			checkpoint_every <entries>
 //			max_segment_size <size>
 //			signing_key      <vault key name>
@@ -1304,7 +1322,7 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		sign_key <vault key name>
 //		client_auth none|request|require|verify_if_given|require_and_verify
 //		client_ca <PEM file...>
-//		crl <CRL file...>
+//		crls <CRL file...>                 # (or crl)
 //		cipher_suites TLS_SM4_GCM_SM3|TLS_SM4_CCM_SM3...
 //		session_tickets off
 //		session_lifetime <duration>
@@ -1482,7 +1500,7 @@ func init() {
 //		escrow_key         <vault SM4 key name>
 //		escrow_dir         <dir>
 //		crl_file           <path>
-//		crl_urls           <url...>
+//		crl_urls           <url...>   # (or crl_url)
 //		crl_validity       <duration>
 //		crl_check_interval <duration>
 //		max_body_size      <size>
@@ -1691,7 +1709,7 @@ func init() {
 //		allow <caller> <op>[,<op>...] [<key>] [min_version <n>]
 //		trusted_roots <PEM file...>
 //		intermediates <PEM file...>
-//		crls <CRL file...>
+//		crls <CRL file...>        # (or crl)
 //		max_body_size <size>      # default 1MB
 //		max_items <n>             # default 256
 //		max_item_size <size>      # default 64KiB
