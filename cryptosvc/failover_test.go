@@ -3,15 +3,14 @@ package cryptosvc
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/binary"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gmgate/gmgate/envelope"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 )
@@ -49,55 +48,6 @@ func (o *failoverObserver) count(from, to string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.failovers[[2]string{from, to}]
-}
-
-// tokenDirOf returns the SoftHSM2 directory of the token with this serial.
-func tokenDirOf(t *testing.T, serial string) string {
-	t.Helper()
-	dirs, _ := filepath.Glob(filepath.Join(hsm.dir, "tokens", "*"))
-	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "token.object"))
-		if err == nil && bytes.Contains(b, []byte(serial)) {
-			return d
-		}
-	}
-	t.Fatalf("no token directory holds serial %s", serial)
-	return ""
-}
-
-// breakToken moves the token's key objects aside and bumps its generation counter, which is how
-// SoftHSM2 tells the process using it that the object store changed: the replica's keys are
-// gone under the running vault (a wiped or replaced HSM).
-func breakToken(t *testing.T, dir string) {
-	t.Helper()
-	aside := t.TempDir()
-	files, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range files {
-		name := f.Name()
-		if strings.HasPrefix(name, "token.") || (!strings.HasSuffix(name, ".object") && !strings.HasSuffix(name, ".lock")) {
-			continue
-		}
-		if err := os.Rename(filepath.Join(dir, name), filepath.Join(aside, name)); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no key objects in %s", dir)
-	}
-	genPath := filepath.Join(dir, "generation")
-	gen, err := os.ReadFile(genPath)
-	if err != nil || len(gen) != 8 {
-		t.Fatalf("SoftHSM2 generation file: %d bytes, %v", len(gen), err)
-	}
-	binary.BigEndian.PutUint64(gen, binary.BigEndian.Uint64(gen)+1)
-	if err := os.WriteFile(genPath, gen, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestReplicaFailoverKeepsServing: an SM2 encryption key kept inside two SoftHSM2 tokens
@@ -179,7 +129,7 @@ func TestReplicaFailoverKeepsServing(t *testing.T) {
 			obs.served("a"), obs.served("b"), obs.count("a", "b"))
 	}
 
-	breakToken(t, tokenDirOf(t, serials[0]))
+	testenv.MoveSoftHSMObjects(t, testenv.SoftHSMTokenDir(t, filepath.Join(hsm.dir, "tokens"), serials[0]), t.TempDir(), true)
 	servedByB := obs.served("b")
 	open("replica a broken", 6)
 	if n := obs.count("a", "b"); n < 2 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/gmgate/gmgate/client"
 	"github.com/gmgate/gmgate/envelope"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 )
@@ -225,57 +225,12 @@ func TestCryptoReplicaFailoverRealBinary(t *testing.T) {
 	}
 
 	// Token a's key objects disappear under the running gmgate (a wiped or replaced HSM).
-	breakSoftHSMToken(t, tokdir, serials[0])
+	testenv.MoveSoftHSMObjects(t, testenv.SoftHSMTokenDir(t, tokdir, serials[0]), t.TempDir(), true)
 	open("replica a broken", 6)
 	if n := failovers(); n < 2 {
 		t.Fatalf("gmgate_vault_failovers_total a->b = %v, want one per request that tried a first", n)
 	}
 	if n := fltMetric(t, inst.admin, "gmgate_crypto_requests_total", "caller", "settlement", "op", "open_envelope", "key", "platform-enc", "code", "ok"); n != 10 {
 		t.Fatalf("served OpenEnvelope requests: %v, want 10", n)
-	}
-}
-
-// breakSoftHSMToken moves the key objects of the token with this serial aside and bumps its
-// generation counter, which is how SoftHSM2 tells the processes using it that the object store
-// changed.
-func breakSoftHSMToken(t *testing.T, tokdir, serial string) {
-	t.Helper()
-	dirs, _ := filepath.Glob(filepath.Join(tokdir, "*"))
-	var dir string
-	for _, d := range dirs {
-		if b, err := os.ReadFile(filepath.Join(d, "token.object")); err == nil && bytes.Contains(b, []byte(serial)) {
-			dir = d
-		}
-	}
-	if dir == "" {
-		t.Fatalf("no token directory holds serial %s", serial)
-	}
-	aside := t.TempDir()
-	files, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range files {
-		name := f.Name()
-		if strings.HasPrefix(name, "token.") || (!strings.HasSuffix(name, ".object") && !strings.HasSuffix(name, ".lock")) {
-			continue
-		}
-		if err := os.Rename(filepath.Join(dir, name), filepath.Join(aside, name)); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no key objects in %s", dir)
-	}
-	genPath := filepath.Join(dir, "generation")
-	gen, err := os.ReadFile(genPath)
-	if err != nil || len(gen) != 8 {
-		t.Fatalf("SoftHSM2 generation file: %d bytes, %v", len(gen), err)
-	}
-	binary.BigEndian.PutUint64(gen, binary.BigEndian.Uint64(gen)+1)
-	if err := os.WriteFile(genPath, gen, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/gmgate/gmgate/client"
+	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/signing"
 	"github.com/gmgate/gmgate/tlcp"
@@ -75,48 +75,15 @@ func fltAdaptTokenDecrypt(t *testing.T, dir, caddyfile string, env []string, key
 	return out
 }
 
-// fltTokenObjects moves the key objects of a SoftHSM2 token directory (every *.object and
-// *.lock but the token's own) to aside, or back, and bumps the token's generation counter,
-// which is how SoftHSM2 tells its other users (here: the gmgate process) that the object store
-// changed.
+// fltTokenObjects moves the key objects of the one SoftHSM2 token under tokdir to aside, or
+// back (testenv.MoveSoftHSMObjects).
 func fltTokenObjects(t *testing.T, tokdir, aside string, remove bool) {
 	t.Helper()
 	ents, err := os.ReadDir(tokdir)
 	if err != nil || len(ents) != 1 || !ents[0].IsDir() {
 		t.Fatalf("token directory %s: %v %v", tokdir, ents, err)
 	}
-	dir := filepath.Join(tokdir, ents[0].Name())
-	from, to := dir, aside
-	if !remove {
-		from, to = aside, dir
-	}
-	files, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range files {
-		name := f.Name()
-		if strings.HasPrefix(name, "token.") || (!strings.HasSuffix(name, ".object") && !strings.HasSuffix(name, ".lock")) {
-			continue
-		}
-		if err := os.Rename(filepath.Join(from, name), filepath.Join(to, name)); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no key objects to move from %s", from)
-	}
-	genPath := filepath.Join(dir, "generation")
-	gen, err := os.ReadFile(genPath)
-	if err != nil || len(gen) != 8 {
-		t.Fatalf("SoftHSM2 generation file: %d bytes, %v", len(gen), err)
-	}
-	binary.BigEndian.PutUint64(gen, binary.BigEndian.Uint64(gen)+1)
-	if err := os.WriteFile(genPath, gen, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MoveSoftHSMObjects(t, filepath.Join(tokdir, ents[0].Name()), aside, remove)
 }
 
 const fltTokenDecryptCaddyfile = `{
