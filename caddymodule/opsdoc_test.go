@@ -36,28 +36,10 @@ func readOpsDoc(t *testing.T) string {
 	return string(b)
 }
 
-// docSection returns the text under the heading that starts with title, up to the next heading
-// of the same or a higher level.
+// docSection returns the text of the operations guide under the heading that starts with title.
 func docSection(t *testing.T, doc, title string) string {
 	t.Helper()
-	lines := strings.Split(doc, "\n")
-	for i, l := range lines {
-		level := len(l) - len(strings.TrimLeft(l, "#"))
-		if level == 0 || !strings.HasPrefix(strings.TrimSpace(l[level:]), title) {
-			continue
-		}
-		var out []string
-		for _, m := range lines[i+1:] {
-			ml := len(m) - len(strings.TrimLeft(m, "#"))
-			if ml > 0 && ml <= level && strings.HasPrefix(m[ml:], " ") {
-				break
-			}
-			out = append(out, m)
-		}
-		return strings.Join(out, "\n")
-	}
-	t.Fatalf("%s has no section %q", opsDocPath, title)
-	return ""
+	return docSectionOf(t, doc, "operations.md", title)
 }
 
 // docTableRows returns the rows of the tables in text whose first cell is a `code span`, as
