@@ -13,10 +13,11 @@ import (
 	"unicode"
 )
 
-// The link test keeps the documentation's relative links working on GitHub: every relative link
-// and image of README.md, CONTRIBUTING.md and docs/**/*.md names a file or directory of the
-// repository, and a #fragment into a markdown page names one of its headings (GitHub's anchor
-// rules) or an explicit <a name|id> anchor.
+// The documentation tests keep README.md, CONTRIBUTING.md and docs/**/*.md pointing at things
+// that exist: every relative link and image names a file or directory of the repository, and a
+// #fragment into a markdown page one of its headings (GitHub's anchor rules) or an explicit
+// <a name|id> anchor; every test a page cites as proof is declared; every repository file a page
+// names in a code span exists. (Codes, options and Caddyfiles: the doc tests of caddymodule.)
 
 // docPages returns README.md, CONTRIBUTING.md and every markdown page under docs/.
 func docPages(t *testing.T) []string {
@@ -224,5 +225,92 @@ func TestGithubAnchor(t *testing.T) {
 	}
 	if a["not-a-heading"] {
 		t.Error("pageAnchors: a # line in a fenced block made an anchor")
+	}
+}
+
+// repoTestFuncs returns the names of the Test, Fuzz, Benchmark and Example functions of the
+// repository's _test.go files.
+func repoTestFuncs(t *testing.T) map[string]bool {
+	t.Helper()
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark|Example)[A-Za-z0-9_]*)\(`)
+	names := map[string]bool{}
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllStringSubmatch(string(b), -1) {
+			names[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// docTestName matches a test named in the documentation; names with Xxx are placeholders.
+var docTestName = regexp.MustCompile(`\b(?:Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]*`)
+
+// TestDocsNameRealTests: every test, fuzz target and benchmark the documentation cites as proof
+// exists, so a renamed or deleted test cannot leave a claim without its evidence.
+func TestDocsNameRealTests(t *testing.T) {
+	funcs := repoTestFuncs(t)
+	n := 0
+	for _, page := range docPages(t) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			for _, name := range docTestName.FindAllString(l, -1) {
+				if strings.Contains(name, "Xxx") {
+					continue
+				}
+				n++
+				if !funcs[name] {
+					t.Errorf("%s:%d: names %s, which no _test.go file declares", page, i+1, name)
+				}
+			}
+		}
+	}
+	if n < 50 {
+		t.Errorf("found %d test names in the documentation; the matcher is broken", n)
+	}
+}
+
+// docRepoPath matches a `code span` naming a file of the repository by its path from the root.
+var docRepoPath = regexp.MustCompile("`((?:audit|caddymodule|channel|client|cmd|cosign|cryptosvc|docs|enroll|envelope|gateway|integration|internal|keyvault|pki|refusal|scripts|sealstore|signing|tlcp|tls13sm)/[A-Za-z0-9_./-]*\\.(?:go|md|sh|json|ya?ml))`")
+
+// TestDocsNameRealFiles: every repository file the documentation names in a code span
+// (`gateway/errors.go`, `integration/nocgo_test.go`, ...) exists.
+func TestDocsNameRealFiles(t *testing.T) {
+	n := 0
+	for _, page := range docPages(t) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			for _, m := range docRepoPath.FindAllStringSubmatch(l, -1) {
+				n++
+				if _, err := os.Stat(filepath.FromSlash(m[1])); err != nil {
+					t.Errorf("%s:%d: names %s, which does not exist", page, i+1, m[1])
+				}
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("found %d repository paths in the documentation; the matcher is broken", n)
 	}
 }
