@@ -27,6 +27,7 @@ type goPackage struct {
 	fset    *token.FileSet
 	imports map[*ast.File]map[string]string // file -> import name -> import path
 	types   map[string]*ast.TypeSpec
+	typeDoc map[string]string    // type name -> its doc comment
 	files   map[string]*ast.File // type name -> file it is declared in
 	all     []*ast.File
 }
@@ -47,7 +48,7 @@ func loadGoPackage(t *testing.T, p string) *goPackage {
 		t.Fatal(err)
 	}
 	pkg := &goPackage{dir: dir, fset: fset, imports: map[*ast.File]map[string]string{},
-		types: map[string]*ast.TypeSpec{}, files: map[string]*ast.File{}}
+		types: map[string]*ast.TypeSpec{}, typeDoc: map[string]string{}, files: map[string]*ast.File{}}
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
@@ -77,6 +78,12 @@ func loadGoPackage(t *testing.T, p string) *goPackage {
 				ts := s.(*ast.TypeSpec)
 				pkg.types[ts.Name.Name] = ts
 				pkg.files[ts.Name.Name] = f
+				switch {
+				case ts.Doc != nil:
+					pkg.typeDoc[ts.Name.Name] = ts.Doc.Text()
+				case gd.Doc != nil && len(gd.Specs) == 1:
+					pkg.typeDoc[ts.Name.Name] = gd.Doc.Text()
+				}
 			}
 		}
 	}
@@ -143,6 +150,9 @@ func undocumentedFields(t *testing.T, p, typ string, seen map[string]bool) []str
 	}
 	file := pkg.files[typ]
 	var out []string
+	if _, isStruct := ts.Type.(*ast.StructType); isStruct && strings.TrimSpace(pkg.typeDoc[typ]) == "" {
+		out = append(out, p[strings.LastIndex(p, "/")+1:]+"."+typ+" (the type)")
+	}
 	// follow visits the named gmgate types an expression refers to.
 	var follow func(e ast.Expr)
 	follow = func(e ast.Expr) {
