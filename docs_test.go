@@ -314,3 +314,37 @@ func TestDocsNameRealFiles(t *testing.T) {
 		t.Errorf("found %d repository paths in the documentation; the matcher is broken", n)
 	}
 }
+
+// TestDocsIndexReachesEveryPage: every markdown page under docs/ can be reached from
+// docs/index.md by following relative links, so no page is orphaned.
+func TestDocsIndexReachesEveryPage(t *testing.T) {
+	reached := map[string]bool{"docs/index.md": true}
+	queue := []string{"docs/index.md"}
+	for len(queue) > 0 {
+		page := queue[0]
+		queue = queue[1:]
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets, _ := pageLinks(string(b))
+		for _, target := range targets {
+			file, _, _ := strings.Cut(target, "#")
+			if file == "" || uriScheme.MatchString(file) || !strings.HasSuffix(file, ".md") {
+				continue
+			}
+			dest := path.Join(path.Dir(page), file)
+			if !reached[dest] {
+				if _, err := os.Stat(dest); err == nil {
+					reached[dest] = true
+					queue = append(queue, dest)
+				}
+			}
+		}
+	}
+	for _, page := range docPages(t) {
+		if strings.HasPrefix(page, "docs/") && !reached[page] {
+			t.Errorf("%s cannot be reached from docs/index.md", page)
+		}
+	}
+}
