@@ -62,18 +62,20 @@ type Cosign struct {
 	TokenKey string `json:"token_key,omitempty"`
 	// MaxTokenLifetime refuses tokens valid for longer than this from now (default 10m).
 	MaxTokenLifetime caddy.Duration `json:"max_token_lifetime,omitempty"`
-	// RatePerMinute is the sustained co-operations per key and minute (default 60); Burst the
-	// bucket size (default 10).
+	// RatePerMinute is the sustained co-operations per key and minute (default 60).
 	RatePerMinute int `json:"rate_per_minute,omitempty"`
-	Burst         int `json:"burst,omitempty"`
-	// MaxFailures consecutive failures for a key lock it for Lockout (defaults 5 and 15m).
-	MaxFailures int            `json:"max_failures,omitempty"`
-	Lockout     caddy.Duration `json:"lockout,omitempty"`
+	// Burst is the bucket size of RatePerMinute (default 10).
+	Burst int `json:"burst,omitempty"`
+	// MaxFailures consecutive failures for a key lock it for Lockout (default 5).
+	MaxFailures int `json:"max_failures,omitempty"`
+	// Lockout is how long a key stays locked after MaxFailures (default 15m).
+	Lockout caddy.Duration `json:"lockout,omitempty"`
 	// PointWindow is how long a terminal's ephemeral points (Q_1, T_1) are remembered to refuse
-	// a reuse (default 10m); MaxPoints bounds how many are remembered at once (default 100000;
-	// when full, co-operations are refused with 503).
+	// a reuse (default 10m).
 	PointWindow caddy.Duration `json:"point_window,omitempty"`
-	MaxPoints   int            `json:"max_points,omitempty"`
+	// MaxPoints bounds how many points are remembered at once (default 100000; when full,
+	// co-operations are refused with 503).
+	MaxPoints int `json:"max_points,omitempty"`
 	// BindInstruction requires each sign request to carry the payment instruction and refuses a
 	// digest that is not of it (under the joint key and UserID).
 	BindInstruction bool `json:"bind_instruction,omitempty"`

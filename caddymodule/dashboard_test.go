@@ -89,8 +89,18 @@ func gmgateMetrics(t *testing.T) map[string]promMetric {
 	if err := registerMetrics(rec); err != nil {
 		t.Fatal(err)
 	}
+	out := describeCollectors(t, rec.cs)
+	if len(out) == 0 {
+		t.Fatal("registerMetrics registered no collector")
+	}
+	return out
+}
+
+// describeCollectors returns the name, labels and kind of the metrics of some collectors.
+func describeCollectors(t *testing.T, cs []prometheus.Collector) map[string]promMetric {
+	t.Helper()
 	out := map[string]promMetric{}
-	for _, c := range rec.cs {
+	for _, c := range cs {
 		_, hist := c.(*prometheus.HistogramVec)
 		ch := make(chan *prometheus.Desc, 16)
 		go func() { c.Describe(ch); close(ch) }()
@@ -107,9 +117,6 @@ func gmgateMetrics(t *testing.T) map[string]promMetric {
 			}
 			out[n[1]] = m
 		}
-	}
-	if len(out) == 0 {
-		t.Fatal("registerMetrics registered no collector")
 	}
 	return out
 }

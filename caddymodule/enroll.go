@@ -89,17 +89,19 @@ type Enroll struct {
 	// ExpiryWarning is the horizon of gmgate_enroll_certificates_expiring. Default 720h (30 days).
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 	// RatePerMinute is the sustained enrolment requests per client address and minute (default
-	// 60); Burst the bucket size (default 20). The client address is Caddy's client IP (it
-	// honours the server's trusted_proxies). These and MaxFailures/Lockout hold for the whole
-	// deployment when replay uses store redis (shared by every instance), else per instance;
-	// instances sharing a Redis must configure the same values.
+	// 60). The client address is Caddy's client IP (it honours the server's trusted_proxies).
+	// These rates and MaxFailures/Lockout hold for the whole deployment when replay uses store
+	// redis (shared by every instance), else per instance; instances sharing a Redis must
+	// configure the same values.
 	RatePerMinute int `json:"rate_per_minute,omitempty"`
-	Burst         int `json:"burst,omitempty"`
+	// Burst is the bucket size of RatePerMinute (default 20).
+	Burst int `json:"burst,omitempty"`
 	// MaxFailures consecutive failed attempts (bad, expired or used tokens, signed requests that
 	// do not authenticate) lock the client address, and as many failed attempts on one token
-	// ID lock that token, for Lockout (defaults 10 and 15m): enroll_locked.
-	MaxFailures int            `json:"max_failures,omitempty"`
-	Lockout     caddy.Duration `json:"lockout,omitempty"`
+	// ID lock that token, for Lockout (default 10): enroll_locked.
+	MaxFailures int `json:"max_failures,omitempty"`
+	// Lockout is how long a client address or token stays locked after MaxFailures (default 15m).
+	Lockout caddy.Duration `json:"lockout,omitempty"`
 	// Upstream, when set, makes this handler a registration authority in front of an upstream
 	// CA (another gmgate's gm_enroll) instead of issuing with ca_key. Default: none.
 	Upstream *EnrollUpstream `json:"upstream,omitempty"`
@@ -167,8 +169,9 @@ type EnrollProfile struct {
 	// CommonName is an anchored regular expression for the subject CN when the token fixes
 	// none. Default [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
 	CommonName string `json:"common_name,omitempty"`
-	// Organization and OrganizationalUnit are written by the CA into both certificates.
-	Organization       []string `json:"organization,omitempty"`
+	// Organization is written by the CA into both certificates' subject (O).
+	Organization []string `json:"organization,omitempty"`
+	// OrganizationalUnit is written by the CA into both certificates' subject (OU).
 	OrganizationalUnit []string `json:"organizational_unit,omitempty"`
 	// DNSNames are the DNS names a request may carry: exact or "*.suffix". Default: none.
 	DNSNames []string `json:"dns_names,omitempty"`

@@ -115,13 +115,18 @@ type SchemeOptions struct {
 	Label string `json:"label,omitempty"`
 	// Components are the covered request components required (http-sig-sm2).
 	Components []string `json:"components,omitempty"`
-	// SignField, KeyIDField, MerchantField, NonceField name the form-sm2/unionpay-sm2 fields.
-	SignField     string `json:"sign_field,omitempty"`
-	KeyIDField    string `json:"key_id_field,omitempty"`
+	// SignField names the field carrying the signature (form-sm2, unionpay-sm2).
+	SignField string `json:"sign_field,omitempty"`
+	// KeyIDField names the field naming the signing certificate (form-sm2, unionpay-sm2).
+	KeyIDField string `json:"key_id_field,omitempty"`
+	// MerchantField names the merchant field (form-sm2, unionpay-sm2).
 	MerchantField string `json:"merchant_field,omitempty"`
-	NonceField    string `json:"nonce_field,omitempty"`
-	// TimestampField and TimestampLayout name the timestamp field and its layout ("unix" or a Go layout).
-	TimestampField  string `json:"timestamp_field,omitempty"`
+	// NonceField names the field used as the replay nonce (form-sm2, unionpay-sm2).
+	NonceField string `json:"nonce_field,omitempty"`
+	// TimestampField names the timestamp field (form-sm2, unionpay-sm2).
+	TimestampField string `json:"timestamp_field,omitempty"`
+	// TimestampLayout is the layout of TimestampField: "unix", "unixms" or a Go layout read in
+	// UTC+8.
 	TimestampLayout string `json:"timestamp_layout,omitempty"`
 }
 
@@ -186,10 +191,11 @@ type RedisTLSConfig struct {
 	// TrustedRoots are the CA certificates the Redis server certificate must chain to.
 	// Default: the system roots.
 	TrustedRoots []string `json:"trusted_roots,omitempty"`
-	// ClientCert and ClientKey are gmgate's client certificate and key, for a Redis with
-	// tls-auth-clients. Default: none.
+	// ClientCert is gmgate's client certificate (PEM file), for a Redis with tls-auth-clients.
+	// Default: none.
 	ClientCert string `json:"client_cert,omitempty"`
-	ClientKey  string `json:"client_key,omitempty"`
+	// ClientKey is the PEM file of ClientCert's private key.
+	ClientKey string `json:"client_key,omitempty"`
 	// ServerName is the name the server certificate must carry. Default: the host of the
 	// address dialled.
 	ServerName string `json:"server_name,omitempty"`

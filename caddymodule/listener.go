@@ -34,11 +34,13 @@ func init() {
 // terminated here and re-enter the server through tlcp_join; every other connection goes on
 // to Caddy's TLS handshake untouched.
 type ListenerWrapper struct {
-	// SignKey and EncKey name the server's signing and encryption keys in the gmgate key vault;
-	// their certificate chains come from the vault's key configuration. Default: the development
-	// PKI's keys (dev-server-sign, dev-server-enc), the equivalent of `tls internal`.
+	// SignKey names the server's signing key in the gmgate key vault; its certificate chain
+	// comes from the vault's key configuration. Default: the development PKI's dev-server-sign,
+	// the equivalent of `tls internal`.
 	SignKey string `json:"sign_key,omitempty"`
-	EncKey  string `json:"enc_key,omitempty"`
+	// EncKey names the server's encryption key in the vault (certificate chain from the vault).
+	// Default: the development PKI's dev-server-enc.
+	EncKey string `json:"enc_key,omitempty"`
 
 	// ClientAuth is the client-certificate policy: "none" (default), "request", "require",
 	// "verify_if_given" or "require_and_verify". The ECDHE suites always ask for the client's

@@ -110,10 +110,11 @@ type ChannelEncryption struct {
 
 // ChannelTLCP configures the TLCP link to the bank.
 type ChannelTLCP struct {
-	// SignKey and EncKey name the vault keys (with certificates) presented to the bank for
-	// mutual authentication. Default: none (no client certificate).
+	// SignKey names the vault signing key (with certificate) presented to the bank for mutual
+	// authentication, with EncKey. Default: none (no client certificate).
 	SignKey string `json:"sign_key,omitempty"`
-	EncKey  string `json:"enc_key,omitempty"`
+	// EncKey names the vault encryption key (with certificate) presented with SignKey.
+	EncKey string `json:"enc_key,omitempty"`
 	// ServerName is checked against the bank's signing certificate and sent as SNI. Default:
 	// the upstream's host.
 	ServerName string `json:"server_name,omitempty"`

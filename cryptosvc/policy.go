@@ -129,9 +129,13 @@ type CallerConfig struct {
 // verify_message, verify_data, validate_certificate, parse_certificate, seal_envelope) take
 // no key.
 type Rule struct {
+	// Caller is the Name of the caller the rule allows.
 	Caller string `json:"caller"`
-	Ops    []Op   `json:"ops"`
-	Key    string `json:"key,omitempty"`
+	// Ops are the operations allowed (at least one).
+	Ops []Op `json:"ops"`
+	// Key is the vault key the operations use; required for keyed operations, empty for the
+	// others.
+	Key string `json:"key,omitempty"`
 	// MinVersion is the lowest key version the caller may decrypt, rewrap or verify with
 	// (0: any loaded version). Raising it after a rotation retires the older versions for this
 	// caller without touching the vault.

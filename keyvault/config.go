@@ -34,8 +34,10 @@ const DefaultKEKLabel = "gmgate-kek"
 
 // Config declares the tokens and the named keys of a vault.
 type Config struct {
+	// Tokens are the PKCS#11 tokens (HSMs) that hold keys. None: file keys only.
 	Tokens []TokenConfig `json:"tokens,omitempty"`
-	Keys   []KeyConfig   `json:"keys,omitempty"`
+	// Keys are the named keys, each a PKCS#11 object on the tokens or a file.
+	Keys []KeyConfig `json:"keys,omitempty"`
 }
 
 // TokenConfig declares one PKCS#11 token. PINs are never inline: PINEnv names an environment
@@ -45,11 +47,13 @@ type TokenConfig struct {
 	Name string `json:"name"`
 	// Module is the path of the PKCS#11 shared library.
 	Module string `json:"module"`
-	// TokenLabel or TokenSerial selects the token (serial wins if both are set).
-	TokenLabel  string `json:"token_label,omitempty"`
+	// TokenLabel selects the token by label (TokenSerial wins if both are set).
+	TokenLabel string `json:"token_label,omitempty"`
+	// TokenSerial selects the token by serial number.
 	TokenSerial string `json:"token_serial,omitempty"`
-	// PINEnv or PINFile supplies the user PIN.
-	PINEnv  string `json:"pin_env,omitempty"`
+	// PINEnv names the environment variable holding the user PIN (or use PINFile).
+	PINEnv string `json:"pin_env,omitempty"`
+	// PINFile is a file whose first line is the user PIN (or use PINEnv).
 	PINFile string `json:"pin_file,omitempty"`
 	// PoolSize is the maximum number of concurrent sessions (default 4).
 	PoolSize int `json:"pool_size,omitempty"`
@@ -58,9 +62,9 @@ type TokenConfig struct {
 	BorrowTimeout Duration `json:"borrow_timeout,omitempty"`
 	// Mode is "wrapped" (default) or "native".
 	Mode string `json:"mode,omitempty"`
-	// Preset names a vendor mechanism family for native mode (see Presets); Mechanisms overrides
-	// individual values of the preset.
-	Preset     string           `json:"preset,omitempty"`
+	// Preset names a vendor mechanism family for native mode (see Presets).
+	Preset string `json:"preset,omitempty"`
+	// Mechanisms overrides individual values of the preset (native mode).
 	Mechanisms *MechanismConfig `json:"mechanisms,omitempty"`
 	// BlobStore is "token" (default: CKO_DATA objects in the token) or a directory path.
 	BlobStore string `json:"blob_store,omitempty"`
@@ -106,8 +110,10 @@ type KeyConfig struct {
 	Certificate string `json:"certificate,omitempty"`
 	// UserID is the SM2 distinguishing identifier (default 1234567812345678).
 	UserID string `json:"user_id,omitempty"`
-	// PasswordEnv / PasswordFile supply the password of an encrypted PKCS#8 file key.
-	PasswordEnv  string `json:"password_env,omitempty"`
+	// PasswordEnv names the environment variable holding the password of an encrypted PKCS#8
+	// file key.
+	PasswordEnv string `json:"password_env,omitempty"`
+	// PasswordFile is a file holding the password of an encrypted PKCS#8 file key.
 	PasswordFile string `json:"password_file,omitempty"`
 	// TokenDecrypt keeps an SM2 key inside the token as an SM2-curve EC key and decrypts with
 	// CKM_ECDH1_DERIVE (works without GM mechanisms, e.g. SoftHSM2); such a key cannot sign.

@@ -33,15 +33,24 @@ const (
 // MechanismConfig overrides individual values of a native-mode preset. Zero/nil fields keep the
 // preset's value.
 type MechanismConfig struct {
-	KeyTypeSM2     uint   `json:"key_type_sm2,omitempty"`
-	SM2KeyGen      uint   `json:"sm2_key_gen,omitempty"`
-	SM2SignWithSM3 uint   `json:"sm2_sign_sm3,omitempty"`    // signs the raw message; token computes Z_A and SM3
-	SM2SignDigest  uint   `json:"sm2_sign_digest,omitempty"` // signs a 32-byte e computed by the vault
-	SM2Decrypt     uint   `json:"sm2_decrypt,omitempty"`
-	SM3            uint   `json:"sm3,omitempty"`
-	UserIDAsParam  *bool  `json:"user_id_as_param,omitempty"`
-	SignatureDER   *bool  `json:"signature_der,omitempty"`
-	Ciphertext     string `json:"ciphertext,omitempty"`
+	// KeyTypeSM2 is the vendor's CKK_ key type of SM2 keys, used to find the key objects.
+	KeyTypeSM2 uint `json:"key_type_sm2,omitempty"`
+	// SM2KeyGen is the vendor's SM2 key-pair generation mechanism (recorded in the profile).
+	SM2KeyGen uint `json:"sm2_key_gen,omitempty"`
+	// SM2SignWithSM3 is the mechanism that signs the raw message (the token computes Z_A and SM3).
+	SM2SignWithSM3 uint `json:"sm2_sign_sm3,omitempty"`
+	// SM2SignDigest is the mechanism that signs a 32-byte e computed by the vault.
+	SM2SignDigest uint `json:"sm2_sign_digest,omitempty"`
+	// SM2Decrypt is the SM2 decryption mechanism (required).
+	SM2Decrypt uint `json:"sm2_decrypt,omitempty"`
+	// SM3 is the vendor's SM3 digest mechanism (recorded in the profile).
+	SM3 uint `json:"sm3,omitempty"`
+	// UserIDAsParam: the user ID is passed as the parameter of SM2SignWithSM3.
+	UserIDAsParam *bool `json:"user_id_as_param,omitempty"`
+	// SignatureDER: the token returns DER signatures (otherwise raw r||s).
+	SignatureDER *bool `json:"signature_der,omitempty"`
+	// Ciphertext is the SM2 ciphertext encoding the token expects: c1c3c2, c1c2c3 or asn1.
+	Ciphertext string `json:"ciphertext,omitempty"`
 }
 
 // NativeProfile is a resolved native-mode mechanism set.

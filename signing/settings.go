@@ -31,18 +31,19 @@ type Settings struct {
 	KeyIDField string `json:"key_id_field,omitempty"`
 	// MerchantIDField names the merchant (merId, app_id).
 	MerchantIDField string `json:"merchant_id_field,omitempty"`
-	// TimestampField is the timestamp parameter; TimestampLayout its layout: "unix", "unixms"
-	// or a Go layout read in UTC+8 (empty keeps the scheme's layout).
-	TimestampField  string `json:"timestamp_field,omitempty"`
+	// TimestampField is the timestamp parameter.
+	TimestampField string `json:"timestamp_field,omitempty"`
+	// TimestampLayout is the layout of TimestampField: "unix", "unixms" or a Go layout read in
+	// UTC+8 (empty keeps the scheme's layout).
 	TimestampLayout string `json:"timestamp_layout,omitempty"`
 	// NonceField is the parameter used as the replay nonce.
 	NonceField string `json:"nonce_field,omitempty"`
 
 	// Label is the RFC 9421 signature label (http-sig-sm2).
 	Label string `json:"label,omitempty"`
-	// Components and ReplyComponents are the covered components of requests and replies
-	// (http-sig-sm2).
-	Components      []string `json:"components,omitempty"`
+	// Components are the covered components of requests (http-sig-sm2).
+	Components []string `json:"components,omitempty"`
+	// ReplyComponents are the covered components of replies (http-sig-sm2).
 	ReplyComponents []string `json:"reply_components,omitempty"`
 
 	// AuthSchema is the Authorization scheme token (wechatpay-v3-sm2).
