@@ -247,6 +247,14 @@ func parseAuditLine(raw []byte, e *auditEntry) error {
 	if len(e.Prev) != 2*sm3.Size {
 		return errors.New("bad prev hash")
 	}
+	// The writer numbers entries from 1 and names its log and segments (FuzzResumeSegment):
+	// a header it could not have written is malformed, not the start of a log.
+	if e.Seq == 0 {
+		return errors.New("seq 0")
+	}
+	if e.Type == TypeSegment && (e.LogID == "" || e.Segment < 1) {
+		return errors.New("segment header without log ID or segment number")
+	}
 	return nil
 }
 

@@ -214,14 +214,58 @@ func (l RedisCRLLedger) LoadCRLMark(ctx context.Context, ca string) (*CRLMark, e
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > 4096 {
-		return nil, errors.New("enroll: CRL mark in Redis too large")
+	m, err := parseCRLMark(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in Redis)", err)
+	}
+	return m, nil
+}
+
+// ErrCRLMark reports a CRL mark a ledger holds that is not one gmgate wrote: too large, not
+// JSON, or not a decimal CRL number, a non-negative count and a lower-case hex SM3 digest.
+var ErrCRLMark = errors.New("enroll: malformed CRL mark")
+
+// maxCRLMarkSize bounds a CRL mark read from a ledger.
+const maxCRLMarkSize = 4096
+
+// parseCRLMark reads a mark as StoreCRLMark writes it. A malformed mark is refused (the CA
+// fails closed) rather than compared: a negative count or an unparsable number would otherwise
+// let a CRL that drops revocations pass the rollback check.
+func parseCRLMark(data []byte) (*CRLMark, error) {
+	if len(data) > maxCRLMarkSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrCRLMark, maxCRLMarkSize)
 	}
 	var m CRLMark
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("enroll: CRL mark in Redis: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrCRLMark, err)
+	}
+	if !decimal(m.Number) || m.Count < 0 || len(m.Digest) != 2*sm3.Size || !lowerHex(m.Digest) {
+		return nil, fmt.Errorf("%w: number %.64q, count %d", ErrCRLMark, m.Number, m.Count)
 	}
 	return &m, nil
+}
+
+// decimal reports whether s is a non-negative decimal number of at most 49 digits (a CRL
+// number is at most 20 octets, RFC 5280 5.2.3).
+func decimal(s string) bool {
+	if s == "" || len(s) > 49 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !(s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // StoreCRLMark records m for ca unless a newer mark is recorded.

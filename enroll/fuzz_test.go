@@ -1,8 +1,10 @@
 package enroll
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"testing"
 
 	"github.com/emmansun/gmsm/cfca"
@@ -37,20 +39,39 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// FuzzParseToken: token parsing is bounded and total.
+// FuzzParseToken: token parsing is bounded and total, and accepts only the canonical encoding
+// (what IssueToken writes), so one token has one ID string.
 func FuzzParseToken(f *testing.F) {
 	f.Add("gmet1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	f.Add("gmet1..")
 	f.Fuzz(func(t *testing.T, s string) {
 		id, sec, ok := parseToken(s)
-		if ok && (!validID(id) || len(sec) != tokenSecLen) {
-			t.Fatalf("accepted a malformed token %q", s)
+		if ok && (!validID(id) || len(sec) != tokenSecLen || tokenPrefix+id+"."+b64url.EncodeToString(sec) != s) {
+			t.Fatalf("accepted a malformed or non-canonical token %q", s)
 		}
 	})
 }
 
-// FuzzDecodeBase64Body: the EST body decoder never panics.
+// FuzzDecodeBase64Body: the EST body decoder never panics, refuses with enroll_csr_invalid,
+// never returns more than 3/4 of the body or nothing, and what it returns survives a
+// re-encoding.
 func FuzzDecodeBase64Body(f *testing.F) {
 	f.Add([]byte("MIIB\r\nAAAA"))
-	f.Fuzz(func(t *testing.T, b []byte) { _, _ = DecodeBase64Body(b) })
+	f.Add([]byte("===="))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		der, err := DecodeBase64Body(b)
+		if err != nil {
+			if der != nil || CodeOf(err) != CodeCSRInvalid {
+				t.Fatalf("refusal %v (code %s) with output", err, CodeOf(err))
+			}
+			return
+		}
+		if len(der) == 0 || len(der) > len(b)*3/4 {
+			t.Fatalf("decoded %d bytes from %d", len(der), len(b))
+		}
+		again, err := DecodeBase64Body([]byte(base64.StdEncoding.EncodeToString(der)))
+		if err != nil || !bytes.Equal(again, der) {
+			t.Fatalf("re-encoded body decodes differently: %v", err)
+		}
+	})
 }

@@ -89,12 +89,14 @@ func parseToken(tok string) (id string, secret []byte, ok bool) {
 	if !found {
 		return "", nil, false
 	}
+	// Only the canonical encoding (the decoder skips CR and LF and ignores trailing bits): the
+	// ID is a store file name, a lockout key and an audit field (FuzzParseToken).
 	rawID, err := b64url.DecodeString(id)
-	if err != nil || len(rawID) != tokenIDLen {
+	if err != nil || len(rawID) != tokenIDLen || b64url.EncodeToString(rawID) != id {
 		return "", nil, false
 	}
 	secret, err = b64url.DecodeString(s)
-	if err != nil || len(secret) != tokenSecLen {
+	if err != nil || len(secret) != tokenSecLen || b64url.EncodeToString(secret) != s {
 		return "", nil, false
 	}
 	return id, secret, true

@@ -167,6 +167,9 @@ func DecodeBody(body []byte, max int) ([]byte, error) {
 			return nil, ErrFormat
 		}
 	}
+	if len(der) == 0 { // an empty PEM block: nothing to open (FuzzDecodeBody)
+		return nil, ErrFormat
+	}
 	if len(der) > max {
 		return nil, ErrTooLarge
 	}
