@@ -56,6 +56,15 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 	if req.CommonName == "" {
 		return nil, failf(CodeRequestInvalid, "common_name required")
 	}
+	// The RA's scope first: a profile outside it is refused before the CA says whether it
+	// exists.
+	scope, err := s.raScope(h.ra)
+	if err != nil {
+		return nil, err
+	}
+	if err := scope.allowsProfile(req.Profile); err != nil {
+		return nil, err
+	}
 	prof, ok := s.profiles[req.Profile]
 	if !ok {
 		return nil, failf(CodeRequestInvalid, "unknown profile")
@@ -66,6 +75,12 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 	}
 	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, req.CommonName)
 	if err != nil {
+		return nil, err
+	}
+	// The names the request carries (checkRequest: the approved common name; the DNS names,
+	// each allowed by the profile) must be in the RA's scope too, before the request is
+	// reserved.
+	if err := scope.allowsNames(cn, dns); err != nil {
 		return nil, err
 	}
 	got, want := slices.Clone(dns), slices.Clone(req.DNSNames)
@@ -89,11 +104,16 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 // marker in the store stays).
 const raRequestRetention = 24 * time.Hour
 
-// raMayRevoke checks that the registration authority of h enrolled the pair serial: an RA
-// revokes only its own terminals.
+// raMayRevoke checks that the registration authority of h enrolled the pair serial and that
+// the pair's profile and names are still in its scope: an RA revokes only its own terminals,
+// and not those whose names the operator has since taken out of its scope.
 func (s *Server) raMayRevoke(h *holder, serial string) error {
 	if serial == "" {
 		return failf(CodeRequestInvalid, "serial required")
+	}
+	scope, err := s.raScope(h.ra)
+	if err != nil {
+		return err
 	}
 	rec, err := s.cfg.Store.Cert(serial)
 	if errors.Is(err, ErrNotFound) {
@@ -105,7 +125,7 @@ func (s *Server) raMayRevoke(h *holder, serial string) error {
 	if rec.Via != "ra:"+h.ra {
 		return failf(CodeAuthInvalid, "a registration authority revokes only the pairs it enrolled")
 	}
-	return nil
+	return scope.allowsRecord(rec)
 }
 
 // upstreamCRL serves the upstream CA's CRL held, fetching it when none is held or it expired.
