@@ -63,6 +63,21 @@ func compileRAScopes(scopes map[string]RAScope, profiles map[string]*Profile) (m
 	return out, nil
 }
 
+// CheckRAScopes checks scopes against profiles as NewServer does, for a configuration check
+// that builds no server.
+func CheckRAScopes(scopes map[string]RAScope, profiles []Profile) error {
+	byName := make(map[string]*Profile, len(profiles))
+	for i := range profiles {
+		p := profiles[i]
+		if err := p.compile(); err != nil {
+			return err
+		}
+		byName[p.Name] = &p
+	}
+	_, err := compileRAScopes(scopes, byName)
+	return err
+}
+
 // raScope returns the scope of registration authority ra; an RA without one may do nothing
 // (fails closed: enroll_ra_out_of_scope).
 func (s *Server) raScope(ra string) (*RAScope, error) {
