@@ -36,8 +36,8 @@ type RAEnrollRequest struct {
 }
 
 // RAEnroll is raenroll at the CA: a pair for a request an authorised registration authority
-// forwards. The proof of possession, the names (against the CA's profile and the approved
-// subject) and the usages are checked here again; the encryption key pair is generated, escrowed
+// forwards. The proof of possession, the names (against the CA's profile, the approved
+// subject and the RA's scope, Config.RAScopes) and the usages are checked here again; the encryption key pair is generated, escrowed
 // and enveloped to the request's signing key here (the RA never sees it). The pair is recorded
 // with Via "ra:<name>".
 func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body []byte) (*Response, error) {
@@ -76,6 +76,11 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, req.CommonName)
 	if err != nil {
 		return nil, err
+	}
+	// The approved common name stands where a token's fixed one does, but it is the RA's word,
+	// not the operator's: the profile's pattern applies to it as to a request without one.
+	if !prof.cn.MatchString(cn) {
+		return nil, failf(CodeNameForbidden, "common name does not match the profile")
 	}
 	// The names the request carries (checkRequest: the approved common name; the DNS names,
 	// each allowed by the profile) must be in the RA's scope too, before the request is

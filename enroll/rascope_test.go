@@ -40,7 +40,7 @@ func newRAScopeSetup(t *testing.T) *raScopeSetup {
 	s.ca = newFixture(t, func(c *Config) {
 		// Both profiles allow both RAs' names: only the scopes keep the RAs apart.
 		c.Profiles = []Profile{
-			{Name: "p1", DNSNames: []string{"*.a.example", "*.b.example"}},
+			{Name: "p1", CommonName: `[ab]-[0-9a-z]+`, DNSNames: []string{"*.a.example", "*.b.example"}},
 			{Name: "p2", DNSNames: []string{"*.a.example", "*.b.example"}},
 		}
 		c.RA = func(name string) (*smx509.Certificate, error) {
@@ -51,7 +51,7 @@ func newRAScopeSetup(t *testing.T) *raScopeSetup {
 		}
 		c.RAScopes = map[string]RAScope{
 			"ra-a": {Profiles: []string{"p1"}, CommonName: `a-[0-9]+`, DNSNames: []string{"*.a.example"}},
-			"ra-b": {Profiles: []string{"p1", "p2"}, CommonName: `b-[0-9]+`, DNSNames: []string{"*.b.example"}},
+			"ra-b": {Profiles: []string{"p1", "p2"}, CommonName: `b[-_][0-9]+`, DNSNames: []string{"*.b.example"}},
 		}
 	})
 	return s
@@ -103,19 +103,22 @@ func TestAttackRAOutOfScope(t *testing.T) {
 	for _, c := range []struct {
 		name, ra, profile, cn string
 		dns                   []string
+		want                  Code
 	}{
-		{"common name of another RA's scope", "ra-a", "p1", "b-7", nil},
-		{"DNS name of another RA's scope", "ra-a", "p1", "a-7", []string{"pos7.b.example"}},
-		{"one DNS name in scope, one outside", "ra-a", "p1", "a-8", []string{"pos8.a.example", "pos8.b.example"}},
-		{"profile outside the scope", "ra-a", "p2", "a-9", []string{"pos9.a.example"}},
-		{"common name only prefixed like the scope", "ra-a", "p1", "a-1x", nil},
-		{"RA without a scope", "ra-c", "p1", "a-10", nil},
+		{"common name of another RA's scope", "ra-a", "p1", "b-7", nil, CodeRAOutOfScope},
+		{"DNS name of another RA's scope", "ra-a", "p1", "a-7", []string{"pos7.b.example"}, CodeRAOutOfScope},
+		{"one DNS name in scope, one outside", "ra-a", "p1", "a-8", []string{"pos8.a.example", "pos8.b.example"}, CodeRAOutOfScope},
+		{"profile outside the scope", "ra-a", "p2", "a-9", []string{"pos9.a.example"}, CodeRAOutOfScope},
+		{"common name only prefixed like the scope", "ra-a", "p1", "a-1x", nil, CodeRAOutOfScope},
+		{"RA without a scope", "ra-c", "p1", "a-10", nil, CodeRAOutOfScope},
+		// in the RA's scope but not the profile's: the approved CN is checked like any other
+		{"common name the profile does not allow", "ra-b", "p1", "b_1", nil, CodeNameForbidden},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if code, serial := s.raenroll(t, c.ra, c.profile, c.cn, c.dns...); code != CodeRAOutOfScope {
-				t.Fatalf("got %q (serial %q), want %s", code, serial, CodeRAOutOfScope)
+			if code, serial := s.raenroll(t, c.ra, c.profile, c.cn, c.dns...); code != c.want {
+				t.Fatalf("got %q (serial %q), want %s", code, serial, c.want)
 			}
-			if a := s.ca.audit.last(); a.Scheme != "enroll/raenroll" || a.KeyID != "ra:"+c.ra || a.Verdict != "reject" || a.Reason != string(CodeRAOutOfScope) {
+			if a := s.ca.audit.last(); a.Scheme != "enroll/raenroll" || a.KeyID != "ra:"+c.ra || a.Verdict != "reject" || a.Reason != string(c.want) {
 				t.Fatalf("audit: %+v", a)
 			}
 		})
@@ -133,7 +136,7 @@ func TestAttackRAOutOfScope(t *testing.T) {
 	}
 	narrowed, err := compileRAScopes(map[string]RAScope{
 		"ra-a": {Profiles: []string{"p1"}, CommonName: `a-(1|21)`, DNSNames: []string{"*.a.example"}},
-		"ra-b": {Profiles: []string{"p1", "p2"}, CommonName: `b-[0-9]+`, DNSNames: []string{"*.b.example"}},
+		"ra-b": {Profiles: []string{"p1", "p2"}, CommonName: `b[-_][0-9]+`, DNSNames: []string{"*.b.example"}},
 	}, s.ca.srv.profiles)
 	if err != nil {
 		t.Fatal(err)
