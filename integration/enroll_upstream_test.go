@@ -392,7 +392,7 @@ func TestEnrolmentThroughUpstreamCA(t *testing.T) {
 	// and the block to add.
 	noScope := filepath.Join(shared, "ca-noscope.Caddyfile")
 	cfg, _ := os.ReadFile(caConfig)
-	cut := regexp.MustCompile(`(?s)\s*ra_scope ra-revoked \{.*?\}`).ReplaceAll(cfg, nil)
+	cut := regexp.MustCompile(`(?s)\s*ra_scope ra-revoked \{.*?\n\s*\}`).ReplaceAll(cfg, nil)
 	if bytes.Equal(cut, cfg) {
 		t.Fatal("test bug: the ra-revoked scope was not cut")
 	}
