@@ -1525,6 +1525,11 @@ func init() {
 //		ra_certs <PEM file...>        # RAs this CA accepts (keyid ra:<CN>)
 //		ra_roots <PEM file...>
 //		ra_crls  <CRL file or URL...>
+//		ra_scope <RA name> {          # one per RA of ra_certs (its certificate CN); required
+//			profiles    <profile...>  # the profiles it may request
+//			common_name <regexp>      # the subject CNs it may enrol (anchored; .* for any)
+//			dns_names   <name or *.suffix...> # the DNS names it may enrol; default none
+//		}
 //	}
 func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -1684,6 +1689,30 @@ func (h *Enroll) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := appendArgs(d, &h.RACRLs); err != nil {
 				return err
 			}
+		case "ra_scope":
+			var sc EnrollRAScope
+			if err := oneArg(d, &sc.Name); err != nil {
+				return err
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "profiles":
+					if err := appendArgs(d, &sc.Profiles); err != nil {
+						return err
+					}
+				case "common_name":
+					if err := oneArg(d, &sc.CommonName); err != nil {
+						return err
+					}
+				case "dns_names":
+					if err := appendArgs(d, &sc.DNSNames); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unknown gm_enroll ra_scope option %q", d.Val())
+				}
+			}
+			h.RAScopes = append(h.RAScopes, sc)
 		default:
 			return d.Errf("unknown gm_enroll option %q", d.Val())
 		}

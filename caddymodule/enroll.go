@@ -113,6 +113,11 @@ type Enroll struct {
 	// RACRLs are CRL files or URLs of those CAs: a revoked RA certificate is refused (checked on
 	// every request; the CRLs reload on change). Default: none.
 	RACRLs []string `json:"ra_crls,omitempty"`
+	// RAScopes bind each registration authority of RACerts to the profiles it may request and
+	// the names it may enrol (and revoke): a request outside its scope is refused
+	// (enroll_ra_out_of_scope). Required for every RA of RACerts: a certificate in ra_certs
+	// without a scope, or a scope without a certificate, fails provisioning.
+	RAScopes []EnrollRAScope `json:"ra_scopes,omitempty"`
 
 	cfg         enroll.Config // checked at Provision; Store and Escrow are added at start
 	storeKeys   sealstore.Keys
@@ -182,6 +187,35 @@ type EnrollProfile struct {
 func (p EnrollProfile) core() enroll.Profile {
 	return enroll.Profile{Name: p.Name, CommonName: p.CommonName, Organization: p.Organization,
 		OrganizationalUnit: p.OrganizationalUnit, DNSNames: p.DNSNames, Validity: time.Duration(p.Validity)}
+}
+
+// EnrollRAScope is the scope of one registration authority of gm_enroll (enroll.RAScope): what
+// it may ask this CA for on raenroll, and revoke on rarevoke. Every request is also checked
+// against its profile.
+type EnrollRAScope struct {
+	// Name is the RA's name: the common name of its certificate in ra_certs (its keyid is
+	// "ra:<name>"). Required.
+	Name string `json:"name"`
+	// Profiles are the names of the profiles the RA may request. At least one.
+	Profiles []string `json:"profiles,omitempty"`
+	// CommonName is an anchored regular expression every subject CN the RA asks for must match.
+	// Required (no default: ".*" allows any CN its profiles allow).
+	CommonName string `json:"common_name,omitempty"`
+	// DNSNames are the DNS names the RA may ask for: exact or "*.suffix", as a profile's.
+	// Default: none (a request with a DNS name is refused).
+	DNSNames []string `json:"dns_names,omitempty"`
+}
+
+// raScopes returns the scopes keyed by RA name, refusing a name given twice.
+func (h *Enroll) raScopes() (map[string]enroll.RAScope, error) {
+	out := make(map[string]enroll.RAScope, len(h.RAScopes))
+	for _, sc := range h.RAScopes {
+		if _, dup := out[sc.Name]; dup {
+			return nil, fmt.Errorf("gm_enroll: ra_scope %q given twice", sc.Name)
+		}
+		out[sc.Name] = enroll.RAScope{Profiles: sc.Profiles, CommonName: sc.CommonName, DNSNames: sc.DNSNames}
+	}
+	return out, nil
 }
 
 // enrollNonces adapts gm_verify's replay store to enroll.NonceStore.
@@ -365,11 +399,20 @@ func (h *Enroll) Provision(ctx caddy.Context) error {
 		cfg.Admin = auth
 	}
 	if len(h.RACerts) > 0 {
-		auth, err := certAuthorizer(h.RACerts, h.RARoots, h.RACRLs)
+		auth, names, err := certAuthorizer(h.RACerts, h.RARoots, h.RACRLs)
 		if err != nil {
 			return fmt.Errorf("gm_enroll: ra_certs: %w", err)
 		}
 		cfg.RA = auth
+		if cfg.RAScopes, err = h.raScopes(); err != nil {
+			return err
+		}
+		if err := checkRAScopeNames(names, cfg.RAScopes); err != nil {
+			return err
+		}
+		if err := enroll.CheckRAScopes(cfg.RAScopes, profiles); err != nil {
+			return fmt.Errorf("gm_enroll: ra_scope: %w", err)
+		}
 	}
 	if sink := app.AuditSink(); sink != nil {
 		cfg.Audit = sink
@@ -546,7 +589,7 @@ func adminAuthorizer(certFiles, rootFiles []string) (enroll.AdminAuthorizer, err
 	if len(rootFiles) == 0 {
 		return nil, errors.New("admin_roots required with admin_certs")
 	}
-	auth, err := certAuthorizer(certFiles, rootFiles, nil)
+	auth, _, err := certAuthorizer(certFiles, rootFiles, nil)
 	if err != nil {
 		return nil, fmt.Errorf("admin_certs: %w", err)
 	}

@@ -66,6 +66,12 @@ func (h *Enroll) validateUpstream() error {
 	if len(h.RACRLs) > 0 && len(h.RACerts) == 0 {
 		return errors.New("gm_enroll: ra_crls without ra_certs")
 	}
+	if len(h.RAScopes) > 0 && len(h.RACerts) == 0 {
+		return errors.New("gm_enroll: ra_scope without ra_certs")
+	}
+	if _, err := h.raScopes(); err != nil {
+		return err
+	}
 	u := h.Upstream
 	if u == nil {
 		return nil
@@ -91,42 +97,45 @@ func (h *Enroll) validateUpstream() error {
 
 // certAuthorizer names principals (administrators, registration authorities) by their
 // certificate's common name and checks each certificate (chain to roots, validity, signing
-// usage, and revocation when crls are given) on every use.
-func certAuthorizer(certFiles, rootFiles, crlSources []string) (enroll.AdminAuthorizer, error) {
+// usage, and revocation when crls are given) on every use. It returns the principals' names
+// too.
+func certAuthorizer(certFiles, rootFiles, crlSources []string) (enroll.AdminAuthorizer, []string, error) {
 	if len(rootFiles) == 0 {
-		return nil, errors.New("roots required with the certificates")
+		return nil, nil, errors.New("roots required with the certificates")
 	}
 	certs, err := pki.LoadCertificatesFiles(certFiles...)
 	if err != nil {
-		return nil, fmt.Errorf("certificates: %w", err)
+		return nil, nil, fmt.Errorf("certificates: %w", err)
 	}
 	roots, err := pki.LoadCertificatesFiles(rootFiles...)
 	if err != nil {
-		return nil, fmt.Errorf("roots: %w", err)
+		return nil, nil, fmt.Errorf("roots: %w", err)
 	}
 	opts := pki.VerifierOptions{Roots: roots}
 	if len(crlSources) > 0 {
 		if opts.CRLs, err = pki.NewCRLStore(crlSources, pki.CRLOptions{Issuers: roots}); err != nil {
-			return nil, fmt.Errorf("crls: %w", err)
+			return nil, nil, fmt.Errorf("crls: %w", err)
 		}
 	}
 	v, err := pki.NewVerifier(opts)
 	if err != nil {
-		return nil, fmt.Errorf("roots: %w", err)
+		return nil, nil, fmt.Errorf("roots: %w", err)
 	}
 	byName := map[string]*smx509.Certificate{}
+	var names []string
 	for _, c := range certs {
 		// Without CRLs a certificate is checked at load too (with CRLs, a CRL URL may not be
 		// fetched yet: the check on use fails closed until it is).
 		if len(crlSources) == 0 {
 			if _, err := v.Verify(c, nil, pki.RoleSign); err != nil {
-				return nil, fmt.Errorf("certificate %q: %w", c.Subject.CommonName, err)
+				return nil, nil, fmt.Errorf("certificate %q: %w", c.Subject.CommonName, err)
 			}
 		}
 		if _, dup := byName[c.Subject.CommonName]; dup || c.Subject.CommonName == "" {
-			return nil, fmt.Errorf("certificates need distinct, non-empty common names (%q)", c.Subject.CommonName)
+			return nil, nil, fmt.Errorf("certificates need distinct, non-empty common names (%q)", c.Subject.CommonName)
 		}
 		byName[c.Subject.CommonName] = c
+		names = append(names, c.Subject.CommonName)
 	}
 	var mu sync.Mutex
 	return func(name string) (*smx509.Certificate, error) {
@@ -140,5 +149,24 @@ func certAuthorizer(certFiles, rootFiles, crlSources []string) (enroll.AdminAuth
 			return nil, err
 		}
 		return c, nil
-	}, nil
+	}, names, nil
+}
+
+// checkRAScopeNames requires a scope for every RA certificate and a certificate for every
+// scope: an RA without a scope would be refused everything at run time (fail closed), and a
+// scope without a certificate is a typo. The error names the fix.
+func checkRAScopeNames(names []string, scopes map[string]enroll.RAScope) error {
+	have := make(map[string]bool, len(names))
+	for _, n := range names {
+		have[n] = true
+		if _, ok := scopes[n]; !ok {
+			return fmt.Errorf("gm_enroll: registration authority %q (ra_certs) has no scope: add `ra_scope %s { profiles <profile...>; common_name <regexp>; dns_names <name or *.suffix...> }` naming what it may enrol (docs/enrolment.md, Registration authority scope)", n, n)
+		}
+	}
+	for n := range scopes {
+		if !have[n] {
+			return fmt.Errorf("gm_enroll: ra_scope %q names no certificate of ra_certs (the scope's name is the RA certificate's common name)", n)
+		}
+	}
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/gmgate/gmgate/enroll"
 )
 
 // TestEnrollUpstreamCaddyfile: the RA options (upstream block) and the CA's RA options reach
@@ -30,6 +32,11 @@ http://:1 {
 			ra_certs /etc/gmgate/ra-1.pem
 			ra_roots /etc/gmgate/ra-ca.pem
 			ra_crls /etc/gmgate/ra-ca.crl
+			ra_scope ra-1 {
+				profiles terminal
+				common_name T[0-9]{4}
+				dns_names *.shop-1.example pos.example
+			}
 			profile terminal
 		}
 	}
@@ -41,14 +48,22 @@ http://:1 {
 	}
 	s := string(out)
 	for _, want := range []string{`"upstream":{"ca_chain":["/etc/gmgate/terminal-ca.pem","/etc/gmgate/root.pem"],"ra_key":"ra-sign","timeout":10000000000,"url":"https://ca.example/.well-known/est"}`,
-		`"ra_certs":["/etc/gmgate/ra-1.pem"]`, `"ra_roots":["/etc/gmgate/ra-ca.pem"]`, `"ra_crls":["/etc/gmgate/ra-ca.crl"]`} {
+		`"ra_certs":["/etc/gmgate/ra-1.pem"]`, `"ra_roots":["/etc/gmgate/ra-ca.pem"]`, `"ra_crls":["/etc/gmgate/ra-ca.crl"]`,
+		`"ra_scopes":[{"common_name":"T[0-9]{4}","dns_names":["*.shop-1.example","pos.example"],"name":"ra-1","profiles":["terminal"]}]`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, s)
 		}
 	}
-	bad := strings.Replace(src, "timeout 10s", "timeouts 10s", 1)
-	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(bad), nil); err == nil {
-		t.Fatal("unknown upstream option accepted")
+	for old, new := range map[string]string{
+		"timeout 10s":           "timeouts 10s",            // unknown upstream option
+		"profiles terminal":     "profile terminal",        // unknown ra_scope option
+		"ra_scope ra-1 {":       "ra_scope {",              // no RA name
+		"common_name T[0-9]{4}": "common_name T[0-9]{4} U", // one pattern
+	} {
+		bad := strings.Replace(src, old, new, 1)
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(bad), nil); err == nil {
+			t.Errorf("%q accepted", new)
+		}
 	}
 
 	up := func() *EnrollUpstream {
@@ -67,9 +82,34 @@ http://:1 {
 		"upstream not http":         {Profiles: prof, Upstream: &EnrollUpstream{URL: "ftp://ca.example", RAKey: "ra", CAChain: []string{"a"}}},
 		"ra_certs without ra_roots": {Profiles: prof, RACerts: []string{"ra.pem"}},
 		"ra_crls without ra_certs":  {Profiles: prof, RACRLs: []string{"ra.crl"}},
+		"ra_scope without ra_certs": {Profiles: prof, RAScopes: []EnrollRAScope{{Name: "ra-1", Profiles: []string{"terminal"}, CommonName: ".*"}}},
+		"ra_scope twice": {Profiles: prof, RACerts: []string{"ra.pem"}, RARoots: []string{"ca.pem"},
+			RAScopes: []EnrollRAScope{{Name: "ra-1", Profiles: []string{"terminal"}, CommonName: ".*"}, {Name: "ra-1", Profiles: []string{"terminal"}, CommonName: ".*"}}},
 	} {
 		if err := h.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestRAScopeRequired: every RA of ra_certs needs an ra_scope, and the provisioning error names
+// the fix; a scope naming no RA certificate is refused too (a typo would leave the RA
+// unscoped, so refused everything).
+func TestRAScopeRequired(t *testing.T) {
+	scope := enroll.RAScope{Profiles: []string{"terminal"}, CommonName: ".*"}
+	if err := checkRAScopeNames([]string{"ra-1"}, map[string]enroll.RAScope{"ra-1": scope}); err != nil {
+		t.Fatalf("scoped RA refused: %v", err)
+	}
+	err := checkRAScopeNames([]string{"ra-1", "ra-2"}, map[string]enroll.RAScope{"ra-1": scope})
+	if err == nil || !strings.Contains(err.Error(), `"ra-2"`) || !strings.Contains(err.Error(), "ra_scope ra-2 {") || !strings.Contains(err.Error(), "docs/enrolment.md") {
+		t.Fatalf("RA without a scope: %v", err)
+	}
+	err = checkRAScopeNames([]string{"ra-1"}, map[string]enroll.RAScope{"ra-1": scope, "ra-l": scope})
+	if err == nil || !strings.Contains(err.Error(), `"ra-l"`) {
+		t.Fatalf("scope without an RA certificate: %v", err)
+	}
+	// The scope's own rules are the core's (enroll.TestRAScopeConfig): checked at provision.
+	if err := enroll.CheckRAScopes(map[string]enroll.RAScope{"ra-1": {Profiles: []string{"vip"}, CommonName: ".*"}}, []enroll.Profile{{Name: "terminal"}}); err == nil {
+		t.Fatal("scope with an unknown profile accepted")
 	}
 }

@@ -38,7 +38,10 @@ const (
 	CodeUpstreamRefused Code = "enroll_upstream_refused"
 	// CodeUpstreamInvalid: the upstream CA's answer does not verify (chain, key, subject,
 	// usages, delivery): nothing was stored or delivered.
-	CodeUpstreamInvalid  Code = "enroll_upstream_invalid"
+	CodeUpstreamInvalid Code = "enroll_upstream_invalid"
+	// CodeRAOutOfScope: a registration authority asked for a profile or a name outside its
+	// scope (Config.RAScopes), or revoked a pair outside it, or has no scope.
+	CodeRAOutOfScope     Code = "enroll_ra_out_of_scope"
 	codeMethodNotAllowed Code = "enroll_method_not_allowed"
 )
 
@@ -66,6 +69,7 @@ var refusals = refusal.NewCatalog("enroll", CodeInternal, "",
 	refusal.Def{Code: CodeLocked, Status: http.StatusTooManyRequests, Message: "too many failed attempts; locked out for a while"},
 	refusal.Def{Code: CodeStoreIntegrity, Status: http.StatusInternalServerError, Message: "an enrolment record failed its integrity check"},
 	refusal.Def{Code: CodeUpstreamRefused, Status: http.StatusBadGateway, Message: "the upstream CA refused the request"},
+	refusal.Def{Code: CodeRAOutOfScope, Status: http.StatusForbidden, Message: "the registration authority may not request this profile or name"},
 	refusal.Def{Code: CodeUpstreamInvalid, Status: http.StatusBadGateway, Message: "the upstream CA's answer does not verify"},
 )
 

@@ -52,16 +52,11 @@ func (p *Profile) compile() error {
 	if pat == "" {
 		pat = defaultCNPattern
 	}
-	re, err := regexp.Compile(`^(?:` + pat + `)$`)
+	re, err := compileNameRules(pat, p.DNSNames)
 	if err != nil {
-		return fmt.Errorf("enroll: profile %s: common_name: %w", p.Name, err)
+		return fmt.Errorf("enroll: profile %s: %w", p.Name, err)
 	}
 	p.cn = re
-	for _, d := range p.DNSNames {
-		if d == "" || d == "*." || strings.Count(d, "*") > 1 || (strings.Contains(d, "*") && !strings.HasPrefix(d, "*.")) {
-			return fmt.Errorf("enroll: profile %s: dns name pattern %q", p.Name, d)
-		}
-	}
 	if p.Validity < 0 {
 		return fmt.Errorf("enroll: profile %s: negative validity", p.Name)
 	}
@@ -71,9 +66,29 @@ func (p *Profile) compile() error {
 	return nil
 }
 
-func (p *Profile) dnsAllowed(name string) bool {
+func (p *Profile) dnsAllowed(name string) bool { return dnsMatch(p.DNSNames, name) }
+
+// compileNameRules checks a name rule (a profile's, an RA scope's): the common-name regular
+// expression, compiled anchored at both ends, and the DNS name patterns (exact names or
+// "*.suffix"). The rules are matched by the regexp and dnsMatch: one matcher for both.
+func compileNameRules(cnPattern string, dnsPatterns []string) (*regexp.Regexp, error) {
+	re, err := regexp.Compile(`^(?:` + cnPattern + `)$`)
+	if err != nil {
+		return nil, fmt.Errorf("common_name: %w", err)
+	}
+	for _, d := range dnsPatterns {
+		if d == "" || d == "*." || strings.Count(d, "*") > 1 || (strings.Contains(d, "*") && !strings.HasPrefix(d, "*.")) {
+			return nil, fmt.Errorf("dns name pattern %q", d)
+		}
+	}
+	return re, nil
+}
+
+// dnsMatch reports whether name matches one of patterns (exact, case-insensitive, or
+// "*.suffix": one or more labels under suffix).
+func dnsMatch(patterns []string, name string) bool {
 	name = strings.ToLower(name)
-	for _, pat := range p.DNSNames {
+	for _, pat := range patterns {
 		pat = strings.ToLower(pat)
 		if suffix, ok := strings.CutPrefix(pat, "*"); ok {
 			if strings.HasSuffix(name, suffix) && len(name) > len(suffix) && !strings.HasPrefix(name, ".") {

@@ -36,8 +36,8 @@ type RAEnrollRequest struct {
 }
 
 // RAEnroll is raenroll at the CA: a pair for a request an authorised registration authority
-// forwards. The proof of possession, the names (against the CA's profile and the approved
-// subject) and the usages are checked here again; the encryption key pair is generated, escrowed
+// forwards. The proof of possession, the names (against the CA's profile, the approved
+// subject and the RA's scope, Config.RAScopes) and the usages are checked here again; the encryption key pair is generated, escrowed
 // and enveloped to the request's signing key here (the RA never sees it). The pair is recorded
 // with Via "ra:<name>".
 func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body []byte) (*Response, error) {
@@ -56,6 +56,15 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 	if req.CommonName == "" {
 		return nil, failf(CodeRequestInvalid, "common_name required")
 	}
+	// The RA's scope first: a profile outside it is refused before the CA says whether it
+	// exists.
+	scope, err := s.raScope(h.ra)
+	if err != nil {
+		return nil, err
+	}
+	if err := scope.allowsProfile(req.Profile); err != nil {
+		return nil, err
+	}
 	prof, ok := s.profiles[req.Profile]
 	if !ok {
 		return nil, failf(CodeRequestInvalid, "unknown profile")
@@ -66,6 +75,17 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 	}
 	cn, dns, err := prof.checkRequest(&csr.CertificateRequest, req.CommonName)
 	if err != nil {
+		return nil, err
+	}
+	// The approved common name stands where a token's fixed one does, but it is the RA's word,
+	// not the operator's: the profile's pattern applies to it as to a request without one.
+	if !prof.cn.MatchString(cn) {
+		return nil, failf(CodeNameForbidden, "common name does not match the profile")
+	}
+	// The names the request carries (checkRequest: the approved common name; the DNS names,
+	// each allowed by the profile) must be in the RA's scope too, before the request is
+	// reserved.
+	if err := scope.allowsNames(cn, dns); err != nil {
 		return nil, err
 	}
 	got, want := slices.Clone(dns), slices.Clone(req.DNSNames)
@@ -89,11 +109,16 @@ func (s *Server) RAEnroll(ctx context.Context, h *holder, r *http.Request, body 
 // marker in the store stays).
 const raRequestRetention = 24 * time.Hour
 
-// raMayRevoke checks that the registration authority of h enrolled the pair serial: an RA
-// revokes only its own terminals.
+// raMayRevoke checks that the registration authority of h enrolled the pair serial and that
+// the pair's profile and names are still in its scope: an RA revokes only its own terminals,
+// and not those whose names the operator has since taken out of its scope.
 func (s *Server) raMayRevoke(h *holder, serial string) error {
 	if serial == "" {
 		return failf(CodeRequestInvalid, "serial required")
+	}
+	scope, err := s.raScope(h.ra)
+	if err != nil {
+		return err
 	}
 	rec, err := s.cfg.Store.Cert(serial)
 	if errors.Is(err, ErrNotFound) {
@@ -105,7 +130,7 @@ func (s *Server) raMayRevoke(h *holder, serial string) error {
 	if rec.Via != "ra:"+h.ra {
 		return failf(CodeAuthInvalid, "a registration authority revokes only the pairs it enrolled")
 	}
-	return nil
+	return scope.allowsRecord(rec)
 }
 
 // upstreamCRL serves the upstream CA's CRL held, fetching it when none is held or it expired.

@@ -117,6 +117,10 @@ type Config struct {
 	// in front of this one (UpstreamIssuer) forwarding its terminals' requests to raenroll and
 	// its revocations to rarevoke. Optional (none: the RA operations are refused).
 	RA AdminAuthorizer
+	// RAScopes binds each registration authority (by the name of its keyid "ra:<name>") to the
+	// profiles it may request and the names it may enrol or revoke. An RA without a scope is
+	// refused every RA operation (enroll_ra_out_of_scope: fails closed).
+	RAScopes map[string]RAScope
 	// CRLFile, when set, receives the current CRL (PEM, atomically replaced) whenever it is
 	// re-signed, for the TLCP listener / gm_verify / gm_channel of this instance (their crl
 	// option reloads it on change).
@@ -191,6 +195,7 @@ type Server struct {
 	addrs    abuse.Limiter // per client address: rate and failed attempts
 	tokens   abuse.Limiter // per token ID: failed attempts
 	profiles map[string]*Profile
+	raScopes map[string]*RAScope
 	scheme   signing.Scheme
 	verifier *pki.Verifier
 	cacerts  []byte // base64 PKCS#7 certs-only
@@ -302,6 +307,11 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 		s.profiles[p.Name] = &p
 	}
+	scopes, err := compileRAScopes(cfg.RAScopes, s.profiles)
+	if err != nil {
+		return nil, err
+	}
+	s.raScopes = scopes
 	_, signs := cfg.Issuer.(CRLSigner)
 	_, sources := cfg.Issuer.(CRLSource)
 	if signs == sources {

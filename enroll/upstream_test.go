@@ -53,6 +53,7 @@ func newRASetup(t *testing.T) *raSetup {
 			}
 			return nil, errors.New("unknown registration authority")
 		}
+		c.RAScopes = map[string]RAScope{"ra-1": {Profiles: []string{"terminal"}, CommonName: `T[0-9]{4}`, DNSNames: []string{"*.pos.example"}}}
 	})
 	s.proxy = &attack.UpstreamCA{To: s.ca.http.URL, Record: "/" + OpRAEnroll}
 	px := httptest.NewServer(s.proxy)
@@ -238,7 +239,8 @@ func TestRAEndpointRefusals(t *testing.T) {
 		{"approved name differs from the request", mk(func(r *RAEnrollRequest) { r.CommonName = "T0999" }), CodeNameForbidden},
 		{"approved name missing", mk(func(r *RAEnrollRequest) { r.CommonName = "" }), CodeRequestInvalid},
 		{"approved DNS names differ", mk(func(r *RAEnrollRequest) { r.DNSNames = []string{"a.pos.example"} }), CodeNameForbidden},
-		{"unknown profile", mk(func(r *RAEnrollRequest) { r.Profile = "vip" }), CodeRequestInvalid},
+		// a profile outside the RA's scope, whether the CA has it or not (TestAttackRAOutOfScope)
+		{"unknown profile", mk(func(r *RAEnrollRequest) { r.Profile = "vip" }), CodeRAOutOfScope},
 		{"request signature broken", mk(func(r *RAEnrollRequest) { r.CSR = badSig }), CodeCSRInvalid},
 		{"not a request", mk(func(r *RAEnrollRequest) { r.CSR = []byte("junk") }), CodeCSRInvalid},
 		{"unknown field", []byte(`{"csr":"","profile":"terminal","common_name":"T0100","admin":true}`), CodeRequestInvalid},

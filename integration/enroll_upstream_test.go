@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,10 +55,25 @@ http://127.0.0.1:{CAPORT} {
 			ra_certs {SHARED}/ra-sign.pem {SHARED}/ra-files.pem {SHARED}/ra-revoked.pem
 			ra_roots {ROOT}
 			ra_crls {SHARED}/ra.crl
+			ra_scope ra-shanghai {
+				profiles terminal
+				common_name "POS-0[0-69][0-9]{2}"
+			}
+			ra_scope ra-files {
+				profiles terminal
+				common_name "POS-07[0-9]{2}"
+			}
+			ra_scope ra-revoked {
+				profiles terminal kiosk
+				common_name "POS-08[0-9]{2}"
+			}
 			profile terminal {
 				common_name "POS-[0-9]{4}"
 				organization "GM Test Merchant"
 				validity 720h
+			}
+			profile kiosk {
+				common_name "POS-[0-9]{4}"
 			}
 		}
 	}
@@ -119,7 +135,9 @@ http://127.0.0.1:{RAPORT} {
 // through the RA, revokes through the RA (forwarded to the CA) and is then refused by gm_verify,
 // which reads the CA's CRL re-published at the RA's crl URL, without restart. The attack table:
 // RA credential missing, unknown or revoked RA certificate, replayed RA request, an RA revoking
-// another RA's terminal, and hostile upstream answers (another terminal's pair, a replayed
+// another RA's terminal, an RA asking for a name or a profile outside its ra_scope, a CA whose
+// RA certificate has no ra_scope (gmgate validate fails, naming the fix), and hostile upstream
+// answers (another terminal's pair, a replayed
 // answer, swapped usages, a rogue CA's pair) refused by the RA.
 func TestEnrolmentThroughUpstreamCA(t *testing.T) {
 	v := newVaultToken(t,
@@ -327,6 +345,12 @@ func TestEnrolmentThroughUpstreamCA(t *testing.T) {
 	csrKey, _ := sm2.GenerateKey(rand.Reader)
 	csr, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{Subject: pkix.Name{CommonName: "POS-0777"}}, csrKey)
 	raBody, _ := json.Marshal(enroll.RAEnrollRequest{CSR: csr, Profile: "terminal", CommonName: "POS-0777"})
+	// ra-files (scope: terminal, POS-07xx) asks for ra-shanghai's name, and for a profile of
+	// the CA outside its scope.
+	otherCSR, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{Subject: pkix.Name{CommonName: "POS-0042"}}, csrKey)
+	otherName, _ := json.Marshal(enroll.RAEnrollRequest{CSR: otherCSR, Profile: "terminal", CommonName: "POS-0042"})
+	kioskCSR, _ := smx509.CreateCertificateRequest(rand.Reader, &smx509.CertificateRequest{Subject: pkix.Name{CommonName: "POS-0778"}}, csrKey)
+	otherProfile, _ := json.Marshal(enroll.RAEnrollRequest{CSR: kioskCSR, Profile: "kiosk", CommonName: "POS-0778"})
 	nonce := hex.EncodeToString(enrollRandBytes(8))
 	revBody, _ := json.Marshal(enroll.RevokeRequest{Serial: pair.Serial})
 	for _, c := range []struct {
@@ -342,6 +366,8 @@ func TestEnrolmentThroughUpstreamCA(t *testing.T) {
 		{"RA name with another RA's key", signedRA(enroll.OpRAEnroll, raBody, raFiles.Key, "ra:ra-shanghai", hex.EncodeToString(enrollRandBytes(8))), "enroll_auth_invalid"},
 		{"RA revokes another RA's terminal", signedRA(enroll.OpRARevoke, revBody, raFiles.Key, "ra:ra-files", hex.EncodeToString(enrollRandBytes(8))), "enroll_auth_invalid"},
 		{"RA key on the holder's revoke", signedRA(enroll.OpRevoke, revBody, raFiles.Key, "ra:ra-files", hex.EncodeToString(enrollRandBytes(8))), "enroll_auth_invalid"},
+		{"RA asks for another RA's name", signedRA(enroll.OpRAEnroll, otherName, raFiles.Key, "ra:ra-files", hex.EncodeToString(enrollRandBytes(8))), "enroll_ra_out_of_scope"},
+		{"RA asks for a profile outside its scope", signedRA(enroll.OpRAEnroll, otherProfile, raFiles.Key, "ra:ra-files", hex.EncodeToString(enrollRandBytes(8))), "enroll_ra_out_of_scope"},
 	} {
 		resp, err := http.DefaultClient.Do(c.req)
 		if err != nil {
@@ -358,6 +384,24 @@ func TestEnrolmentThroughUpstreamCA(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: got %d %s, want %s", c.name, resp.StatusCode, b, c.want)
 		}
+	}
+	if m := ca.p.Metrics(); !strings.Contains(m, `gmgate_enroll_requests_total{code="enroll_ra_out_of_scope",op="raenroll"} 2`) {
+		t.Error("the CA did not count the out-of-scope RA requests")
+	}
+	// A CA listing an RA certificate without an ra_scope does not start: the error names the RA
+	// and the block to add.
+	noScope := filepath.Join(shared, "ca-noscope.Caddyfile")
+	cfg, _ := os.ReadFile(caConfig)
+	cut := regexp.MustCompile(`(?s)\s*ra_scope ra-revoked \{.*?\n\s*\}`).ReplaceAll(cfg, nil)
+	if bytes.Equal(cut, cfg) {
+		t.Fatal("test bug: the ra-revoked scope was not cut")
+	}
+	if err := os.WriteFile(noScope, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := gm("validate", "--config", noScope, "--adapter", "caddyfile"); err == nil ||
+		!strings.Contains(out, `registration authority \"ra-revoked\" (ra_certs) has no scope`) && !strings.Contains(out, `registration authority "ra-revoked" (ra_certs) has no scope`) {
+		t.Errorf("CA with an unscoped RA: %v\n%s", err, out)
 	}
 	// (The renewal is the RA's business: at the CA the first pair is simply valid.)
 	if st, _ := stateOf(list(caConfig), pair.Serial); st != "valid" {
