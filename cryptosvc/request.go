@@ -170,8 +170,8 @@ var opFields = map[Op][]field{
 	OpOpen:          {fEnvelope},
 }
 
-// ParseRequest decodes and bounds the body of op: strict JSON (unknown fields, trailing data
-// and a body over the parser's bound refused), the key name, the batch size, each item's
+// ParseRequest decodes and bounds the body of op: strict JSON (unknown fields, member names
+// not spelt exactly or given twice, trailing data and a body over the parser's bound refused), the key name, the batch size, each item's
 // fields against what op takes and each item's sizes. Errors carry CodeMalformed,
 // CodeTooLarge or CodeUnknownOperation; the body is never echoed in them.
 func ParseRequest(op Op, body []byte, maxItems, maxItemSize int) (*Request, error) {
@@ -196,6 +196,9 @@ func ParseRequest(op Op, body []byte, maxItems, maxItemSize int) (*Request, erro
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fail(CodeMalformed, errors.New("trailing data after the request object"))
+	}
+	if err := checkMemberNames(body, requestNames); err != nil {
+		return nil, err
 	}
 	if info.Keyed {
 		if !validKeyName(r.Key) {
