@@ -407,6 +407,15 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		h.refuse(w, label, "unknown", "", cryptosvc.CodeUnknownOperation, start, nil)
 		return nil
 	}
+	// A browser's request (a page of another site driving a browser that holds a caller's
+	// client certificate) is refused before the caller, a signature or the body is judged.
+	if err := cryptosvc.CheckNotBrowser(r.Header); err != nil {
+		if aerr := h.svc.Refused(caller, op, cryptosvc.CodeForbidden, r.Header.Get("X-Request-Id")); aerr != nil {
+			h.logger.Error("gm_crypto: audit write failed", zap.Error(aerr))
+		}
+		h.refuse(w, label, string(op), "", cryptosvc.CodeForbidden, start, err)
+		return nil
+	}
 	if caller.Name == "" && h.signed != nil {
 		var c refusal.Code
 		var err error

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 )
 
 // Bounds of requests (Options may lower the first two).
@@ -279,6 +280,24 @@ func checkItem(op Op, it *Item, maxItemSize int) error {
 	}
 	if total > maxItemSize {
 		return fail(CodeTooLarge, errors.New("chain over the item bound"))
+	}
+	return nil
+}
+
+// browserHeaders are request headers only browsers send (the Origin of a cross-origin or POST
+// request, Fetch Metadata). Internal systems (HTTP libraries, curl) send none of them.
+var browserHeaders = []string{"Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest"}
+
+// CheckNotBrowser refuses (CodeForbidden) a request a browser sent. Callers are authenticated
+// by their client certificate, which a browser presents on its own: a page of any site could
+// otherwise make a browser holding a caller's certificate POST an operation (a text/plain form
+// or a no-cors fetch carries any JSON body; no content type is required), such as RotateKey,
+// with that caller's rights. The service is for systems, not browsers.
+func CheckNotBrowser(h http.Header) error {
+	for _, k := range browserHeaders {
+		if _, ok := h[k]; ok {
+			return fail(CodeForbidden, fmt.Errorf("browser request (%s header): the crypto service serves systems", k))
+		}
 	}
 	return nil
 }
