@@ -403,6 +403,11 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	caller, label := h.caller(r)
 	path, _ := strings.CutPrefix(r.URL.Path, CryptoPathPrefix)
 	op, ok := cryptosvc.OpForPath(path)
+	// Operations only at their literal path: a percent-encoded spelling (/shf/v1/Rotate%4Bey)
+	// would pass a proxy or route that refuses /shf/v1/RotateKey by its path.
+	if r.URL.RawPath != "" {
+		ok = false
+	}
 	if !ok || r.Method != http.MethodPost {
 		h.refuse(w, label, "unknown", "", cryptosvc.CodeUnknownOperation, start, nil)
 		return nil

@@ -86,3 +86,52 @@ func TestAttackCryptoBrowserRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackCryptoEncodedPath: an operation named through percent-encoding
+// (/shf/v1/Rotate%4Bey) slips past a proxy or route that refuses /shf/v1/RotateKey by its
+// literal path; gm_crypto serves operations only at their literal path.
+func TestAttackCryptoEncodedPath(t *testing.T) {
+	p, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{
+		Callers: []cryptosvc.CallerConfig{{Name: "ops", SubjectCN: "ops"}},
+		Rules:   []cryptosvc.Rule{{Caller: "ops", Ops: []cryptosvc.Op{cryptosvc.OpRotate}, Key: "pii"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &countingKeys{}
+	svc, err := cryptosvc.New(cryptosvc.Options{Keys: keys, Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Crypto{svc: svc, logger: zap.NewNop()}
+	cert := &x509.Certificate{Raw: []byte("ops certificate"), SerialNumber: big.NewInt(7),
+		Subject: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "ops"}}}}
+	rows := []struct {
+		path string
+		code string
+		used bool
+	}{
+		{"/shf/v1/RotateKey", "crypto_unknown_key", true},
+		{"/shf/v1/Rotate%4Bey", "crypto_unknown_operation", false},
+		{"/shf/v1/%52otateKey", "crypto_unknown_operation", false},
+		{"/shf%2Fv1/RotateKey", "crypto_unknown_operation", false},
+		{"/shf/v1/RotateKey%2F", "crypto_unknown_operation", false},
+	}
+	for _, tc := range rows {
+		t.Run(tc.path, func(t *testing.T) {
+			keys.n.Store(0)
+			r := httptest.NewRequest(http.MethodPost, "https://gmgate.internal"+tc.path, strings.NewReader(`{"key":"pii"}`))
+			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Header().Get(cryptosvc.HeaderCode); got != tc.code {
+				t.Fatalf("code %q (status %d), want %q", got, w.Code, tc.code)
+			}
+			if used := keys.n.Load() > 0; used != tc.used {
+				t.Fatalf("vault used: %v, want %v", used, tc.used)
+			}
+		})
+	}
+}
