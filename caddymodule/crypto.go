@@ -403,8 +403,22 @@ func (h *Crypto) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	caller, label := h.caller(r)
 	path, _ := strings.CutPrefix(r.URL.Path, CryptoPathPrefix)
 	op, ok := cryptosvc.OpForPath(path)
+	// Operations only at their literal path: a percent-encoded spelling (/shf/v1/Rotate%4Bey)
+	// would pass a proxy or route that refuses /shf/v1/RotateKey by its path.
+	if r.URL.RawPath != "" {
+		ok = false
+	}
 	if !ok || r.Method != http.MethodPost {
 		h.refuse(w, label, "unknown", "", cryptosvc.CodeUnknownOperation, start, nil)
+		return nil
+	}
+	// A browser's request (a page of another site driving a browser that holds a caller's
+	// client certificate) is refused before the caller, a signature or the body is judged.
+	if err := cryptosvc.CheckNotBrowser(r.Header); err != nil {
+		if aerr := h.svc.Refused(caller, op, cryptosvc.CodeForbidden, r.Header.Get("X-Request-Id")); aerr != nil {
+			h.logger.Error("gm_crypto: audit write failed", zap.Error(aerr))
+		}
+		h.refuse(w, label, string(op), "", cryptosvc.CodeForbidden, start, err)
 		return nil
 	}
 	if caller.Name == "" && h.signed != nil {

@@ -96,8 +96,8 @@ func IsNTV(body []byte) bool {
 	return true
 }
 
-// DecodeNTV translates a GM/T 0136 body of op into the native request body. Unknown names,
-// duplicate names, unknown types, DateTime (no field takes a time), IV (the nonce is inside
+// DecodeNTV translates a GM/T 0136 body of op into the native request body. Member names
+// (Data, Name, Type, Value) not spelt exactly or given twice, unknown item names, duplicate item names, unknown types, DateTime (no field takes a time), IV (the nonce is inside
 // the ciphertext) and values that do not decode are refused (crypto_malformed).
 func DecodeNTV(op Op, body []byte) ([]byte, error) {
 	if len(body) > maxBody {
@@ -113,6 +113,9 @@ func DecodeNTV(op Op, body []byte) ([]byte, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fail(CodeMalformed, errors.New("trailing data after the request object"))
+	}
+	if err := checkMemberNames(body, ntvNames); err != nil {
+		return nil, err
 	}
 	if len(req.Data) > MaxNTVItems {
 		return nil, fail(CodeTooLarge, fmt.Errorf("%d items, limit %d", len(req.Data), MaxNTVItems))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 )
 
 // Bounds of requests (Options may lower the first two).
@@ -170,8 +171,8 @@ var opFields = map[Op][]field{
 	OpOpen:          {fEnvelope},
 }
 
-// ParseRequest decodes and bounds the body of op: strict JSON (unknown fields, trailing data
-// and a body over the parser's bound refused), the key name, the batch size, each item's
+// ParseRequest decodes and bounds the body of op: strict JSON (unknown fields, member names
+// not spelt exactly or given twice, trailing data and a body over the parser's bound refused), the key name, the batch size, each item's
 // fields against what op takes and each item's sizes. Errors carry CodeMalformed,
 // CodeTooLarge or CodeUnknownOperation; the body is never echoed in them.
 func ParseRequest(op Op, body []byte, maxItems, maxItemSize int) (*Request, error) {
@@ -196,6 +197,9 @@ func ParseRequest(op Op, body []byte, maxItems, maxItemSize int) (*Request, erro
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fail(CodeMalformed, errors.New("trailing data after the request object"))
+	}
+	if err := checkMemberNames(body, requestNames); err != nil {
+		return nil, err
 	}
 	if info.Keyed {
 		if !validKeyName(r.Key) {
@@ -276,6 +280,24 @@ func checkItem(op Op, it *Item, maxItemSize int) error {
 	}
 	if total > maxItemSize {
 		return fail(CodeTooLarge, errors.New("chain over the item bound"))
+	}
+	return nil
+}
+
+// browserHeaders are request headers only browsers send (the Origin of a cross-origin or POST
+// request, Fetch Metadata). Internal systems (HTTP libraries, curl) send none of them.
+var browserHeaders = []string{"Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest"}
+
+// CheckNotBrowser refuses (CodeForbidden) a request a browser sent. Callers are authenticated
+// by their client certificate, which a browser presents on its own: a page of any site could
+// otherwise make a browser holding a caller's certificate POST an operation (a text/plain form
+// or a no-cors fetch carries any JSON body; no content type is required), such as RotateKey,
+// with that caller's rights. The service is for systems, not browsers.
+func CheckNotBrowser(h http.Header) error {
+	for _, k := range browserHeaders {
+		if _, ok := h[k]; ok {
+			return fail(CodeForbidden, fmt.Errorf("browser request (%s header): the crypto service serves systems", k))
+		}
 	}
 	return nil
 }
