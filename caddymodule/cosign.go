@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/keyvault"
+	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
 )
@@ -96,6 +98,20 @@ type Cosign struct {
 	// gm_enroll's store_key (a record without a valid tag fails closed: cosign_unavailable).
 	// Required with enroll_store, except with the development PKI (default dev-enroll-store).
 	EnrollStoreKey string `json:"enroll_store_key,omitempty"`
+	// CRLs are CRL files or URLs of the CA that issues the joint keys' certificates
+	// (gm_enroll's crl_file or crl_urls), as gm_verify's crls: when set, the session
+	// certificate of a certificate session and, with enroll_store, the key's newest
+	// certificate there are checked against them before every co-operation (all but keygen),
+	// so that a record of enroll_store deleted or put back from before its revocation does
+	// not make a revoked joint key usable again (cosign_cert_revoked). A certificate of no
+	// issuer in trusted_roots/intermediates, no CRL of its issuer, a CRL past its nextUpdate
+	// or a URL not yet fetched refuses (cosign_unavailable: fail closed). Default none.
+	CRLs []string `json:"crls,omitempty"`
+	// TrustedRoots and Intermediates are PEM files of the CAs whose CRLs crls holds (the
+	// issuers of the joint keys' certificates), as gm_verify's. Default: the development root
+	// with the development PKI. Only with crls.
+	TrustedRoots  []string `json:"trusted_roots,omitempty"`
+	Intermediates []string `json:"intermediates,omitempty"`
 
 	// Replay says where the abuse-control state lives, with gm_verify's replay options: store
 	// "memory" (default: this process; each instance counts alone) or "redis" (shared by every
@@ -109,7 +125,9 @@ type Cosign struct {
 	svc    *platform.Service
 	status *keyStatus
 	redis  io.Closer // the shared state's Redis client, closed at Cleanup
-	logger *zap.Logger
+	// releaseCRLs stops reporting the crls store's expiry (trackCRLs), at Cleanup
+	releaseCRLs func()
+	logger      *zap.Logger
 }
 
 var (
@@ -183,6 +201,14 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		if h.status.keys, err = app.SealKeys(name); err != nil {
 			return fmt.Errorf("gm_cosign: enroll_store_key %q: %w", name, err)
 		}
+	}
+	if len(h.CRLs) > 0 {
+		if err := h.status.loadCRLs(app, h.CRLs, h.TrustedRoots, h.Intermediates); err != nil {
+			return fmt.Errorf("gm_cosign: %w", err)
+		}
+		h.releaseCRLs = trackCRLs("gm_cosign", h.status.crls)
+	} else if len(h.TrustedRoots)+len(h.Intermediates) > 0 {
+		return errors.New("gm_cosign: trusted_roots and intermediates are the issuers of crls: set crls")
 	}
 	cfg := platform.Config{
 		Shares: store, Audit: sink, Auth: h.Auth,
@@ -287,6 +313,10 @@ func (p cosignPoints) CheckAndStore(ctx context.Context, keyID, nonce string, tt
 // Cleanup closes the shared state's Redis client: at once when gmgate exits, after reloadDrain
 // on a reload (the old configuration's requests may still be running).
 func (h *Cosign) Cleanup() error {
+	if h.releaseCRLs != nil {
+		h.releaseCRLs()
+		h.releaseCRLs = nil
+	}
 	c := h.redis
 	h.redis = nil
 	if c == nil {
@@ -420,18 +450,80 @@ func cosignCommand(cmd *cobra.Command) {
 
 // keyStatus is gm_cosign's certificate check (platform.Config.CertStatus): the session
 // certificate's validity, and with enroll_store the joint key's newest pair in gm_enroll's
-// store (enroll.KeyStatus). The store is opened at the first use (validate writes nothing).
+// store (enroll.KeyStatus), and with crls both certificates against the CA's CRLs. The store
+// is opened at the first use (validate writes nothing).
 type keyStatus struct {
 	dir   string
 	keys  sealstore.Keys
 	mu    sync.Mutex
 	store *enroll.FileStore
+	// crls, when set, holds the CRLs of issuers (the CAs of the joint keys' certificates).
+	crls    *pki.CRLStore
+	issuers []*smx509.Certificate
+}
+
+// loadCRLs sets up the CRL check: the CRL sources and the CAs they are of.
+func (k *keyStatus) loadCRLs(app *App, sources, rootFiles, interFiles []string) error {
+	roots, err := pki.LoadCertificatesFiles(rootFiles...)
+	if err != nil {
+		return fmt.Errorf("trusted_roots: %w", err)
+	}
+	inters, err := pki.LoadCertificatesFiles(interFiles...)
+	if err != nil {
+		return fmt.Errorf("intermediates: %w", err)
+	}
+	if len(roots) == 0 && app != nil && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	if len(roots)+len(inters) == 0 {
+		return errors.New("crls: trusted_roots required (the CAs whose CRLs they are; no development PKI in use)")
+	}
+	k.issuers = append(roots, inters...)
+	if k.crls, err = pki.NewCRLStore(sources, withEnrollCRLs(sources, pki.CRLOptions{Issuers: k.issuers})); err != nil {
+		return fmt.Errorf("crls: %w", err)
+	}
+	return nil
+}
+
+// checkCRL refuses cert when the CRL of its issuer lists it (platform.ErrCertRevoked), and
+// fails closed (any other error: cosign_unavailable) when its issuer is none of the
+// configured CAs, no CRL of the issuer is loaded, or that CRL is stale or not yet fetched.
+func (k *keyStatus) checkCRL(cert *smx509.Certificate) error {
+	if k.crls == nil {
+		return nil
+	}
+	var issuer *smx509.Certificate
+	for _, c := range k.issuers {
+		if bytes.Equal(cert.RawIssuer, c.RawSubject) && cert.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
+	if issuer == nil {
+		return fmt.Errorf("gm_cosign: certificate %s: its issuer is none of the CAs of crls", cert.SerialNumber.Text(16))
+	}
+	if _, err := k.crls.Latest(issuer); err != nil {
+		return err // no CRL of the issuer, or a URL never fetched: no decision possible
+	}
+	revoked, err := k.crls.IsRevoked(cert, issuer)
+	switch {
+	case err != nil:
+		return err
+	case revoked:
+		return fmt.Errorf("%w: serial %s is on the CA's CRL", platform.ErrCertRevoked, cert.SerialNumber.Text(16))
+	}
+	return nil
 }
 
 func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error {
 	now := time.Now()
 	if peer != nil && (now.Before(peer.NotBefore) || now.After(peer.NotAfter)) {
 		return platform.ErrCertExpired
+	}
+	if peer != nil {
+		if err := k.checkCRL(peer); err != nil {
+			return err
+		}
 	}
 	if k.dir == "" {
 		return nil
@@ -455,9 +547,20 @@ func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error 
 			return err
 		}
 	}
-	switch _, err := enroll.KeyStatus(st, pub, now); {
-	case err == nil, errors.Is(err, enroll.ErrNotFound):
-		return nil // valid, or no certificate yet (the key's first enrolment is co-signed)
+	rec, err := enroll.KeyStatus(st, pub, now)
+	switch {
+	case err == nil:
+		// the record may have been put back from before a revocation: the CRL decides
+		if k.crls == nil {
+			return nil
+		}
+		cert, perr := smx509.ParseCertificate(rec.SignCert)
+		if perr != nil {
+			return perr
+		}
+		return k.checkCRL(cert)
+	case errors.Is(err, enroll.ErrNotFound):
+		return nil // no certificate yet (the key's first enrolment is co-signed)
 	case errors.Is(err, enroll.ErrKeyRevoked):
 		return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
 	case errors.Is(err, enroll.ErrKeyExpired):

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,5 +172,103 @@ func TestCosignKeyStatus(t *testing.T) {
 		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
 			t.Fatalf("revoked (peer %v): %v", peer != nil, err)
 		}
+	}
+}
+
+// Attack: someone who can write gm_enroll's store deletes a revoked joint key's records, or
+// puts back a validly tagged record from before its revocation. With crls, gm_cosign still
+// refuses the key (the CA's CRL lists its certificate), for token sessions (the store record)
+// and certificate sessions (the session certificate) alike; a CRL that is missing, of another
+// CA or stale refuses too (fail closed).
+func TestCosignKeyStatusCRLAttack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "enroll")
+	root, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "cosign CRL CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := sm2.GenerateKey(rand.Reader)
+	cert, err := root.IssueFor(&key.PublicKey, pki.RoleSign, pki.IssueOptions{CommonName: "POS-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile := filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(t.TempDir(), "ca.crl")
+	writeCRL := func(revoked []smx509.RevocationListEntry, n int64, next time.Duration) {
+		t.Helper()
+		der, err := root.CreateCRL(revoked, big.NewInt(n), next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crlFile, pki.EncodeCRLPEM(der), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCRL(nil, 1, time.Hour)
+	k := &keyStatus{dir: dir, keys: testpki.NewSealKeys(t, "enroll-store")}
+	if err := k.loadCRLs(nil, []string{crlFile}, []string{rootFile}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.check(&key.PublicKey, nil); err != nil { // opens the store; no certificate yet
+		t.Fatalf("no certificate yet: %v", err)
+	}
+	ski, _ := enroll.KeySKI(&key.PublicKey)
+	serial := strings.ToLower(cert.SerialNumber.Text(16))
+	before := enroll.CertRecord{Serial: serial, SKI: ski, SignCert: cert.Raw, IssuedAt: time.Now()}
+	if err := k.store.PutCert(before); err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); err != nil {
+			t.Fatalf("valid, not on the CRL (peer %v): %v", peer != nil, err)
+		}
+	}
+	// The CA revokes it; the store's record is put back from before the revocation (the
+	// attacker's rollback: a validly tagged record that says "not revoked").
+	writeCRL([]smx509.RevocationListEntry{{SerialNumber: cert.SerialNumber, RevocationTime: time.Now()}}, 2, time.Hour)
+	if err := k.crls.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.store.Revoke(serial, "holder", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.store.PutCert(before); err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
+			t.Fatalf("rolled-back record (peer %v): %v, want ErrCertRevoked", peer != nil, err)
+		}
+	}
+	// The records deleted: a certificate session still presents the revoked certificate.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	k.store = nil
+	if err := k.check(&key.PublicKey, cert); !errors.Is(err, platform.ErrCertRevoked) {
+		t.Fatalf("deleted records, certificate session: %v, want ErrCertRevoked", err)
+	}
+	// Fail closed: a stale CRL, a certificate of another CA.
+	der, err := root.CreateCRLAt(nil, big.NewInt(1), time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staleFile := filepath.Join(t.TempDir(), "stale.crl")
+	if err := os.WriteFile(staleFile, pki.EncodeCRLPEM(der), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stale := &keyStatus{}
+	if err := stale.loadCRLs(nil, []string{staleFile}, []string{rootFile}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.check(&key.PublicKey, cert); err == nil || errors.Is(err, platform.ErrCertRevoked) {
+		t.Fatalf("stale CRL: %v, want a fail-closed error", err)
+	}
+	other, _, _ := pki.NewRootCA(pki.IssueOptions{CommonName: "other CA"})
+	otherCert, _ := other.IssueFor(&key.PublicKey, pki.RoleSign, pki.IssueOptions{CommonName: "POS-1"})
+	if err := k.check(&key.PublicKey, otherCert); err == nil || errors.Is(err, platform.ErrCertRevoked) {
+		t.Fatalf("other CA: %v, want a fail-closed error", err)
 	}
 }
