@@ -27,10 +27,12 @@ import (
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
+	"github.com/gmgate/gmgate/sealstore/redisledger"
 )
 
 func init() {
@@ -249,6 +251,13 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_cosign: replay: %w", err)
 		}
 		cfg.Shared, h.redis = shared, client
+		ledger, err := shareLedger(client, rc)
+		if err != nil {
+			client.Close()
+			h.redis = nil
+			return fmt.Errorf("gm_cosign: replay: %w", err)
+		}
+		store.SetLedger(ledger)
 		cfg.OnStateError = func(state string, err error) {
 			cosignStateErrors.WithLabelValues(state).Inc()
 			h.logger.Warn("gm_cosign: shared state", zap.String("state", state), zap.Error(err))
@@ -297,6 +306,17 @@ func cosignSharedState(rc *ReplayConfig) (*platform.SharedState, redis.Universal
 		return nil, nil, err
 	}
 	return shared, client, nil
+}
+
+// shareLedger is the Redis ledger of gm_cosign's share records (sealstore.Ledger): a share
+// file rolled back to before a rotation or a destroy is refused. Keys:
+// <redis_prefix>ledger:<record>.
+func shareLedger(client redis.UniversalClient, rc *ReplayConfig) (redisledger.Ledger, error) {
+	prefix := rc.RedisPrefix
+	if prefix == "" {
+		prefix = platform.DefaultRedisPrefix
+	}
+	return redisledger.New(abuse.RedisStore{Client: client, Prefix: prefix + "ledger:", Timeout: rc.redisConfig().Timeout})
 }
 
 // cosignPoints adapts gm_verify's replay store to platform.PointStore.
@@ -382,7 +402,26 @@ func cosignCommand(cmd *cobra.Command) {
 		if dir == "" || key == "" {
 			return nil, errors.New("--share-dir and --seal-key are required (gm_cosign's share_dir and seal_key)")
 		}
-		return sealstore.Open(dir, sealstore.VaultKey(v, key))
+		st, err := sealstore.Open(dir, sealstore.VaultKey(v, key))
+		if err != nil {
+			return nil, err
+		}
+		// gm_cosign's share ledger (replay { store redis }): destroy must record it there too
+		if addrs, _ := c.Flags().GetStringSlice("redis-address"); len(addrs) > 0 {
+			prefix, _ := c.Flags().GetString("redis-prefix")
+			rc := &ReplayConfig{Store: "redis", RedisAddress: addrs, RedisPrefix: prefix}
+			client, err := rc.redisConfig().NewClient()
+			if err != nil {
+				return nil, err
+			}
+			ledger, err := shareLedger(client, rc)
+			if err != nil {
+				client.Close()
+				return nil, err
+			}
+			st.SetLedger(ledger) // the client lives as long as the command
+		}
+		return st, nil
 	}
 	withVault := func(do func(c *cobra.Command, v *keyvault.Vault, args []string) (any, error)) func(*cobra.Command, []string) error {
 		return func(c *cobra.Command, args []string) error {
@@ -441,6 +480,8 @@ func cosignCommand(cmd *cobra.Command) {
 	for _, sc := range []*cobra.Command{list, destroy} {
 		sc.Flags().String("share-dir", "", "gm_cosign's share_dir")
 		sc.Flags().String("seal-key", "", "gm_cosign's seal_key")
+		sc.Flags().StringSlice("redis-address", nil, "gm_cosign's replay redis_address (with replay { store redis }: the share ledger; required then for destroy)")
+		sc.Flags().String("redis-prefix", "", "gm_cosign's replay redis_prefix (default gmgate:cosign:)")
 	}
 	token.Flags().String("token-key", "", "gm_cosign's token_key")
 	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt, rotate (rotate and confirm a share rotation)")

@@ -26,6 +26,7 @@ import (
 	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/sealstore"
 )
 
 // The gm_cosign block adapts to exactly this JSON (golden), and unknown options are refused.
@@ -270,5 +271,58 @@ func TestCosignKeyStatusCRLAttack(t *testing.T) {
 	otherCert, _ := other.IssueFor(&key.PublicKey, pki.RoleSign, pki.IssueOptions{CommonName: "POS-1"})
 	if err := k.check(&key.PublicKey, otherCert); err == nil || errors.Is(err, platform.ErrCertRevoked) {
 		t.Fatalf("other CA: %v, want a fail-closed error", err)
+	}
+}
+
+// Attack through gm_cosign's wiring: with replay { store redis } the share store's ledger lives
+// under <redis_prefix>ledger: (shareLedger, what Provision and `gmgate cosign destroy
+// --redis-address` use); a share file copied back to before a rotation is refused
+// (sealstore.ErrRolledBack: cosign_unavailable), by a second store as after a restart.
+func TestCosignShareLedgerRedis(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	rc := &ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr},
+		RedisPrefix: fmt.Sprintf("gmgate:cosign:ledger%d:", time.Now().UnixNano())}
+	client, err := rc.redisConfig().NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ledger, err := shareLedger(client, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, keys := t.TempDir(), testpki.NewSealKeys(t, "shares")
+	open := func() *sealstore.Store {
+		st, err := sealstore.Open(dir, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetLedger(ledger)
+		return st
+	}
+	st := open()
+	id := []byte("term-1")
+	if err := st.Create(platform.ShareKind, id, []byte("d2 v1")); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, platform.ShareKind, "*.json"))
+	old, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(platform.ShareKind, id, []byte("d2 v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DestroyVersion(platform.ShareKind, id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(files[0], old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open().GetAll(platform.ShareKind, id); !errors.Is(err, sealstore.ErrRolledBack) {
+		t.Fatalf("rolled-back share: %v, want sealstore.ErrRolledBack", err)
+	}
+	if n, _ := client.Exists(context.Background(), rc.RedisPrefix+"ledger:"+strings.TrimSuffix(filepath.Base(files[0]), ".json")).Result(); n != 1 {
+		t.Fatal("no ledger entry under <redis_prefix>ledger:")
 	}
 }
