@@ -134,5 +134,14 @@ func (s *Store) readChecked(kind string, id []byte, locked bool) (*record, *Ledg
 	if err := checkLedger(r, e); err != nil {
 		return nil, nil, err
 	}
+	if e == nil && len(r.Versions) > 0 {
+		// a record from before the ledger (or the ledger's data lost): recorded as read now,
+		// so that from here on a rollback of it is refused
+		ne := entryOf(r, nil)
+		if err := s.storeEntry(kind, id, ne); err != nil {
+			return nil, nil, err
+		}
+		e = &ne
+	}
 	return r, e, nil
 }

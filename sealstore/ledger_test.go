@@ -212,3 +212,23 @@ func TestLedgerErrorsFailClosed(t *testing.T) {
 		t.Fatalf("Destroy: %v, want ErrStorage", err)
 	}
 }
+
+// A record written before the ledger existed is recorded at its first read: a rollback after
+// that is refused.
+func TestLedgerAdoptsOlderRecords(t *testing.T) {
+	kind, id := "enroll-enc", []byte("serial-1")
+	s := ledgerStore(t, nil)
+	if err := s.Create(kind, id, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	one := snapshot(t, s, kind, id)
+	if _, err := s.Put(kind, id, []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	s.SetLedger(newMemLedger())
+	if _, n, err := s.Get(kind, id); err != nil || n != 2 {
+		t.Fatalf("first read with the ledger: %d %v", n, err)
+	}
+	restore(t, s, kind, id, one)
+	refusedAsRollback(t, s, kind, id)
+}
