@@ -92,7 +92,10 @@ type Cosign struct {
 	// several instances). When set, a co-operation (all but keygen) for a joint key whose
 	// newest certificate there is revoked, expired or not yet valid is refused
 	// (cosign_cert_revoked, cosign_cert_expired), by token and certificate sessions alike; a
-	// key with no certificate yet (before its first enrolment) is served. Opened at the first
+	// key with no certificate yet (before its first enrolment) is served. The newest
+	// certificate seen for each key is remembered in share_dir (kind cosign-cert): a key once
+	// seen certified whose records disappear from enroll_store is refused
+	// (cosign_unavailable). Opened at the first
 	// co-operation; unreadable: cosign_unavailable. Default none. A certificate session's own
 	// certificate is checked for validity at every request either way.
 	EnrollStore string `json:"enroll_store,omitempty"`
@@ -191,7 +194,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 	if sink == nil {
 		return errors.New("gm_cosign: the gmgate audit log is required (gmgate { audit <path> })")
 	}
-	h.status = &keyStatus{dir: h.EnrollStore}
+	h.status = &keyStatus{dir: h.EnrollStore, pins: store}
 	if h.EnrollStore != "" {
 		name := h.EnrollStoreKey
 		if name == "" {
@@ -501,6 +504,58 @@ type keyStatus struct {
 	// crls, when set, holds the CRLs of issuers (the CAs of the joint keys' certificates).
 	crls    *pki.CRLStore
 	issuers []*smx509.Certificate
+	// pins, when set (the share store), remembers the newest certificate seen for each joint
+	// key (kind certPinKind, id its subject key identifier): once a key is certified, its
+	// records missing from enroll_store refuse instead of looking "not yet certified", and the
+	// remembered certificate is checked against crls. With the share ledger (Redis) the pin
+	// itself cannot be rolled back or deleted unnoticed.
+	pins *sealstore.Store
+}
+
+// certPinKind is the share store's kind of gm_cosign's certificate pins (keyStatus.pins).
+const certPinKind = "cosign-cert"
+
+// ErrCertRecordMissing: the joint key was certified (gm_cosign remembers its certificate) but
+// enroll_store has no record of it any more (deleted): fail closed.
+var errCertRecordMissing = errors.New("gm_cosign: the key's certificate records are missing from enroll_store (deleted?)")
+
+// pinned returns the certificate remembered for ski, or nil.
+func (k *keyStatus) pinned(ski string) (*smx509.Certificate, error) {
+	if k.pins == nil {
+		return nil, nil
+	}
+	der, _, err := k.pins.Get(certPinKind, []byte(ski))
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return smx509.ParseCertificate(der)
+}
+
+// pin remembers cert as the newest certificate of ski (the older pin's version destroyed).
+func (k *keyStatus) pin(ski string, cert *smx509.Certificate, old *smx509.Certificate) error {
+	if k.pins == nil || (old != nil && bytes.Equal(old.Raw, cert.Raw)) {
+		return nil
+	}
+	if old != nil && !cert.NotBefore.After(old.NotBefore) {
+		return nil // an older certificate (a record rolled back): keep the newer pin
+	}
+	n, err := k.pins.Put(certPinKind, []byte(ski), cert.Raw)
+	if err != nil {
+		return err
+	}
+	if n > 1 {
+		if vs, err := k.pins.Versions(certPinKind, []byte(ski)); err == nil {
+			for _, v := range vs {
+				if v.Version != n {
+					_ = k.pins.DestroyVersion(certPinKind, []byte(ski), v.Version)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // loadCRLs sets up the CRL check: the CRL sources and the CAs they are of.
@@ -588,23 +643,46 @@ func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error 
 			return err
 		}
 	}
+	ski, err := enroll.KeySKI(pub)
+	if err != nil {
+		return err
+	}
+	pinned, err := k.pinned(ski)
+	if err != nil {
+		return err
+	}
+	if pinned != nil {
+		if err := k.checkCRL(pinned); err != nil {
+			return err
+		}
+	}
 	rec, err := enroll.KeyStatus(st, pub, now)
 	switch {
 	case err == nil:
 		// the record may have been put back from before a revocation: the CRL decides
-		if k.crls == nil {
-			return nil
-		}
 		cert, perr := smx509.ParseCertificate(rec.SignCert)
 		if perr != nil {
 			return perr
 		}
-		return k.checkCRL(cert)
+		if err := k.checkCRL(cert); err != nil {
+			return err
+		}
+		return k.pin(ski, cert, pinned)
 	case errors.Is(err, enroll.ErrNotFound):
+		if pinned != nil {
+			return errCertRecordMissing
+		}
 		return nil // no certificate yet (the key's first enrolment is co-signed)
-	case errors.Is(err, enroll.ErrKeyRevoked):
-		return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
-	case errors.Is(err, enroll.ErrKeyExpired):
+	case errors.Is(err, enroll.ErrKeyRevoked), errors.Is(err, enroll.ErrKeyExpired):
+		// remembered too: deleting the records later does not make the key look uncertified
+		if cert, perr := smx509.ParseCertificate(rec.SignCert); perr == nil {
+			if perr := k.pin(ski, cert, pinned); perr != nil {
+				return perr
+			}
+		}
+		if errors.Is(err, enroll.ErrKeyRevoked) {
+			return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
+		}
 		return fmt.Errorf("%w: %v", platform.ErrCertExpired, err)
 	default:
 		return err

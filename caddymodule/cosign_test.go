@@ -208,7 +208,11 @@ func TestCosignKeyStatusCRLAttack(t *testing.T) {
 		}
 	}
 	writeCRL(nil, 1, time.Hour)
-	k := &keyStatus{dir: dir, keys: testpki.NewSealKeys(t, "enroll-store")}
+	pins, err := sealstore.Open(t.TempDir(), testpki.NewSealKeys(t, "shares"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keyStatus{dir: dir, keys: testpki.NewSealKeys(t, "enroll-store"), pins: pins}
 	if err := k.loadCRLs(nil, []string{crlFile}, []string{rootFile}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -243,13 +247,24 @@ func TestCosignKeyStatusCRLAttack(t *testing.T) {
 			t.Fatalf("rolled-back record (peer %v): %v, want ErrCertRevoked", peer != nil, err)
 		}
 	}
-	// The records deleted: a certificate session still presents the revoked certificate.
+	// The records deleted: a certificate session still presents the revoked certificate; a
+	// token session is refused through the certificate gm_cosign remembered (pins).
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	k.store = nil
-	if err := k.check(&key.PublicKey, cert); !errors.Is(err, platform.ErrCertRevoked) {
-		t.Fatalf("deleted records, certificate session: %v, want ErrCertRevoked", err)
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
+			t.Fatalf("deleted records (peer %v): %v, want ErrCertRevoked", peer != nil, err)
+		}
+	}
+	// A certified key not revoked whose records are deleted fails closed too.
+	writeCRL(nil, 3, time.Hour)
+	if err := k.crls.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.check(&key.PublicKey, nil); !errors.Is(err, errCertRecordMissing) {
+		t.Fatalf("deleted records of a certified key: %v, want errCertRecordMissing", err)
 	}
 	// Fail closed: a stale CRL, a certificate of another CA.
 	der, err := root.CreateCRLAt(nil, big.NewInt(1), time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
