@@ -50,6 +50,9 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			rotation_timeout 5m
 			enroll_store /var/lib/gmgate/enroll
 			enroll_store_key enroll-store
+			crls /etc/gmgate/ca.crl http://ca.example/ca.crl
+			trusted_roots /etc/gmgate/root.pem
+			intermediates /etc/gmgate/sub.pem
 			replay {
 				store redis
 				redis_address 127.0.0.1:6379
@@ -63,9 +66,9 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","lockout":1800000000000,` +
+	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"crls":["/etc/gmgate/ca.crl","http://ca.example/ca.crl"],"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","intermediates":["/etc/gmgate/sub.pem"],"lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
-		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
+		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","trusted_roots":["/etc/gmgate/root.pem"],"user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
 	if i < 0 {
 		t.Fatalf("no gm_cosign handler in %s", out)
@@ -77,7 +80,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if string(h) != want {
 		t.Fatalf("got  %s\nwant %s", h, want)
 	}
-	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign {\n rotation_timeout\n}", "gm_cosign {\n enroll_store\n}", "gm_cosign extra"} {
+	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign {\n rotation_timeout\n}", "gm_cosign {\n enroll_store\n}", "gm_cosign {\n crls\n}", "gm_cosign extra"} {
 		var c Cosign
 		if err := c.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
