@@ -1251,6 +1251,9 @@ func init() {
 //		rotation_timeout   <duration>
 //		enroll_store       <directory>
 //		enroll_store_key   <vault SM4 key>
+//		crls               <file|url...>  # the joint keys' CA CRLs (gm_enroll's crl_file/crl_urls)
+//		trusted_roots      <pem...>       # the CAs of crls (default: development root)
+//		intermediates      <pem...>
 //		replay {                      # where rate limit, lockout and points live
 //			store memory|redis
 //			redis_address ...         # and the other redis_* options of gm_verify's replay block
@@ -1299,6 +1302,12 @@ func (h *Cosign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.EnrollStore)
 		case "enroll_store_key":
 			err = oneArg(d, &h.EnrollStoreKey)
+		case "crls":
+			err = appendArgs(d, &h.CRLs)
+		case "trusted_roots":
+			err = appendArgs(d, &h.TrustedRoots)
+		case "intermediates":
+			err = appendArgs(d, &h.Intermediates)
 		case "replay":
 			if h.Replay == nil {
 				h.Replay = &ReplayConfig{}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -26,9 +27,12 @@ import (
 	"github.com/gmgate/gmgate/cosign/platform"
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
+	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/keyvault"
+	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/refusal"
 	"github.com/gmgate/gmgate/sealstore"
+	"github.com/gmgate/gmgate/sealstore/redisledger"
 )
 
 func init() {
@@ -90,7 +94,10 @@ type Cosign struct {
 	// several instances). When set, a co-operation (all but keygen) for a joint key whose
 	// newest certificate there is revoked, expired or not yet valid is refused
 	// (cosign_cert_revoked, cosign_cert_expired), by token and certificate sessions alike; a
-	// key with no certificate yet (before its first enrolment) is served. Opened at the first
+	// key with no certificate yet (before its first enrolment) is served. The newest
+	// certificate seen for each key is remembered in share_dir (kind cosign-cert): a key once
+	// seen certified whose records disappear from enroll_store is refused
+	// (cosign_unavailable). Opened at the first
 	// co-operation; unreadable: cosign_unavailable. Default none. A certificate session's own
 	// certificate is checked for validity at every request either way.
 	EnrollStore string `json:"enroll_store,omitempty"`
@@ -98,6 +105,20 @@ type Cosign struct {
 	// gm_enroll's store_key (a record without a valid tag fails closed: cosign_unavailable).
 	// Required with enroll_store, except with the development PKI (default dev-enroll-store).
 	EnrollStoreKey string `json:"enroll_store_key,omitempty"`
+	// CRLs are CRL files or URLs of the CA that issues the joint keys' certificates
+	// (gm_enroll's crl_file or crl_urls), as gm_verify's crls: when set, the session
+	// certificate of a certificate session and, with enroll_store, the key's newest
+	// certificate there are checked against them before every co-operation (all but keygen),
+	// so that a record of enroll_store deleted or put back from before its revocation does
+	// not make a revoked joint key usable again (cosign_cert_revoked). A certificate of no
+	// issuer in trusted_roots/intermediates, no CRL of its issuer, a CRL past its nextUpdate
+	// or a URL not yet fetched refuses (cosign_unavailable: fail closed). Default none.
+	CRLs []string `json:"crls,omitempty"`
+	// TrustedRoots and Intermediates are PEM files of the CAs whose CRLs crls holds (the
+	// issuers of the joint keys' certificates), as gm_verify's. Default: the development root
+	// with the development PKI. Only with crls.
+	TrustedRoots  []string `json:"trusted_roots,omitempty"`
+	Intermediates []string `json:"intermediates,omitempty"`
 
 	// Replay says where the abuse-control state lives, with gm_verify's replay options: store
 	// "memory" (default: this process; each instance counts alone) or "redis" (shared by every
@@ -111,7 +132,9 @@ type Cosign struct {
 	svc    *platform.Service
 	status *keyStatus
 	redis  io.Closer // the shared state's Redis client, closed at Cleanup
-	logger *zap.Logger
+	// releaseCRLs stops reporting the crls store's expiry (trackCRLs), at Cleanup
+	releaseCRLs func()
+	logger      *zap.Logger
 }
 
 var (
@@ -173,7 +196,7 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 	if sink == nil {
 		return errors.New("gm_cosign: the gmgate audit log is required (gmgate { audit <path> })")
 	}
-	h.status = &keyStatus{dir: h.EnrollStore}
+	h.status = &keyStatus{dir: h.EnrollStore, pins: store}
 	if h.EnrollStore != "" {
 		name := h.EnrollStoreKey
 		if name == "" {
@@ -185,6 +208,14 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 		if h.status.keys, err = app.SealKeys(name); err != nil {
 			return fmt.Errorf("gm_cosign: enroll_store_key %q: %w", name, err)
 		}
+	}
+	if len(h.CRLs) > 0 {
+		if err := h.status.loadCRLs(app, h.CRLs, h.TrustedRoots, h.Intermediates); err != nil {
+			return fmt.Errorf("gm_cosign: %w", err)
+		}
+		h.releaseCRLs = trackCRLs("gm_cosign", h.status.crls)
+	} else if len(h.TrustedRoots)+len(h.Intermediates) > 0 {
+		return errors.New("gm_cosign: trusted_roots and intermediates are the issuers of crls: set crls")
 	}
 	cfg := platform.Config{
 		Shares: store, Audit: sink, Auth: h.Auth,
@@ -225,6 +256,13 @@ func (h *Cosign) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("gm_cosign: replay: %w", err)
 		}
 		cfg.Shared, h.redis = shared, client
+		ledger, err := shareLedger(client, rc)
+		if err != nil {
+			client.Close()
+			h.redis = nil
+			return fmt.Errorf("gm_cosign: replay: %w", err)
+		}
+		store.SetLedger(ledger)
 		cfg.OnStateError = func(state string, err error) {
 			cosignStateErrors.WithLabelValues(state).Inc()
 			h.logger.Warn("gm_cosign: shared state", zap.String("state", state), zap.Error(err))
@@ -275,6 +313,17 @@ func cosignSharedState(rc *ReplayConfig) (*platform.SharedState, redis.Universal
 	return shared, client, nil
 }
 
+// shareLedger is the Redis ledger of gm_cosign's share records (sealstore.Ledger): a share
+// file rolled back to before a rotation or a destroy is refused. Keys:
+// <redis_prefix>ledger:<record>.
+func shareLedger(client redis.UniversalClient, rc *ReplayConfig) (redisledger.Ledger, error) {
+	prefix := rc.RedisPrefix
+	if prefix == "" {
+		prefix = platform.DefaultRedisPrefix
+	}
+	return redisledger.New(abuse.RedisStore{Client: client, Prefix: prefix + "ledger:", Timeout: rc.redisConfig().Timeout})
+}
+
 // cosignPoints adapts gm_verify's replay store to platform.PointStore.
 type cosignPoints struct{ gateway.ReplayStore }
 
@@ -289,6 +338,10 @@ func (p cosignPoints) CheckAndStore(ctx context.Context, keyID, nonce string, tt
 // Cleanup closes the shared state's Redis client: at once when gmgate exits, after reloadDrain
 // on a reload (the old configuration's requests may still be running).
 func (h *Cosign) Cleanup() error {
+	if h.releaseCRLs != nil {
+		h.releaseCRLs()
+		h.releaseCRLs = nil
+	}
 	c := h.redis
 	h.redis = nil
 	if c == nil {
@@ -354,7 +407,26 @@ func cosignCommand(cmd *cobra.Command) {
 		if dir == "" || key == "" {
 			return nil, errors.New("--share-dir and --seal-key are required (gm_cosign's share_dir and seal_key)")
 		}
-		return sealstore.Open(dir, sealstore.VaultKey(v, key))
+		st, err := sealstore.Open(dir, sealstore.VaultKey(v, key))
+		if err != nil {
+			return nil, err
+		}
+		// gm_cosign's share ledger (replay { store redis }): destroy must record it there too
+		if addrs, _ := c.Flags().GetStringSlice("redis-address"); len(addrs) > 0 {
+			prefix, _ := c.Flags().GetString("redis-prefix")
+			rc := &ReplayConfig{Store: "redis", RedisAddress: addrs, RedisPrefix: prefix}
+			client, err := rc.redisConfig().NewClient()
+			if err != nil {
+				return nil, err
+			}
+			ledger, err := shareLedger(client, rc)
+			if err != nil {
+				client.Close()
+				return nil, err
+			}
+			st.SetLedger(ledger) // the client lives as long as the command
+		}
+		return st, nil
 	}
 	withVault := func(do func(c *cobra.Command, v *keyvault.Vault, args []string) (any, error)) func(*cobra.Command, []string) error {
 		return func(c *cobra.Command, args []string) error {
@@ -413,6 +485,8 @@ func cosignCommand(cmd *cobra.Command) {
 	for _, sc := range []*cobra.Command{list, destroy} {
 		sc.Flags().String("share-dir", "", "gm_cosign's share_dir")
 		sc.Flags().String("seal-key", "", "gm_cosign's seal_key")
+		sc.Flags().StringSlice("redis-address", nil, "gm_cosign's replay redis_address (with replay { store redis }: the share ledger; required then for destroy)")
+		sc.Flags().String("redis-prefix", "", "gm_cosign's replay redis_prefix (default gmgate:cosign:)")
 	}
 	token.Flags().String("token-key", "", "gm_cosign's token_key")
 	token.Flags().StringSlice("ops", []string{platform.OpSign, platform.OpDecrypt}, "operations allowed: keygen, sign, decrypt, rotate (rotate and confirm a share rotation)")
@@ -422,18 +496,132 @@ func cosignCommand(cmd *cobra.Command) {
 
 // keyStatus is gm_cosign's certificate check (platform.Config.CertStatus): the session
 // certificate's validity, and with enroll_store the joint key's newest pair in gm_enroll's
-// store (enroll.KeyStatus). The store is opened at the first use (validate writes nothing).
+// store (enroll.KeyStatus), and with crls both certificates against the CA's CRLs. The store
+// is opened at the first use (validate writes nothing).
 type keyStatus struct {
 	dir   string
 	keys  sealstore.Keys
 	mu    sync.Mutex
 	store *enroll.FileStore
+	// crls, when set, holds the CRLs of issuers (the CAs of the joint keys' certificates).
+	crls    *pki.CRLStore
+	issuers []*smx509.Certificate
+	// pins, when set (the share store), remembers the newest certificate seen for each joint
+	// key (kind certPinKind, id its subject key identifier): once a key is certified, its
+	// records missing from enroll_store refuse instead of looking "not yet certified", and the
+	// remembered certificate is checked against crls. With the share ledger (Redis) the pin
+	// itself cannot be rolled back or deleted unnoticed.
+	pins *sealstore.Store
+}
+
+// certPinKind is the share store's kind of gm_cosign's certificate pins (keyStatus.pins).
+const certPinKind = "cosign-cert"
+
+// ErrCertRecordMissing: the joint key was certified (gm_cosign remembers its certificate) but
+// enroll_store has no record of it any more (deleted): fail closed.
+var errCertRecordMissing = errors.New("gm_cosign: the key's certificate records are missing from enroll_store (deleted?)")
+
+// pinned returns the certificate remembered for ski, or nil.
+func (k *keyStatus) pinned(ski string) (*smx509.Certificate, error) {
+	if k.pins == nil {
+		return nil, nil
+	}
+	der, _, err := k.pins.Get(certPinKind, []byte(ski))
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return smx509.ParseCertificate(der)
+}
+
+// pin remembers cert as the newest certificate of ski (the older pin's version destroyed).
+func (k *keyStatus) pin(ski string, cert *smx509.Certificate, old *smx509.Certificate) error {
+	if k.pins == nil || (old != nil && bytes.Equal(old.Raw, cert.Raw)) {
+		return nil
+	}
+	if old != nil && !cert.NotBefore.After(old.NotBefore) {
+		return nil // an older certificate (a record rolled back): keep the newer pin
+	}
+	n, err := k.pins.Put(certPinKind, []byte(ski), cert.Raw)
+	if err != nil {
+		return err
+	}
+	if n > 1 {
+		if vs, err := k.pins.Versions(certPinKind, []byte(ski)); err == nil {
+			for _, v := range vs {
+				if v.Version != n {
+					_ = k.pins.DestroyVersion(certPinKind, []byte(ski), v.Version)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// loadCRLs sets up the CRL check: the CRL sources and the CAs they are of.
+func (k *keyStatus) loadCRLs(app *App, sources, rootFiles, interFiles []string) error {
+	roots, err := pki.LoadCertificatesFiles(rootFiles...)
+	if err != nil {
+		return fmt.Errorf("trusted_roots: %w", err)
+	}
+	inters, err := pki.LoadCertificatesFiles(interFiles...)
+	if err != nil {
+		return fmt.Errorf("intermediates: %w", err)
+	}
+	if len(roots) == 0 && app != nil && app.Dev() != nil {
+		roots = []*smx509.Certificate{app.Dev().Root.Cert}
+	}
+	if len(roots)+len(inters) == 0 {
+		return errors.New("crls: trusted_roots required (the CAs whose CRLs they are; no development PKI in use)")
+	}
+	k.issuers = append(roots, inters...)
+	if k.crls, err = pki.NewCRLStore(sources, withEnrollCRLs(sources, pki.CRLOptions{Issuers: k.issuers})); err != nil {
+		return fmt.Errorf("crls: %w", err)
+	}
+	return nil
+}
+
+// checkCRL refuses cert when the CRL of its issuer lists it (platform.ErrCertRevoked), and
+// fails closed (any other error: cosign_unavailable) when its issuer is none of the
+// configured CAs, no CRL of the issuer is loaded, or that CRL is stale or not yet fetched.
+func (k *keyStatus) checkCRL(cert *smx509.Certificate) error {
+	if k.crls == nil {
+		return nil
+	}
+	var issuer *smx509.Certificate
+	for _, c := range k.issuers {
+		if bytes.Equal(cert.RawIssuer, c.RawSubject) && cert.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
+	if issuer == nil {
+		return fmt.Errorf("gm_cosign: certificate %s: its issuer is none of the CAs of crls", cert.SerialNumber.Text(16))
+	}
+	if _, err := k.crls.Latest(issuer); err != nil {
+		return err // no CRL of the issuer, or a URL never fetched: no decision possible
+	}
+	revoked, err := k.crls.IsRevoked(cert, issuer)
+	switch {
+	case err != nil:
+		return err
+	case revoked:
+		return fmt.Errorf("%w: serial %s is on the CA's CRL", platform.ErrCertRevoked, cert.SerialNumber.Text(16))
+	}
+	return nil
 }
 
 func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error {
 	now := time.Now()
 	if peer != nil && (now.Before(peer.NotBefore) || now.After(peer.NotAfter)) {
 		return platform.ErrCertExpired
+	}
+	if peer != nil {
+		if err := k.checkCRL(peer); err != nil {
+			return err
+		}
 	}
 	if k.dir == "" {
 		return nil
@@ -457,12 +645,46 @@ func (k *keyStatus) check(pub *ecdsa.PublicKey, peer *smx509.Certificate) error 
 			return err
 		}
 	}
-	switch _, err := enroll.KeyStatus(st, pub, now); {
-	case err == nil, errors.Is(err, enroll.ErrNotFound):
-		return nil // valid, or no certificate yet (the key's first enrolment is co-signed)
-	case errors.Is(err, enroll.ErrKeyRevoked):
-		return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
-	case errors.Is(err, enroll.ErrKeyExpired):
+	ski, err := enroll.KeySKI(pub)
+	if err != nil {
+		return err
+	}
+	pinned, err := k.pinned(ski)
+	if err != nil {
+		return err
+	}
+	if pinned != nil {
+		if err := k.checkCRL(pinned); err != nil {
+			return err
+		}
+	}
+	rec, err := enroll.KeyStatus(st, pub, now)
+	switch {
+	case err == nil:
+		// the record may have been put back from before a revocation: the CRL decides
+		cert, perr := smx509.ParseCertificate(rec.SignCert)
+		if perr != nil {
+			return perr
+		}
+		if err := k.checkCRL(cert); err != nil {
+			return err
+		}
+		return k.pin(ski, cert, pinned)
+	case errors.Is(err, enroll.ErrNotFound):
+		if pinned != nil {
+			return errCertRecordMissing
+		}
+		return nil // no certificate yet (the key's first enrolment is co-signed)
+	case errors.Is(err, enroll.ErrKeyRevoked), errors.Is(err, enroll.ErrKeyExpired):
+		// remembered too: deleting the records later does not make the key look uncertified
+		if cert, perr := smx509.ParseCertificate(rec.SignCert); perr == nil {
+			if perr := k.pin(ski, cert, pinned); perr != nil {
+				return perr
+			}
+		}
+		if errors.Is(err, enroll.ErrKeyRevoked) {
+			return fmt.Errorf("%w: %v", platform.ErrCertRevoked, err)
+		}
 		return fmt.Errorf("%w: %v", platform.ErrCertExpired, err)
 	default:
 		return err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/gmgate/gmgate/internal/testenv"
 	"github.com/gmgate/gmgate/internal/testpki"
 	"github.com/gmgate/gmgate/pki"
+	"github.com/gmgate/gmgate/sealstore"
 )
 
 // The gm_cosign block adapts to exactly this JSON (golden), and unknown options are refused.
@@ -47,6 +50,9 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 			rotation_timeout 5m
 			enroll_store /var/lib/gmgate/enroll
 			enroll_store_key enroll-store
+			crls /etc/gmgate/ca.crl http://ca.example/ca.crl
+			trusted_roots /etc/gmgate/root.pem
+			intermediates /etc/gmgate/sub.pem
 			replay {
 				store redis
 				redis_address 127.0.0.1:6379
@@ -60,9 +66,9 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","lockout":1800000000000,` +
+	const want = `{"auth":"cert_or_token","bind_instruction":true,"burst":5,"crls":["/etc/gmgate/ca.crl","http://ca.example/ca.crl"],"enroll_store":"/var/lib/gmgate/enroll","enroll_store_key":"enroll-store","handler":"gm_cosign","intermediates":["/etc/gmgate/sub.pem"],"lockout":1800000000000,` +
 		`"max_failures":3,"max_points":50000,"max_token_lifetime":300000000000,"point_window":900000000000,` +
-		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","user_id":"1234567812345678"}`
+		`"rate_per_minute":30,"replay":{"redis_address":"127.0.0.1:6379","redis_prefix":"gmgate:cosign:site1:","redis_timeout":500000000,"store":"redis"},"rotation_timeout":300000000000,"seal_key":"cosign-seal","share_dir":"/var/lib/gmgate/cosign","token_key":"cosign-token","trusted_roots":["/etc/gmgate/root.pem"],"user_id":"1234567812345678"}`
 	i := strings.Index(string(out), `{"auth"`)
 	if i < 0 {
 		t.Fatalf("no gm_cosign handler in %s", out)
@@ -74,7 +80,7 @@ func TestCosignCaddyfileGolden(t *testing.T) {
 	if string(h) != want {
 		t.Fatalf("got  %s\nwant %s", h, want)
 	}
-	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign {\n rotation_timeout\n}", "gm_cosign {\n enroll_store\n}", "gm_cosign extra"} {
+	for _, bad := range []string{"gm_cosign {\n share_dir\n}", "gm_cosign {\n frobnicate 1\n}", "gm_cosign {\n bind_instruction yes\n}", "gm_cosign {\n rotation_timeout\n}", "gm_cosign {\n enroll_store\n}", "gm_cosign {\n crls\n}", "gm_cosign extra"} {
 		var c Cosign
 		if err := c.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
@@ -170,5 +176,171 @@ func TestCosignKeyStatus(t *testing.T) {
 		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
 			t.Fatalf("revoked (peer %v): %v", peer != nil, err)
 		}
+	}
+}
+
+// Attack: someone who can write gm_enroll's store deletes a revoked joint key's records, or
+// puts back a validly tagged record from before its revocation. With crls, gm_cosign still
+// refuses the key (the CA's CRL lists its certificate), for token sessions (the store record)
+// and certificate sessions (the session certificate) alike; a CRL that is missing, of another
+// CA or stale refuses too (fail closed).
+func TestCosignKeyStatusCRLAttack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "enroll")
+	root, _, err := pki.NewRootCA(pki.IssueOptions{CommonName: "cosign CRL CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := sm2.GenerateKey(rand.Reader)
+	cert, err := root.IssueFor(&key.PublicKey, pki.RoleSign, pki.IssueOptions{CommonName: "POS-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile := filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(t.TempDir(), "ca.crl")
+	writeCRL := func(revoked []smx509.RevocationListEntry, n int64, next time.Duration) {
+		t.Helper()
+		der, err := root.CreateCRL(revoked, big.NewInt(n), next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crlFile, pki.EncodeCRLPEM(der), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCRL(nil, 1, time.Hour)
+	pins, err := sealstore.Open(t.TempDir(), testpki.NewSealKeys(t, "shares"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keyStatus{dir: dir, keys: testpki.NewSealKeys(t, "enroll-store"), pins: pins}
+	if err := k.loadCRLs(nil, []string{crlFile}, []string{rootFile}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.check(&key.PublicKey, nil); err != nil { // opens the store; no certificate yet
+		t.Fatalf("no certificate yet: %v", err)
+	}
+	ski, _ := enroll.KeySKI(&key.PublicKey)
+	serial := strings.ToLower(cert.SerialNumber.Text(16))
+	before := enroll.CertRecord{Serial: serial, SKI: ski, SignCert: cert.Raw, IssuedAt: time.Now()}
+	if err := k.store.PutCert(before); err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); err != nil {
+			t.Fatalf("valid, not on the CRL (peer %v): %v", peer != nil, err)
+		}
+	}
+	// The CA revokes it; the store's record is put back from before the revocation (the
+	// attacker's rollback: a validly tagged record that says "not revoked").
+	writeCRL([]smx509.RevocationListEntry{{SerialNumber: cert.SerialNumber, RevocationTime: time.Now()}}, 2, time.Hour)
+	if err := k.crls.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.store.Revoke(serial, "holder", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.store.PutCert(before); err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
+			t.Fatalf("rolled-back record (peer %v): %v, want ErrCertRevoked", peer != nil, err)
+		}
+	}
+	// The records deleted: a certificate session still presents the revoked certificate; a
+	// token session is refused through the certificate gm_cosign remembered (pins).
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	k.store = nil
+	for _, peer := range []*smx509.Certificate{nil, cert} {
+		if err := k.check(&key.PublicKey, peer); !errors.Is(err, platform.ErrCertRevoked) {
+			t.Fatalf("deleted records (peer %v): %v, want ErrCertRevoked", peer != nil, err)
+		}
+	}
+	// A certified key not revoked whose records are deleted fails closed too.
+	writeCRL(nil, 3, time.Hour)
+	if err := k.crls.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.check(&key.PublicKey, nil); !errors.Is(err, errCertRecordMissing) {
+		t.Fatalf("deleted records of a certified key: %v, want errCertRecordMissing", err)
+	}
+	// Fail closed: a stale CRL, a certificate of another CA.
+	der, err := root.CreateCRLAt(nil, big.NewInt(1), time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staleFile := filepath.Join(t.TempDir(), "stale.crl")
+	if err := os.WriteFile(staleFile, pki.EncodeCRLPEM(der), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stale := &keyStatus{}
+	if err := stale.loadCRLs(nil, []string{staleFile}, []string{rootFile}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.check(&key.PublicKey, cert); err == nil || errors.Is(err, platform.ErrCertRevoked) {
+		t.Fatalf("stale CRL: %v, want a fail-closed error", err)
+	}
+	other, _, _ := pki.NewRootCA(pki.IssueOptions{CommonName: "other CA"})
+	otherCert, _ := other.IssueFor(&key.PublicKey, pki.RoleSign, pki.IssueOptions{CommonName: "POS-1"})
+	if err := k.check(&key.PublicKey, otherCert); err == nil || errors.Is(err, platform.ErrCertRevoked) {
+		t.Fatalf("other CA: %v, want a fail-closed error", err)
+	}
+}
+
+// Attack through gm_cosign's wiring: with replay { store redis } the share store's ledger lives
+// under <redis_prefix>ledger: (shareLedger, what Provision and `gmgate cosign destroy
+// --redis-address` use); a share file copied back to before a rotation is refused
+// (sealstore.ErrRolledBack: cosign_unavailable), by a second store as after a restart.
+func TestCosignShareLedgerRedis(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	rc := &ReplayConfig{Store: "redis", RedisAddress: RedisAddresses{addr},
+		RedisPrefix: fmt.Sprintf("gmgate:cosign:ledger%d:", time.Now().UnixNano())}
+	client, err := rc.redisConfig().NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ledger, err := shareLedger(client, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, keys := t.TempDir(), testpki.NewSealKeys(t, "shares")
+	open := func() *sealstore.Store {
+		st, err := sealstore.Open(dir, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetLedger(ledger)
+		return st
+	}
+	st := open()
+	id := []byte("term-1")
+	if err := st.Create(platform.ShareKind, id, []byte("d2 v1")); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, platform.ShareKind, "*.json"))
+	old, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(platform.ShareKind, id, []byte("d2 v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DestroyVersion(platform.ShareKind, id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(files[0], old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open().GetAll(platform.ShareKind, id); !errors.Is(err, sealstore.ErrRolledBack) {
+		t.Fatalf("rolled-back share: %v, want sealstore.ErrRolledBack", err)
+	}
+	if n, _ := client.Exists(context.Background(), rc.RedisPrefix+"ledger:"+strings.TrimSuffix(filepath.Base(files[0]), ".json")).Result(); n != 1 {
+		t.Fatal("no ledger entry under <redis_prefix>ledger:")
 	}
 }

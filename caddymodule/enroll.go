@@ -24,6 +24,7 @@ import (
 	"github.com/gmgate/gmgate/internal/abuse"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/sealstore"
+	"github.com/gmgate/gmgate/sealstore/redisledger"
 )
 
 func init() {
@@ -480,6 +481,16 @@ func (h *Enroll) build() (*enroll.Server, error) {
 		ss, err := sealstore.Open(h.EscrowDir, h.escrowKeys)
 		if err != nil {
 			return nil, fmt.Errorf("escrow: %w", err)
+		}
+		if sh := cfg.Limits.Shared; sh != nil {
+			// escrow records rolled back or put back after a destroy are refused:
+			// <redis_prefix>escrow-ledger:<record>
+			l, err := redisledger.New(abuse.RedisStore{Client: sh.Client, Timeout: sh.Timeout,
+				Prefix: strings.TrimSuffix(sh.Prefix, enrollLimitsSuffix) + "escrow-ledger:"})
+			if err != nil {
+				return nil, fmt.Errorf("escrow: ledger: %w", err)
+			}
+			ss.SetLedger(l)
 		}
 		cfg.Escrow = sealEscrow{ss}
 	}

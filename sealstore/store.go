@@ -14,9 +14,10 @@
 //     renamed over the old one; concurrent writers (two instances sharing the directory) are
 //     serialised by an advisory lock per record.
 //
-// It does not detect a rollback of a whole record file to an older copy (that needs state outside
-// the directory); callers whose secrets must not roll back (a rotated share) check the secret's
-// version against their own records.
+// A rollback of a whole record file to an older copy (before a Put, a DestroyVersion or a
+// Destroy), or its deletion, needs state outside the directory to detect: with a Ledger
+// (SetLedger; Redis in the Caddy adapter) every read checks the record against its entry and
+// refuses one that disagrees (ErrRolledBack). Without a ledger it is not detected.
 package sealstore
 
 import (
@@ -29,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -90,6 +92,8 @@ type Store struct {
 	keys Keys
 	now  func() time.Time
 	mu   sync.Mutex // serialises writers within the process (flock serialises processes)
+	// ledger, when set, holds every record's state outside the directory (SetLedger).
+	ledger Ledger
 }
 
 // Info describes one version of a secret (never the secret itself).
@@ -194,7 +198,7 @@ func (s *Store) put(kind string, id []byte, secret []byte, check func(*record) e
 		return 0, fmt.Errorf("%w: %v", ErrKey, err)
 	}
 	var n int
-	err = s.update(kind, id, func(r *record) error {
+	err = s.update(kind, id, func(r *record, e *LedgerEntry) error {
 		if check != nil {
 			if err := check(r); err != nil {
 				return err
@@ -206,6 +210,9 @@ func (s *Store) put(kind string, id []byte, secret []byte, check func(*record) e
 		n = 1
 		if len(r.Versions) > 0 {
 			n = r.Versions[len(r.Versions)-1].N + 1
+		}
+		if e != nil && n <= e.Max {
+			n = e.Max + 1 // a destroyed number is never used again
 		}
 		sealed, err := key.SealGCM(secret, s.aad(kind, id, n, key.Version()))
 		if err != nil {
@@ -237,7 +244,7 @@ func (s *Store) get(kind string, id []byte, n int) ([]byte, int, error) {
 	if err := checkSubject(kind, id); err != nil {
 		return nil, 0, err
 	}
-	r, err := s.read(kind, id)
+	r, _, err := s.readChecked(kind, id, false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -264,7 +271,7 @@ func (s *Store) Versions(kind string, id []byte) ([]Info, error) {
 	if err := checkSubject(kind, id); err != nil {
 		return nil, err
 	}
-	r, err := s.read(kind, id)
+	r, _, err := s.readChecked(kind, id, false)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +294,7 @@ func (s *Store) Rewrap(kind string, id []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %v", ErrKey, err)
 	}
 	count := 0
-	err = s.update(kind, id, func(r *record) error {
+	err = s.update(kind, id, func(r *record, _ *LedgerEntry) error {
 		if len(r.Versions) == 0 {
 			return ErrNotFound
 		}
@@ -327,6 +334,19 @@ func (s *Store) Destroy(kind string, id []byte) error {
 		return err
 	}
 	defer unlock()
+	if s.ledger != nil {
+		// the ledger first: a copy of the file put back later is refused
+		r, e, err := s.readChecked(kind, id, true)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return ErrNotFound
+		}
+		if err := s.storeEntry(kind, id, entryOf(&record{}, &LedgerEntry{Max: entryOf(r, e).Max})); err != nil {
+			return err
+		}
+	}
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return ErrNotFound
@@ -349,7 +369,7 @@ func (s *Store) GetAll(kind string, id []byte) ([]Version, error) {
 	if err := checkSubject(kind, id); err != nil {
 		return nil, err
 	}
-	r, err := s.read(kind, id)
+	r, _, err := s.readChecked(kind, id, false)
 	if err != nil {
 		return nil, err
 	}
@@ -401,10 +421,10 @@ func (s *Store) destroyVersion(kind string, id []byte, n int, match func([]Versi
 	if n < 1 {
 		return fmt.Errorf("%w: versions start at 1", ErrInvalidInput)
 	}
-	if _, err := s.read(kind, id); err != nil {
+	if _, _, err := s.readChecked(kind, id, false); err != nil {
 		return err // no record: do not create an empty one
 	}
-	return s.update(kind, id, func(r *record) error {
+	return s.update(kind, id, func(r *record, _ *LedgerEntry) error {
 		if len(r.Versions) == 0 {
 			return ErrNotFound // destroyed between the read and the lock
 		}
@@ -556,7 +576,7 @@ func (s *Store) readFile(path string) (*record, error) {
 
 // update runs f on the current record of (kind, id) (an empty one when there is none) under the
 // record's lock and writes the result atomically.
-func (s *Store) update(kind string, id []byte, f func(*record) error) error {
+func (s *Store) update(kind string, id []byte, f func(*record, *LedgerEntry) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dir := filepath.Join(s.dir, kind)
@@ -569,21 +589,51 @@ func (s *Store) update(kind string, id []byte, f func(*record) error) error {
 		return err
 	}
 	defer unlock()
-	r, err := s.read(kind, id)
+	r, e, err := s.readChecked(kind, id, true)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		r = &record{Format: recordFormat, Kind: kind, ID: base64.StdEncoding.EncodeToString(id), Key: s.keys.Name()}
 	case err != nil:
 		return err
 	}
-	if err := f(r); err != nil {
+	before := entryOf(r, e)
+	if err := f(r, e); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(r, "", " ")
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStorage, err)
 	}
-	return writeAtomic(path, data)
+	if s.ledger == nil {
+		return writeAtomic(path, data)
+	}
+	after := entryOf(r, e)
+	if slices.Equal(before.Live, after.Live) {
+		return writeAtomic(path, data) // a rewrap: same versions
+	}
+	// A version removed: the ledger first (a crash between leaves the record refused, never
+	// the destroyed version usable). A version added: the file first (a crash between leaves
+	// a version above the ledger's Max, which is accepted).
+	removed := len(after.Live) <= len(before.Live)
+	if removed {
+		if err := s.storeEntry(kind, id, after); err != nil {
+			return err
+		}
+	}
+	if err := writeAtomic(path, data); err != nil {
+		return err
+	}
+	if !removed {
+		return s.storeEntry(kind, id, after)
+	}
+	return nil
+}
+
+func (s *Store) storeEntry(kind string, id []byte, e LedgerEntry) error {
+	if err := s.ledger.StoreEntry(s.ledgerName(kind, id), e); err != nil {
+		return fmt.Errorf("%w: ledger: %v", ErrStorage, err)
+	}
+	return nil
 }
 
 func writeAtomic(path string, data []byte) error {
