@@ -114,10 +114,12 @@ type Cosign struct {
 	// issuer in trusted_roots/intermediates, no CRL of its issuer, a CRL past its nextUpdate
 	// or a URL not yet fetched refuses (cosign_unavailable: fail closed). Default none.
 	CRLs []string `json:"crls,omitempty"`
-	// TrustedRoots and Intermediates are PEM files of the CAs whose CRLs crls holds (the
-	// issuers of the joint keys' certificates), as gm_verify's. Default: the development root
-	// with the development PKI. Only with crls.
-	TrustedRoots  []string `json:"trusted_roots,omitempty"`
+	// TrustedRoots are PEM files of the root CAs whose CRLs crls holds (the issuers of the
+	// joint keys' certificates), as gm_verify's. Default: the development root with the
+	// development PKI. Only with crls.
+	TrustedRoots []string `json:"trusted_roots,omitempty"`
+	// Intermediates are PEM files of intermediate CAs issuing the joint keys' certificates
+	// (gm_enroll's CA certificate), as gm_verify's. Only with crls.
 	Intermediates []string `json:"intermediates,omitempty"`
 
 	// Replay says where the abuse-control state lives, with gm_verify's replay options: store
@@ -465,6 +467,9 @@ func cosignCommand(cmd *cobra.Command) {
 			}
 			for _, id := range args {
 				if err := st.Destroy(platform.ShareKind, []byte(id)); err != nil {
+					if errors.Is(err, sealstore.ErrLedgerRequired) {
+						return nil, fmt.Errorf("%s: %w (gm_cosign keeps its share ledger in Redis: pass --redis-address and --redis-prefix as in its replay block)", id, err)
+					}
 					return nil, fmt.Errorf("%s: %w", id, err)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 )
 
@@ -34,6 +35,35 @@ type LedgerEntry struct {
 // missing (the file is older than the ledger, or deleted) or a destroyed version is back. It
 // wraps ErrIntegrity.
 var ErrRolledBack = fmt.Errorf("%w: record older than the ledger (rolled back or deleted)", ErrIntegrity)
+
+// ErrLedgerRequired means the store was opened without its ledger but keeps one (a write with
+// the ledger left a marker in the directory): changing it now would leave the ledger behind
+// (a destroyed share the ledger still lists, refused for ever; a record file put back later
+// accepted), so nothing is written. Open the store with its ledger.
+var ErrLedgerRequired = errors.New("sealstore: this store keeps a ledger outside its directory: open it with the ledger to change it")
+
+// ledgerMarker is the file, in the store's directory, saying that the store keeps a ledger. It
+// guards operators' tools against writing without the ledger; it is no protection against
+// someone who can write the directory (the ledger is).
+const ledgerMarker = "LEDGER"
+
+// checkLedgerMarker, before a write: with a ledger, the directory says so; without one, it must
+// not.
+func (s *Store) checkLedgerMarker() error {
+	path := filepath.Join(s.dir, ledgerMarker)
+	_, err := os.Lstat(path)
+	switch {
+	case s.ledger == nil && err == nil:
+		return ErrLedgerRequired
+	case s.ledger == nil && errors.Is(err, os.ErrNotExist):
+		return nil
+	case s.ledger != nil && errors.Is(err, os.ErrNotExist):
+		return writeAtomic(path, []byte("This store keeps a ledger outside this directory (Redis): write to it only with the ledger.\n"))
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	return nil
+}
 
 // SetLedger makes s check every record it reads against l and record every write in l. Call it
 // before the store is used.

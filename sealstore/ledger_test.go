@@ -232,3 +232,44 @@ func TestLedgerAdoptsOlderRecords(t *testing.T) {
 	restore(t, s, kind, id, one)
 	refusedAsRollback(t, s, kind, id)
 }
+
+// TestWriteWithoutLedgerRefused: a store written with its ledger refuses writes when opened
+// without it (an operator's tool run without the Redis flags): a Destroy that left the ledger
+// behind would make the share refused for ever and a copy of it put back later accepted.
+// Reads still work; opened with the ledger again, the write goes through.
+func TestWriteWithoutLedgerRefused(t *testing.T) {
+	l := newMemLedger()
+	s := ledgerStore(t, l)
+	id := []byte("terminal-1")
+	if _, err := s.Put("share", id, []byte("secret-1")); err != nil {
+		t.Fatal(err)
+	}
+	bare, err := Open(s.dir, newMemKeys(t, "seal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare.keys = s.keys
+	if _, _, err := bare.Get("share", id); err != nil {
+		t.Fatalf("read without the ledger: %v", err)
+	}
+	for name, write := range map[string]func() error{
+		"destroy": func() error { return bare.Destroy("share", id) },
+		"put":     func() error { _, err := bare.Put("share", id, []byte("secret-2")); return err },
+		"create":  func() error { return bare.Create("share", []byte("terminal-2"), []byte("x")) },
+	} {
+		if err := write(); !errors.Is(err, ErrLedgerRequired) {
+			t.Errorf("%s without the ledger: %v, want ErrLedgerRequired", name, err)
+		}
+	}
+	if _, _, err := s.Get("share", id); err != nil {
+		t.Fatalf("the share after refused writes: %v", err)
+	}
+	if err := s.Destroy("share", id); err != nil {
+		t.Fatalf("destroy with the ledger: %v", err)
+	}
+	// A store that never had a ledger is written without one as before.
+	plain := ledgerStore(t, nil)
+	if _, err := plain.Put("share", id, []byte("secret")); err != nil {
+		t.Fatalf("store without a ledger: %v", err)
+	}
+}

@@ -328,6 +328,9 @@ func (s *Store) Destroy(kind string, id []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.checkLedgerMarker(); err != nil {
+		return err
+	}
 	path := s.path(kind, id)
 	unlock, err := lockFile(path + ".lock")
 	if err != nil {
@@ -582,6 +585,9 @@ func (s *Store) update(kind string, id []byte, f func(*record, *LedgerEntry) err
 	dir := filepath.Join(s.dir, kind)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	if err := s.checkLedgerMarker(); err != nil {
+		return err
 	}
 	path := s.path(kind, id)
 	unlock, err := lockFile(path + ".lock")
