@@ -195,17 +195,9 @@ redis.call('HSET', KEYS[1], 'number', ARGV[1], 'mark', ARGV[2])
 return 1
 `)
 
-func (l RedisCRLLedger) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := l.Timeout
-	if d <= 0 {
-		d = abuse.DefaultRedisTimeout
-	}
-	return context.WithTimeout(ctx, d)
-}
-
 // LoadCRLMark returns the mark of ca, or nil when none is recorded.
 func (l RedisCRLLedger) LoadCRLMark(ctx context.Context, ca string) (*CRLMark, error) {
-	ctx, cancel := l.ctx(ctx)
+	ctx, cancel := l.RoundTrip(ctx)
 	defer cancel()
 	data, err := l.Client.HGet(ctx, l.Prefix+ca, "mark").Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -274,7 +266,7 @@ func (l RedisCRLLedger) StoreCRLMark(ctx context.Context, ca string, m CRLMark) 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := l.ctx(ctx)
+	ctx, cancel := l.RoundTrip(ctx)
 	defer cancel()
 	return crlMarkScript.Run(ctx, l.Client, []string{l.Prefix + ca}, m.Number, data).Err()
 }

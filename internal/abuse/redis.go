@@ -43,6 +43,16 @@ func (s RedisStore) Check() error {
 	return nil
 }
 
+// RoundTrip bounds one round trip to s: ctx with s.Timeout (default DefaultRedisTimeout) or
+// ctx's own deadline, whichever is earlier.
+func (s RedisStore) RoundTrip(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := s.Timeout
+	if d <= 0 {
+		d = DefaultRedisTimeout
+	}
+	return context.WithTimeout(ctx, d)
+}
+
 // Redis is a Limiter whose state lives in Redis, shared by every instance that uses the same
 // store with the same limits: a client spreading requests over N instances gets the rate of
 // one, the failures it makes on one count on all, and a lockout reached through one holds on

@@ -44,17 +44,9 @@ redis.call('HSET', KEYS[1], 'max', ARGV[1], 'entry', ARGV[2])
 return 1
 `)
 
-func (l Ledger) ctx() (context.Context, context.CancelFunc) {
-	d := l.Timeout
-	if d <= 0 {
-		d = abuse.DefaultRedisTimeout
-	}
-	return context.WithTimeout(context.Background(), d)
-}
-
 // LoadEntry returns the entry of record, or nil when none is recorded.
 func (l Ledger) LoadEntry(record string) (*sealstore.LedgerEntry, error) {
-	ctx, cancel := l.ctx()
+	ctx, cancel := l.RoundTrip(context.Background())
 	defer cancel()
 	data, err := l.Client.HGet(ctx, l.Prefix+record, "entry").Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -79,7 +71,7 @@ func (l Ledger) StoreEntry(record string, e sealstore.LedgerEntry) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := l.ctx()
+	ctx, cancel := l.RoundTrip(context.Background())
 	defer cancel()
 	return storeScript.Run(ctx, l.Client, []string{l.Prefix + record}, strconv.Itoa(e.Max), data).Err()
 }
