@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,7 @@ import (
 	"github.com/gmgate/gmgate/enroll"
 	"github.com/gmgate/gmgate/gateway"
 	"github.com/gmgate/gmgate/internal/abuse"
+	"github.com/gmgate/gmgate/internal/lru"
 	"github.com/gmgate/gmgate/keyvault"
 	"github.com/gmgate/gmgate/pki"
 	"github.com/gmgate/gmgate/refusal"
@@ -511,6 +513,9 @@ type keyStatus struct {
 	// crls, when set, holds the CRLs of issuers (the CAs of the joint keys' certificates).
 	crls    *pki.CRLStore
 	issuers []*smx509.Certificate
+	// issuerOf remembers, by SM3 of a certificate, which of issuers signed it: the signature
+	// is verified once per certificate, not on every co-operation (up to three checks each).
+	issuerOf *lru.Cache[*smx509.Certificate]
 	// pins, when set (the share store), remembers the newest certificate seen for each joint
 	// key (kind certPinKind, id its subject key identifier): once a key is certified, its
 	// records missing from enroll_store refuse instead of looking "not yet certified", and the
@@ -582,6 +587,7 @@ func (k *keyStatus) loadCRLs(app *App, sources, rootFiles, interFiles []string) 
 		return errors.New("crls: trusted_roots required (the CAs whose CRLs they are; no development PKI in use)")
 	}
 	k.issuers = append(roots, inters...)
+	k.issuerOf = lru.New[*smx509.Certificate](4096, nil)
 	if k.crls, err = pki.NewCRLStore(sources, withEnrollCRLs(sources, pki.CRLOptions{Issuers: k.issuers})); err != nil {
 		return fmt.Errorf("crls: %w", err)
 	}
@@ -595,11 +601,15 @@ func (k *keyStatus) checkCRL(cert *smx509.Certificate) error {
 	if k.crls == nil {
 		return nil
 	}
-	var issuer *smx509.Certificate
-	for _, c := range k.issuers {
-		if bytes.Equal(cert.RawIssuer, c.RawSubject) && cert.CheckSignatureFrom(c) == nil {
-			issuer = c
-			break
+	sum := sm3.Sum(cert.Raw)
+	issuer, _ := k.issuerOf.Get(string(sum[:]))
+	if issuer == nil {
+		for _, c := range k.issuers {
+			if bytes.Equal(cert.RawIssuer, c.RawSubject) && cert.CheckSignatureFrom(c) == nil {
+				issuer = c
+				k.issuerOf.Put(string(sum[:]), c)
+				break
+			}
 		}
 	}
 	if issuer == nil {
