@@ -39,22 +39,7 @@ func (k *countingKeys) Rotate(string) (int, error)                          { re
 // text/plain form carries the JSON body). gm_crypto refuses it as a browser request before the
 // vault is touched; the same request from a system is served.
 func TestAttackCryptoBrowserRequest(t *testing.T) {
-	policy := cryptosvc.PolicyConfig{
-		Callers: []cryptosvc.CallerConfig{{Name: "ops", SubjectCN: "ops"}},
-		Rules:   []cryptosvc.Rule{{Caller: "ops", Ops: []cryptosvc.Op{cryptosvc.OpRotate}, Key: "pii"}},
-	}
-	p, err := cryptosvc.NewPolicy(policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := &countingKeys{}
-	svc, err := cryptosvc.New(cryptosvc.Options{Keys: keys, Policy: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Crypto{svc: svc, logger: zap.NewNop()}
-	cert := &x509.Certificate{Raw: []byte("ops certificate"), SerialNumber: big.NewInt(7),
-		Subject: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "ops"}}}}
+	h, keys, cert := opsRotateHandler(t)
 	rows := []struct {
 		name   string
 		header map[string]string
@@ -91,21 +76,7 @@ func TestAttackCryptoBrowserRequest(t *testing.T) {
 // (/shf/v1/Rotate%4Bey) slips past a proxy or route that refuses /shf/v1/RotateKey by its
 // literal path; gm_crypto serves operations only at their literal path.
 func TestAttackCryptoEncodedPath(t *testing.T) {
-	p, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{
-		Callers: []cryptosvc.CallerConfig{{Name: "ops", SubjectCN: "ops"}},
-		Rules:   []cryptosvc.Rule{{Caller: "ops", Ops: []cryptosvc.Op{cryptosvc.OpRotate}, Key: "pii"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := &countingKeys{}
-	svc, err := cryptosvc.New(cryptosvc.Options{Keys: keys, Policy: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Crypto{svc: svc, logger: zap.NewNop()}
-	cert := &x509.Certificate{Raw: []byte("ops certificate"), SerialNumber: big.NewInt(7),
-		Subject: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "ops"}}}}
+	h, keys, cert := opsRotateHandler(t)
 	rows := []struct {
 		path string
 		code string
@@ -134,4 +105,25 @@ func TestAttackCryptoEncodedPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// opsRotateHandler is gm_crypto's handler over a policy letting caller "ops" (its client
+// certificate's CN) rotate key "pii", with a vault that counts the calls reaching it.
+func opsRotateHandler(t *testing.T) (*Crypto, *countingKeys, *x509.Certificate) {
+	t.Helper()
+	p, err := cryptosvc.NewPolicy(cryptosvc.PolicyConfig{
+		Callers: []cryptosvc.CallerConfig{{Name: "ops", SubjectCN: "ops"}},
+		Rules:   []cryptosvc.Rule{{Caller: "ops", Ops: []cryptosvc.Op{cryptosvc.OpRotate}, Key: "pii"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &countingKeys{}
+	svc, err := cryptosvc.New(cryptosvc.Options{Keys: keys, Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &x509.Certificate{Raw: []byte("ops certificate"), SerialNumber: big.NewInt(7),
+		Subject: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "ops"}}}}
+	return &Crypto{svc: svc, logger: zap.NewNop()}, keys, cert
 }
