@@ -52,3 +52,21 @@ func BenchmarkSignService(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckMemberNames is the exact-member-name pass every request body takes before it is
+// decoded (checkMemberNames), per batch item of BenchmarkSignService/batch-64's body: compare
+// with BenchmarkSignVault (one signature) for its share of a batched signature.
+func BenchmarkCheckMemberNames(b *testing.B) {
+	const n = 64
+	items := make([]map[string]any, n)
+	for i := range items {
+		items[i] = map[string]any{"data": benchMsg}
+	}
+	body, _ := json.Marshal(map[string]any{"key": "platform-sign", "batch_input": items})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i += n {
+		if err := checkMemberNames(body, requestNames); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
